@@ -1,0 +1,73 @@
+"""The `ctx` a candidate's `train(ctx)` receives: the whole of the harness that training code sees.
+
+    ctx.device, ctx.seed, ctx.cfg (same dict as build_model's), ctx.vocab_size, ctx.seq_len
+    ctx.batches(batch_size)  infinite iterator of (x, y) int64 [B, T] on ctx.device, train split only
+    ctx.time_left()          seconds left of the time budget (the clock started when train() was called)
+    ctx.progress()           fraction of the budget used, in [0, 1]: time, or tokens in fixed-token mode
+    ctx.done()               True once the budget (time or tokens) is spent: stop and return the model
+    ctx.log(step, loss, **k) progress for the terminal; never parsed for a score
+    ctx.tokens               tokens served by ctx.batches so far (counted by the harness)
+
+In fixed-token mode (`max_tokens` set) the batch iterator stops after max_tokens tokens, so a
+candidate cannot train on more; the wall clock still hard-kills a run that overstays.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import IO, Any, Callable, Iterator
+
+import torch
+
+
+class TrainContext:
+    def __init__(self, *, device: str, seed: int, cfg: dict[str, Any], budget_s: float,
+                 max_tokens: int | None, make_loader: Callable[[int, int], Iterator],
+                 progress_out: IO[str] | None = None):
+        self.device = device
+        self.seed = seed
+        self.cfg = dict(cfg)
+        self.vocab_size = int(cfg["vocab_size"])
+        self.seq_len = int(cfg["seq_len"])
+        self.budget_s = float(budget_s)
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        self._make_loader = make_loader
+        self._progress_out = progress_out
+        self._t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def time_left(self) -> float:
+        return max(0.0, self.budget_s - self.elapsed())
+
+    def progress(self) -> float:
+        if self.max_tokens:
+            return min(1.0, self.tokens / self.max_tokens)
+        return min(1.0, self.elapsed() / self.budget_s)
+
+    def done(self) -> bool:
+        if self.max_tokens:
+            return self.tokens >= self.max_tokens
+        return self.elapsed() >= self.budget_s
+
+    def batches(self, batch_size: int, seq_len: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        seq_len = seq_len or self.seq_len
+        for x, y in self._make_loader(batch_size, seq_len):
+            if self.max_tokens and self.tokens >= self.max_tokens:
+                return
+            self.tokens += x.numel()
+            yield x, y
+
+    def log(self, step: int, loss: float, **extra: Any) -> None:
+        if self._progress_out is None:
+            return
+        loss = float(loss)
+        record = {"step": int(step), "loss": loss if math.isfinite(loss) else None,
+                  "tokens": self.tokens, "elapsed": round(self.elapsed(), 3),
+                  "progress": round(self.progress(), 4),
+                  **{k: v for k, v in extra.items() if isinstance(v, (int, float, str))}}
+        self._progress_out.write(json.dumps(record) + "\n")
+        self._progress_out.flush()

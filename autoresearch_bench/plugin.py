@@ -1,0 +1,270 @@
+"""pytest plugin: correctness checks on every run; timed benchmarks with `--autoresearch`.
+
+A task folder (with task.toml) holds `test_<task>.py`. Its tests that take the `candidate` fixture
+are parametrized over the task's candidates (train.py, candidates/*.py, --ar-candidate), so test ids
+name the candidate (`test_causality[wider_mlp]`) and `-k wider_mlp` selects one. Fixtures:
+
+    ar_check(name, **params)  run a named check from autoresearch_bench.checks on the candidate, in
+                              an isolated child process; fails the test with the check's message
+    ar_benchmark()            the candidate's timed runs (all seeds); fails on crash, timeout or
+                              violation; skipped without --autoresearch
+    ar_task, ar_profile       the task spec and the profile chosen for this session
+
+Benchmarks run after every check of the session; a candidate whose check failed is not benchmarked
+and its benchmark item fails with the reason. The terminal summary ranks the candidates per task.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import pytest
+from tabulate import tabulate
+
+from . import stats
+from .runner import Candidate, CheckServer
+from .session import BenchmarkSession, CandidateResult, Options, resolve_candidates
+from .task import Profile, Task, TaskError, default_profile, load_task
+
+SESSION = pytest.StashKey[BenchmarkSession]()
+STATE = pytest.StashKey["PluginState"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("autoresearch", "autoresearch-bench: timed benchmarks of candidate training code")
+    group.addoption("--autoresearch", action="store_true",
+                    help="run the timed benchmarks; without it only the correctness checks run")
+    group.addoption("--ar-profile", default="auto", metavar="NAME",
+                    help="task profile: auto (a GPU profile when a GPU is present, else cpu) or a name")
+    group.addoption("--ar-seeds", type=int, default=1, metavar="N", help="seeds per candidate (default 1)")
+    group.addoption("--ar-seed-base", type=int, default=0, metavar="S", help="first seed (default 0)")
+    group.addoption("--ar-budget", type=float, default=None, metavar="SECONDS",
+                    help="override the profile's training time budget")
+    group.addoption("--ar-tokens", type=int, default=None, metavar="N",
+                    help="fixed-token mode: train for N tokens instead of a time budget")
+    group.addoption("--ar-results", default="results.tsv", metavar="PATH",
+                    help="results table to append to (a .jsonl file of full records goes beside it)")
+    group.addoption("--ar-candidate", action="append", default=[], metavar="PATH|REF",
+                    help="another candidate: a file with the task contract, or a git ref (repeatable)")
+    group.addoption("--ar-tasks", default=None, metavar="NAMES", help="comma-separated task names to run")
+    group.addoption("--ar-description", default="", metavar="TEXT", help="description column of the records")
+
+
+class PluginState:
+    """Per-session caches: tasks by folder, candidates by task, check processes by candidate."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.tasks: dict[Path, Task | None] = {}
+        self.candidates: dict[str, list[Candidate]] = {}
+        self.check_servers: dict[tuple[str, str], CheckServer] = {}
+        self.last_progress: dict[tuple[str, str], float] = {}
+
+    def task_for(self, path: Path) -> Task | None:
+        """The task whose folder holds this test file (None outside task folders)."""
+        folder = path.parent
+        if folder not in self.tasks:
+            self.tasks[folder] = load_task(folder) if (folder / "task.toml").is_file() else None
+        return self.tasks[folder]
+
+    def candidates_for(self, task: Task) -> list[Candidate]:
+        if task.name not in self.candidates:
+            scratch = Path(self.config.rootpath) / ".ar" / "candidates"
+            self.candidates[task.name] = resolve_candidates(task, tuple(self.config.getoption("ar_candidate")), scratch)
+        return self.candidates[task.name]
+
+    def profile_for(self, task: Task) -> Profile:
+        name = self.config.getoption("ar_profile")
+        if name == "auto":
+            import torch
+            return default_profile(task, torch.cuda.is_available())
+        return task.profile(name)
+
+    def write(self, text: str) -> None:
+        """A line on the terminal, also while pytest captures the test's output."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            print(text, flush=True)
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(text)
+
+    def progress(self, entry: CandidateResult, seed: int, record: dict) -> None:
+        """Throttled progress line: step, loss, tokens/s, time left."""
+        key = (entry.task.name, entry.candidate.name)
+        budget = self.config.getoption("ar_budget") or entry.profile.budget_s
+        now = time.monotonic()
+        if now - self.last_progress.get(key, 0.0) < max(2.0, budget / 20):
+            return
+        self.last_progress[key] = now
+        elapsed = max(record.get("elapsed", 0.0), 1e-9)
+        loss = record.get("loss")
+        left = (1 - record.get("progress", 0.0)) * (elapsed / max(record.get("progress", 0.0), 1e-9))
+        self.write(f"  {entry.task.name}/{entry.candidate.name} seed {seed} | step {record.get('step', 0)} | "
+                   f"loss {loss if loss is None else f'{loss:.4f}'} | "
+                   f"{record.get('tokens', 0) / elapsed / 1e3:,.1f}k tok/s | {left:.0f} s left")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "autoresearch: a timed benchmark; runs only with --autoresearch")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped when none is visible")
+    state = PluginState(config)
+    config.stash[STATE] = state
+    results = Path(config.getoption("ar_results"))
+    options = Options(
+        enabled=config.getoption("autoresearch"), profile=config.getoption("ar_profile"),
+        seeds=config.getoption("ar_seeds"), seed_base=config.getoption("ar_seed_base"),
+        budget_s=config.getoption("ar_budget"), max_tokens=config.getoption("ar_tokens"),
+        results_tsv=results if results.is_absolute() else Path(config.rootpath) / results,
+        candidates=tuple(config.getoption("ar_candidate")), description=config.getoption("ar_description"))
+    config.stash[SESSION] = BenchmarkSession(options, log=lambda m: state.write(f"[autoresearch] {m}"),
+                                             on_progress=state.progress)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    wanted = config.getoption("ar_tasks")
+    if wanted and (collection_path / "task.toml").is_file():
+        names = {n.strip() for n in wanted.split(",")}
+        return collection_path.name not in names and load_task(collection_path).name not in names
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "candidate" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash[STATE]
+    task = state.task_for(metafunc.definition.path)
+    if task is None:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: the candidate fixture works only in a "
+                                f"task folder (one with a task.toml)")
+    candidates = state.candidates_for(task)
+    metafunc.parametrize("candidate", candidates, ids=[c.name for c in candidates])
+
+
+def _item_candidate(item: pytest.Item) -> Candidate | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("candidate") if callspec else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks after all checks; plan the benchmark of each selected candidate."""
+    state, session = config.stash[STATE], config.stash[SESSION]
+    benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
+    items[:] = [i for i in items if not i.get_closest_marker("autoresearch")] + benchmarks
+    for item in benchmarks:
+        if not session.options.enabled:
+            item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
+        elif (candidate := _item_candidate(item)) is not None:
+            task = state.task_for(item.path)
+            try:
+                session.plan(task, state.profile_for(task), candidate)
+            except TaskError:
+                pass  # reported by the ar_profile fixture when the item runs
+    import torch
+    if not torch.cuda.is_available():
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed check of a candidate cancels that candidate's benchmark (and no other's)."""
+    report = yield
+    candidate = _item_candidate(item)
+    if report.failed and candidate is not None and not item.get_closest_marker("autoresearch"):
+        lines = [l[2:].strip() for l in report.longreprtext.splitlines() if l.startswith("E ")]
+        reason = (lines or report.longreprtext.strip().splitlines() or ["failed"])[0]
+        state = item.config.stash[STATE]
+        item.config.stash[SESSION].skip(state.task_for(item.path), candidate,
+                                        f"check {item.originalname} failed: {reason}")
+    return report
+
+
+@pytest.fixture
+def ar_task(request: pytest.FixtureRequest) -> Task:
+    task = request.config.stash[STATE].task_for(request.path)
+    if task is None:
+        pytest.fail(f"{request.path} is not in a task folder (no task.toml beside it)", pytrace=False)
+    return task
+
+
+@pytest.fixture
+def ar_profile(request: pytest.FixtureRequest, ar_task: Task) -> Profile:
+    try:
+        return request.config.stash[STATE].profile_for(ar_task)
+    except TaskError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+def ar_check(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Profile, candidate: Candidate):
+    state = request.config.stash[STATE]
+    options = request.config.stash[SESSION].options
+    key = (ar_task.name, candidate.name)
+    if key not in state.check_servers:
+        state.check_servers[key] = CheckServer(ar_task, ar_profile, candidate,
+                                               results_paths=(options.results_tsv, options.results_jsonl))
+    server = state.check_servers[key]
+
+    def check(name: str, **params) -> str:
+        outcome = server.run(name, **params)
+        if not outcome["ok"]:
+            pytest.fail(outcome["error"], pytrace=False)
+        return outcome["detail"]
+    return check
+
+
+@pytest.fixture
+def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Profile, candidate: Candidate):
+    session = request.config.stash[SESSION]
+
+    def benchmark() -> CandidateResult:
+        if not session.options.enabled:
+            pytest.skip("timed benchmark: run pytest with --autoresearch")
+        session.plan(ar_task, ar_profile, candidate)
+        result = session.result(ar_task, candidate)
+        if result.skipped:
+            pytest.fail(f"not benchmarked: {result.skipped}", pytrace=False)
+        if result.status != "ok":
+            pytest.fail(f"{candidate.name}: {result.status}: {result.error}", pytrace=False)
+        return result
+    return benchmark
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for server in session.config.stash[STATE].check_servers.values():
+        server.close()
+
+
+def summary_rows(results: list[CandidateResult]) -> list[dict]:
+    rows = []
+    for r in results:
+        recs = r.records
+        values = r.values
+        score = stats.summarize(values).fmt() if values else "-"
+        mean = (lambda f: sum(f(x) for x in recs) / len(recs)) if recs else (lambda f: 0)
+        commit = recs[0].commit + ("+dirty" if recs[0].dirty else "") if recs else "-"
+        rows.append({
+            "task": r.task.name, "candidate": r.candidate.name, "commit": commit, "profile": r.profile.name,
+            r.task.metric: score, "seeds": f"{len(values)}/{len(recs)}" if recs else "0",
+            "seconds": f"{mean(lambda x: x.seconds):.1f}" if recs else "-",
+            "tokens": f"{mean(lambda x: x.tokens):,.0f}" if recs else "-",
+            "steps": f"{mean(lambda x: x.steps):.0f}" if recs else "-",
+            "peak mem GB": f"{max(x.peak_mem_gb for x in recs):.2f}" if recs else "-",
+            "status": r.status, "error": r.error[:80]})
+    return rows
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    session = config.stash[SESSION]
+    if not session.results:
+        return
+    terminalreporter.write_sep("=", "autoresearch benchmark")
+    terminalreporter.write_line(tabulate(summary_rows(session.ranked()), headers="keys"))
+    terminalreporter.write_line(f"records appended to {session.options.results_tsv} and "
+                                f"{session.options.results_jsonl}")

@@ -1,0 +1,166 @@
+"""Task specs: `tasks/<name>/task.toml` parsed into plain data classes.
+
+A task folder holds `task.toml`, the editable `train.py`, `program.md`, `test_<name>.py` and
+optionally `candidates/*.py`. The toml file has these tables (see tasks/gpt_pretrain/task.toml):
+
+    [task]      name, description, editable (files an agent may change), metric, direction,
+                checks (names from autoresearch_bench.checks that apply to this task),
+                imports (modules a candidate may import; the source policy check enforces it)
+    [data]      source (embedded | files | climbmix), vocab_size, seq_len, and source options
+    [limits]    max_params, max_vram_gb
+    [profiles.<name>]          device (cpu | cuda), budget_s, startup_allowance_s, eval_tokens,
+                               eval_batch_size, eval_timeout_s; optional [profiles.<name>.data]
+                               overrides the task's data table
+    [profiles.<name>.config]   free-form hyperparameters: passed to build_model(cfg) and train(ctx)
+
+Profiles are data: a user adds one by adding a table, no code.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class TaskError(Exception):
+    """A task folder or task.toml that cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    device: str
+    budget_s: float
+    startup_allowance_s: float
+    eval_tokens: int
+    eval_batch_size: int
+    eval_timeout_s: float
+    data: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.data["vocab_size"])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.data["seq_len"])
+
+    def model_config(self) -> dict[str, Any]:
+        """The cfg dict a candidate's build_model(cfg) receives."""
+        return {**self.config, "vocab_size": self.vocab_size, "seq_len": self.seq_len}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    root: Path
+    description: str
+    editable: tuple[str, ...]
+    metric: str
+    direction: str
+    checks: tuple[str, ...]
+    imports: tuple[str, ...]
+    max_params: int | None
+    max_vram_gb: float | None
+    profiles: dict[str, Profile] = field(repr=False)
+
+    @property
+    def train_file(self) -> Path:
+        return self.root / self.editable[0]
+
+    def candidate_files(self) -> list[Path]:
+        """The task's own editable file first, then tasks/<task>/candidates/*.py sorted by name."""
+        return [self.train_file, *sorted((self.root / "candidates").glob("*.py"))]
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise TaskError(f"{self.name}: no profile {name!r}; choose one of "
+                            f"{', '.join(self.profiles)} (--ar-profile)") from None
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether metric value a is better than b under this task's direction."""
+        return a < b if self.direction == "lower" else a > b
+
+
+_PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "eval_batch_size",
+                 "eval_timeout_s", "data", "config"}
+
+
+def _require(table: dict, key: str, where: str, path: Path):
+    if key not in table:
+        raise TaskError(f"{path}: [{where}] lacks '{key}'; add it (see tasks/gpt_pretrain/task.toml)")
+    return table[key]
+
+
+def load_task(path: str | Path) -> Task:
+    """Parse a task folder (or its task.toml) into a Task; raise TaskError with a one-line fix."""
+    path = Path(path)
+    toml_path = path if path.name == "task.toml" else path / "task.toml"
+    if not toml_path.is_file():
+        raise TaskError(f"{toml_path}: not found; a task folder needs a task.toml")
+    try:
+        raw = tomllib.loads(toml_path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise TaskError(f"{toml_path}: malformed TOML ({e}); fix the syntax") from None
+    root = toml_path.parent
+    meta = raw.get("task", {})
+    name = meta.get("name", root.name)
+    editable = tuple(meta.get("editable", ["train.py"]))
+    for rel in editable:
+        if not (root / rel).is_file():
+            raise TaskError(f"{toml_path}: editable file {rel!r} does not exist in {root}")
+    direction = meta.get("direction", "lower")
+    if direction not in ("lower", "higher"):
+        raise TaskError(f"{toml_path}: direction must be 'lower' or 'higher', not {direction!r}")
+    data = raw.get("data", {})
+    limits = raw.get("limits", {})
+    profiles = {}
+    for pname, p in raw.get("profiles", {}).items():
+        where = f"profiles.{pname}"
+        unknown = set(p) - _PROFILE_KEYS
+        if unknown:
+            raise TaskError(f"{toml_path}: [{where}] has unknown keys {sorted(unknown)}; "
+                            f"allowed: {sorted(_PROFILE_KEYS)}")
+        device = _require(p, "device", where, toml_path)
+        if device not in ("cpu", "cuda"):
+            raise TaskError(f"{toml_path}: [{where}] device must be 'cpu' or 'cuda', not {device!r}")
+        pdata = {**data, **p.get("data", {})}
+        for key in ("source", "vocab_size", "seq_len"):
+            _require(pdata, key, f"data] or [{where}.data", toml_path)
+        profiles[pname] = Profile(
+            name=pname, device=device,
+            budget_s=float(_require(p, "budget_s", where, toml_path)),
+            startup_allowance_s=float(p.get("startup_allowance_s", 30)),
+            eval_tokens=int(_require(p, "eval_tokens", where, toml_path)),
+            eval_batch_size=int(p.get("eval_batch_size", 8)),
+            eval_timeout_s=float(p.get("eval_timeout_s", 300)),
+            data=pdata, config=dict(p.get("config", {})))
+    if not profiles:
+        raise TaskError(f"{toml_path}: no [profiles.<name>] table; add at least a cpu profile")
+    return Task(name=name, root=root, description=meta.get("description", ""), editable=editable,
+                metric=meta.get("metric", "val_bpb"), direction=direction,
+                checks=tuple(meta.get("checks", ())), imports=tuple(meta.get("imports", ())),
+                max_params=limits.get("max_params"), max_vram_gb=limits.get("max_vram_gb"),
+                profiles=profiles)
+
+
+def find_tasks(root: str | Path) -> list[Task]:
+    """Every task under root (a tasks/ folder, or one task folder), sorted by name."""
+    root = Path(root)
+    if (root / "task.toml").is_file():
+        return [load_task(root)]
+    return sorted((load_task(p.parent) for p in root.glob("*/task.toml")), key=lambda t: t.name)
+
+
+def default_profile(task: Task, cuda_available: bool) -> Profile:
+    """GPU present → the task's first cuda profile, else its first cpu profile."""
+    for want in (("cuda", "cpu") if cuda_available else ("cpu",)):
+        for p in task.profiles.values():
+            if p.device == want:
+                return p
+    raise TaskError(f"{task.name}: has no cpu profile and this machine has no GPU; "
+                    f"run on a GPU machine or add [profiles.cpu] to task.toml")

@@ -1,0 +1,204 @@
+"""Child-process entry points: the only places where candidate code runs.
+
+    python -m autoresearch_bench.worker train    SPEC.json   train(ctx) under the parent's clock
+    python -m autoresearch_bench.worker evaluate SPEC.json   fresh process: metric from the logits
+    python -m autoresearch_bench.worker checks   SPEC.json   serve check requests (stdin → result fd)
+
+The parent (runner.py) writes SPEC.json and passes a pipe as `result_fd`; this process writes JSON
+lines to it: progress records, then one {"kind": "result"} or {"kind": "error"}. The candidate's
+stdout and stderr go to log files and are never parsed for a score.
+
+Guards installed before candidate code is imported:
+- an audit hook refuses to open any path under `forbidden` (the validation split, the raw shards,
+  the results files): the training process cannot read validation data by path, cache dir or
+  environment variable, nor write results;
+- the evaluation and check processes snapshot the harness's and torch's critical functions and
+  verify them afterwards (a candidate that monkeypatches the evaluator is reported as tampering).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .checks import CheckFailed
+from .evaluate import EvalViolation
+
+RESULT_FD_ENV = "AR_RESULT_FD"
+
+
+def _emit(out, kind: str, **fields: Any) -> None:
+    out.write(json.dumps({"kind": kind, **fields}) + "\n")
+    out.flush()
+
+
+def install_path_guard(forbidden: list[str]) -> None:
+    """Refuse to open anything under the forbidden roots (audit hooks cannot be removed)."""
+    roots = tuple(os.path.realpath(p) for p in forbidden)
+    realpath = os.path.realpath
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "open" and roots:
+            path = args[0]
+            if isinstance(path, int):
+                return
+            if isinstance(path, bytes):
+                path = path.decode(errors="replace")
+            real = realpath(path)
+            for root in roots:
+                if real == root or real.startswith(root + os.sep):
+                    raise PermissionError(f"autoresearch-bench: access to {path} is forbidden "
+                                          f"for candidate code (validation data or results)")
+
+    sys.addaudithook(hook)
+
+
+def load_candidate(path: str):
+    """Import a candidate file by path under a fixed module name; errors say what to fix."""
+    spec = importlib.util.spec_from_file_location("candidate", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["candidate"] = module
+    spec.loader.exec_module(module)
+    for name in ("build_model", "train"):
+        if not callable(getattr(module, name, None)):
+            raise ImportError(f"{path} defines no {name}(); the contract needs build_model(cfg) and train(ctx)")
+    return module
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _peak_memory_gb(device: str) -> float:
+    import torch
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 1e9
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux → GB
+
+
+def run_train(spec: dict, out) -> None:
+    import torch
+
+    from .context import TrainContext
+    from .data import Loader
+
+    install_path_guard(spec["forbidden"])
+    _seed_everything(spec["seed"])
+    module = load_candidate(spec["candidate"])
+    device = spec["device"]
+
+    def make_loader(batch_size: int, seq_len: int):
+        return iter(Loader(Path(spec["train_tokens"]), batch_size, seq_len, device=device, seed=spec["seed"]))
+
+    last = {"step": 0}
+
+    class Progress:
+        """Relays ctx.log records to the parent and keeps the last step for the record."""
+        def write(self, line: str) -> None:
+            record = json.loads(line)
+            last["step"] = record["step"]
+            out.write(json.dumps({"kind": "progress", **record}) + "\n")
+
+        def flush(self) -> None:
+            out.flush()
+
+    ctx = TrainContext(device=device, seed=spec["seed"], cfg=spec["cfg"], budget_s=spec["budget_s"],
+                       max_tokens=spec.get("max_tokens"), make_loader=make_loader, progress_out=Progress())
+    t0 = time.perf_counter()
+    model = module.train(ctx)
+    seconds = time.perf_counter() - t0
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"train(ctx) returned {type(model).__name__}, not a torch.nn.Module")
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    torch.save(state, Path(spec["scratch"]) / "model.pt")
+    _emit(out, "result", seconds=seconds, tokens=ctx.tokens, steps=last["step"],
+          peak_mem_gb=_peak_memory_gb(device))
+
+
+def run_evaluate(spec: dict, out) -> None:
+    from . import checks
+    from .evaluate import evaluate_model, load_eval_data
+
+    eval_data = load_eval_data(spec)  # read before any candidate code runs; then the folder is closed
+    snapshot = checks.snapshot_critical()
+    install_path_guard(spec["forbidden"] + [spec["val_dir"]])
+    _seed_everything(spec["seed"])
+    module = load_candidate(spec["candidate"])
+    result = evaluate_model(module.build_model, spec, eval_data)
+    checks.verify_untampered(snapshot)
+    _emit(out, "result", **result)
+
+
+def serve_checks(spec: dict, out) -> None:
+    """Answer check requests, one JSON line each on stdin: {"check": name, **params}."""
+    from . import checks
+
+    snapshot = checks.snapshot_critical()
+    install_path_guard(spec["forbidden"])
+    source = Path(spec["candidate"]).read_text()
+    try:
+        module = load_candidate(spec["candidate"])
+        import_error = None
+    except Exception as e:  # reported per request, so each check item says why
+        module, import_error = None, f"candidate failed to import: {type(e).__name__}: {e}"
+    _emit(out, "ready")
+    for line in sys.stdin:
+        request = json.loads(line)
+        name = request.pop("check")
+        t0 = time.perf_counter()
+        try:
+            if import_error and name != "source_policy":
+                raise ImportError(import_error)
+            if name not in checks.CHECKS:
+                raise KeyError(f"unknown check {name!r}; known: {', '.join(sorted(checks.CHECKS))}")
+            ctx = checks.CheckContext(
+                build_model=module.build_model if module else None, cfg=spec["cfg"], source=source,
+                allowed_imports=tuple(spec["allowed_imports"]), max_params=spec["max_params"],
+                seed=request.pop("seed", spec["seed"]), **request)
+            detail = checks.CHECKS[name](ctx)
+            checks.verify_untampered(snapshot)
+            _emit(out, "check", name=name, ok=True, detail=detail, seconds=time.perf_counter() - t0)
+        except Exception as e:
+            _emit(out, "check", name=name, ok=False, error=_one_line(e), seconds=time.perf_counter() - t0)
+
+
+def _one_line(e: BaseException) -> str:
+    """First line of the error; check failures and violations carry their own prefix."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return first if isinstance(e, (CheckFailed, EvalViolation)) and first else f"{type(e).__name__}: {first}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    mode, spec_path = argv
+    spec = json.loads(Path(spec_path).read_text())
+    out = os.fdopen(int(os.environ.pop(RESULT_FD_ENV)), "w", buffering=1)
+    if spec.get("threads"):
+        import torch
+        torch.set_num_threads(int(spec["threads"]))
+    try:
+        {"train": run_train, "evaluate": run_evaluate, "checks": serve_checks}[mode](spec, out)
+    except Exception as e:
+        violation = isinstance(e, (CheckFailed, EvalViolation))
+        if not violation:
+            traceback.print_exc()
+        _emit(out, "violation" if violation else "error", error=_one_line(e))
+        return 3 if violation else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
