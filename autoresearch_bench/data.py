@@ -1,0 +1,647 @@
+"""Data and tokenizer: corpus shards, a BPE tokenizer, token files, and the batch loaders.
+
+`prepare(spec, task)` turns a task profile's [data] table into files under
+cache_root()/<task>/<hash of the spec>/, each step skipped when its output already exists:
+
+    shards/*.parquet       training documents (a `text` column, as autoresearch's climbmix shards)
+    val/*.parquet          the pinned validation documents, never used for training
+    tokenizer/tokenizer.pkl  a tiktoken.Encoding (byte-level BPE trained with rustbpe on train only)
+    train.npy, train.docs.npy          all training documents tokenized, each prefixed by BOS,
+    val/val.npy, val/val.docs.npy      as one flat uint16/uint32 array + int64 document offsets
+    prepared.json          written last: counts and ids; its presence means the cache is complete
+
+Choices:
+- Sources. `embedded` (the KJV shipped in the package, one chapter per document), `files` (text
+  files of the machine's own /usr and /opt trees, walked in sorted order, deduplicated, shuffled with
+  a fixed seed) and `climbmix` (autoresearch's parquet shards, downloaded with urllib, retries with
+  exponential backoff, HTTP Range resume, atomic rename). For the first two, the validation split is
+  the fraction of documents with the smallest content hash, so it depends on the documents only.
+  For climbmix it is the pinned last shard, as upstream. `parquet` reads a folder of existing
+  shards (autoresearch's layout) with a named validation shard, for comparisons on the same documents.
+- Everything is written to a temporary file and renamed into place (os.replace), so an interrupted
+  run never leaves a file a later run trusts; a file lock serialises concurrent preparers.
+- The tokenizer is stored as a pickled tiktoken.Encoding (as upstream). tiktoken's own text format
+  needs `blobfile` to write and caches reads by path in /tmp, which would serve stale tokenizers.
+- token_bytes counts the raw bytes of each token (tiktoken's decode_single_token_bytes), so bytes
+  sum exactly to the UTF-8 length of the text even for tokens that split a multi-byte character.
+- Tokenizing once into memory-mapped arrays keeps the loader cheap: it copies slices, never encodes.
+  The loader packs like autoresearch's (every row starts with BOS; best fit from a buffer of
+  documents; crop only when nothing fits), except that a cropped document's rest is kept (see _Packer),
+  and, on CUDA, assembles batches in a background thread
+  into pinned buffers that are copied with non_blocking=True.
+"""
+from __future__ import annotations
+
+import bisect
+import errno
+import fcntl
+import hashlib
+import http.client
+import itertools
+import json
+import lzma
+import math
+import os
+import pickle
+import queue
+import random
+import shutil
+import stat
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tiktoken
+import torch
+
+FORMAT_VERSION = 1  # bump when the cache layout or the preparation changes: old caches are ignored
+CACHE_ENV = "AR_CACHE_DIR"
+EMBEDDED_CORPUS = Path(__file__).parent / "corpus" / "kjv.txt.xz"
+CLIMBMIX_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
+CLIMBMIX_VAL_SHARD = 6542  # upstream's pinned validation shard (the last one)
+
+# GPT-4-style split, with \p{N}{1,2} instead of {1,3}, as autoresearch
+SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+                 r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
+BOS_TOKEN = "<|bos|>"
+SPECIAL_TOKENS = (BOS_TOKEN, "<|reserved_1|>", "<|reserved_2|>", "<|reserved_3|>")
+
+# [data] keys per source with their defaults; all of these (and nothing else) name the cache
+COMMON_KEYS = {"vocab_size": None, "tokenizer_max_chars": 200_000_000}
+SOURCE_KEYS = {
+    "embedded": {"val_fraction": 0.2, "max_chars": None},
+    "files": {"paths": ["/usr", "/opt"],
+              "extensions": [".py", ".pyi", ".md", ".rst", ".txt", ".h", ".hpp", ".c", ".cc", ".cpp",
+                             ".cu", ".cuh"],
+              "min_bytes": 200, "max_bytes": 2_000_000, "max_chars": None, "val_fraction": 0.01},
+    "climbmix": {"num_shards": 10, "base_url": CLIMBMIX_URL, "val_shard": CLIMBMIX_VAL_SHARD},
+    "parquet": {"dir": None, "val_shard": f"shard_{CLIMBMIX_VAL_SHARD:05d}.parquet"},
+}
+# keys that do not change the prepared data (download behaviour; seq_len belongs to the loader)
+RUNTIME_KEYS = {"seq_len": None, "retries": 5, "backoff_s": 1.0, "timeout_s": 30.0}
+
+CORPUS_SEED = 0                 # shuffle of the files corpus
+SHARD_CHARS = 100_000_000       # characters per parquet shard built from documents
+ROW_GROUP_DOCS = 1024           # documents per parquet row group
+TOKENIZER_DOC_CAP = 10_000      # characters of one document the tokenizer trainer sees (as upstream)
+ENCODE_BATCH_DOCS = 1024        # documents per encode_ordinary_batch call
+ENCODE_THREADS = os.cpu_count() or 1
+DOWNLOAD_WORKERS = 8
+DOWNLOAD_CHUNK = 1 << 20
+DOC_BUFFER = 1000               # documents the packer chooses from (as upstream)
+PREFETCH = 3                    # batches prepared ahead on CUDA
+
+
+class DataError(Exception):
+    """Data cannot be prepared or read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    root: Path            # cache folder of this data spec
+    train_tokens: Path    # train split token file (flat stream, every document prefixed by BOS)
+    val_tokens: Path      # pinned validation split token file, under <root>/val/
+    tokenizer_dir: Path   # tokenizer files
+    vocab_size: int
+    bos_id: int
+    n_train_tokens: int
+    n_val_tokens: int
+    raw_paths: tuple[str, ...] = ()  # where the source text lies (validation included): closed to training
+
+
+def cache_root() -> Path:
+    """$AR_CACHE_DIR if set, else $XDG_CACHE_HOME (or ~/.cache) / autoresearch-bench."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autoresearch-bench"
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+# ---------------------------------------------------------------------------------------------
+
+def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> PreparedData:
+    """Build (or find in the cache) the shards, tokenizer and token files of a [data] table."""
+    data, runtime = _normalize(spec)
+    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **data}, sort_keys=True).encode())
+    root = cache_root() / task_name / digest.hexdigest()[:12]
+    if prepared := _read_prepared(root):
+        return prepared
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the data cache {root}: {e.strerror}; set {CACHE_ENV}") from None
+    with _locked(root, log):
+        if prepared := _read_prepared(root):  # another process finished it while we waited
+            return prepared
+        t0 = time.perf_counter()
+        log(f"data: preparing {data['source']} data for {task_name} in {root}")
+        _atomic_write_bytes(root / "spec.json", json.dumps(data, indent=2, sort_keys=True).encode())
+        if data["source"] == "climbmix":
+            train_shards, val_shard = _download_climbmix(data, runtime, root, log)
+        elif data["source"] == "parquet":
+            train_shards, val_shard = _existing_shards(data)
+        else:
+            train_shards, val_shard = _build_shards(data, root, log)
+        tok_dir = root / "tokenizer"
+        if not (tok_dir / "tokenizer.pkl").exists():
+            _train_tokenizer(train_shards, data["vocab_size"], data["tokenizer_max_chars"], tok_dir, log)
+        enc = load_tokenizer(tok_dir)
+        _tokenize(enc, train_shards, root / "train.npy", log)
+        _tokenize(enc, [val_shard], root / "val" / "val.npy", log)
+        meta = {"vocab_size": enc.n_vocab, "bos_id": enc.encode_single_token(BOS_TOKEN),
+                "n_train_tokens": len(np.load(root / "train.npy", mmap_mode="r")),
+                "n_val_tokens": len(np.load(root / "val" / "val.npy", mmap_mode="r")),
+                "raw_paths": [str(root / "shards"), str(root / "val")] +
+                             ([str(Path(data["dir"]).expanduser().resolve())] if data["source"] == "parquet" else [])}
+        _atomic_write_bytes(root / "prepared.json", json.dumps(meta, indent=2).encode())
+        log(f"data: ready in {time.perf_counter() - t0:.1f} s: {meta['n_train_tokens']:,} train and "
+            f"{meta['n_val_tokens']:,} validation tokens, vocab {meta['vocab_size']}")
+    return _read_prepared(root)
+
+
+def _normalize(spec: dict) -> tuple[dict, dict]:
+    """Split a [data] table into the keys that define the data (defaults filled) and runtime keys."""
+    source = spec.get("source")
+    if source not in SOURCE_KEYS:
+        raise DataError(f"unknown data source {source!r}; set source to one of {', '.join(SOURCE_KEYS)}")
+    defaults = {**COMMON_KEYS, **SOURCE_KEYS[source]}
+    unknown = set(spec) - set(defaults) - set(RUNTIME_KEYS) - {"source"}
+    if unknown:
+        raise DataError(f"unknown [data] keys {sorted(unknown)} for source {source!r}; "
+                        f"allowed: {sorted({*defaults, *RUNTIME_KEYS})}")
+    data = {"source": source, **{k: spec.get(k, v) for k, v in defaults.items()}}
+    vocab = data["vocab_size"]
+    if not isinstance(vocab, int) or vocab < 256 + len(SPECIAL_TOKENS) + 1:
+        raise DataError(f"vocab_size must be an integer of at least {256 + len(SPECIAL_TOKENS) + 1} "
+                        f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens + merges), not {vocab!r}")
+    if "val_fraction" in data and not 0 < data["val_fraction"] < 1:
+        raise DataError(f"val_fraction must be between 0 and 1, not {data['val_fraction']!r}")
+    return data, {k: spec.get(k, v) for k, v in RUNTIME_KEYS.items()}
+
+
+def _read_prepared(root: Path) -> PreparedData | None:
+    """The PreparedData of a complete cache folder, or None when anything is missing."""
+    paths = [root / "prepared.json", root / "train.npy", root / "train.docs.npy",
+             root / "val" / "val.npy", root / "val" / "val.docs.npy", root / "tokenizer" / "tokenizer.pkl"]
+    if not all(p.exists() for p in paths):
+        return None
+    meta = json.loads(paths[0].read_text())
+    meta["raw_paths"] = tuple(meta.get("raw_paths", ()))
+    return PreparedData(root=root, train_tokens=paths[1], val_tokens=paths[3], tokenizer_dir=paths[5].parent,
+                        **meta)
+
+
+@contextmanager
+def _locked(root: Path, log: Callable[[str], None]):
+    """Hold an exclusive lock on root, so concurrent preparers (xdist workers) build once."""
+    with open(root / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"data: waiting for another process that prepares {root}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
+def _atomic(path: Path):
+    """Yield a temporary path beside `path`; rename it into place on success, remove it otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC or "No space left" in str(e):
+            raise DataError(f"disk full while writing {path}; free space or set {CACHE_ENV}") from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_write_bytes(path: Path, content: bytes) -> None:
+    with _atomic(path) as tmp:
+        tmp.write_bytes(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# sources → parquet shards
+# ---------------------------------------------------------------------------------------------
+
+def _build_shards(data: dict, root: Path, log: Callable[[str], None]) -> tuple[list[Path], Path]:
+    """Write the embedded or files corpus as train shards and a pinned val shard (once)."""
+    manifest = root / "shards" / "manifest.json"
+    if manifest.exists():
+        names = json.loads(manifest.read_text())
+        return [root / "shards" / n for n in names], root / "val" / "val.parquet"
+    t0 = time.perf_counter()
+    docs = _embedded_docs() if data["source"] == "embedded" else _file_docs(data, log)
+    random.Random(CORPUS_SEED).shuffle(docs)
+    if data["max_chars"]:
+        total = itertools.accumulate(len(d) for d in docs)
+        docs = [d for d, n in zip(docs, total) if n - len(d) < data["max_chars"]]
+    train, val = _split(docs, data["val_fraction"])
+    _write_parquet(root / "val" / "val.parquet", val)
+    names, shard, chars = [], [], 0
+    for i, doc in enumerate(train, 1):
+        shard.append(doc)
+        chars += len(doc)
+        if chars >= SHARD_CHARS or i == len(train):
+            names.append(f"train_{len(names):05d}.parquet")
+            _write_parquet(root / "shards" / names[-1], shard)
+            shard, chars = [], 0
+    _atomic_write_bytes(manifest, json.dumps(names).encode())
+    log(f"data: wrote {len(train):,} train and {len(val):,} validation documents "
+        f"({sum(map(len, docs)):,} characters) in {time.perf_counter() - t0:.1f} s")
+    return [root / "shards" / n for n in names], root / "val" / "val.parquet"
+
+
+def _existing_shards(data: dict) -> tuple[list[Path], Path]:
+    """A folder of parquet shards with a `text` column (e.g. autoresearch's own ~/.cache/autoresearch/data):
+    every shard but `val_shard` trains. Lets a comparison with upstream use the very same documents."""
+    folder = Path(data["dir"] or "").expanduser()
+    val = folder / data["val_shard"]
+    train = sorted(p for p in folder.glob("*.parquet") if p.name != val.name)
+    if not data["dir"] or not val.is_file() or not train:
+        raise DataError(f"source = \"parquet\" needs dir = a folder with parquet shards and the validation "
+                        f"shard {data['val_shard']!r}; {folder} has {len(train)} train shards"
+                        f"{'' if val.is_file() else ' and no validation shard'}")
+    return train, val
+
+
+def _embedded_docs() -> list[str]:
+    with lzma.open(EMBEDDED_CORPUS, "rt", encoding="utf-8") as f:
+        return [d for d in f.read().split("\f") if d.strip()]
+
+
+def _file_docs(data: dict, log: Callable[[str], None]) -> list[str]:
+    """UTF-8 text files under data['paths'], in sorted order, no symlinks, deduplicated by content."""
+    extensions = {e if e.startswith(".") else f".{e}" for e in data["extensions"]}
+    docs, seen, t0 = [], set(), time.perf_counter()
+    for top in data["paths"]:
+        for dirpath, dirnames, filenames in os.walk(top):  # does not descend into symlinked folders
+            dirnames.sort()
+            for name in sorted(filenames):
+                if os.path.splitext(name)[1] not in extensions:
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                    if not (stat.S_ISREG(st.st_mode)
+                            and data["min_bytes"] <= st.st_size <= data["max_bytes"]):
+                        continue
+                    with open(path, "rb") as f:
+                        raw = f.read()
+                    text = raw.decode("utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                key = hashlib.blake2b(raw, digest_size=16).digest()
+                if key not in seen:
+                    seen.add(key)
+                    docs.append(text)
+                    if len(docs) % 10_000 == 0:
+                        log(f"data: read {len(docs):,} files ({time.perf_counter() - t0:.0f} s)")
+    if not docs:
+        raise DataError(f"no text files ({', '.join(sorted(extensions))}, {data['min_bytes']}-"
+                        f"{data['max_bytes']} bytes) found under {', '.join(map(str, data['paths']))}; "
+                        f"set [data] paths or use source = \"embedded\"")
+    log(f"data: read {len(docs):,} distinct files in {time.perf_counter() - t0:.1f} s")
+    return docs
+
+
+def _split(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, val): val is the round(val_fraction·n) documents (≥ 1) with the smallest content hash."""
+    if len(docs) < 2:
+        raise DataError(f"the corpus has {len(docs)} non-empty document(s); it needs at least 2 "
+                        f"(one for training, one for validation): add text or change the source")
+    n_val = min(len(docs) - 1, max(1, round(val_fraction * len(docs))))
+    keys = [hashlib.blake2b(d.encode(), digest_size=8).digest() for d in docs]
+    val_ids = set(sorted(range(len(docs)), key=keys.__getitem__)[:n_val])
+    return ([d for i, d in enumerate(docs) if i not in val_ids],
+            [d for i, d in enumerate(docs) if i in val_ids])
+
+
+def _write_parquet(path: Path, docs: list[str]) -> None:
+    with _atomic(path) as tmp:
+        pq.write_table(pa.table({"text": pa.array(docs, pa.large_string())}), tmp,
+                       row_group_size=ROW_GROUP_DOCS)
+
+
+def _download_climbmix(data: dict, runtime: dict, root: Path,
+                       log: Callable[[str], None]) -> tuple[list[Path], Path]:
+    """Download train shards 0..num_shards-1 into shards/ and the pinned val shard into val/."""
+    train_ids = [i for i in range(data["num_shards"]) if i != data["val_shard"]]
+    wanted = [root / "shards" / f"shard_{i:05d}.parquet" for i in train_ids]
+    wanted.append(root / "val" / f"shard_{data['val_shard']:05d}.parquet")
+    missing = [p for p in wanted if not p.exists()]
+    if missing:
+        t0 = time.perf_counter()
+        log(f"data: downloading {len(missing)} climbmix shards from {data['base_url']}")
+        for p in missing:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(min(DOWNLOAD_WORKERS, len(missing))) as pool:
+            list(pool.map(lambda p: _download(f"{data['base_url'].rstrip('/')}/{p.name}", p, runtime, log),
+                          missing))
+        log(f"data: downloaded {len(missing)} shards in {time.perf_counter() - t0:.1f} s")
+    return wanted[:-1], wanted[-1]
+
+
+def _download(url: str, dest: Path, runtime: dict, log: Callable[[str], None]) -> None:
+    """Fetch url to dest: retries with exponential backoff, Range resume of dest.part, atomic rename."""
+    part = dest.with_name(dest.name + ".part")
+    reason = "no attempt made"
+    for attempt in range(1, runtime["retries"] + 1):
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"User-Agent": "autoresearch-bench", **({"Range": f"bytes={have}-"} if have else {})}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                        timeout=runtime["timeout_s"]) as resp:
+                resumed = bool(have) and resp.status == 206  # a server that ignores Range sends it all
+                length = resp.headers.get("Content-Length")
+                with open(part, "ab" if resumed else "wb") as f:
+                    shutil.copyfileobj(resp, f, DOWNLOAD_CHUNK)
+            got = part.stat().st_size - (have if resumed else 0)
+            if length is not None and got != int(length):  # urllib returns short reads silently
+                raise http.client.IncompleteRead(b"", int(length) - got)
+            pq.read_metadata(part)  # a whole parquet file, not an error page
+            os.replace(part, dest)
+            if attempt > 1:
+                log(f"data: downloaded {dest.name} on attempt {attempt}")
+            return
+        except urllib.error.HTTPError as e:
+            reason = f"HTTP {e.code} {e.reason}"
+            if e.code == 416:  # our partial file does not fit the server's: start over
+                part.unlink(missing_ok=True)
+            elif 400 <= e.code < 500:  # not found, forbidden: retrying will not help
+                break
+        except urllib.error.URLError as e:
+            reason = str(e.reason)
+        except http.client.IncompleteRead as e:
+            reason = f"connection dropped with {e.expected:,} bytes to go"
+        except (http.client.HTTPException, pa.ArrowException) as e:
+            reason = f"{type(e).__name__}: {e}"
+            if isinstance(e, pa.ArrowException):
+                part.unlink(missing_ok=True)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise DataError(f"disk full while writing {part}; free space or set {CACHE_ENV}") from None
+            reason = str(e)
+        log(f"data: {dest.name}: attempt {attempt}/{runtime['retries']} failed: {reason}")
+        if attempt < runtime["retries"]:
+            time.sleep(runtime["backoff_s"] * 2 ** (attempt - 1))
+    raise DataError(f"cannot download {url}: {reason}; check network or use source = \"files\"/\"embedded\"")
+
+
+def _iter_texts(shards: Iterable[Path]) -> Iterator[list[str]]:
+    """Batches of documents of the given parquet shards, in order."""
+    for shard in shards:
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=ENCODE_BATCH_DOCS, columns=["text"]):
+            yield batch.column(0).to_pylist()
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer
+# ---------------------------------------------------------------------------------------------
+
+def _train_tokenizer(shards: list[Path], vocab_size: int, max_chars: int, tok_dir: Path,
+                     log: Callable[[str], None]) -> None:
+    """Train a byte-level BPE with rustbpe on the training shards; save it as a tiktoken.Encoding."""
+    import rustbpe
+
+    seen = {"docs": 0, "chars": 0}
+
+    def texts() -> Iterator[str]:
+        for batch in _iter_texts(shards):
+            for doc in batch:
+                doc = doc[:TOKENIZER_DOC_CAP]
+                seen["docs"] += 1
+                seen["chars"] += len(doc)
+                yield doc
+                if seen["chars"] >= max_chars:
+                    return
+
+    t0 = time.perf_counter()
+    log(f"data: training a {vocab_size}-token BPE tokenizer on at most {max_chars:,} characters")
+    trainer = rustbpe.Tokenizer()
+    trainer.train_from_iterator(texts(), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
+    ranks = {bytes(k): v for k, v in trainer.get_mergeable_ranks()}
+    if len(ranks) + len(SPECIAL_TOKENS) != vocab_size:
+        raise DataError(f"the training text ({seen['chars']:,} characters) yields only {len(ranks)} BPE "
+                        f"tokens, fewer than vocab_size {vocab_size} needs; lower vocab_size or add text")
+    enc = tiktoken.Encoding(name=f"ar-bpe-{vocab_size}", pat_str=trainer.get_pattern(), mergeable_ranks=ranks,
+                            special_tokens={s: len(ranks) + i for i, s in enumerate(SPECIAL_TOKENS)})
+    probe = "Hello world! Numbers: 123. Unicode: 你好 ü\n\tdef f(x): return x"
+    assert enc.decode(enc.encode_ordinary(probe)) == probe, "tokenizer round trip failed"
+    _atomic_write_bytes(tok_dir / "tokenizer.pkl", pickle.dumps(enc))
+    log(f"data: trained the tokenizer on {seen['docs']:,} documents ({seen['chars']:,} characters) "
+        f"in {time.perf_counter() - t0:.1f} s")
+
+
+def load_tokenizer(tokenizer_dir: Path) -> tiktoken.Encoding:
+    """The tiktoken.Encoding saved by prepare()."""
+    path = Path(tokenizer_dir) / "tokenizer.pkl"
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except FileNotFoundError:
+        raise DataError(f"no tokenizer at {path}; run `autoresearch-bench prepare TASK` first") from None
+
+
+def token_bytes(tokenizer_dir: Path) -> np.ndarray:
+    """int32 [vocab_size]: the number of bytes each token stands for; 0 for special tokens."""
+    enc = load_tokenizer(tokenizer_dir)
+    special = {enc.encode_single_token(s) for s in enc.special_tokens_set}
+    return np.array([0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)],
+                    dtype=np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# token files
+# ---------------------------------------------------------------------------------------------
+
+def _docs_path(tokens_path: Path) -> Path:
+    """The int64 document offsets beside a token file: [n_docs + 1], doc i = tokens[o[i]:o[i+1]]."""
+    return tokens_path.with_name(tokens_path.stem + ".docs.npy")
+
+
+def _tokenize(enc: tiktoken.Encoding, shards: list[Path], out: Path, log: Callable[[str], None]) -> None:
+    """Encode every document of the shards, BOS first, into out (.npy) and its offsets file."""
+    if out.exists() and _docs_path(out).exists():
+        return
+    t0 = time.perf_counter()
+    dtype = np.uint16 if enc.n_vocab <= 1 << 16 else np.uint32
+    bos = enc.encode_single_token(BOS_TOKEN)
+    chunks, lengths = [], []
+    for texts in _iter_texts(shards):
+        encoded = enc.encode_ordinary_batch(texts, num_threads=ENCODE_THREADS)
+        sizes = [len(ids) + 1 for ids in encoded]
+        chunks.append(np.fromiter(itertools.chain.from_iterable(itertools.chain((bos,), ids) for ids in encoded),
+                                  dtype=dtype, count=sum(sizes)))
+        lengths.extend(sizes)
+    if not lengths:
+        raise DataError(f"no documents to tokenize in {', '.join(map(str, shards))}; the corpus is empty")
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    with _atomic(out) as tmp:
+        tokens = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(offsets[-1]),))
+        np.concatenate(chunks, out=tokens)
+        tokens.flush()
+        del tokens
+    with _atomic(_docs_path(out)) as tmp, open(tmp, "wb") as f:
+        np.save(f, offsets)
+    log(f"data: tokenized {len(lengths):,} documents into {int(offsets[-1]):,} tokens ({out.name}) "
+        f"in {time.perf_counter() - t0:.1f} s")
+
+
+def _open_tokens(tokens_path: Path) -> tuple[np.ndarray, list[int], list[int]]:
+    """(memory-mapped tokens, document starts, document lengths) of a token file."""
+    try:
+        tokens = np.load(tokens_path, mmap_mode="r")
+        offsets = np.load(_docs_path(Path(tokens_path)))
+    except FileNotFoundError as e:
+        raise DataError(f"missing token file {e.filename}; run `autoresearch-bench prepare TASK`") from None
+    return tokens, offsets[:-1].tolist(), np.diff(offsets).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# packing and loaders
+# ---------------------------------------------------------------------------------------------
+
+class _Packer:
+    """BOS-aligned best-fit packing of documents (in `order`) into rows of a fixed length.
+
+    Each row starts with BOS. The largest buffered piece that fits the space left is placed whole;
+    when none fits, the shortest one is cropped to fill the row and its rest goes back into the
+    buffer as a new piece behind a BOS of its own. Upstream drops the rest instead; on corpora of
+    long documents (source files, book chapters) that threw away most of the text and starved the
+    validation split, so no token is dropped here. A piece is (length, document, offset): offset 0
+    is the document with its own leading BOS; offset k > 0 is BOS + the document from token k on.
+    """
+
+    def __init__(self, tokens: np.ndarray, starts: list[int], lengths: list[int], order: Iterator[int]):
+        self.tokens, self.starts, self.lengths, self.order = tokens, starts, lengths, order
+        # A buffer holding the whole corpus would make best fit ignore the shuffled order (every seed
+        # the same batches); an eighth of a small corpus keeps the order random.
+        self.size = min(DOC_BUFFER, max(8, len(starts) // 8))
+        self.buffer: list[tuple[int, int, int]] = []  # (piece length, document, offset), sorted
+
+    def fill(self, rows: np.ndarray) -> int:
+        """Fill rows [R, L] in place; return how many rows were completed (< R once order runs out)."""
+        buffer, width = self.buffer, rows.shape[1]
+        for r in range(len(rows)):
+            pos = 0
+            while pos < width:
+                while len(buffer) < self.size and (doc := next(self.order, None)) is not None:
+                    bisect.insort(buffer, (self.lengths[doc], doc, 0))
+                if not buffer:
+                    return r
+                space = width - pos
+                i = bisect.bisect_right(buffer, (space, sys.maxsize, sys.maxsize)) - 1
+                length, doc, offset = buffer.pop(max(i, 0))
+                take = length if i >= 0 else space
+                start = self.starts[doc]
+                if offset == 0:
+                    rows[r, pos:pos + take] = self.tokens[start:start + take]
+                    used = take
+                else:
+                    rows[r, pos] = self.tokens[start]  # the document's BOS
+                    rows[r, pos + 1:pos + take] = self.tokens[start + offset:start + offset + take - 1]
+                    used = offset + take - 1
+                if used < self.lengths[doc]:
+                    bisect.insort(buffer, (1 + self.lengths[doc] - used, doc, used))
+                pos += take
+        return len(rows)
+
+
+def _epochs(n_docs: int, seed: int) -> Iterator[int]:
+    """Document indices, a fresh random permutation per epoch, forever."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from rng.permutation(n_docs).tolist()
+
+
+class Loader:
+    """Infinite (x, y) int64 batches [batch_size, seq_len] of a token file; y is x shifted by one.
+
+    Rows are packed BOS-aligned with best fit from a shuffled document stream (reshuffled each epoch,
+    from `seed`). On CUDA a background thread fills pinned buffers ahead of time and the copy to the
+    device is asynchronous, so batch assembly is off the GPU's critical path.
+    """
+
+    def __init__(self, tokens_path: Path, batch_size: int, seq_len: int, device: str = "cpu", seed: int = 0):
+        self.tokens, self.starts, self.lengths = _open_tokens(Path(tokens_path))
+        self.batch_size, self.seq_len, self.device, self.seed = batch_size, seq_len, device, seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        packer = _Packer(self.tokens, self.starts, self.lengths, _epochs(len(self.starts), self.seed))
+        rows = np.empty((self.batch_size, self.seq_len + 1), dtype=self.tokens.dtype)
+        if torch.device(self.device).type == "cuda":
+            yield from self._cuda_batches(packer, rows)
+            return
+        while True:
+            packer.fill(rows)
+            xy = torch.from_numpy(_shifted(rows, np.empty((2, self.batch_size, self.seq_len), np.int64)))
+            yield (xy[0], xy[1]) if self.device == "cpu" else (xy[0].to(self.device), xy[1].to(self.device))
+
+    def _cuda_batches(self, packer: _Packer, rows: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        slots = [torch.empty((2, self.batch_size, self.seq_len), dtype=torch.int64, pin_memory=True)
+                 for _ in range(PREFETCH + 1)]
+        copied: list[torch.cuda.Event | None] = [None] * len(slots)  # when each slot's last copy is done
+        free, ready = queue.Queue(), queue.Queue()
+        for i in range(len(slots)):
+            free.put(i)
+
+        def produce() -> None:
+            try:
+                while (i := free.get()) is not None:
+                    if copied[i] is not None:
+                        copied[i].synchronize()
+                    packer.fill(rows)
+                    _shifted(rows, slots[i].numpy())
+                    ready.put(i)
+            except BaseException as e:  # hand the error to the consumer
+                ready.put(e)
+
+        threading.Thread(target=produce, name="ar-loader", daemon=True).start()
+        try:
+            while True:
+                i = ready.get()
+                if isinstance(i, BaseException):
+                    raise i
+                xy = slots[i].to(self.device, non_blocking=True)
+                copied[i] = torch.cuda.Event()
+                copied[i].record()
+                free.put(i)
+                yield xy[0], xy[1]
+        finally:
+            free.put(None)
+
+
+def _shifted(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[0] = rows[:, :-1] (inputs), out[1] = rows[:, 1:] (targets)."""
+    out[0] = rows[:, :-1]
+    out[1] = rows[:, 1:]
+    return out
+
+
+def eval_rows(tokens_path: Path, n_tokens: int, seq_len: int) -> np.ndarray:
+    """Deterministic int64 rows [N, seq_len + 1], BOS-aligned best-fit packing of the documents in file
+    order; N = ceil(n_tokens / seq_len), or fewer if the split runs out of documents."""
+    tokens, starts, lengths = _open_tokens(Path(tokens_path))
+    rows = np.empty((math.ceil(n_tokens / seq_len), seq_len + 1), dtype=np.int64)
+    n = _Packer(tokens, starts, lengths, iter(range(len(starts)))).fill(rows)
+    if n == 0:
+        raise ValueError(f"{tokens_path} holds {len(tokens):,} tokens, too few for one evaluation row of "
+                         f"{seq_len + 1}; lower seq_len or raise val_fraction in [data]")
+    return rows[:n]
