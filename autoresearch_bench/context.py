@@ -2,11 +2,17 @@
 
     ctx.device, ctx.seed, ctx.cfg (same dict as build_model's), ctx.vocab_size, ctx.seq_len
     ctx.batches(batch_size)  infinite iterator of (x, y) int64 [B, T] on ctx.device, train split only
-    ctx.time_left()          seconds left of the time budget (the clock started when train() was called)
+    ctx.time_left()          seconds left of the time budget
     ctx.progress()           fraction of the budget used, in [0, 1]: time, or tokens in fixed-token mode
     ctx.done()               True once the budget (time or tokens) is spent: stop and return the model
     ctx.log(step, loss, **k) progress for the terminal; never parsed for a score
     ctx.tokens               tokens served by ctx.batches so far (counted by the harness)
+
+The budget clock starts when the first training batch is served, or once the startup allowance
+has passed since train() was called, whichever comes first. So compiling and warming up on dummy
+inputs before touching data is free up to the allowance (upstream autoresearch likewise leaves its
+first steps out of the budget), and no candidate can use the allowance to train on data. The
+parent process hard-kills the run at startup allowance + budget after it starts, whatever ctx says.
 
 In fixed-token mode (`max_tokens` set) the batch iterator stops after max_tokens tokens, so a
 candidate cannot train on more; the wall clock still hard-kills a run that overstays.
@@ -24,7 +30,7 @@ import torch
 class TrainContext:
     def __init__(self, *, device: str, seed: int, cfg: dict[str, Any], budget_s: float,
                  max_tokens: int | None, make_loader: Callable[[int, int], Iterator],
-                 progress_out: IO[str] | None = None):
+                 startup_allowance_s: float = 0.0, progress_out: IO[str] | None = None):
         self.device = device
         self.seed = seed
         self.cfg = dict(cfg)
@@ -35,10 +41,14 @@ class TrainContext:
         self.tokens = 0
         self._make_loader = make_loader
         self._progress_out = progress_out
-        self._t0 = time.perf_counter()
+        self._latest_start = time.perf_counter() + startup_allowance_s
+        self._t0: float | None = None  # set when the first batch is served
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self._t0
+        """Seconds of the budget used so far."""
+        now = time.perf_counter()
+        start = self._latest_start if self._t0 is None else self._t0
+        return max(0.0, now - start)
 
     def time_left(self) -> float:
         return max(0.0, self.budget_s - self.elapsed())
@@ -58,6 +68,8 @@ class TrainContext:
         for x, y in self._make_loader(batch_size, seq_len):
             if self.max_tokens and self.tokens >= self.max_tokens:
                 return
+            if self._t0 is None:
+                self._t0 = min(time.perf_counter(), self._latest_start)
             self.tokens += x.numel()
             yield x, y
 

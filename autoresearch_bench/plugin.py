@@ -23,6 +23,7 @@ import pytest
 from tabulate import tabulate
 
 from . import stats
+from .patch import surface_violations, repo_root
 from .runner import Candidate, CheckServer
 from .session import BenchmarkSession, CandidateResult, Options, resolve_candidates
 from .task import Profile, Task, TaskError, default_profile, load_task
@@ -49,6 +50,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="another candidate: a file with the task contract, or a git ref (repeatable)")
     group.addoption("--ar-tasks", default=None, metavar="NAMES", help="comma-separated task names to run")
     group.addoption("--ar-description", default="", metavar="TEXT", help="description column of the records")
+    group.addoption("--ar-base-ref", default=None, metavar="REF",
+                    help="base of the change under test: a change outside the tasks' editable files fails "
+                         "the session; with no stored baseline, REF's train.py is measured side by side")
+    group.addoption("--ar-baseline", default="auto", metavar="auto|none|PATH",
+                    help="baseline to compare with: auto = baselines/<task>/<machine fingerprint>.json")
+    group.addoption("--ar-save-baseline", action="store_true",
+                    help="store the results of each task's train.py as the baseline for this machine")
+    group.addoption("--ar-min-effect", type=float, default=None, metavar="X",
+                    help="smallest metric change that counts (default: the profile's min_effect, from measured noise)")
+    group.addoption("--ar-fail-on-regression", action="store_true",
+                    help="fail a candidate's benchmark when it is judged worse than the baseline")
+    group.addoption("--ar-markdown", default=None, metavar="PATH",
+                    help="also write the summary table as Markdown (for a PR comment)")
 
 
 class PluginState:
@@ -70,7 +84,7 @@ class PluginState:
 
     def candidates_for(self, task: Task) -> list[Candidate]:
         if task.name not in self.candidates:
-            scratch = Path(self.config.rootpath) / ".ar" / "candidates"
+            scratch = Path(self.config.rootpath) / ".ar"
             self.candidates[task.name] = resolve_candidates(task, tuple(self.config.getoption("ar_candidate")), scratch)
         return self.candidates[task.name]
 
@@ -119,7 +133,11 @@ def pytest_configure(config: pytest.Config) -> None:
         seeds=config.getoption("ar_seeds"), seed_base=config.getoption("ar_seed_base"),
         budget_s=config.getoption("ar_budget"), max_tokens=config.getoption("ar_tokens"),
         results_tsv=results if results.is_absolute() else Path(config.rootpath) / results,
-        candidates=tuple(config.getoption("ar_candidate")), description=config.getoption("ar_description"))
+        candidates=tuple(config.getoption("ar_candidate")), description=config.getoption("ar_description"),
+        baseline=config.getoption("ar_baseline"), baselines_dir=Path(config.rootpath) / "baselines",
+        save_baseline=config.getoption("ar_save_baseline"), base_ref=config.getoption("ar_base_ref"),
+        min_effect=config.getoption("ar_min_effect"), fail_on_regression=config.getoption("ar_fail_on_regression"),
+        scratch=Path(config.rootpath) / ".ar")
     config.stash[SESSION] = BenchmarkSession(options, log=lambda m: state.write(f"[autoresearch] {m}"),
                                              on_progress=state.progress)
 
@@ -149,19 +167,44 @@ def _item_candidate(item: pytest.Item) -> Candidate | None:
     return callspec.params.get("candidate") if callspec else None
 
 
+class EditableSurface(pytest.Item):
+    """Fails when the change since --ar-base-ref touches files outside the tasks' editable surface."""
+
+    def __init__(self, *, tasks: list[Task], base: str, **kwargs):
+        super().__init__(**kwargs)
+        self.tasks, self.base = tasks, base
+
+    def runtest(self) -> None:
+        outside = surface_violations(repo_root(self.config.rootpath), self.base, self.tasks)
+        if outside:
+            raise AssertionError(f"editable surface: the change since {self.base} touches {', '.join(outside)}; "
+                                 f"only the tasks' editable files and candidates/*.py may change")
+
+    def repr_failure(self, excinfo, style=None) -> str:
+        return str(excinfo.value)
+
+    def reportinfo(self):
+        return self.path, None, f"editable surface since {self.base}"
+
+
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Benchmarks after all checks; plan the benchmark of each selected candidate."""
-    state, session = config.stash[STATE], config.stash[SESSION]
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Surface check first, benchmarks after all checks; plan the benchmark of each selected candidate."""
+    state, bench = config.stash[STATE], config.stash[SESSION]
+    base = config.getoption("ar_base_ref")
+    tasks = {t.name: t for t in (state.task_for(i.path) for i in items) if t is not None}
+    if base and tasks:
+        items.insert(0, EditableSurface.from_parent(session, name="editable_surface",
+                                                    tasks=list(tasks.values()), base=base))
     benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
     items[:] = [i for i in items if not i.get_closest_marker("autoresearch")] + benchmarks
     for item in benchmarks:
-        if not session.options.enabled:
+        if not bench.options.enabled:
             item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
         elif (candidate := _item_candidate(item)) is not None:
             task = state.task_for(item.path)
             try:
-                session.plan(task, state.profile_for(task), candidate)
+                bench.plan(task, state.profile_for(task), candidate)
             except TaskError:
                 pass  # reported by the ar_profile fixture when the item runs
     import torch
@@ -175,6 +218,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """A failed check of a candidate cancels that candidate's benchmark (and no other's)."""
     report = yield
+    if report.failed and isinstance(item, EditableSurface):
+        bench = item.config.stash[SESSION]
+        for result in bench.results.values():
+            bench.skip(result.task, result.candidate, report.longreprtext.strip())
+        return report
     candidate = _item_candidate(item)
     if report.failed and candidate is not None and not item.get_closest_marker("autoresearch"):
         lines = [l[2:].strip() for l in report.longreprtext.splitlines() if l.startswith("E ")]
@@ -232,39 +280,49 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
             pytest.fail(f"not benchmarked: {result.skipped}", pytrace=False)
         if result.status != "ok":
             pytest.fail(f"{candidate.name}: {result.status}: {result.error}", pytrace=False)
+        if session.options.fail_on_regression and result.decision and result.decision.verdict == "worse":
+            pytest.fail(f"{candidate.name}: worse than the {result.baseline}: {result.decision.reason}", pytrace=False)
         return result
     return benchmark
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    for server in session.config.stash[STATE].check_servers.values():
-        server.close()
-
-
 def summary_rows(results: list[CandidateResult]) -> list[dict]:
+    """One row per candidate: score over seeds, baseline comparison, run statistics."""
     rows = []
     for r in results:
-        recs = r.records
-        values = r.values
-        score = stats.summarize(values).fmt() if values else "-"
-        mean = (lambda f: sum(f(x) for x in recs) / len(recs)) if recs else (lambda f: 0)
-        commit = recs[0].commit + ("+dirty" if recs[0].dirty else "") if recs else "-"
+        recs, values = r.records, r.values
+        mean = lambda attr: sum(getattr(x, attr) for x in recs) / len(recs) if recs else 0.0
+        d = r.decision
         rows.append({
-            "task": r.task.name, "candidate": r.candidate.name, "commit": commit, "profile": r.profile.name,
-            r.task.metric: score, "seeds": f"{len(values)}/{len(recs)}" if recs else "0",
-            "seconds": f"{mean(lambda x: x.seconds):.1f}" if recs else "-",
-            "tokens": f"{mean(lambda x: x.tokens):,.0f}" if recs else "-",
-            "steps": f"{mean(lambda x: x.steps):.0f}" if recs else "-",
-            "peak mem GB": f"{max(x.peak_mem_gb for x in recs):.2f}" if recs else "-",
-            "status": r.status, "error": r.error[:80]})
+            "task": r.task.name, "candidate": r.candidate.name,
+            "commit": (recs[0].commit + ("+dirty" if recs[0].dirty else "")) if recs else "-",
+            "profile": r.profile.name, r.task.metric: stats.summarize(values).fmt() if values else "-",
+            "95% CI": "[{:.4f}, {:.4f}]".format(*stats.summarize(values).ci95) if len(values) > 1 else "-",
+            "seeds": f"{len(values)}/{len(recs)}",
+            "baseline": r.baseline or "-", "delta": f"{d.delta:+.4f}" if d else "-", "verdict": d.verdict if d else "-",
+            "seconds": f"{mean('seconds'):.1f}", "tokens": f"{mean('tokens'):,.0f}", "steps": f"{mean('steps'):.0f}",
+            "peak mem GB": f"{max((x.peak_mem_gb for x in recs), default=0):.2f}",
+            "status": r.status, "error": r.error[:100]})
     return rows
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for server in session.config.stash[STATE].check_servers.values():
+        server.close()
+    bench = session.config.stash[SESSION]
+    if bench.options.save_baseline:
+        for path in bench.save_baselines():
+            session.config.stash[STATE].write(f"[autoresearch] baseline saved: {path}")
+    markdown = session.config.getoption("ar_markdown")
+    if markdown and bench.results:
+        Path(markdown).write_text("## autoresearch benchmark\n\n" +
+                                  tabulate(summary_rows(bench.ranked()), headers="keys", tablefmt="github") + "\n")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    session = config.stash[SESSION]
-    if not session.results:
+    bench = config.stash[SESSION]
+    if not bench.results:
         return
     terminalreporter.write_sep("=", "autoresearch benchmark")
-    terminalreporter.write_line(tabulate(summary_rows(session.ranked()), headers="keys"))
-    terminalreporter.write_line(f"records appended to {session.options.results_tsv} and "
-                                f"{session.options.results_jsonl}")
+    terminalreporter.write_line(tabulate(summary_rows(bench.ranked()), headers="keys"))
+    terminalreporter.write_line(f"records appended to {bench.options.results_tsv} and {bench.options.results_jsonl}")

@@ -29,7 +29,7 @@ from .worker import RESULT_FD_ENV
 # Variables a run may inherit; everything else (API keys, tokens, cloud credentials) is dropped.
 ENV_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "USER", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "PYTHONPATH",
             "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH", "OMP_NUM_THREADS", "PYTHONHASHSEED",
-            "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "AR_CACHE_DIR"}
+            "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"}
 ENV_KEEP_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_")
 TOKEN_MODE_TIME_FACTOR = 10  # in fixed-token mode the clock only stops runaways: 10 × the time budget
 
@@ -51,6 +51,17 @@ class ChildResult:
 
     def last(self, *kinds: str) -> dict | None:
         return next((r for r in reversed(self.records) if r.get("kind") in kinds), None)
+
+
+def protected_paths(task: Task) -> list[str]:
+    """What candidate code may read but never write: the repository holding the task (its tests,
+    task.toml, baselines), the harness's own package, and the Python installation (torch included),
+    so that no run can change the code that a later run or evaluation imports."""
+    repo = task.root.resolve()
+    while repo.parent != repo and not (repo / ".git").exists():
+        repo = repo.parent
+    return sorted({str(repo if (repo / ".git").exists() else task.root.resolve().parent),
+                   str(Path(__file__).resolve().parent), sys.prefix, sys.base_prefix})
 
 
 def child_env(scratch: Path) -> dict[str, str]:
@@ -192,15 +203,19 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         scratch = Path(tmp)
         common = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(),
                   "device": profile.device, "seed": seed, "scratch": str(scratch),
-                  "forbidden": [str(p.resolve()) for p in results_paths]}
+                  "forbidden": [str(p.resolve()) for p in results_paths],
+                  "readonly": [str(prepared.root), *protected_paths(task)]}
+        closed = common["forbidden"] + [*prepared.raw_paths, str(prepared.tokenizer_dir)]
         train_spec = {**common, "budget_s": budget_s, "max_tokens": max_tokens,
-                      "train_tokens": str(prepared.train_tokens),
-                      "forbidden": common["forbidden"] + [str(prepared.val_tokens.parent)]}
+                      "startup_allowance_s": profile.startup_allowance_s,
+                      "train_tokens": str(prepared.train_tokens), "forbidden": closed}
         limit = (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens else budget_s) + profile.startup_allowance_s
         trained = spawn("train", train_spec, scratch, limit,
                         lambda r: on_progress(r) if on_progress and r.get("kind") == "progress" else None)
         done = trained.last("result")
-        if trained.returncode is None:
+        if attempt := trained.last("violation"):
+            record.status, record.error = "violation", f"training: {attempt['error']}"
+        elif trained.returncode is None:
             record.status = "timeout"
             record.error = (f"training ran past its limit of {limit:.0f} s (budget {budget_s:.0f} s + "
                             f"{profile.startup_allowance_s:.0f} s startup allowance) and was killed; "
@@ -211,13 +226,15 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
             record.seconds, record.tokens = done["seconds"], done["tokens"]
             record.steps, record.peak_mem_gb = done["steps"], done["peak_mem_gb"]
             eval_spec = {**common, "model_path": str(scratch / "model.pt"), "val_tokens": str(prepared.val_tokens),
-                         "val_dir": str(prepared.val_tokens.parent), "tokenizer_dir": str(prepared.tokenizer_dir),
+                         "forbidden": closed, "tokenizer_dir": str(prepared.tokenizer_dir),
                          "eval_tokens": profile.eval_tokens, "eval_batch_size": profile.eval_batch_size,
                          "max_params": task.max_params}
             evaluated = spawn("evaluate", eval_spec, scratch, profile.eval_timeout_s)
             result = evaluated.last("result")
             record.eval_seconds = evaluated.wall
-            if evaluated.returncode is None:
+            if attempt := evaluated.last("violation"):
+                record.status, record.error = "violation", f"evaluation: {attempt['error']}"
+            elif evaluated.returncode is None:
                 record.status = "timeout"
                 record.error = f"evaluation ran past {profile.eval_timeout_s:.0f} s and was killed"
             elif evaluated.returncode != 0 or result is None:
@@ -255,7 +272,8 @@ class CheckServer:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"ar-checks-{candidate.name}-")
         spec = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(), "seed": seed,
                 "device": "cpu", "allowed_imports": list(task.imports), "max_params": task.max_params,
-                "forbidden": [str(p.resolve()) for p in results_paths] + [str(data.cache_root())]}
+                "forbidden": [str(p.resolve()) for p in results_paths] + [str(data.cache_root() / task.name)],
+                "readonly": protected_paths(task)}
         self.proc, self.pipe = start_worker("checks", spec, Path(self._tmp.name), stdin=subprocess.PIPE)
         ready = next(self.pipe.read(time.perf_counter() + start_timeout_s), None)
         self.start_error = None if ready and ready.get("kind") == "ready" else self._crash("starting")
@@ -275,6 +293,8 @@ class CheckServer:
         except BrokenPipeError:
             return {"ok": False, "error": self._crash(f"running {name}"), "seconds": 0.0}
         for record in self.pipe.read(time.perf_counter() + timeout_s):
+            if record.get("kind") == "violation":
+                return {"ok": False, "error": record["error"], "seconds": 0.0}
             if record.get("kind") == "check" and record.get("name") == name:
                 return record
         alive = self.proc.poll() is None

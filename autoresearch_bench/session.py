@@ -1,9 +1,15 @@
 """A benchmark session: which candidates run, with which seeds, in which order; what the table says.
 
-The plugin owns pytest; this module owns the experiment. Seeds of different candidates are
-interleaved (seed 0 of every candidate, then seed 1 of every candidate, …) so that drift of the
-machine (clocks, thermals, other load) hits them alike. The first benchmark item of a task runs
-the whole task's schedule; every benchmark item then reports its own candidate's runs.
+The plugin owns pytest; this module owns the experiment.
+- Seeds of different candidates are interleaved (seed 0 of every candidate, then seed 1 of every
+  candidate, …) so that drift of the machine (clocks, thermals, other load) hits them alike. The
+  first benchmark item of a task runs the task's whole schedule; every item then reports its own.
+- Each candidate is compared with a baseline: the stored one for this task × machine fingerprint ×
+  mode (`baselines/<task>/<fingerprint>.json`), or, when none matches and `--ar-base-ref REF` is
+  given, the task's editable file at REF, measured side by side in the same interleaved schedule.
+- The verdict (better / worse / no difference) comes from stats.decide: Welch's t-test plus a
+  minimum effect (the profile's `min_effect`, from the measured seed-to-seed noise, unless
+  --ar-min-effect overrides it).
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from . import stats, storage
 from .runner import Candidate, run_candidate
 from .task import Profile, Task, TaskError
 
+BASE = "base"  # name of the candidate measured from --ar-base-ref
+
 
 @dataclass
 class Options:
@@ -30,6 +38,13 @@ class Options:
     results_tsv: Path = Path("results.tsv")
     candidates: tuple[str, ...] = ()
     description: str = ""
+    baseline: str = "auto"  # auto | none | path to a baseline json
+    baselines_dir: Path = Path("baselines")
+    save_baseline: bool = False
+    base_ref: str | None = None
+    min_effect: float | None = None
+    fail_on_regression: bool = False
+    scratch: Path = Path(".ar")
 
     @property
     def results_jsonl(self) -> Path:
@@ -47,6 +62,8 @@ class CandidateResult:
     candidate: Candidate
     records: list[storage.RunRecord] = field(default_factory=list)
     skipped: str = ""  # why it was not benchmarked (a failed check)
+    decision: stats.Decision | None = None
+    baseline: str = ""  # what it was compared with
 
     @property
     def values(self) -> list[float]:
@@ -64,46 +81,44 @@ class CandidateResult:
         return self.skipped or next((r.error for r in self.records if r.error), "")
 
 
-def candidate_name(path: Path, taken: set[str]) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def _unique(name: str, taken: set[str]) -> str:
     base, i = name, 2
     while name in taken:
         name, i = f"{base}_{i}", i + 1
+    taken.add(name)
     return name
 
 
 def resolve_candidates(task: Task, cli_values: tuple[str, ...], scratch: Path) -> list[Candidate]:
     """The task's train.py, its candidates/*.py, then each --ar-candidate (a file or a git ref)."""
-    found: list[Candidate] = []
     taken: set[str] = set()
-    for path in task.candidate_files():
-        name = candidate_name(path, taken)
-        taken.add(name)
-        found.append(Candidate(name, path, "task" if path == task.train_file else "candidates"))
+    found = [Candidate(_unique(_slug(p.stem), taken), p, "task" if p == task.train_file else "candidates")
+             for p in task.candidate_files()]
     for value in cli_values:
-        path = Path(value)
-        if path.is_file():
-            origin = "cli"
+        if Path(value).is_file():
+            found.append(Candidate(_unique(_slug(Path(value).stem), taken), Path(value), "cli"))
         else:
-            path, origin = _from_git_ref(task, value, scratch), f"git:{value}"
-        name = candidate_name(path if origin == "cli" else Path(value.replace("/", "_")), taken)
-        taken.add(name)
-        found.append(Candidate(name, path, origin))
+            found.append(Candidate(_unique(_slug(value), taken), file_at_ref(task, value, scratch), f"git:{value}"))
     return found
 
 
-def _from_git_ref(task: Task, ref: str, scratch: Path) -> Path:
+def file_at_ref(task: Task, ref: str, scratch: Path) -> Path:
     """Extract the task's editable file as it is at a git ref."""
-    rel = task.train_file.resolve()
     try:
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=task.root, capture_output=True,
                              text=True, check=True).stdout.strip()
-        source = subprocess.run(["git", "show", f"{ref}:{rel.relative_to(Path(top).resolve())}"],
-                                cwd=task.root, capture_output=True, text=True, check=True).stdout
+        rel = task.train_file.resolve().relative_to(Path(top).resolve())
+        source = subprocess.run(["git", "show", f"{ref}:{rel.as_posix()}"], cwd=task.root,
+                                capture_output=True, text=True, check=True).stdout
     except (subprocess.CalledProcessError, FileNotFoundError, ValueError) as e:
-        raise TaskError(f"--ar-candidate {ref!r}: neither a file nor a git ref holding "
-                        f"{task.train_file.name} ({getattr(e, 'stderr', '') or e}".strip() + ")") from None
-    out = scratch / task.name / re.sub(r"[^A-Za-z0-9_.-]", "_", ref) / task.train_file.name
+        detail = (getattr(e, "stderr", "") or str(e)).strip().splitlines()
+        raise TaskError(f"{ref!r} is neither a file nor a git ref holding {task.train_file.name} "
+                        f"({detail[0] if detail else 'no detail'})") from None
+    out = scratch / "candidates" / task.name / _slug(ref) / task.train_file.name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(source)
     return out
@@ -119,13 +134,40 @@ class BenchmarkSession:
         self.on_progress = on_progress
         self.results: dict[tuple[str, str], CandidateResult] = {}
         self.pending: dict[str, list[CandidateResult]] = defaultdict(list)  # task → not yet run
+        self.baselines: dict[str, tuple[list[float], str] | None] = {}
 
     def plan(self, task: Task, profile: Profile, candidate: Candidate) -> CandidateResult:
         key = (task.name, candidate.name)
         if key not in self.results:
-            self.results[key] = CandidateResult(task, profile, candidate)
-            self.pending[task.name].append(self.results[key])
+            if task.name not in self.baselines:
+                self.baselines[task.name] = self._stored_baseline(task, profile)
+                if self.baselines[task.name] is None and self.options.base_ref:
+                    base = Candidate(BASE, file_at_ref(task, self.options.base_ref, self.options.scratch),
+                                     f"base:{self.options.base_ref}")
+                    self._add(task, profile, base)
+            self._add(task, profile, candidate)
         return self.results[key]
+
+    def _add(self, task: Task, profile: Profile, candidate: Candidate) -> None:
+        entry = CandidateResult(task, profile, candidate)
+        self.results[(task.name, candidate.name)] = entry
+        self.pending[task.name].append(entry)
+
+    def fingerprint(self, profile: Profile) -> dict:
+        """The machine fingerprint plus the training mode and budget: baselines match on all of it."""
+        o = self.options
+        return {**storage.machine_fingerprint(profile.name, profile.device),
+                "mode": "tokens" if o.max_tokens else "time", "budget": o.max_tokens or o.budget_s or profile.budget_s}
+
+    def _stored_baseline(self, task: Task, profile: Profile) -> tuple[list[float], str] | None:
+        choice = self.options.baseline
+        if choice == "none":
+            return None
+        if choice == "auto":
+            found = storage.load_baseline(self.options.baselines_dir, task.name, self.fingerprint(profile))
+        else:
+            found = storage.Baseline.from_file(Path(choice))
+        return (list(found.values), f"stored baseline @{found.commit}") if found else None
 
     def skip(self, task: Task, candidate: Candidate, reason: str) -> None:
         result = self.results.get((task.name, candidate.name))
@@ -138,6 +180,8 @@ class BenchmarkSession:
         for seed in self.options.seed_list:
             for entry in queue:
                 self._run(entry, seed)
+        if queue:
+            self._decide(task)
         return self.results[(task.name, candidate.name)]
 
     def _run(self, entry: CandidateResult, seed: int) -> None:
@@ -153,12 +197,38 @@ class BenchmarkSession:
         self.log(f"{entry.task.name}/{entry.candidate.name} seed {seed}: {record.metric} {value} "
                  f"[{record.status}] {record.error}".rstrip())
 
+    def _decide(self, task: Task) -> None:
+        base = self.results.get((task.name, BASE))
+        reference = self.baselines.get(task.name) or (
+            (base.values, f"{BASE} @{self.options.base_ref}") if base and base.values else None)
+        if reference is None:
+            return
+        values, label = reference
+        for entry in self.results.values():
+            if entry.task.name == task.name and entry.candidate.name != BASE and entry.values:
+                min_effect = self.options.min_effect if self.options.min_effect is not None \
+                    else entry.profile.min_effect
+                entry.decision = stats.decide(entry.values, values, direction=task.direction, min_effect=min_effect)
+                entry.baseline = label
+
+    def save_baselines(self) -> list[Path]:
+        """Store each task's own train.py results as the baseline for this machine and mode."""
+        saved = []
+        for entry in self.results.values():
+            if entry.candidate.origin == "task" and entry.values:
+                saved.append(storage.save_baseline(self.options.baselines_dir, entry.task.name,
+                                                   self.fingerprint(entry.profile),
+                                                   [r for r in entry.records if r.status == "ok"]))
+        return saved
+
+    def regressions(self) -> list[CandidateResult]:
+        return [r for r in self.results.values() if r.decision and r.decision.verdict == "worse"]
+
     def ranked(self) -> list[CandidateResult]:
         """Per task, candidates with scores best first, then the ones without."""
         def key(r: CandidateResult):
-            values = r.values
-            if not values:
+            if not r.values:
                 return (r.task.name, 1, 0.0)
-            mean = stats.summarize(values).mean
+            mean = stats.summarize(r.values).mean
             return (r.task.name, 0, mean if r.task.direction == "lower" else -mean)
         return sorted(self.results.values(), key=key)

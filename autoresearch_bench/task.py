@@ -9,8 +9,9 @@ optionally `candidates/*.py`. The toml file has these tables (see tasks/gpt_pret
     [data]      source (embedded | files | climbmix), vocab_size, seq_len, and source options
     [limits]    max_params, max_vram_gb
     [profiles.<name>]          device (cpu | cuda), budget_s, startup_allowance_s, eval_tokens,
-                               eval_batch_size, eval_timeout_s; optional [profiles.<name>.data]
-                               overrides the task's data table
+                               eval_batch_size, eval_timeout_s, min_effect (smallest metric change
+                               that counts, from the measured noise); optional
+                               [profiles.<name>.data] overrides the task's data table
     [profiles.<name>.config]   free-form hyperparameters: passed to build_model(cfg) and train(ctx)
 
 Profiles are data: a user adds one by adding a table, no code.
@@ -36,6 +37,7 @@ class Profile:
     eval_tokens: int
     eval_batch_size: int
     eval_timeout_s: float
+    min_effect: float
     data: dict[str, Any]
     config: dict[str, Any]
 
@@ -87,7 +89,7 @@ class Task:
 
 
 _PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "eval_batch_size",
-                 "eval_timeout_s", "data", "config"}
+                 "eval_timeout_s", "min_effect", "data", "config"}
 
 
 def _require(table: dict, key: str, where: str, path: Path):
@@ -138,6 +140,7 @@ def load_task(path: str | Path) -> Task:
             eval_tokens=int(_require(p, "eval_tokens", where, toml_path)),
             eval_batch_size=int(p.get("eval_batch_size", 8)),
             eval_timeout_s=float(p.get("eval_timeout_s", 300)),
+            min_effect=float(p.get("min_effect", 0.0)),
             data=pdata, config=dict(p.get("config", {})))
     if not profiles:
         raise TaskError(f"{toml_path}: no [profiles.<name>] table; add at least a cpu profile")

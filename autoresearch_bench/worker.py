@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .checks import CheckFailed
 from .evaluate import EvalViolation
@@ -37,25 +37,38 @@ def _emit(out, kind: str, **fields: Any) -> None:
     out.flush()
 
 
-def install_path_guard(forbidden: list[str]) -> None:
-    """Refuse to open anything under the forbidden roots (audit hooks cannot be removed)."""
-    roots = tuple(os.path.realpath(p) for p in forbidden)
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def install_path_guard(forbidden: list[str], readonly: list[str], report: Callable[[str], None]) -> None:
+    """Refuse to open anything under `forbidden`, and to open for writing anything under `readonly`;
+    report each attempt to the parent, so a candidate that swallows the PermissionError is still
+    caught. Audit hooks cannot be removed."""
+    closed = tuple(os.path.realpath(p) for p in forbidden)
+    frozen = tuple(os.path.realpath(p) for p in readonly)
     realpath = os.path.realpath
 
+    def under(path: str, roots: tuple[str, ...]) -> bool:
+        return any(path == root or path.startswith(root + os.sep) for root in roots)
+
     def hook(event: str, args: tuple) -> None:
-        if event == "open" and roots:
-            path = args[0]
-            if isinstance(path, int):
-                return
-            if isinstance(path, bytes):
-                path = path.decode(errors="replace")
-            real = realpath(path)
-            for root in roots:
-                if real == root or real.startswith(root + os.sep):
-                    raise PermissionError(f"autoresearch-bench: access to {path} is forbidden "
-                                          f"for candidate code (validation data or results)")
+        if event != "open" or isinstance(args[0], int):
+            return
+        path = os.fsdecode(args[0])
+        mode, flags = args[1], args[2] or 0
+        writes = bool(mode and set(mode) & set("wax+")) or bool(flags & WRITE_FLAGS)
+        real = realpath(path)
+        if under(real, closed) or (writes and under(real, frozen)):
+            message = (f"candidate code tried to {'write' if writes else 'open'} {path}, which is forbidden "
+                       f"(validation data, tokenizer, cached data or results)")
+            report(message)
+            raise PermissionError(f"autoresearch-bench: {message}")
 
     sys.addaudithook(hook)
+
+
+def _guard(spec: dict, out) -> None:
+    install_path_guard(spec["forbidden"], spec.get("readonly", []), lambda m: _emit(out, "violation", error=m))
 
 
 def load_candidate(path: str):
@@ -94,7 +107,7 @@ def run_train(spec: dict, out) -> None:
     from .context import TrainContext
     from .data import Loader
 
-    install_path_guard(spec["forbidden"])
+    _guard(spec, out)
     _seed_everything(spec["seed"])
     module = load_candidate(spec["candidate"])
     device = spec["device"]
@@ -115,7 +128,8 @@ def run_train(spec: dict, out) -> None:
             out.flush()
 
     ctx = TrainContext(device=device, seed=spec["seed"], cfg=spec["cfg"], budget_s=spec["budget_s"],
-                       max_tokens=spec.get("max_tokens"), make_loader=make_loader, progress_out=Progress())
+                       max_tokens=spec.get("max_tokens"), make_loader=make_loader,
+                       startup_allowance_s=spec["startup_allowance_s"], progress_out=Progress())
     t0 = time.perf_counter()
     model = module.train(ctx)
     seconds = time.perf_counter() - t0
@@ -134,7 +148,7 @@ def run_evaluate(spec: dict, out) -> None:
 
     eval_data = load_eval_data(spec)  # read before any candidate code runs; then the folder is closed
     snapshot = checks.snapshot_critical()
-    install_path_guard(spec["forbidden"] + [spec["val_dir"]])
+    _guard(spec, out)
     _seed_everything(spec["seed"])
     module = load_candidate(spec["candidate"])
     result = evaluate_model(module.build_model, spec, eval_data)
@@ -147,7 +161,7 @@ def serve_checks(spec: dict, out) -> None:
     from . import checks
 
     snapshot = checks.snapshot_critical()
-    install_path_guard(spec["forbidden"])
+    _guard(spec, out)
     source = Path(spec["candidate"]).read_text()
     try:
         module = load_candidate(spec["candidate"])
@@ -185,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     mode, spec_path = argv
     spec = json.loads(Path(spec_path).read_text())
+    Path(spec_path).unlink()  # it names data paths; candidate code must not find it in its cwd
     out = os.fdopen(int(os.environ.pop(RESULT_FD_ENV)), "w", buffering=1)
     if spec.get("threads"):
         import torch

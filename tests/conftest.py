@@ -1,0 +1,25 @@
+"""Shared set-up of the project's tests: one data cache for the session, fixture folders not collected."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from autoresearch_bench.task import load_task
+
+HERE = Path(__file__).parent
+collect_ignore = ["tiny_task"]
+
+# Tokenizers and token files are built once and reused by every test (and by pytester children).
+os.environ.setdefault("AR_CACHE_DIR", str(HERE.parent / ".ar" / "test-cache"))
+
+
+@pytest.fixture
+def tiny_task_dir(tmp_path: Path) -> Path:
+    """A fresh copy of the tiny task, so tests may add candidates or edit files."""
+    return Path(shutil.copytree(HERE / "tiny_task", tmp_path / "tasks" / "tiny"))
+
+
+@pytest.fixture
+def tiny_task(tiny_task_dir: Path):
+    return load_task(tiny_task_dir)
