@@ -9,6 +9,7 @@ the children run: a candidate that touches them is a `violation`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -22,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import data, storage
+from . import data, sandbox, storage
 from .task import Profile, Task
 from .worker import RESULT_FD_ENV
 
@@ -64,6 +65,19 @@ def protected_paths(task: Task) -> list[str]:
                    str(Path(__file__).resolve().parent), sys.prefix, sys.base_prefix})
 
 
+def ancestor_procs() -> list[str]:
+    """/proc folders of this process and its ancestors: their environments and memory hold what the
+    scrubbed child environment leaves out (API keys, the cache path)."""
+    found, pid = [], os.getpid()
+    while pid > 1:
+        found.append(f"/proc/{pid}")
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
 def child_env(scratch: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
     cache = data.cache_root()
@@ -83,8 +97,13 @@ class RecordPipe:
         self.eof = False
 
     def read(self, deadline: float) -> Iterator[dict]:
-        """Yield records until the worker closes the pipe or exits, or the deadline passes."""
+        """Yield records until the worker closes the pipe or exits, the deadline passes, or the run
+        starts more processes than the sandbox allows (then a violation record is yielded)."""
         while (remaining := deadline - time.perf_counter()) > 0:
+            if (count := sandbox.processes_in_session(self.proc.pid)) > sandbox.MAX_PROCESSES:
+                yield {"kind": "violation", "error": f"the run started {count} processes (limit "
+                                                     f"{sandbox.MAX_PROCESSES}); it was killed"}
+                return
             if self.eof:  # the worker closed its end: wait for it to exit, within the deadline
                 try:
                     self.proc.wait(timeout=remaining)
@@ -105,26 +124,31 @@ class RecordPipe:
         self.file.close()
 
 
-def start_worker(mode: str, spec: dict, scratch: Path, stdin=subprocess.DEVNULL) -> tuple[subprocess.Popen, RecordPipe]:
-    """Start `python -m autoresearch_bench.worker MODE SPEC` in its own process group."""
+def start_worker(mode: str, spec: dict, scratch: Path, isolation: sandbox.Plan, hidden: list[str] = (),
+                 stdin=subprocess.DEVNULL) -> tuple[subprocess.Popen, RecordPipe]:
+    """Start `python -m autoresearch_bench.worker MODE SPEC` in its own process group (and, where
+    the sandbox plan has them, its own namespaces): spec["readonly"] is mounted read-only there and
+    `hidden` is covered by an empty tmpfs."""
     spec_path = scratch / f"{mode}.json"
     spec_path.write_text(json.dumps(spec))
     read_fd, write_fd = os.pipe()
     env = child_env(scratch)
     env[RESULT_FD_ENV] = str(write_fd)
+    command = sandbox.wrap([sys.executable, "-m", "autoresearch_bench.worker", mode, str(spec_path)],
+                           isolation, readonly=spec.get("readonly", []), hidden=list(hidden))
     with open(scratch / f"{mode}.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "autoresearch_bench.worker", mode, str(spec_path)],
-                                cwd=scratch, env=env, stdin=stdin, stdout=log, stderr=log,
-                                pass_fds=(write_fd,), start_new_session=True)
+        proc = subprocess.Popen(command, cwd=scratch, env=env, stdin=stdin, stdout=log, stderr=log,
+                                pass_fds=(write_fd,), start_new_session=True,
+                                preexec_fn=functools.partial(sandbox.set_limits, spec.get("device", "cpu")))
     os.close(write_fd)
     return proc, RecordPipe(read_fd, proc)
 
 
-def spawn(mode: str, spec: dict, scratch: Path, limit_s: float,
+def spawn(mode: str, spec: dict, scratch: Path, limit_s: float, isolation: sandbox.Plan, hidden: list[str] = (),
           on_record: Callable[[dict], None] | None = None) -> ChildResult:
     """Run a worker until it exits or limit_s passes (then its process group is killed)."""
     t0 = time.perf_counter()
-    proc, pipe = start_worker(mode, spec, scratch)
+    proc, pipe = start_worker(mode, spec, scratch, isolation, hidden)
     result = ChildResult(returncode=None, wall=0.0)
     for record in pipe.read(t0 + limit_s):
         result.records.append(record)
@@ -173,7 +197,7 @@ def _failure(result: ChildResult, what: str) -> tuple[str, str]:
 
 def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int, *,
                   budget_s: float | None = None, max_tokens: int | None = None,
-                  results_paths: tuple[Path, ...] = (), description: str = "",
+                  results_paths: tuple[Path, ...] = (), description: str = "", isolation: str = "auto",
                   on_progress: Callable[[dict], None] | None = None,
                   log: Callable[[str], None] = print) -> storage.RunRecord:
     """Train and evaluate one candidate with one seed; always returns a record, never raises for
@@ -198,20 +222,27 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     except Exception as e:  # data problems are the task's, but the run must still be recorded
         record.error = f"data: {e}"
         return record
+    try:
+        plan = sandbox.plan(isolation)
+    except sandbox.SandboxError as e:
+        record.error = str(e)
+        return record
+    record.extra["sandbox"] = plan.level
     digests = {p: storage.file_digest(p) for p in results_paths}
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as tmp:
         scratch = Path(tmp)
         common = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(),
                   "device": profile.device, "seed": seed, "scratch": str(scratch),
-                  "forbidden": [str(p.resolve()) for p in results_paths],
-                  "readonly": [str(prepared.root), *protected_paths(task)]}
+                  "forbidden": [str(p.resolve()) for p in results_paths] + ancestor_procs(),
+                  "readonly": [str(prepared.root), *protected_paths(task),
+                               *(str(p.resolve()) for p in results_paths if p.exists())]}
         closed = common["forbidden"] + [*prepared.raw_paths, str(prepared.tokenizer_dir)]
         train_spec = {**common, "budget_s": budget_s, "max_tokens": max_tokens,
                       "startup_allowance_s": profile.startup_allowance_s,
                       "train_tokens": str(prepared.train_tokens), "forbidden": closed}
         limit = (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens else budget_s) + profile.startup_allowance_s
-        trained = spawn("train", train_spec, scratch, limit,
-                        lambda r: on_progress(r) if on_progress and r.get("kind") == "progress" else None)
+        trained = spawn("train", train_spec, scratch, limit, plan, hidden=closed,
+                        on_record=lambda r: on_progress(r) if on_progress and r.get("kind") == "progress" else None)
         done = trained.last("result")
         if attempt := trained.last("violation"):
             record.status, record.error = "violation", f"training: {attempt['error']}"
@@ -229,7 +260,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
                          "forbidden": closed, "tokenizer_dir": str(prepared.tokenizer_dir),
                          "eval_tokens": profile.eval_tokens, "eval_batch_size": profile.eval_batch_size,
                          "max_params": task.max_params}
-            evaluated = spawn("evaluate", eval_spec, scratch, profile.eval_timeout_s)
+            evaluated = spawn("evaluate", eval_spec, scratch, profile.eval_timeout_s, plan)
             result = evaluated.last("result")
             record.eval_seconds = evaluated.wall
             if attempt := evaluated.last("violation"):
@@ -241,7 +272,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
                 record.status, record.error = _failure(evaluated, "evaluation")
             else:
                 record.value, record.params = result["value"], result["params"]
-                record.extra = {k: v for k, v in result.items() if k not in ("kind", "value", "params")}
+                record.extra.update((k, v) for k, v in result.items() if k not in ("kind", "value", "params"))
                 record.status = "ok"
         record.extra["train_wall"] = trained.wall
     tampered = [str(p) for p, d in digests.items() if storage.file_digest(p) != d]
@@ -268,13 +299,15 @@ class CheckServer:
     """
 
     def __init__(self, task: Task, profile: Profile, candidate: Candidate, seed: int = 0,
-                 results_paths: tuple[Path, ...] = (), start_timeout_s: float = 120):
+                 results_paths: tuple[Path, ...] = (), isolation: str = "auto", start_timeout_s: float = 120):
         self._tmp = tempfile.TemporaryDirectory(prefix=f"ar-checks-{candidate.name}-")
         spec = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(), "seed": seed,
                 "device": "cpu", "allowed_imports": list(task.imports), "max_params": task.max_params,
-                "forbidden": [str(p.resolve()) for p in results_paths] + [str(data.cache_root() / task.name)],
+                "forbidden": [str(p.resolve()) for p in results_paths] + [str(data.cache_root() / task.name)]
+                             + ancestor_procs(),
                 "readonly": protected_paths(task)}
-        self.proc, self.pipe = start_worker("checks", spec, Path(self._tmp.name), stdin=subprocess.PIPE)
+        self.proc, self.pipe = start_worker("checks", spec, Path(self._tmp.name), sandbox.plan(isolation),
+                                            hidden=[str(data.cache_root() / task.name)], stdin=subprocess.PIPE)
         ready = next(self.pipe.read(time.perf_counter() + start_timeout_s), None)
         self.start_error = None if ready and ready.get("kind") == "ready" else self._crash("starting")
 

@@ -15,22 +15,20 @@ from autoresearch_bench.runner import Candidate, CheckServer, run_candidate
 READ_VALIDATION = '''
 def train(ctx):
     import glob, os
-    roots = [os.environ.get("AR_CACHE_DIR", ""), os.path.expanduser("~/.cache/autoresearch-bench"),
-             os.environ.get("VAL_TOKENS", "")]
-    roots += [line.split("=", 1)[1] for line in open("/proc/self/environ").read().split("\\0") if "=" in line]
-    for root in filter(None, roots):
-        for path in glob.glob(os.path.join(root, "**", "val", "*"), recursive=True):
-            try:
-                open(path, "rb").read(16)   # swallow the refusal and go on, as a sly cheat would
-            except PermissionError:
-                pass
+    # the harness's own environment names the data cache, even though the candidate's is scrubbed
+    for line in open(f"/proc/{os.getppid()}/environ", "rb").read().split(b"\\0"):
+        if line.startswith(b"AR_CACHE_DIR="):
+            for path in glob.glob(os.path.join(line[13:].decode(), "**", "val", "*"), recursive=True):
+                try:
+                    open(path, "rb").read(16)   # swallow the refusal and go on, as a sly cheat would
+                except PermissionError:
+                    pass
     return honest_train(ctx)
 '''
 
 WRITE_RESULTS = '''
 def train(ctx):
-    from dataclasses import replace
-from pathlib import Path
+    from pathlib import Path
     for parent in Path(__file__).resolve().parents:
         if (parent / "results.tsv").exists():
             with open(parent / "results.tsv", "a") as f:
@@ -84,7 +82,9 @@ def test_timed_run_catches_cheat(name, tiny_task, tiny_task_dir):
     before = results.read_bytes()
     candidate = write_cheat(tiny_task_dir, name)
     profile = replace(tiny_task.profile("cpu"), startup_allowance_s=8)  # a runaway is killed sooner
-    record = run_candidate(tiny_task, profile, candidate, seed=0, budget_s=1.5,
+    # sandbox off: the in-process guards must catch the cheat on their own (the OS sandbox, where
+    # available, hides the files altogether; tests/test_sandbox.py covers that layer)
+    record = run_candidate(tiny_task, profile, candidate, seed=0, budget_s=1.5, isolation="off",
                            results_paths=(results,), log=lambda m: None)
     assert record.status == ("timeout" if name == "ignores_the_clock" else "violation"), record
     assert expected_message(name) in record.error, record.error
