@@ -191,6 +191,10 @@ def _failure(result: ChildResult, what: str) -> tuple[str, str]:
     record = result.last("error", "violation")
     if record:
         return ("violation" if record["kind"] == "violation" else "crash"), f"{what}: {record['error']}"
+    if result.returncode is not None and result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return "crash", f"{what}: killed by {name}{hint}"
     last_line = next((l for l in reversed(result.stderr_tail.splitlines()) if l.strip()), "no output")
     return "crash", f"{what}: exited with code {result.returncode} ({last_line.strip()})"
 

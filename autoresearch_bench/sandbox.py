@@ -101,7 +101,7 @@ def processes_in_session(sid: int) -> int:
                 stat = Path(entry.path, "stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[4]) == sid:
+            if int(stat.rsplit(")", 1)[1].split()[3]) == sid:  # fields after comm: state ppid pgrp session
                 count += 1
     return count
 

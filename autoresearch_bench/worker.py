@@ -17,9 +17,11 @@ Guards installed before candidate code is imported:
 """
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
+import resource
 import sys
 import time
 import traceback
@@ -186,13 +188,18 @@ def serve_checks(spec: dict, out) -> None:
             checks.verify_untampered(snapshot)
             _emit(out, "check", name=name, ok=True, detail=detail, seconds=time.perf_counter() - t0)
         except Exception as e:
-            _emit(out, "check", name=name, ok=False, error=_one_line(e), seconds=time.perf_counter() - t0)
+            _emit(out, "check", name=name, ok=False, error=classify(e)[1], seconds=time.perf_counter() - t0)
 
 
-def _one_line(e: BaseException) -> str:
-    """First line of the error; check failures and violations carry their own prefix."""
+def classify(e: BaseException) -> tuple[str, str]:
+    """("violation" or "error", one line): rules the candidate broke, or the error it raised."""
+    if isinstance(e, OSError) and e.errno == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return "violation", f"wrote a file larger than the sandbox's limit of {limit >> 20} MiB"
     first = (str(e).strip().splitlines() or [""])[0]
-    return first if isinstance(e, (CheckFailed, EvalViolation)) and first else f"{type(e).__name__}: {first}"
+    if isinstance(e, (CheckFailed, EvalViolation)):
+        return "violation", first or type(e).__name__
+    return "error", f"{type(e).__name__}: {first}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,17 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(spec_path).read_text())
     Path(spec_path).unlink()  # it names data paths; candidate code must not find it in its cwd
     out = os.fdopen(int(os.environ.pop(RESULT_FD_ENV)), "w", buffering=1)
-    if spec.get("threads"):
-        import torch
-        torch.set_num_threads(int(spec["threads"]))
     try:
         {"train": run_train, "evaluate": run_evaluate, "checks": serve_checks}[mode](spec, out)
     except Exception as e:
-        violation = isinstance(e, (CheckFailed, EvalViolation))
-        if not violation:
+        kind, message = classify(e)
+        if kind == "error":
             traceback.print_exc()
-        _emit(out, "violation" if violation else "error", error=_one_line(e))
-        return 3 if violation else 1
+        _emit(out, kind, error=message)
+        return 1 if kind == "error" else 3
     return 0
 
 
