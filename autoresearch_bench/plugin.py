@@ -61,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="smallest metric change that counts (default: the profile's min_effect, from measured noise)")
     group.addoption("--ar-fail-on-regression", action="store_true",
                     help="fail a candidate's benchmark when it is judged worse than the baseline")
+    group.addoption("--ar-sandbox", default="auto", choices=("off", "auto", "strict"),
+                    help="candidate isolation: auto (namespaces where Linux allows, default), strict "
+                         "(fail without them) or off; see autoresearch_bench/sandbox.py")
     group.addoption("--ar-markdown", default=None, metavar="PATH",
                     help="also write the summary table as Markdown (for a PR comment)")
 
@@ -137,7 +140,7 @@ def pytest_configure(config: pytest.Config) -> None:
         baseline=config.getoption("ar_baseline"), baselines_dir=Path(config.rootpath) / "baselines",
         save_baseline=config.getoption("ar_save_baseline"), base_ref=config.getoption("ar_base_ref"),
         min_effect=config.getoption("ar_min_effect"), fail_on_regression=config.getoption("ar_fail_on_regression"),
-        scratch=Path(config.rootpath) / ".ar")
+        scratch=Path(config.rootpath) / ".ar", isolation=config.getoption("ar_sandbox"))
     config.stash[SESSION] = BenchmarkSession(options, log=lambda m: state.write(f"[autoresearch] {m}"),
                                              on_progress=state.progress)
 
@@ -255,7 +258,7 @@ def ar_check(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Profile,
     options = request.config.stash[SESSION].options
     key = (ar_task.name, candidate.name)
     if key not in state.check_servers:
-        state.check_servers[key] = CheckServer(ar_task, ar_profile, candidate,
+        state.check_servers[key] = CheckServer(ar_task, ar_profile, candidate, isolation=options.isolation,
                                                results_paths=(options.results_tsv, options.results_jsonl))
     server = state.check_servers[key]
 

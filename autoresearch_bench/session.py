@@ -45,6 +45,7 @@ class Options:
     min_effect: float | None = None
     fail_on_regression: bool = False
     scratch: Path = Path(".ar")
+    isolation: str = "auto"
 
     @property
     def results_jsonl(self) -> Path:
@@ -188,7 +189,7 @@ class BenchmarkSession:
         o = self.options
         record = run_candidate(
             entry.task, entry.profile, entry.candidate, seed, budget_s=o.budget_s, max_tokens=o.max_tokens,
-            results_paths=(o.results_tsv, o.results_jsonl), description=o.description,
+            results_paths=(o.results_tsv, o.results_jsonl), description=o.description, isolation=o.isolation,
             on_progress=(lambda r: self.on_progress(entry, seed, r)) if self.on_progress else None,
             log=self.log)
         storage.append_results(record, o.results_tsv, o.results_jsonl)

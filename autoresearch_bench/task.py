@@ -11,7 +11,8 @@ optionally `candidates/*.py`. The toml file has these tables (see tasks/gpt_pret
     [profiles.<name>]          device (cpu | cuda), budget_s, startup_allowance_s, eval_tokens,
                                eval_batch_size, eval_timeout_s, min_effect (smallest metric change
                                that counts, from the measured noise); optional
-                               [profiles.<name>.data] overrides the task's data table
+                               [profiles.<name>.data] overrides the task's data table;
+                               `extends = "other"` starts from another profile's keys
     [profiles.<name>.config]   free-form hyperparameters: passed to build_model(cfg) and train(ctx)
 
 Profiles are data: a user adds one by adding a table, no code.
@@ -121,8 +122,17 @@ def load_task(path: str | Path) -> Task:
     data = raw.get("data", {})
     limits = raw.get("limits", {})
     profiles = {}
-    for pname, p in raw.get("profiles", {}).items():
+    raw_profiles = raw.get("profiles", {})
+    for pname, p in raw_profiles.items():
         where = f"profiles.{pname}"
+        if "extends" in p:
+            base = raw_profiles.get(p["extends"])
+            if base is None or "extends" in base:
+                raise TaskError(f"{toml_path}: [{where}] extends {p['extends']!r}, which is not a profile "
+                                f"without `extends` of its own")
+            p = {**base, **p, "data": {**base.get("data", {}), **p.get("data", {})},
+                 "config": {**base.get("config", {}), **p.get("config", {})}}
+            del p["extends"]
         unknown = set(p) - _PROFILE_KEYS
         if unknown:
             raise TaskError(f"{toml_path}: [{where}] has unknown keys {sorted(unknown)}; "
