@@ -14,6 +14,9 @@ from pathlib import Path
 from .task import Task
 
 
+SCRATCH = ".ar/"  # the harness's own scratch folder (candidates extracted from git refs)
+
+
 class PatchError(Exception):
     """A patch or ref that cannot be used; the message says what to do."""
 
@@ -49,4 +52,5 @@ def allowed_patterns(repo: Path, tasks: list[Task]) -> list[str]:
 def surface_violations(repo: Path, base: str, tasks: list[Task]) -> list[str]:
     """Changed paths outside every task's editable surface."""
     patterns = allowed_patterns(repo, tasks)
-    return [p for p in changed_files(repo, base) if not any(fnmatch.fnmatchcase(p, pat) for pat in patterns)]
+    return [p for p in changed_files(repo, base)
+            if not p.startswith(SCRATCH) and not any(fnmatch.fnmatchcase(p, pat) for pat in patterns)]

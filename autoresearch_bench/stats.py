@@ -1,21 +1,30 @@
 """Seeds, noise and decisions: is a candidate better than its baseline, beyond the noise?
 
-- summarize: mean, sample std and a Student-t 95% interval of the mean.
-- welch: Welch's t-test (unequal variances); p from the Student t CDF through the regularized
-  incomplete beta function (continued fraction, Numerical Recipes §6.4), so scipy is not needed.
-- decide: "better" / "worse" only when the difference is significant (Welch p < alpha) AND at
-  least `min_effect`; otherwise "no difference". With one value on a side there is no variance to
-  test: the verdict then needs |delta| ≥ 2·min_effect, and says that more seeds would be needed.
+- Student's t distribution without scipy: the CDF through the regularized incomplete beta function
+  (continued fraction, modified Lentz, as in Numerical Recipes §6.4), the quantile by bisection on
+  that CDF. Both agree with scipy to better than 1e-6 on the values the tests pin.
+- summarize: mean, sample std (ddof=1) and a Student-t 95% interval of the mean; one value has
+  std 0 and a degenerate interval.
+- welch: Welch's t-test (unequal variances, Welch–Satterthwaite df). Two groups without spread give
+  t = ±inf, p = 0 when their means differ and t = 0, p = 1 when they do not (never NaN).
+- bootstrap_diff_ci: percentile bootstrap of mean(a) - mean(b), seeded so that reruns agree.
+- decide: "better" / "worse" only when the difference is significant (Welch p < alpha) AND
+  |delta| >= min_effect; otherwise "no difference". With one value on a side Welch has no variance
+  to test, so the fallback is a rule of thumb: |delta| must exceed min_effect and twice the seed std
+  known from the other side, if it has one; with neither yardstick (one seed per side and
+  min_effect 0) nothing can be told apart from noise. The reason then asks for more seeds.
 - min_detectable_effect: the smallest true difference that n seeds per side detect with the given
-  power at level alpha: (z_{1-α/2} + z_{power}) · std · sqrt(2/n) (normal approximation).
+  power at level alpha, (z_{1-alpha/2} + z_power) * std * sqrt(2/n). This normal approximation
+  ignores that std is itself estimated, so for n < 5 the true requirement is somewhat larger.
 """
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Sequence
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -26,119 +35,189 @@ class Summary:
     ci95: tuple[float, float]
 
     def fmt(self, digits: int = 4) -> str:
-        return f"{self.mean:.{digits}f}" if self.n == 1 else f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        """'0.8123 ± 0.0041'; a single value has no spread to show, so just '0.8123'."""
+        if self.n == 1:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
 
 
 @dataclass(frozen=True)
 class Decision:
     verdict: str  # better | worse | no difference
     delta: float  # mean(candidate) - mean(baseline)
-    p: float
+    p: float  # Welch two-sided p; NaN when a side has a single value
+    ci: tuple[float, float]  # (1 - alpha) interval of delta; (-inf, inf) when nothing bounds it
     reason: str
 
 
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
-    for m in range(1, 300):
+    for m in range(1, 500):
         m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1 + aa * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + aa / c
+        for aa in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+                   -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
             c = c if abs(c) > tiny else tiny
             h *= d * c
-        if abs(d * c - 1) < 3e-16:
+        if abs(d * c - 1.0) < 1e-15:
             break
     return h
 
 
 def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0:
+    """Regularized incomplete beta function I_x(a, b) for a, b > 0."""
+    if x <= 0.0:
         return 0.0
-    if x >= 1:
+    if x >= 1.0:
         return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
         return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
 
 
 def t_sf_two_sided(t: float, df: float) -> float:
-    """P(|T| ≥ |t|) for Student's t with df degrees of freedom."""
-    return betainc(df / 2, 0.5, df / (df + t * t))
+    """P(|T| >= |t|) for Student's t with df degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with df degrees of freedom."""
+    tail = t_sf_two_sided(t, df) / 2.0
+    return 1.0 - tail if t > 0 else tail
 
 
 def t_quantile(q: float, df: float) -> float:
-    """The q-quantile of Student's t (bisection on the CDF; q in (0.5, 1))."""
-    lo, hi = 0.0, 1e3
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if 1 - t_sf_two_sided(mid, df) / 2 < q:
+    """The q-quantile of Student's t, q in (0, 1): bisection on the upper tail."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile level must be in (0, 1), not {q}")
+    if q < 0.5:
+        return -t_quantile(1.0 - q, df)
+    tail = 2.0 * (1.0 - q)  # two-sided tail mass beyond the quantile
+    lo, hi = 0.0, 1.0
+    while t_sf_two_sided(hi, df) > tail:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if t_sf_two_sided(mid, df) > tail:
             lo = mid
         else:
             hi = mid
-    return (lo + hi) / 2
+        if hi - lo <= 1e-12 * hi:
+            break
+    return 0.5 * (lo + hi)
 
 
 def summarize(values: Sequence[float]) -> Summary:
-    n = len(values)
+    """n, mean, sample std and the Student-t 95% interval of the mean."""
+    xs = [float(v) for v in values]
+    n = len(xs)
     if n == 0:
         raise ValueError("summarize needs at least one value")
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    half = t_quantile(0.975, n - 1) * std / math.sqrt(n) if n > 1 else 0.0
+    if min(xs) == max(xs):  # exact: no rounding noise from the mean of identical values
+        return Summary(n, xs[0], 0.0, (xs[0], xs[0]))
+    mean = math.fsum(xs) / n
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t_quantile(0.975, n - 1) * std / math.sqrt(n)
     return Summary(n, mean, std, (mean - half, mean + half))
 
 
+def _welch_parts(a: Summary, b: Summary) -> tuple[float, float]:
+    """(squared standard error of the difference, Welch–Satterthwaite df)."""
+    va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+    se2 = va + vb
+    if se2 == 0.0:
+        return 0.0, float(a.n + b.n - 2)
+    return se2, se2 ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
+
+
 def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """(t, df, two-sided p) of Welch's t-test of mean(a) vs mean(b); needs ≥ 2 values per side."""
+    """(t, df, two-sided p) of Welch's t-test of mean(a) vs mean(b); needs >= 2 values per side."""
     sa, sb = summarize(a), summarize(b)
-    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
+    if sa.n < 2 or sb.n < 2:
+        raise ValueError(f"Welch's test needs at least 2 values per side, got {sa.n} and {sb.n}")
     diff = sa.mean - sb.mean
-    if va + vb == 0:  # no spread on either side: any difference is exact
-        return (math.copysign(math.inf, diff) if diff else 0.0), float(sa.n + sb.n - 2), (0.0 if diff else 1.0)
-    t = diff / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / ((va ** 2 / (sa.n - 1) if va else 0.0) + (vb ** 2 / (sb.n - 1) if vb else 0.0))
+    se2, df = _welch_parts(sa, sb)
+    if se2 == 0.0:  # no spread on either side: any difference is exact
+        return (math.copysign(math.inf, diff), df, 0.0) if diff else (0.0, df, 1.0)
+    t = diff / math.sqrt(se2)
     return t, df, t_sf_two_sided(t, df)
 
 
 def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0,
                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(a) - mean(b)."""
-    rng = random.Random(seed)
-    diffs = sorted(sum(rng.choices(a, k=len(a))) / len(a) - sum(rng.choices(b, k=len(b))) / len(b)
-                   for _ in range(n_boot))
-    tail = (1 - level) / 2
-    return diffs[int(tail * (n_boot - 1))], diffs[int((1 - tail) * (n_boot - 1))]
+    """Percentile bootstrap interval of mean(a) - mean(b) at the given level."""
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if xa.size == 0 or xb.size == 0:
+        raise ValueError("bootstrap_diff_ci needs at least one value per side")
+    rng = np.random.default_rng(seed)
+    diffs = (xa[rng.integers(0, xa.size, (n_boot, xa.size))].mean(axis=1)
+             - xb[rng.integers(0, xb.size, (n_boot, xb.size))].mean(axis=1))
+    low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def decide(candidate: Sequence[float], baseline: Sequence[float], direction: str = "lower",
            min_effect: float = 0.0, alpha: float = 0.05) -> Decision:
     """better / worse / no difference of candidate vs baseline for a metric with this direction."""
-    delta = summarize(candidate).mean - summarize(baseline).mean
-    improvement = -delta if direction == "lower" else delta
-    word = "better" if improvement > 0 else "worse"
-    if len(candidate) < 2 or len(baseline) < 2:
-        if abs(delta) >= 2 * min_effect and min_effect > 0:
-            return Decision(word, delta, math.nan, f"|Δ| {abs(delta):.4f} ≥ 2 × min effect {min_effect:.4f} "
-                                                   f"(one seed on a side: no variance to test)")
-        return Decision("no difference", delta, math.nan,
-                        f"Δ {delta:+.4f} with one seed on a side; run --ar-seeds 3 or more to test it")
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
+    sc, sb = summarize(candidate), summarize(baseline)
+    delta = sc.mean - sb.mean
+    word = "better" if (delta < 0) == (direction == "lower") else "worse"
+    if sc.n < 2 or sb.n < 2:
+        return _decide_single(sc, sb, delta, word, min_effect, alpha)
+    se2, df = _welch_parts(sc, sb)
+    half = t_quantile(1 - alpha / 2, df) * math.sqrt(se2) if se2 else 0.0
+    ci = (delta - half, delta + half)
     _, _, p = welch(candidate, baseline)
     if p >= alpha:
-        return Decision("no difference", delta, p, f"Δ {delta:+.4f} not significant (Welch p = {p:.3f})")
+        return Decision("no difference", delta, p, ci,
+                        f"Δ {delta:+.4f} is within the noise (Welch p = {p:.3f} ≥ {alpha}); "
+                        f"more seeds narrow it")
     if abs(delta) < min_effect:
-        return Decision("no difference", delta, p,
-                        f"Δ {delta:+.4f} significant (p = {p:.3f}) but below the minimum effect {min_effect:.4f}")
-    return Decision(word, delta, p, f"Δ {delta:+.4f}, Welch p = {p:.3g}, min effect {min_effect:.4f}")
+        return Decision("no difference", delta, p, ci,
+                        f"Δ {delta:+.4f} is significant (p = {p:.3g}) but below the minimum effect "
+                        f"{min_effect:.4f}")
+    return Decision(word, delta, p, ci, f"Δ {delta:+.4f}, Welch p = {p:.3g} < {alpha}, "
+                                        f"|Δ| ≥ min effect {min_effect:.4f}")
+
+
+def _decide_single(sc: Summary, sb: Summary, delta: float, word: str, min_effect: float,
+                   alpha: float) -> Decision:
+    """The fallback of decide when a side has one value: thresholds instead of a test."""
+    known = sc if sc.n > 1 else sb if sb.n > 1 else None
+    if known is None:
+        ci, noise = (-math.inf, math.inf), None
+    else:  # pooled-variance t interval whose only variance estimate is the known side's
+        half = t_quantile(1 - alpha / 2, known.n - 1) * known.std * math.sqrt(1 / sc.n + 1 / sb.n)
+        ci, noise = (delta - half, delta + half), known.std
+    more = "run more seeds (--ar-seeds 3 or more) to test it"
+    if noise is None and min_effect <= 0:
+        return Decision("no difference", delta, math.nan, ci,
+                        f"Δ {delta:+.4f} from one seed per side and no minimum effect: "
+                        f"no yardstick for the noise; {more}")
+    clears = abs(delta) > min_effect and (noise is None or abs(delta) > 2 * noise)
+    bar = f"min effect {min_effect:.4f}" + (f" and 2 × seed std {2 * noise:.4f}" if noise is not None else "")
+    if clears:
+        return Decision(word, delta, math.nan, ci,
+                        f"|Δ| {abs(delta):.4f} > {bar} (one seed on a side: a threshold, not a test)")
+    return Decision("no difference", delta, math.nan, ci,
+                    f"Δ {delta:+.4f} does not exceed {bar} with one seed on a side; {more}")
 
 
 def min_detectable_effect(std: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest true difference of means that n seeds per side detect (two-sided, normal approximation)."""
+    """Smallest true difference of means that n seeds per side detect (two-sided, normal approx.)."""
+    if n < 1:
+        raise ValueError(f"need at least one seed per side, got {n}")
     z = NormalDist().inv_cdf
     return (z(1 - alpha / 2) + z(power)) * std * math.sqrt(2 / n)

@@ -1,25 +1,30 @@
 """Records of runs, results files, machine fingerprints and stored baselines.
 
-- results.tsv starts with autoresearch's columns (commit, val_bpb, memory_gb, status, description),
-  then task, profile, seed, tokens, steps, seconds, machine; results.jsonl holds the full record.
-  A crash writes 0.000000 as autoresearch does. Appends are atomic against concurrent writers and
-  crashes: an exclusive flock on a lock file beside the results, one os.write of the whole line on
-  an O_APPEND descriptor, then fsync. Rows are never rewritten.
-- A machine fingerprint names what makes scores comparable: device model, torch and CUDA versions,
-  profile (plus, from the session, training mode and budget). Baselines are stored per task ×
-  fingerprint as baselines/<task>/<fingerprint id>.json.
+- results.tsv starts with autoresearch's columns (commit, val_bpb, memory_gb, status,
+  description), then task, profile, seed, tokens, steps, seconds, machine; results.jsonl holds the
+  full RunRecord. The val_bpb column holds the metric value of an ok run and 0.000000 otherwise, as
+  autoresearch writes for a crash; a dirty work tree shows as "<commit>+dirty".
+- Appends are atomic against concurrent writers and crashes: an exclusive flock on one lock file
+  beside results.tsv covers both files, each line goes out in one os.write on an O_APPEND
+  descriptor, then fsync. Existing rows are never rewritten; a failed append (full disk) removes
+  only its own partial bytes, so the two files stay in step and the next row starts on a fresh line.
+- read_results skips unreadable lines (a torn last line after a crash) with a warning.
+- A machine fingerprint names what makes scores comparable: device kind and model, torch and CUDA
+  versions, profile (the session adds training mode and budget). Its id is a readable file name;
+  baselines are stored per task × fingerprint as baselines/<task>/<fingerprint id>.json.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import platform
 import re
 import subprocess
-import sys
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,45 +45,53 @@ class RunRecord:
     seed: int
     mode: str  # time | tokens
     budget: float  # seconds or tokens
-    metric: str
+    metric: str  # e.g. val_bpb
     value: float | None
     status: str  # ok | crash | timeout | violation
     description: str
     error: str
-    seconds: float
+    seconds: float  # training wall time
     tokens: int
     steps: int
     peak_mem_gb: float
     params: int
     eval_seconds: float
     overhead_seconds: float
-    machine: str
-    started_at: str
+    machine: str  # fingerprint id
+    started_at: str  # ISO time
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunRecord":
+    def from_dict(cls, d: dict) -> RunRecord:
+        """The inverse of to_dict; keys this version does not know are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def tsv_row(self) -> str:
-        cells = (self.commit + ("+dirty" if self.dirty else ""), f"{self.value or 0.0:.6f}",
-                 f"{self.peak_mem_gb:.1f}", self.status, self.description, self.task, self.profile,
-                 self.seed, self.tokens, self.steps, f"{self.seconds:.1f}", self.machine)
-        return "\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in cells) + "\n"
+        value = self.value if self.status == "ok" and self.value is not None else 0.0
+        cells = (self.commit + ("+dirty" if self.dirty else ""), f"{value:.6f}", f"{self.peak_mem_gb:.1f}",
+                 self.status, self.description, self.task, self.profile, self.seed, self.tokens,
+                 self.steps, f"{self.seconds:.1f}", self.machine)
+        return "\t".join(re.sub(r"[\t\r\n]+", " ", str(c)) for c in cells) + "\n"
 
 
-def machine_fingerprint(profile: str, device: str = "cpu") -> dict:
+@functools.lru_cache(maxsize=None)
+def _machine(device: str) -> tuple[tuple[str, str], ...]:
     import torch
-    if device == "cuda" and torch.cuda.is_available():
-        model = torch.cuda.get_device_name()
-    else:
-        model = _cpu_model()
-    return {"device": model, "torch": torch.__version__.split("+")[0], "cuda": torch.version.cuda or "none",
-            "python": platform.python_version(), "profile": profile}
+    gpu = device == "cuda" and torch.cuda.is_available()
+    return (("device", "cuda" if gpu else "cpu"),
+            ("model", torch.cuda.get_device_name() if gpu else _cpu_model()),
+            ("torch", torch.__version__.split("+")[0]), ("cuda", torch.version.cuda or "none"),
+            ("python", platform.python_version()))
+
+
+def machine_fingerprint(profile_name: str, device: str = "cpu") -> dict:
+    """What makes scores comparable: device kind and model, torch, CUDA and Python versions, profile.
+    A cuda profile on a machine without a visible GPU reports the CPU it would fall back to."""
+    return {**dict(_machine(device)), "profile": profile_name}
 
 
 def _cpu_model() -> str:
@@ -88,77 +101,140 @@ def _cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine() or "unknown"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-")[:40]
+# Marketing words that make CPU names long without telling models apart.
+_NOISE = re.compile(r"\(r\)|\(tm\)|\bcpu\b|\bprocessor\b|\b\d+-core\b|@.*$")
+
+
+def _slug(text: object, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-")[:limit].strip("-") or "unknown"
 
 
 def fingerprint_id(fp: dict) -> str:
-    """A readable, filesystem-safe id, e.g. nvidia-h100-80gb-hbm3__torch-2.11.0__cuda-13.0__h100."""
-    parts = [_slug(fp["device"]), f"torch-{fp['torch']}", f"cuda-{fp['cuda']}", _slug(fp["profile"])]
+    """A readable, filesystem-safe id, e.g. cpu-amd-epyc-7b13__torch-2.13.0__cuda-none__cpu;
+    a fingerprint with a training mode and budget gets them too (…__cpu__time-45). The Python
+    version is recorded in the fingerprint but not matched on."""
+    model = _NOISE.sub(" ", fp["model"].lower())
+    parts = [_slug(f"{fp['device']} {model}"), f"torch-{_slug(fp['torch'])}", f"cuda-{_slug(fp['cuda'])}",
+             _slug(fp["profile"])]
     if "mode" in fp:
-        parts.append(f"{fp['mode']}-{_slug(fp['budget'])}")
+        budget = fp["budget"]
+        if isinstance(budget, float) and budget.is_integer():
+            budget = int(budget)
+        parts.append(_slug(f"{fp['mode']}-{budget}"))
     return "__".join(parts)
 
 
-def git_state(path: Path) -> tuple[str, bool]:
-    """(short commit, dirty) of the repository holding path; ("nogit", False) outside one."""
+def git_state(path: str | Path) -> tuple[str, bool]:
+    """(short commit, dirty) of the repository holding path; ("nogit", False) outside one or on any
+    error. Untracked files (results.tsv, say) do not make a tree dirty; no lock is taken."""
+    path = Path(path)
+    cwd = path if path.is_dir() else path.parent
     try:
         def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=True).stdout
-        return git("rev-parse", "--short=7", "HEAD").strip(), bool(git("status", "--porcelain").strip())
-    except (OSError, subprocess.CalledProcessError):
+            return subprocess.run(["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True,
+                                  text=True, check=True, timeout=30).stdout
+        commit = git("rev-parse", "--short=7", "HEAD").strip()
+        return commit, bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    except (OSError, subprocess.SubprocessError):
         return "nogit", False
 
 
-def file_digest(path: Path) -> str | None:
+def file_digest(path: str | Path) -> str | None:
+    """sha256 of the file's contents, None if it does not exist."""
+    h = hashlib.sha256()
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     except FileNotFoundError:
         return None
+    return h.hexdigest()
 
 
-def _append_line(path: Path, line: str, header: str = "") -> None:
-    """Append one line under an exclusive lock; write the header first when the file is new or empty."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+class _Appender:
+    """Appends to one file inside the caller's lock; rollback() removes what it wrote."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self.start = os.fstat(self.fd).st_size
+        self.end = self.start
+
+    def write(self, line: str, header: str = "") -> None:
+        if self.start == 0:
+            line = header + line
+        elif os.pread(self.fd, 1, self.start - 1) != b"\n":  # an earlier torn line: start afresh
+            line = "\n" + line
+        data = line.encode()
+        while data:  # one write unless the disk runs out mid-line
+            written = os.write(self.fd, data)
+            if not written:
+                raise OSError(errno.EIO, "write made no progress")
+            self.end += written
+            data = data[written:]
+        os.fsync(self.fd)
+
+    def rollback(self) -> None:
+        """Cut back to the starting size, only if nobody outside the lock appended meanwhile."""
         try:
-            data = ((header if os.fstat(fd).st_size == 0 else "") + line).encode()
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.EIO, f"short write to {path}")
-            os.fsync(fd)
+            if os.fstat(self.fd).st_size == self.end and self.end > self.start:
+                os.ftruncate(self.fd, self.start)
+        except OSError:
+            pass
+
+
+def append_results(record: RunRecord, tsv_path: str | Path, jsonl_path: str | Path) -> None:
+    """Append the record to results.tsv and results.jsonl, both or neither; raises a one-line
+    OSError that says what to do when the disk is full."""
+    tsv_path, jsonl_path = Path(tsv_path), Path(jsonl_path)
+    lines = ((tsv_path, record.tsv_row(), "\t".join(TSV_COLUMNS) + "\n"),
+             (jsonl_path, json.dumps(record.to_dict()) + "\n", ""))  # serialised before anything is written
+    tsv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tsv_path.with_name(f".{tsv_path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        appenders: list[_Appender] = []
+        where = tsv_path
+        try:
+            for where, line, header in lines:
+                appenders.append(_Appender(where))
+                appenders[-1].write(line, header)
         except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise OSError(errno.ENOSPC, f"disk full while appending to {path}: the run was not recorded; "
-                                            f"free space and rerun (earlier rows are intact)") from None
+            for a in appenders:
+                a.rollback()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(e.errno, f"disk full while appending to {where}: this run was not recorded "
+                                       f"(earlier rows are intact); free space and rerun") from None
             raise
         finally:
-            os.close(fd)
+            for a in appenders:
+                os.close(a.fd)
 
 
-def append_results(record: RunRecord, tsv_path: Path, jsonl_path: Path) -> None:
-    _append_line(Path(tsv_path), record.tsv_row(), header="\t".join(TSV_COLUMNS) + "\n")
-    _append_line(Path(jsonl_path), json.dumps(record.to_dict()) + "\n")
-
-
-def read_results(jsonl_path: Path) -> list[RunRecord]:
-    """Every complete record; a torn last line (a crash mid-write) is skipped with a warning."""
+def read_results(jsonl_path: str | Path) -> list[RunRecord]:
+    """Every complete record of results.jsonl ([] if it does not exist); an unreadable line, such as
+    a torn last line after a crash, is skipped with a warning."""
+    try:
+        raw = Path(jsonl_path).read_bytes()
+    except FileNotFoundError:
+        return []
     records = []
-    for i, line in enumerate(Path(jsonl_path).read_text().splitlines()):
+    for i, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             records.append(RunRecord.from_dict(json.loads(line)))
         except (ValueError, TypeError):
-            print(f"autoresearch-bench: skipping unreadable line {i + 1} of {jsonl_path}", file=sys.stderr)
+            warnings.warn(f"{jsonl_path}: skipping unreadable line {i} (torn by a crash?)", RuntimeWarning,
+                          stacklevel=2)
     return records
 
 
-@dataclass(frozen=True)
+@dataclass
 class Baseline:
-    values: tuple[float, ...]
+    values: list[float]
     mean: float
     std: float
     n: int
@@ -166,25 +242,42 @@ class Baseline:
     commit: str
 
     @classmethod
-    def from_file(cls, path: Path) -> "Baseline":
-        d = json.loads(Path(path).read_text())
-        return cls(tuple(d["values"]), d["mean"], d["std"], d["n"], d["fingerprint"], d["commit"])
+    def from_file(cls, path: str | Path) -> Baseline:
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(list(d["values"]), d["mean"], d["std"], d["n"], d["fingerprint"], d["commit"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a usable baseline file ({e!r}); delete it and record a new "
+                             f"one with --ar-save-baseline") from None
 
 
-def save_baseline(baselines_dir: Path, task: str, fingerprint: dict, records: list[RunRecord]) -> Path:
-    values = [r.value for r in records if r.value is not None]
-    summary = stats.summarize(values)
-    path = Path(baselines_dir) / task / f"{fingerprint_id(fingerprint)}.json"
+def _baseline_path(baselines_dir: str | Path, task: str, fingerprint: dict) -> Path:
+    return Path(baselines_dir) / task / f"{fingerprint_id(fingerprint)}.json"
+
+
+def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, records: list[RunRecord]) -> Path:
+    """Write baselines/<task>/<fingerprint id>.json atomically (temp file, fsync, rename) from the
+    records that have a value; returns its path."""
+    scored = [r for r in records if r.value is not None]
+    if not scored:
+        raise ValueError(f"{task}: no run with a value to store as a baseline")
+    summary = stats.summarize([r.value for r in scored])
+    path = _baseline_path(baselines_dir, task, fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
-    content = {"task": task, "values": values, "seeds": [r.seed for r in records], "mean": summary.mean,
-               "std": summary.std, "n": summary.n, "fingerprint": fingerprint, "commit": records[0].commit,
-               "metric": records[0].metric, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    content = {"task": task, "metric": scored[0].metric, "values": [r.value for r in scored],
+               "seeds": [r.seed for r in scored], "mean": summary.mean, "std": summary.std, "n": summary.n,
+               "fingerprint": fingerprint, "fingerprint_id": path.stem, "commit": scored[0].commit,
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(content, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 
 
-def load_baseline(baselines_dir: Path, task: str, fingerprint: dict) -> Baseline | None:
-    path = Path(baselines_dir) / task / f"{fingerprint_id(fingerprint)}.json"
+def load_baseline(baselines_dir: str | Path, task: str, fingerprint: dict) -> Baseline | None:
+    """The stored baseline whose fingerprint id equals this fingerprint's, or None."""
+    path = _baseline_path(baselines_dir, task, fingerprint)
     return Baseline.from_file(path) if path.is_file() else None

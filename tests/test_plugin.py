@@ -31,7 +31,7 @@ def results(project: Path) -> list[dict]:
 
 
 def test_without_autoresearch_only_checks_run(pytester, project):
-    run = pytester.runpytest_subprocess("tasks", *FAST)
+    run = pytester.runpytest_subprocess("tasks", "-rs", *FAST)
     run.assert_outcomes(passed=3, skipped=1)
     run.stdout.fnmatch_lines(["*timed benchmark: run pytest with --autoresearch*"])
     assert not (project / "results.tsv").exists()
@@ -58,13 +58,13 @@ def test_progress_is_shown_without_dash_s(pytester, project):
 
 
 def test_candidates_are_ranked_and_a_failed_check_skips_only_its_benchmark(pytester, project):
-    add_candidate(project, "slow_lr", "lr = ctx.cfg[\"lr\"]", "lr = ctx.cfg[\"lr\"] * 0.01")
+    add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.01')
     add_candidate(project, "wide", 'd = cfg["n_embd"]', 'd = 2 * cfg["n_embd"]')
     add_candidate(project, "peeks_ahead", "is_causal=True", "is_causal=False")
     run = pytester.runpytest_subprocess("--autoresearch", "tasks", *FAST)
     run.stdout.fnmatch_lines([
-        "*FAILED*test_causality?peeks_ahead?*",
-        "*FAILED*test_benchmark?peeks_ahead?*not benchmarked: check test_causality failed*causality*"])
+        "*_ test_causality?peeks_ahead? _*", "causality: *the model sees the future*",
+        "*_ test_benchmark?peeks_ahead? _*", "not benchmarked: check test_causality failed: causality: *"])
     table = run.stdout.str().split("autoresearch benchmark")[-1]
     ranked = [line.split()[1] for line in table.splitlines() if line.startswith("tiny")]
     assert set(ranked[:3]) == {"train", "slow_lr", "wide"} and ranked[3] == "peeks_ahead"
@@ -91,7 +91,7 @@ def test_seeds_are_interleaved_across_candidates(pytester, project):
 def test_candidate_on_the_command_line(pytester, project, tmp_path):
     idea = tmp_path / "idea.py"
     idea.write_text((project / "tasks" / "tiny" / "train.py").read_text())
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-candidate", str(idea), "-k", "idea", *FAST)
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", f"--ar-candidate={idea}", "-k", "idea", *FAST)
     run.assert_outcomes(passed=4, deselected=4)
     assert [r["description"] for r in results(project)] == ["idea"]
 
@@ -99,7 +99,7 @@ def test_candidate_on_the_command_line(pytester, project, tmp_path):
 def test_crashing_candidate_is_recorded_with_a_one_line_reason(pytester, project):
     add_candidate(project, "crashes", "    return model\n", "    raise RuntimeError('boom')\n")
     run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-k", "crashes", *FAST)
-    run.stdout.fnmatch_lines(["*FAILED*test_benchmark?crashes?*crashes: crash: training: RuntimeError: boom*"])
+    run.stdout.fnmatch_lines(["*_ test_benchmark?crashes? _*", "crashes: crash: training: RuntimeError: boom"])
     assert [(r["description"], r["status"], r["val_bpb"]) for r in results(project)] == [
         ("crashes", "crash", "0.000000")]
 
@@ -127,6 +127,7 @@ def test_gpu_profile_without_gpu_is_recorded_as_crash(pytester, project):
 def test_change_outside_the_editable_surface_fails_the_session(pytester, project):
     git = lambda *a: subprocess.run(["git", *a], cwd=project, check=True, capture_output=True)
     git("init", "-q")
+    (project / ".gitignore").write_text("runpytest-*\nstdout\nstderr\n")  # pytester's own files
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "base", "--allow-empty")
     git("add", ".")
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "task")

@@ -4,6 +4,7 @@ import errno
 import json
 import multiprocessing
 import os
+import subprocess
 
 import pytest
 
@@ -21,64 +22,178 @@ def record(**overrides) -> storage.RunRecord:
 def _append_many(args):
     tsv, jsonl, worker = args
     for i in range(50):
-        storage.append_results(record(seed=i, description=f"worker {worker}"), tsv, jsonl)
+        storage.append_results(record(seed=i, description=f"worker {worker} " + "x" * 200,
+                                      extra={"pad": "y" * 3000}), tsv, jsonl)
 
 
-def test_tsv_starts_with_autoresearchs_columns_and_a_crash_scores_zero(tmp_path):
-    tsv, jsonl = tmp_path / "results.tsv", tmp_path / "results.jsonl"
-    storage.append_results(record(), tsv, jsonl)
+@pytest.fixture
+def paths(tmp_path):
+    return tmp_path / "results.tsv", tmp_path / "results.jsonl"
+
+
+def rows(tsv):
+    return list(csv.DictReader(open(tsv), delimiter="\t"))
+
+
+def test_record_round_trips_through_a_dict():
+    r = record(extra={"mfu": 0.4}, value=None)
+    assert storage.RunRecord.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert storage.RunRecord.from_dict({**r.to_dict(), "added_later": 1}) == r
+
+
+def test_tsv_starts_with_autoresearchs_columns_and_a_crash_scores_zero(paths):
+    tsv, jsonl = paths
+    storage.append_results(record(dirty=True, description="tab\there\nnewline"), tsv, jsonl)
     storage.append_results(record(value=None, status="crash", error="boom"), tsv, jsonl)
-    rows = list(csv.DictReader(open(tsv), delimiter="\t"))
-    assert tuple(rows[0]) == storage.TSV_COLUMNS
-    assert [(r["val_bpb"], r["status"]) for r in rows] == [("2.500000", "ok"), ("0.000000", "crash")]
-    assert [r.error for r in storage.read_results(jsonl)] == ["", "boom"]
+    storage.append_results(record(value=9.0, status="violation", peak_mem_gb=81.26), tsv, jsonl)
+    assert tsv.read_text().splitlines()[0] == "\t".join(storage.TSV_COLUMNS)
+    assert storage.TSV_COLUMNS[:5] == ("commit", "val_bpb", "memory_gb", "status", "description")
+    got = rows(tsv)
+    assert [(r["commit"], r["val_bpb"], r["memory_gb"], r["status"]) for r in got] == [
+        ("abc1234+dirty", "2.500000", "0.4", "ok"), ("abc1234", "0.000000", "0.4", "crash"),
+        ("abc1234", "0.000000", "81.3", "violation")]
+    assert got[0]["description"] == "tab here newline" and got[0]["machine"] == "cpu-x"
+    assert [r.error for r in storage.read_results(jsonl)] == ["", "boom", ""]
 
 
-def test_concurrent_appends_lose_and_tear_nothing(tmp_path):
-    tsv, jsonl = tmp_path / "results.tsv", tmp_path / "results.jsonl"
+def test_concurrent_appends_lose_and_tear_nothing(paths):
+    tsv, jsonl = paths
     with multiprocessing.get_context("fork").Pool(8) as pool:
-        pool.map(_append_many, [(tsv, jsonl, w) for w in range(8)])
+        pool.map(_append_many, [(tsv, jsonl, w) for w in range(8)], chunksize=1)
     lines = tsv.read_text().splitlines()
-    assert lines.count("\t".join(storage.TSV_COLUMNS)) == 1 and len(lines) == 401
-    assert all(len(line.split("\t")) == len(storage.TSV_COLUMNS) for line in lines)
-    assert len(storage.read_results(jsonl)) == 400
+    assert lines.count("\t".join(storage.TSV_COLUMNS)) == 1 and lines[0] == "\t".join(storage.TSV_COLUMNS)
+    assert len(lines) == 401 and all(len(line.split("\t")) == len(storage.TSV_COLUMNS) for line in lines)
+    records = storage.read_results(jsonl)
+    assert len(records) == 400 and all(r.extra["pad"] == "y" * 3000 for r in records)
+    assert sorted((r.description[:8], r.seed) for r in records) == sorted(
+        (f"worker {w}", i) for w in range(8) for i in range(50))
 
 
-def test_a_torn_last_line_is_skipped(tmp_path, capsys):
-    tsv, jsonl = tmp_path / "results.tsv", tmp_path / "results.jsonl"
+def test_a_torn_last_line_is_skipped_and_the_next_row_starts_afresh(paths):
+    tsv, jsonl = paths
     storage.append_results(record(), tsv, jsonl)
     with open(jsonl, "a") as f:
         f.write('{"task": "tiny", "cand')
-    assert len(storage.read_results(jsonl)) == 1
-    assert "skipping unreadable line 2" in capsys.readouterr().err
+    with pytest.warns(RuntimeWarning, match="skipping unreadable line 2"):
+        assert len(storage.read_results(jsonl)) == 1
+    storage.append_results(record(seed=1), tsv, jsonl)
+    with pytest.warns(RuntimeWarning):
+        assert [r.seed for r in storage.read_results(jsonl)] == [0, 1]
 
 
-def test_full_disk_keeps_earlier_rows_and_says_what_to_do(tmp_path, monkeypatch):
-    tsv, jsonl = tmp_path / "results.tsv", tmp_path / "results.jsonl"
+def test_reading_missing_results_gives_nothing(tmp_path):
+    assert storage.read_results(tmp_path / "none.jsonl") == []
+
+
+def test_full_disk_keeps_earlier_rows_and_says_what_to_do(paths, monkeypatch):
+    tsv, jsonl = paths
     storage.append_results(record(), tsv, jsonl)
-    before = tsv.read_bytes()
-    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
-    with pytest.raises(OSError, match="disk full while appending to .*free space and rerun"):
+    before = tsv.read_bytes(), jsonl.read_bytes()
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError, match="disk full while appending to .*results.tsv.*free space and rerun") as e:
+        storage.append_results(record(seed=1), tsv, jsonl)
+    assert e.value.errno == errno.ENOSPC and "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert (tsv.read_bytes(), jsonl.read_bytes()) == before
+
+
+def test_a_disk_that_fills_mid_record_leaves_neither_file_half_written(paths, monkeypatch):
+    tsv, jsonl = paths
+    storage.append_results(record(), tsv, jsonl)
+    before = tsv.read_bytes(), jsonl.read_bytes()
+    real_write, calls = os.write, []
+
+    def fills_up(fd, data):  # the TSV row fits, the JSON line gets half way
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, data)
+        if len(calls) == 2:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "write", fills_up)
+    with pytest.raises(OSError, match="results.jsonl"):
         storage.append_results(record(seed=1), tsv, jsonl)
     monkeypatch.undo()
-    assert tsv.read_bytes() == before
+    assert (tsv.read_bytes(), jsonl.read_bytes()) == before
+    storage.append_results(record(seed=2), tsv, jsonl)
+    assert [r.seed for r in storage.read_results(jsonl)] == [0, 2] and len(rows(tsv)) == 2
+
+
+def test_file_digest_sees_any_change(tmp_path):
+    path = tmp_path / "results.tsv"
+    assert storage.file_digest(path) is None
+    path.write_text("a\n")
+    first = storage.file_digest(path)
+    assert first == "87428fc522803d31065e7bce3cf03fe475096631e5e07bbd7a0fde60c4cf25c7"
+    path.write_text("b\n")
+    assert storage.file_digest(path) != first
 
 
 def test_baseline_round_trips_and_matches_only_its_fingerprint(tmp_path):
     fp = {**storage.machine_fingerprint("cpu"), "mode": "time", "budget": 45.0}
-    path = storage.save_baseline(tmp_path, "tiny", fp, [record(value=2.5), record(seed=1, value=2.7)])
-    assert path.parent.name == "tiny" and json.loads(path.read_text())["n"] == 2
+    runs = [record(value=2.5), record(seed=1, value=2.7), record(seed=2, value=None, status="crash")]
+    path = storage.save_baseline(tmp_path, "tiny", fp, runs)
+    assert path == tmp_path / "tiny" / f"{storage.fingerprint_id(fp)}.json"
+    stored = json.loads(path.read_text())
+    assert stored["seeds"] == [0, 1] and stored["n"] == 2 and stored["date"] and stored["fingerprint"] == fp
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
     found = storage.load_baseline(tmp_path, "tiny", fp)
-    assert found.values == (2.5, 2.7) and found.mean == pytest.approx(2.6) and found.commit == "abc1234"
+    assert found.values == [2.5, 2.7] and found.mean == pytest.approx(2.6) and found.n == 2
+    assert found.std == pytest.approx(0.1414213562) and found.commit == "abc1234" and found.fingerprint == fp
     assert storage.load_baseline(tmp_path, "tiny", {**fp, "budget": 60.0}) is None
     assert storage.load_baseline(tmp_path, "tiny", {**fp, "torch": "0.0"}) is None
+    assert storage.load_baseline(tmp_path, "tiny", {**fp, "model": "Other CPU"}) is None
+    assert storage.load_baseline(tmp_path, "other", fp) is None
 
 
-def test_fingerprint_id_is_a_readable_file_name():
-    fid = storage.fingerprint_id({"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "cuda": "13.0",
-                                  "profile": "h100", "mode": "tokens", "budget": 1000000})
-    assert fid == "nvidia-h100-80gb-hbm3__torch-2.11.0__cuda-13.0__h100__tokens-1000000"
+def test_a_broken_baseline_file_says_what_to_do(tmp_path):
+    (tmp_path / "b.json").write_text("{")
+    with pytest.raises(ValueError, match="delete it"):
+        storage.Baseline.from_file(tmp_path / "b.json")
+    with pytest.raises(ValueError, match="no run with a value"):
+        storage.save_baseline(tmp_path, "tiny", storage.machine_fingerprint("cpu"), [record(value=None)])
+
+
+def test_machine_fingerprint_names_what_makes_scores_comparable():
+    fp = storage.machine_fingerprint("cpu", "cpu")
+    assert set(fp) == {"device", "model", "torch", "cuda", "python", "profile"}
+    assert fp["device"] == "cpu" and fp["model"] and fp["profile"] == "cpu"
+    fid = storage.fingerprint_id(fp)
+    assert fid == fid.lower() and "/" not in fid and fid.startswith("cpu-") and fid.endswith("__cpu")
+
+
+@pytest.mark.parametrize("fp, expected", [
+    ({"device": "cpu", "model": "AMD EPYC 7B13 64-Core Processor", "torch": "2.13.0", "cuda": "none",
+      "profile": "cpu"}, "cpu-amd-epyc-7b13__torch-2.13.0__cuda-none__cpu"),
+    ({"device": "cpu", "model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", "torch": "2.5.1",
+      "cuda": "12.4", "profile": "cpu", "mode": "time", "budget": 45.0},
+     "cpu-intel-xeon-platinum-8480__torch-2.5.1__cuda-12.4__cpu__time-45"),
+    ({"device": "cuda", "model": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "cuda": "13.0",
+      "profile": "h100", "mode": "tokens", "budget": 1000000},
+     "cuda-nvidia-h100-80gb-hbm3__torch-2.11.0__cuda-13.0__h100__tokens-1000000")])
+def test_fingerprint_id_is_a_short_readable_file_name(fp, expected):
+    assert storage.fingerprint_id(fp) == expected
 
 
 def test_git_state_outside_a_repository(tmp_path):
     assert storage.git_state(tmp_path) == ("nogit", False)
+    assert storage.git_state(tmp_path / "missing" / "train.py") == ("nogit", False)
+
+
+def test_git_state_reports_commit_and_dirt_but_ignores_untracked_files(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("add", "train.py")
+    git("commit", "-q", "-m", "base")
+    commit, dirty = storage.git_state(tmp_path / "train.py")
+    assert len(commit) == 7 and not dirty
+    (tmp_path / "results.tsv").write_text("untracked\n")
+    assert storage.git_state(tmp_path) == (commit, False)
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert storage.git_state(tmp_path) == (commit, True)

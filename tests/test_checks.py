@@ -1,0 +1,266 @@
+"""Specification of autoresearch_bench.checks: each cheat is caught by the check named beside it,
+with a message that says what it did, and honest candidates pass every check.
+
+The toy candidates live in tests/cheats/models.py; source-policy cheats are one-line snippets
+appended to an honest source, so each violation is reported on its own line number.
+"""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autoresearch_bench import checks
+from autoresearch_bench.checks import CHECKS, CheckContext, CheckFailed
+from autoresearch_bench.task import load_task
+from cheats import models as M
+
+ROOT = Path(__file__).resolve().parent.parent
+HONEST_SOURCE = (ROOT / "tests" / "cheats" / "models.py").read_text()
+ALLOWED = ("torch", "math", "time", "dataclasses", "functools")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other test processes for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def context(build_model=M.TinyGPT, seed=0, source=HONEST_SOURCE, max_params=2_000_000, **kw) -> CheckContext:
+    return CheckContext(build_model=build_model, cfg=dict(M.CFG), source=source, allowed_imports=ALLOWED,
+                        max_params=max_params, seed=seed, **kw)
+
+
+# --- no false positives -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("model", [M.TinyGPT, M.ZeroInitGPT, M.DropoutGPT], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_honest_model_passes(name, model, seed):
+    detail = CHECKS[name](context(model, seed, examples=20))
+    assert isinstance(detail, str) and detail
+
+
+def test_every_check_named_in_a_task_exists():
+    for toml in [*ROOT.glob("tasks/*/task.toml"), ROOT / "tests" / "tiny_task" / "task.toml"]:
+        task = load_task(toml)
+        assert set(task.checks) <= set(CHECKS), (task.name, set(task.checks) - set(CHECKS))
+
+
+def test_param_limit_without_limit_passes():
+    assert CHECKS["param_limit"](context(M.Huge, max_params=None)) == "no limit"
+
+
+# --- each cheat is caught by its check ----------------------------------------------------------
+
+CHEATS = [
+    # model, check that must catch it, substring of the message
+    (M.NonCausal, "causality", "the model sees the future"),
+    (M.NonCausalInEvalOnly, "causality", "eval mode"),
+    (M.CausalOnlyAtBatch1, "causality", "causality: logits at position"),
+    (M.CausalOnlyForShortT, "causality", "causality: logits at position"),
+    (M.CausalOnlyForEvenT, "causality", "causality: logits at position"),
+    (M.HiddenLeak, "causality", "perturbed weights"),
+    (M.ReadsNextToken, "causality", "the model sees the future"),
+    (M.BatchMeanLeak, "batch_independence", "rows of a batch leak into each other"),
+    (M.ReadsNextToken, "initial_loss", "the next token leaks into the logits"),
+    (M.Overconfident, "initial_loss", "far from uniform"),
+    (M.ConstantLogits, "overfit_batch", "does not learn from its input"),
+    (M.PositionOnly, "overfit_batch", "does not learn from its input"),
+    (M.NoParameters, "overfit_batch", "no trainable parameters"),
+    (M.LastPositionOnly, "logits_shape", "expected [2, 64, 2048]"),
+    (M.NaNLogits, "finite", "NaN"),
+    (M.Huge, "param_limit", "> limit 2,000,000"),
+    (M.CarriesState, "deterministic_eval", "keeps state between calls"),
+    (M.SharperInEval, "eval_train_consistency", "branches on self.training"),
+]
+
+
+@pytest.mark.parametrize("model, check, message", CHEATS, ids=[f"{m.__name__}-{c}" for m, c, _ in CHEATS])
+def test_cheat_is_caught(model, check, message):
+    with pytest.raises(CheckFailed) as failure:
+        CHECKS[check](context(model, examples=20))
+    text = str(failure.value)
+    assert text.startswith(f"{check}: ") and message in text and "\n" not in text, text
+
+
+def test_leak_behind_zero_init_is_invisible_without_perturbation():
+    """Why causality also runs on perturbed weights: at an autoresearch-style init the leak is silent."""
+    torch.manual_seed(0)
+    checks.causality_on(M.HiddenLeak(M.CFG), vocab=2048, T=64, examples=10, seed=0)
+
+
+def test_message_names_the_first_leaking_position_and_the_case():
+    with pytest.raises(CheckFailed) as failure:
+        checks.causality_on(M.NonCausal(M.CFG), vocab=2048, T=64, examples=5, seed=0)
+    found = re.search(r"position (\d+) changed when tokens after position (\d+) changed .*B=\d, T=\d+, train mode",
+                      str(failure.value))
+    assert found and int(found[1]) <= int(found[2]), failure.value
+
+
+def test_helpers_work_on_a_trained_model_and_restore_its_mode():
+    model = M.TinyGPT(M.CFG)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = torch.randint(2048, (4, 33))
+    for _ in range(3):
+        loss = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.train()
+    assert "max |Δ|" in checks.causality_on(model, 2048, 64, examples=5, seed=3)
+    assert "max |Δ|" in checks.batch_independence_on(model, 2048, 64, seed=3)
+    assert model.training
+    model.eval()
+    checks.causality_on(model, 2048, 64, examples=5)
+    assert not model.training
+
+
+def test_helpers_catch_cheats_on_any_model():
+    with pytest.raises(CheckFailed, match="^causality"):
+        checks.causality_on(M.NonCausal(M.CFG), 2048, 64, examples=5)
+    with pytest.raises(CheckFailed, match="^batch_independence"):
+        checks.batch_independence_on(M.BatchMeanLeak(M.CFG), 2048, 64)
+
+
+def test_build_model_must_return_a_module():
+    with pytest.raises(CheckFailed, match="not a torch.nn.Module"):
+        CHECKS["logits_shape"](context(lambda cfg: "a model"))
+
+
+# --- source policy ------------------------------------------------------------------------------
+
+def honest_files() -> list:
+    """Every candidate the project ships (task train.py files and candidates/), with its task's imports."""
+    tasks = [load_task(t) for t in [*ROOT.glob("tasks/*/task.toml"), ROOT / "tests" / "tiny_task" / "task.toml"]]
+    return [pytest.param(path, task.imports, id=str(path.relative_to(ROOT)))
+            for task in tasks for path in task.candidate_files()] + [
+        pytest.param(ROOT / "tests" / "cheats" / "models.py", ("torch", "math"), id="tests/cheats/models.py")]
+
+
+@pytest.mark.parametrize("path, imports", honest_files())
+def test_source_policy_accepts_shipped_candidates(path, imports):
+    assert checks.source_problems(path.read_text(), imports) == []
+
+
+HONEST_IDIOMS = '''
+import time
+from dataclasses import dataclass
+torch.backends.cuda.matmul.allow_tf32 = True
+torch._inductor.config.coordinate_descent_tuning = True
+compiled = torch.compile(build_model)
+class Config:
+    def __init__(self, **kw):
+        super().__init__()
+        for key, value in kw.items():
+            setattr(self, key, value)
+        self.name = self.__class__.__name__ + str(getattr(self, "n_embd", 0))
+if __name__ == "__main__":
+    print(time.time())
+'''
+
+
+def test_source_policy_accepts_common_idioms():
+    assert checks.source_problems(HONEST_SOURCE + HONEST_IDIOMS, ALLOWED) == []
+
+
+SOURCE_CHEATS = [
+    # snippet appended to the honest source, substring of the message
+    ("import os", "import of 'os' is forbidden"),
+    ("import sys", "import of 'sys' is forbidden"),
+    ("import subprocess", "import of 'subprocess' is forbidden"),
+    ("from os import path", "import of 'os' is forbidden"),
+    ("from autoresearch_bench import checks", "import of 'autoresearch_bench' is forbidden"),
+    ("import autoresearch_bench.evaluate as ev", "import of 'autoresearch_bench.evaluate' is forbidden"),
+    ("import importlib", "import of 'importlib' is forbidden"),
+    ("import numpy", "import of 'numpy' is not allowed (allowed: torch"),
+    ("from . import helpers", "relative import"),
+    ("data = open('/data/val.bin', 'rb').read()", "open() is forbidden"),
+    ("mod = __import__('o' + 's')", "__import__() is forbidden"),
+    ("eval('1 + 1')", "eval() is forbidden"),
+    ("exec('x = 1')", "exec() is forbidden"),
+    ("code = compile('x = 1', 'f', 'exec')", "compile() is forbidden"),
+    ("g = globals()", "globals() is forbidden"),
+    ("torch.nn.functional.cross_entropy = lambda *a, **k: torch.zeros(())", "imported module 'torch'"),
+    ("F.cross_entropy = lambda *a, **k: torch.zeros(())", "imported module 'torch.nn.functional'"),
+    ("torch.allclose = lambda *a, **k: True", "(.allclose) — monkeypatching"),
+    ("del torch.equal", "(.equal) — monkeypatching"),
+    ("torch.Tensor.__eq__ = lambda a, b: True", "dunder attribute '__eq__'"),
+    ("setattr(torch, 'allclose', lambda *a: True)", "imported module 'torch'"),
+    ("setattr(F, 'cross' + '_entropy', len)", "setattr() with a computed name"),
+    ("setattr(*[F, 'cross_entropy', len])", "setattr used other than as a direct call"),
+    ("patch = setattr", "setattr used other than as a direct call"),
+    ("g = F.cross_entropy.__globals__", "dunder attribute '__globals__'"),
+    ("g = getattr(F.cross_entropy, '__globals__')", "dunder attribute '__globals__'"),
+    ("subs = object.__subclasses__()", "dunder attribute '__subclasses__'"),
+    ("d = F.__dict__", "dunder attribute '__dict__'"),
+    ("b = __builtins__", "__builtins__ is forbidden"),
+    ("state = torch.load('/data/model.pt')", "torch.load is forbidden"),
+    ("from torch.utils.cpp_extension import load_inline", "torch.utils.cpp_extension"),
+    ("def __torch_function__(cls, func, types, args=(), kwargs=None): pass",
+     "defining __torch_function__ is forbidden"),
+]
+
+
+@pytest.mark.parametrize("snippet, message", SOURCE_CHEATS, ids=[s for s, _ in SOURCE_CHEATS])
+def test_source_policy_catches(snippet, message):
+    source = HONEST_SOURCE + "\n" + snippet + "\n"
+    line = source.count("\n")
+    with pytest.raises(CheckFailed) as failure:
+        CHECKS["source_policy"](context(source=source))
+    text = str(failure.value)
+    assert text.startswith(f"source_policy: line {line}: "), text
+    assert message in text, text
+
+
+def test_source_policy_reports_syntax_errors_and_counts_the_rest():
+    assert checks.source_problems("def f(:\n", ALLOWED)[0][1].startswith("syntax error")
+    with pytest.raises(CheckFailed, match=r"line 1: .*'os'.* \(and 2 more\)"):
+        CHECKS["source_policy"](context(source="import os\nimport sys\nopen('x')\n"))
+
+
+# --- tamper detection ---------------------------------------------------------------------------
+
+def test_untouched_snapshot_verifies_even_after_torch_compile():
+    snapshot = checks.snapshot_critical()
+    import torch._dynamo  # noqa: F401  (its import wraps torch.manual_seed, which is not critical)
+    torch.compile(lambda x: x * 2, backend="eager")(torch.ones(3))
+    CHECKS["causality"](context(examples=2))
+    checks.verify_untampered(snapshot)
+
+
+def _fake(*args, **kwargs):
+    return True
+
+
+@pytest.mark.parametrize("owner, name, key", [
+    (torch, "allclose", "torch.allclose"),
+    (F, "cross_entropy", "torch.nn.functional.cross_entropy"),
+    (torch.Tensor, "__eq__", "torch.Tensor.__eq__"),
+    (checks, "causality_on", "autoresearch_bench.checks.causality_on"),
+    (checks, "TOL_FP32", "autoresearch_bench.checks.TOL_FP32"),
+    (CHECKS, "causality", "checks.CHECKS['causality']"),
+])
+def test_replacing_a_critical_function_is_detected(owner, name, key):
+    snapshot = checks.snapshot_critical()
+    is_dict = isinstance(owner, dict)
+    saved = owner.get(name) if is_dict else vars(owner).get(name)
+    try:
+        if is_dict:
+            owner[name] = _fake
+        else:
+            setattr(owner, name, _fake)
+        with pytest.raises(CheckFailed, match=rf"^tamper: {re.escape(key)} was replaced"):
+            checks.verify_untampered(snapshot)
+    finally:
+        if is_dict:
+            owner[name] = saved
+        elif saved is None:
+            delattr(owner, name)  # inherited from a base class: removing the override restores it
+        else:
+            setattr(owner, name, saved)
+    checks.verify_untampered(snapshot)
