@@ -37,9 +37,10 @@ def test_without_autoresearch_only_checks_run(pytester, project):
     assert not (project / "results.tsv").exists()
 
 
-def test_autoresearch_trains_scores_and_records(pytester, project):
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", *FAST)
+def test_autoresearch_trains_scores_records_and_shows_progress(pytester, project):
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", *FAST)  # no -s: progress must show anyway
     run.assert_outcomes(passed=4)
+    run.stdout.fnmatch_lines(["*tiny/train seed 0 | step * | loss * | *tok/s | * s left*"])
     run.stdout.fnmatch_lines(["*autoresearch benchmark*", "*task*candidate*commit*profile*val_bpb*status*",
                               "*tiny*train*cpu*ok*"])
     rows = results(project)
@@ -52,43 +53,22 @@ def test_autoresearch_trains_scores_and_records(pytester, project):
     assert record["value"] == pytest.approx(float(row["val_bpb"]), rel=1e-5)
 
 
-def test_progress_is_shown_without_dash_s(pytester, project):
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-budget", "4")
-    run.stdout.fnmatch_lines(["*tiny/train seed 0 | step * | loss * | *tok/s | * s left*"])
-
-
-def test_candidates_are_ranked_and_a_failed_check_skips_only_its_benchmark(pytester, project):
+def test_candidates_are_ranked_interleaved_and_a_failed_check_skips_only_its_benchmark(pytester, project):
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.01')
-    add_candidate(project, "wide", 'd = cfg["n_embd"]', 'd = 2 * cfg["n_embd"]')
     add_candidate(project, "peeks_ahead", "is_causal=True", "is_causal=False")
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", *FAST)
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-seeds", "2", *FAST)
     run.stdout.fnmatch_lines([
         "*_ test_causality?peeks_ahead? _*", "causality: *the model sees the future*",
         "*_ test_benchmark?peeks_ahead? _*", "not benchmarked: check test_causality failed: causality: *"])
     table = run.stdout.str().split("autoresearch benchmark")[-1]
     ranked = [line.split()[1] for line in table.splitlines() if line.startswith("tiny")]
-    assert set(ranked[:3]) == {"train", "slow_lr", "wide"} and ranked[3] == "peeks_ahead"
-    scores = {r["description"]: float(r["val_bpb"]) for r in results(project)}
-    assert ranked[:3] == sorted(scores, key=scores.get)  # best first
-    assert "peeks_ahead" not in scores
+    assert ranked == ["train", "slow_lr", "peeks_ahead"]  # best first; the one not run last
+    rows = results(project)
+    assert [(r["description"], r["seed"]) for r in rows] == [
+        ("train", "0"), ("slow_lr", "0"), ("train", "1"), ("slow_lr", "1")]  # seeds interleaved
 
 
-def test_dash_k_runs_one_candidate_alone(pytester, project):
-    add_candidate(project, "wide", 'd = cfg["n_embd"]', 'd = 2 * cfg["n_embd"]')
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-k", "wide", *FAST)
-    run.assert_outcomes(passed=4, deselected=4)
-    assert [r["description"] for r in results(project)] == ["wide"]
-
-
-def test_seeds_are_interleaved_across_candidates(pytester, project):
-    add_candidate(project, "wide", 'd = cfg["n_embd"]', 'd = 2 * cfg["n_embd"]')
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-seeds", "2", *FAST)
-    run.assert_outcomes(passed=8)
-    assert [(r["description"], r["seed"]) for r in results(project)] == [
-        ("train", "0"), ("wide", "0"), ("train", "1"), ("wide", "1")]
-
-
-def test_candidate_on_the_command_line(pytester, project, tmp_path):
+def test_candidate_on_the_command_line_selected_alone_with_dash_k(pytester, project, tmp_path):
     idea = tmp_path / "idea.py"
     idea.write_text((project / "tasks" / "tiny" / "train.py").read_text())
     run = pytester.runpytest_subprocess("--autoresearch", "tasks", f"--ar-candidate={idea}", "-k", "idea", *FAST)
@@ -119,21 +99,56 @@ def test_malformed_task_toml_is_one_clear_line(pytester, project):
 
 
 def test_gpu_profile_without_gpu_is_recorded_as_crash(pytester, project):
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-profile", "gpu", *FAST)
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-profile", "gpu", "-k", "benchmark", *FAST)
     run.stdout.fnmatch_lines(["*needs a CUDA GPU and none is visible; run on a GPU machine or pass --ar-profile cpu*"])
     assert [r["status"] for r in results(project)] == ["crash"]
 
 
-def test_change_outside_the_editable_surface_fails_the_session(pytester, project):
-    git = lambda *a: subprocess.run(["git", *a], cwd=project, check=True, capture_output=True)
+def commit_all(project: Path) -> None:
+    """Make the project a git repository with everything committed (pytester's own files ignored)."""
+    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=project,
+                                    check=True, capture_output=True)
     git("init", "-q")
-    (project / ".gitignore").write_text("runpytest-*\nstdout\nstderr\n")  # pytester's own files
-    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "base", "--allow-empty")
+    (project / ".gitignore").write_text("runpytest-*\nstdout\nstderr\n")
     git("add", ".")
-    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "task")
+    git("commit", "-qm", "task")
+
+
+def test_change_outside_the_editable_surface_fails_the_session(pytester, project):
+    commit_all(project)
     (project / "tasks" / "tiny" / "train.py").write_text((project / "tasks" / "tiny" / "train.py").read_text() + "\n")
     (project / "conftest.py").write_text("SCORE_OVERRIDE = 0.5  # an edit outside the editable surface\n")
     run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", *FAST)
     run.stdout.fnmatch_lines(["*editable surface: the change since HEAD touches conftest.py;*"])
     assert run.ret != 0
     assert not (project / "results.tsv").exists()
+
+
+TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "3", "-p", "no:cacheprovider"]  # fixed tokens: exact repeats
+
+
+def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
+    commit_all(project)
+    add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark",
+                                        "--ar-fail-on-regression", *TOKENS)
+    assert run.ret == 1
+    run.stdout.fnmatch_lines(["*_ test_benchmark?slow_lr? _*", "slow_lr: worse than the base @HEAD: *"])
+    table = run.stdout.str().split("autoresearch benchmark")[-1]
+    verdicts = {line.split()[1]: line for line in table.splitlines() if line.startswith("tiny")}
+    assert "no difference" in verdicts["train"] and "worse" in verdicts["slow_lr"]
+    assert {r["description"] for r in results(project)} == {"base", "train", "slow_lr"}
+    assert all(json.loads(line)["mode"] == "tokens" for line in (project / "results.jsonl").read_text().splitlines())
+
+
+def test_saved_baseline_gates_a_later_run(pytester, project):
+    saved = pytester.runpytest_subprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-save-baseline", *TOKENS)
+    saved.assert_outcomes(passed=1, deselected=3)
+    [baseline] = (project / "baselines" / "tiny").glob("*tokens-16384.json")
+    assert len(json.loads(baseline.read_text())["values"]) == 3
+    add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
+    gated = pytester.runpytest_subprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression",
+                                          "--ar-markdown", "summary.md", *TOKENS)
+    gated.assert_outcomes(passed=1, failed=1, deselected=6)
+    summary = (project / "summary.md").read_text()
+    assert "| tiny" in summary and "no difference" in summary and "worse" in summary
