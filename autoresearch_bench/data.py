@@ -26,8 +26,8 @@ Choices:
   sum exactly to the UTF-8 length of the text even for tokens that split a multi-byte character.
 - Tokenizing once into memory-mapped arrays keeps the loader cheap: it copies slices, never encodes.
   The loader packs like autoresearch's (every row starts with BOS; best fit from a buffer of
-  documents; crop only when nothing fits), except that a cropped document's rest is kept (see _Packer),
-  and, on CUDA, assembles batches in a background thread
+  documents; crop only when nothing fits), except that a cropped document's rest is kept (see _Packer;
+  `crop = true` in [data] restores upstream's dropping, for comparisons with it), and, on CUDA, assembles batches in a background thread
   into pinned buffers that are copied with non_blocking=True.
 """
 from __future__ import annotations
@@ -88,7 +88,7 @@ SOURCE_KEYS = {
     "parquet": {"dir": None, "val_shard": f"shard_{CLIMBMIX_VAL_SHARD:05d}.parquet"},
 }
 # keys that do not change the prepared data (download behaviour; seq_len belongs to the loader)
-RUNTIME_KEYS = {"seq_len": None, "retries": 5, "backoff_s": 1.0, "timeout_s": 30.0}
+RUNTIME_KEYS = {"seq_len": None, "retries": 5, "backoff_s": 1.0, "timeout_s": 30.0, "crop": False}
 
 CORPUS_SEED = 0                 # shuffle of the files corpus
 SHARD_CHARS = 100_000_000       # characters per parquet shard built from documents
@@ -529,8 +529,10 @@ class _Packer:
     is the document with its own leading BOS; offset k > 0 is BOS + the document from token k on.
     """
 
-    def __init__(self, tokens: np.ndarray, starts: list[int], lengths: list[int], order: Iterator[int]):
+    def __init__(self, tokens: np.ndarray, starts: list[int], lengths: list[int], order: Iterator[int],
+                 crop: bool = False):
         self.tokens, self.starts, self.lengths, self.order = tokens, starts, lengths, order
+        self.crop = crop  # upstream's behaviour: a cropped document's rest is dropped
         # A buffer holding the whole corpus would make best fit ignore the shuffled order (every seed
         # the same batches); an eighth of a small corpus keeps the order random.
         self.size = min(DOC_BUFFER, max(8, len(starts) // 8))
@@ -558,7 +560,7 @@ class _Packer:
                     rows[r, pos] = self.tokens[start]  # the document's BOS
                     rows[r, pos + 1:pos + take] = self.tokens[start + offset:start + offset + take - 1]
                     used = offset + take - 1
-                if used < self.lengths[doc]:
+                if used < self.lengths[doc] and not self.crop:
                     bisect.insort(buffer, (1 + self.lengths[doc] - used, doc, used))
                 pos += take
         return len(rows)
@@ -579,12 +581,13 @@ class Loader:
     device is asynchronous, so batch assembly is off the GPU's critical path.
     """
 
-    def __init__(self, tokens_path: Path, batch_size: int, seq_len: int, device: str = "cpu", seed: int = 0):
+    def __init__(self, tokens_path: Path, batch_size: int, seq_len: int, device: str = "cpu", seed: int = 0,
+                 crop: bool = False):
         self.tokens, self.starts, self.lengths = _open_tokens(Path(tokens_path))
-        self.batch_size, self.seq_len, self.device, self.seed = batch_size, seq_len, device, seed
+        self.batch_size, self.seq_len, self.device, self.seed, self.crop = batch_size, seq_len, device, seed, crop
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        packer = _Packer(self.tokens, self.starts, self.lengths, _epochs(len(self.starts), self.seed))
+        packer = _Packer(self.tokens, self.starts, self.lengths, _epochs(len(self.starts), self.seed), self.crop)
         rows = np.empty((self.batch_size, self.seq_len + 1), dtype=self.tokens.dtype)
         if torch.device(self.device).type == "cuda":
             yield from self._cuda_batches(packer, rows)
@@ -635,12 +638,12 @@ def _shifted(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def eval_rows(tokens_path: Path, n_tokens: int, seq_len: int) -> np.ndarray:
+def eval_rows(tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False) -> np.ndarray:
     """Deterministic int64 rows [N, seq_len + 1], BOS-aligned best-fit packing of the documents in file
     order; N = ceil(n_tokens / seq_len), or fewer if the split runs out of documents."""
     tokens, starts, lengths = _open_tokens(Path(tokens_path))
     rows = np.empty((math.ceil(n_tokens / seq_len), seq_len + 1), dtype=np.int64)
-    n = _Packer(tokens, starts, lengths, iter(range(len(starts)))).fill(rows)
+    n = _Packer(tokens, starts, lengths, iter(range(len(starts))), crop).fill(rows)
     if n == 0:
         raise ValueError(f"{tokens_path} holds {len(tokens):,} tokens, too few for one evaluation row of "
                          f"{seq_len + 1}; lower seq_len or raise val_fraction in [data]")

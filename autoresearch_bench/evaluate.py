@@ -32,7 +32,8 @@ class EvalViolation(Exception):
 
 def load_eval_data(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
     from .data import eval_rows, token_bytes
-    rows = torch.from_numpy(eval_rows(Path(spec["val_tokens"]), spec["eval_tokens"], spec["cfg"]["seq_len"]))
+    rows = torch.from_numpy(eval_rows(Path(spec["val_tokens"]), spec["eval_tokens"], spec["cfg"]["seq_len"],
+                                      crop=spec["crop"]))
     nbytes = torch.from_numpy(token_bytes(Path(spec["tokenizer_dir"])).astype(np.int64))
     return rows, nbytes
 

@@ -227,7 +227,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         record.error = f"data: {e}"
         return record
     try:
-        plan = sandbox.plan(isolation)
+        plan = sandbox.plan(isolation, profile.device, tuple(protected_paths(task)))
     except sandbox.SandboxError as e:
         record.error = str(e)
         return record
@@ -237,6 +237,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         scratch = Path(tmp)
         common = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(),
                   "device": profile.device, "seed": seed, "scratch": str(scratch),
+                  "crop": bool(profile.data.get("crop", False)),
                   "forbidden": [str(p.resolve()) for p in results_paths] + ancestor_procs(),
                   "readonly": [str(prepared.root), *protected_paths(task),
                                *(str(p.resolve()) for p in results_paths if p.exists())]}

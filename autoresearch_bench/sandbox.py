@@ -57,15 +57,29 @@ def namespaces_available() -> tuple[str, ...] | None:
     return None
 
 
-def plan(level: str) -> Plan:
+@functools.cache
+def cuda_works_inside(flags: tuple[str, ...], readonly: tuple[str, ...]) -> bool:
+    """Whether a process in the namespaces still sees the GPU (some kernels, e.g. gVisor, refuse)."""
+    probe = wrap([sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+                 Plan("namespaces", flags), list(readonly), [])
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def plan(level: str, device: str = "cpu", readonly: tuple[str, ...] = ()) -> Plan:
+    """The isolation to run with; on CUDA, namespaces count only if the GPU still works inside."""
     if level not in LEVELS:
         raise SandboxError(f"--ar-sandbox must be one of {', '.join(LEVELS)}, not {level!r}")
     flags = namespaces_available() if level != "off" else None
+    if flags is not None and device == "cuda" and not cuda_works_inside(flags, readonly):
+        flags = None
     if flags is None:
         if level == "strict":
             raise SandboxError("--ar-sandbox strict: Linux namespaces (unshare --net --pid --mount) are not "
-                               "available here; run as root or enable unprivileged user namespaces, "
-                               "or use --ar-sandbox auto")
+                               "available here (or hide the GPU); run as root or enable unprivileged user "
+                               "namespaces, or use --ar-sandbox auto")
         return Plan("off", ())
     return Plan("namespaces", flags)
 
@@ -119,7 +133,7 @@ def _enter(argv: list[str]) -> None:
             mount(["mount", "-t", "tmpfs", "-o", "size=1m,mode=000", "none", path] if os.path.isdir(path)
                   else ["mount", "--bind", "/dev/null", path])
         else:
-            mount(["mount", "--bind", path, path])
+            mount(["mount", "--rbind", path, path])  # recursive: keep submounts (e.g. the GPU driver's)
             mount(["mount", "-o", "remount,bind,ro", path])
     os.execv(command[0], command)
 

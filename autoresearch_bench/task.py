@@ -99,6 +99,22 @@ def _require(table: dict, key: str, where: str, path: Path):
     return table[key]
 
 
+def _resolve_extends(profiles: dict, name: str, toml_path: Path, seen: tuple[str, ...] = ()) -> dict:
+    """A profile's table with the keys of the profiles it extends filled in (data and config merged)."""
+    p = profiles[name]
+    if "extends" not in p:
+        return p
+    base_name = p["extends"]
+    if base_name not in profiles or base_name in seen:
+        raise TaskError(f"{toml_path}: [profiles.{name}] extends {base_name!r}, which is "
+                        f"{'part of a cycle' if base_name in seen else 'not a profile'}")
+    base = _resolve_extends(profiles, base_name, toml_path, (*seen, name))
+    merged = {**base, **p, "data": {**base.get("data", {}), **p.get("data", {})},
+              "config": {**base.get("config", {}), **p.get("config", {})}}
+    del merged["extends"]
+    return merged
+
+
 def load_task(path: str | Path) -> Task:
     """Parse a task folder (or its task.toml) into a Task; raise TaskError with a one-line fix."""
     path = Path(path)
@@ -125,14 +141,7 @@ def load_task(path: str | Path) -> Task:
     raw_profiles = raw.get("profiles", {})
     for pname, p in raw_profiles.items():
         where = f"profiles.{pname}"
-        if "extends" in p:
-            base = raw_profiles.get(p["extends"])
-            if base is None or "extends" in base:
-                raise TaskError(f"{toml_path}: [{where}] extends {p['extends']!r}, which is not a profile "
-                                f"without `extends` of its own")
-            p = {**base, **p, "data": {**base.get("data", {}), **p.get("data", {})},
-                 "config": {**base.get("config", {}), **p.get("config", {})}}
-            del p["extends"]
+        p = _resolve_extends(raw_profiles, pname, toml_path)
         unknown = set(p) - _PROFILE_KEYS
         if unknown:
             raise TaskError(f"{toml_path}: [{where}] has unknown keys {sorted(unknown)}; "

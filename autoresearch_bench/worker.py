@@ -115,7 +115,8 @@ def run_train(spec: dict, out) -> None:
     device = spec["device"]
 
     def make_loader(batch_size: int, seq_len: int):
-        return iter(Loader(Path(spec["train_tokens"]), batch_size, seq_len, device=device, seed=spec["seed"]))
+        return iter(Loader(Path(spec["train_tokens"]), batch_size, seq_len, device=device, seed=spec["seed"],
+                           crop=spec["crop"]))
 
     last = {"step": 0}
 
