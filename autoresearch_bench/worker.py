@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from .checks import CheckFailed
+from . import checks
 from .evaluate import EvalViolation
 
 RESULT_FD_ENV = "AR_RESULT_FD"
@@ -146,7 +146,6 @@ def run_train(spec: dict, out) -> None:
 
 
 def run_evaluate(spec: dict, out) -> None:
-    from . import checks
     from .evaluate import evaluate_model, load_eval_data
 
     eval_data = load_eval_data(spec)  # read before any candidate code runs; then the folder is closed
@@ -161,7 +160,6 @@ def run_evaluate(spec: dict, out) -> None:
 
 def serve_checks(spec: dict, out) -> None:
     """Answer check requests, one JSON line each on stdin: {"check": name, **params}."""
-    from . import checks
 
     snapshot = checks.snapshot_critical()
     _guard(spec, out)
@@ -198,7 +196,7 @@ def classify(e: BaseException) -> tuple[str, str]:
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         return "violation", f"wrote a file larger than the sandbox's limit of {limit >> 20} MiB"
     first = (str(e).strip().splitlines() or [""])[0]
-    if isinstance(e, (CheckFailed, EvalViolation)):
+    if isinstance(e, (checks.CheckFailed, EvalViolation)):
         return "violation", first or type(e).__name__
     return "error", f"{type(e).__name__}: {first}"
 
