@@ -17,7 +17,9 @@ os.environ.setdefault("AR_CACHE_DIR", str(HERE.parent / ".ar" / "test-cache"))
 @pytest.fixture
 def tiny_task_dir(tmp_path: Path) -> Path:
     """A fresh copy of the tiny task, so tests may add candidates or edit files."""
-    return Path(shutil.copytree(HERE / "tiny_task", tmp_path / "tasks" / "tiny"))
+    task_dir = Path(shutil.copytree(HERE / "tiny_task", tmp_path / "tasks" / "tiny"))
+    (task_dir / "candidates").mkdir(exist_ok=True)  # git does not keep empty folders
+    return task_dir
 
 
 @pytest.fixture
