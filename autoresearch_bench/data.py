@@ -18,6 +18,20 @@ Choices:
   the fraction of documents with the smallest content hash, so it depends on the documents only.
   For climbmix it is the pinned last shard, as upstream. `parquet` reads a folder of existing
   shards (autoresearch's layout) with a named validation shard, for comparisons on the same documents.
+- `modular` generates its data instead of reading text: every equation `a op b = c (mod modulus)`
+  is one document [BOS, a, op, b, =, c] of its own vocabulary (residues 0..p-1, then op, =, BOS:
+  vocab_size = modulus + 3); a permutation from `seed` puts round(train_fraction · n) equations in
+  the train split and the rest in the validation split. Its tokenizer file is a tiktoken.Encoding
+  that decodes these ids (residues as numbers, op and = as special tokens), never used to encode.
+- Tokenizers. `tokenizer = "bpe"` (default) trains a byte-level BPE of vocab_size tokens;
+  `tokenizer = "bytes"` is the identity on UTF-8 bytes (ids 0..255, BOS 256, vocab_size = 257), saved
+  as a tiktoken.Encoding with mergeable_ranks {bytes([i]): i}, so token_bytes and bpb work unchanged.
+  `max_train_chars` keeps only the first documents of the (shuffled) train split up to that many
+  characters, after the split: the validation split stays that of the whole corpus.
+- Scored positions. The packer marks where each piece starts (a BOS) and where a document ends;
+  `eval_rows_and_mask` turns the marks into a bool mask over the targets per the runtime key
+  `score`: "tokens" (default) scores every target but BOS; "answers" scores only the last token of
+  each document (the c of a modular equation, the answer of any prompt-answer document).
 - Everything is written to a temporary file and renamed into place (os.replace), so an interrupted
   run never leaves a file a later run trusts; a file lock serialises concurrent preparers.
 - The tokenizer is stored as a pickled tiktoken.Encoding (as upstream). tiktoken's own text format
@@ -77,18 +91,28 @@ BOS_TOKEN = "<|bos|>"
 SPECIAL_TOKENS = (BOS_TOKEN, "<|reserved_1|>", "<|reserved_2|>", "<|reserved_3|>")
 
 # [data] keys per source with their defaults; all of these (and nothing else) name the cache
-COMMON_KEYS = {"vocab_size": None, "tokenizer_max_chars": 200_000_000}
+COMMON_KEYS = {"vocab_size": None, "tokenizer": "bpe", "tokenizer_max_chars": 200_000_000}
 SOURCE_KEYS = {
-    "embedded": {"val_fraction": 0.2, "max_chars": None},
+    "embedded": {"val_fraction": 0.2, "max_chars": None, "max_train_chars": None},
     "files": {"paths": ["/usr", "/opt"],
               "extensions": [".py", ".pyi", ".md", ".rst", ".txt", ".h", ".hpp", ".c", ".cc", ".cpp",
                              ".cu", ".cuh"],
-              "min_bytes": 200, "max_bytes": 2_000_000, "max_chars": None, "val_fraction": 0.01},
+              "min_bytes": 200, "max_bytes": 2_000_000, "max_chars": None, "max_train_chars": None,
+              "val_fraction": 0.01},
     "climbmix": {"num_shards": 10, "base_url": CLIMBMIX_URL, "val_shard": CLIMBMIX_VAL_SHARD},
     "parquet": {"dir": None, "val_shard": f"shard_{CLIMBMIX_VAL_SHARD:05d}.parquet"},
+    "modular": {"modulus": 97, "operation": "+", "train_fraction": 0.5, "seed": 0},
 }
+TEXT_ONLY_KEYS = ("tokenizer", "tokenizer_max_chars")  # COMMON_KEYS that a generated source has not
+# Keys added after caches existed: left out of the cache's name at their default, so old caches stay valid
+LATER_KEYS = {"tokenizer": "bpe", "max_train_chars": None}
+TOKENIZERS = ("bpe", "bytes")
+MODULAR_OPS = ("+", "-", "*", "/")
+SCORE_MODES = ("tokens", "answers")
+START, END = 1, 2  # packer marks: a piece starts here (its BOS); a document ends here
 # keys that do not change the prepared data (download behaviour; seq_len belongs to the loader)
-RUNTIME_KEYS = {"seq_len": None, "retries": 5, "backoff_s": 1.0, "timeout_s": 30.0, "crop": False}
+RUNTIME_KEYS = {"seq_len": None, "retries": 5, "backoff_s": 1.0, "timeout_s": 30.0, "crop": False,
+                "score": "tokens"}
 
 CORPUS_SEED = 0                 # shuffle of the files corpus
 SHARD_CHARS = 100_000_000       # characters per parquet shard built from documents
@@ -133,7 +157,8 @@ def cache_root() -> Path:
 def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> PreparedData:
     """Build (or find in the cache) the shards, tokenizer and token files of a [data] table."""
     data, runtime = _normalize(spec)
-    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **data}, sort_keys=True).encode())
+    named = {k: v for k, v in data.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
+    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **named}, sort_keys=True).encode())
     root = cache_root() / task_name / digest.hexdigest()[:12]
     if prepared := _read_prepared(root):
         return prepared
@@ -147,18 +172,24 @@ def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> P
         t0 = time.perf_counter()
         log(f"data: preparing {data['source']} data for {task_name} in {root}")
         _atomic_write_bytes(root / "spec.json", json.dumps(data, indent=2, sort_keys=True).encode())
-        if data["source"] == "climbmix":
-            train_shards, val_shard = _download_climbmix(data, runtime, root, log)
-        elif data["source"] == "parquet":
-            train_shards, val_shard = _existing_shards(data)
-        else:
-            train_shards, val_shard = _build_shards(data, root, log)
         tok_dir = root / "tokenizer"
-        if not (tok_dir / "tokenizer.pkl").exists():
-            _train_tokenizer(train_shards, data["vocab_size"], data["tokenizer_max_chars"], tok_dir, log)
+        if data["source"] == "modular":
+            _write_modular(data, root, log)
+        else:
+            if data["source"] == "climbmix":
+                train_shards, val_shard = _download_climbmix(data, runtime, root, log)
+            elif data["source"] == "parquet":
+                train_shards, val_shard = _existing_shards(data)
+            else:
+                train_shards, val_shard = _build_shards(data, root, log)
+            if data["tokenizer"] == "bytes":
+                _write_byte_tokenizer(tok_dir)
+            elif not (tok_dir / "tokenizer.pkl").exists():
+                _train_tokenizer(train_shards, data["vocab_size"], data["tokenizer_max_chars"], tok_dir, log)
+            enc = load_tokenizer(tok_dir)
+            _tokenize(enc, train_shards, root / "train.npy", log)
+            _tokenize(enc, [val_shard], root / "val" / "val.npy", log)
         enc = load_tokenizer(tok_dir)
-        _tokenize(enc, train_shards, root / "train.npy", log)
-        _tokenize(enc, [val_shard], root / "val" / "val.npy", log)
         meta = {"vocab_size": enc.n_vocab, "bos_id": enc.encode_single_token(BOS_TOKEN),
                 "n_train_tokens": len(np.load(root / "train.npy", mmap_mode="r")),
                 "n_val_tokens": len(np.load(root / "val" / "val.npy", mmap_mode="r")),
@@ -175,19 +206,29 @@ def _normalize(spec: dict) -> tuple[dict, dict]:
     source = spec.get("source")
     if source not in SOURCE_KEYS:
         raise DataError(f"unknown data source {source!r}; set source to one of {', '.join(SOURCE_KEYS)}")
-    defaults = {**COMMON_KEYS, **SOURCE_KEYS[source]}
+    common = {k: v for k, v in COMMON_KEYS.items() if source != "modular" or k not in TEXT_ONLY_KEYS}
+    defaults = {**common, **SOURCE_KEYS[source]}
     unknown = set(spec) - set(defaults) - set(RUNTIME_KEYS) - {"source"}
     if unknown:
         raise DataError(f"unknown [data] keys {sorted(unknown)} for source {source!r}; "
                         f"allowed: {sorted({*defaults, *RUNTIME_KEYS})}")
     data = {"source": source, **{k: spec.get(k, v) for k, v in defaults.items()}}
+    runtime = {k: spec.get(k, v) for k, v in RUNTIME_KEYS.items()}
+    if runtime["score"] not in SCORE_MODES:
+        raise DataError(f"score must be one of {', '.join(SCORE_MODES)}, not {runtime['score']!r}")
     vocab = data["vocab_size"]
-    if not isinstance(vocab, int) or vocab < 256 + len(SPECIAL_TOKENS) + 1:
+    if source == "modular":
+        _check_modular(data)
+    elif data["tokenizer"] not in TOKENIZERS:
+        raise DataError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not {data['tokenizer']!r}")
+    elif data["tokenizer"] == "bytes" and vocab != 257:
+        raise DataError(f"tokenizer = \"bytes\" has 257 tokens (256 bytes + BOS); set vocab_size = 257, not {vocab!r}")
+    elif data["tokenizer"] == "bpe" and (not isinstance(vocab, int) or vocab < 256 + len(SPECIAL_TOKENS) + 1):
         raise DataError(f"vocab_size must be an integer of at least {256 + len(SPECIAL_TOKENS) + 1} "
                         f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens + merges), not {vocab!r}")
     if "val_fraction" in data and not 0 < data["val_fraction"] < 1:
         raise DataError(f"val_fraction must be between 0 and 1, not {data['val_fraction']!r}")
-    return data, {k: spec.get(k, v) for k, v in RUNTIME_KEYS.items()}
+    return data, runtime
 
 
 def _read_prepared(root: Path) -> PreparedData | None:
@@ -248,10 +289,9 @@ def _build_shards(data: dict, root: Path, log: Callable[[str], None]) -> tuple[l
     t0 = time.perf_counter()
     docs = _embedded_docs() if data["source"] == "embedded" else _file_docs(data, log)
     random.Random(CORPUS_SEED).shuffle(docs)
-    if data["max_chars"]:
-        total = itertools.accumulate(len(d) for d in docs)
-        docs = [d for d, n in zip(docs, total) if n - len(d) < data["max_chars"]]
+    docs = _first_chars(docs, data["max_chars"])
     train, val = _split(docs, data["val_fraction"])
+    train = _first_chars(train, data["max_train_chars"])
     _write_parquet(root / "val" / "val.parquet", val)
     names, shard, chars = [], [], 0
     for i, doc in enumerate(train, 1):
@@ -262,9 +302,17 @@ def _build_shards(data: dict, root: Path, log: Callable[[str], None]) -> tuple[l
             _write_parquet(root / "shards" / names[-1], shard)
             shard, chars = [], 0
     _atomic_write_bytes(manifest, json.dumps(names).encode())
-    log(f"data: wrote {len(train):,} train and {len(val):,} validation documents "
-        f"({sum(map(len, docs)):,} characters) in {time.perf_counter() - t0:.1f} s")
+    log(f"data: wrote {len(train):,} train and {len(val):,} validation documents ({sum(map(len, train)):,} "
+        f"and {sum(map(len, val)):,} characters) in {time.perf_counter() - t0:.1f} s")
     return [root / "shards" / n for n in names], root / "val" / "val.parquet"
+
+
+def _first_chars(docs: list[str], max_chars: int | None) -> list[str]:
+    """The first documents up to max_chars characters (the one that crosses it included); all if None."""
+    if not max_chars:
+        return docs
+    total = itertools.accumulate(len(d) for d in docs)
+    return [d for d, n in zip(docs, total) if n - len(d) < max_chars]
 
 
 def _existing_shards(data: dict) -> tuple[list[Path], Path]:
@@ -411,8 +459,63 @@ def _iter_texts(shards: Iterable[Path]) -> Iterator[list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# modular arithmetic: generated data
+# ---------------------------------------------------------------------------------------------
+
+def _check_modular(data: dict) -> None:
+    p, op, frac = data["modulus"], data["operation"], data["train_fraction"]
+    if not isinstance(p, int) or not 2 <= p <= 4096:
+        raise DataError(f"modulus must be an integer from 2 to 4096, not {p!r}")
+    if op not in MODULAR_OPS:
+        raise DataError(f"operation must be one of {' '.join(MODULAR_OPS)}, not {op!r}")
+    if op == "/" and any(p % d == 0 for d in range(2, math.isqrt(p) + 1)):
+        raise DataError(f"operation \"/\" needs a prime modulus (every b ≠ 0 invertible); {p} is not prime")
+    if not 0 < frac < 1:
+        raise DataError(f"train_fraction must be between 0 and 1, not {frac!r}")
+    if data["vocab_size"] != p + 3:
+        raise DataError(f"source = \"modular\" has modulus + 3 tokens (residues, op, =, BOS); "
+                        f"set vocab_size = {p + 3}, not {data['vocab_size']!r}")
+
+
+def modular_equations(modulus: int, operation: str, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) int64 [n, 6] rows BOS a op b = c, every pair (a, b) once (b ≠ 0 for "/"), split by a
+    permutation from seed: round(train_fraction · n) rows train, the rest validate."""
+    p = modulus
+    a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(int(operation == "/"), p), indexing="ij"))
+    if operation == "/":
+        c = a * np.array([pow(int(x), p - 2, p) for x in b]) % p  # Fermat: b^(p-2) is b's inverse
+    else:
+        c = {"+": a + b, "-": a - b, "*": a * b}[operation] % p
+    op_id, eq_id, bos_id = p, p + 1, p + 2
+    rows = np.stack([np.full_like(a, bos_id), a, np.full_like(a, op_id), b, np.full_like(a, eq_id), c], axis=1)
+    rows = rows[np.random.default_rng(seed).permutation(len(rows))]
+    n_train = min(len(rows) - 1, max(1, round(train_fraction * len(rows))))
+    return rows[:n_train], rows[n_train:]
+
+
+def _write_modular(data: dict, root: Path, log: Callable[[str], None]) -> None:
+    """The modular source's decoding tokenizer and its train and val token files."""
+    p, op = data["modulus"], data["operation"]
+    enc = tiktoken.Encoding(name=f"ar-modular-{p}", pat_str=r"\d+",
+                            mergeable_ranks={str(i).encode(): i for i in range(p)},
+                            special_tokens={f" {op} ": p, " = ": p + 1, BOS_TOKEN: p + 2})
+    _atomic_write_bytes(root / "tokenizer" / "tokenizer.pkl", pickle.dumps(enc))
+    train, val = modular_equations(p, op, data["train_fraction"], data["seed"])
+    for rows, out in ((train, root / "train.npy"), (val, root / "val" / "val.npy")):
+        _save_tokens(out, [rows.astype(np.uint16).ravel()], np.arange(0, rows.size + 1, rows.shape[1]))
+    log(f"data: generated {len(train):,} train and {len(val):,} validation equations a {op} b mod {p}")
+
+
+# ---------------------------------------------------------------------------------------------
 # tokenizer
 # ---------------------------------------------------------------------------------------------
+
+def _write_byte_tokenizer(tok_dir: Path) -> None:
+    """The identity tokenizer on UTF-8 bytes (ids 0..255) plus BOS (256), as a tiktoken.Encoding."""
+    enc = tiktoken.Encoding(name="ar-bytes", pat_str=SPLIT_PATTERN, mergeable_ranks={bytes([i]): i for i in range(256)},
+                            special_tokens={BOS_TOKEN: 256})
+    _atomic_write_bytes(tok_dir / "tokenizer.pkl", pickle.dumps(enc))
+
 
 def _train_tokenizer(shards: list[Path], vocab_size: int, max_chars: int, tok_dir: Path,
                      log: Callable[[str], None]) -> None:
@@ -493,15 +596,20 @@ def _tokenize(enc: tiktoken.Encoding, shards: list[Path], out: Path, log: Callab
         raise DataError(f"no documents to tokenize in {', '.join(map(str, shards))}; the corpus is empty")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    _save_tokens(out, chunks, offsets)
+    log(f"data: tokenized {len(lengths):,} documents into {int(offsets[-1]):,} tokens ({out.name}) "
+        f"in {time.perf_counter() - t0:.1f} s")
+
+
+def _save_tokens(out: Path, chunks: list[np.ndarray], offsets: np.ndarray) -> None:
+    """Write the concatenated token chunks to out (.npy) and the document offsets beside it."""
     with _atomic(out) as tmp:
-        tokens = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(offsets[-1]),))
+        tokens = np.lib.format.open_memmap(tmp, mode="w+", dtype=chunks[0].dtype, shape=(int(offsets[-1]),))
         np.concatenate(chunks, out=tokens)
         tokens.flush()
         del tokens
     with _atomic(_docs_path(out)) as tmp, open(tmp, "wb") as f:
-        np.save(f, offsets)
-    log(f"data: tokenized {len(lengths):,} documents into {int(offsets[-1]):,} tokens ({out.name}) "
-        f"in {time.perf_counter() - t0:.1f} s")
+        np.save(f, np.asarray(offsets, dtype=np.int64))
 
 
 def _open_tokens(tokens_path: Path) -> tuple[np.ndarray, list[int], list[int]]:
@@ -538,8 +646,9 @@ class _Packer:
         self.size = min(DOC_BUFFER, max(8, len(starts) // 8))
         self.buffer: list[tuple[int, int, int]] = []  # (piece length, document, offset), sorted
 
-    def fill(self, rows: np.ndarray) -> int:
-        """Fill rows [R, L] in place; return how many rows were completed (< R once order runs out)."""
+    def fill(self, rows: np.ndarray, marks: np.ndarray | None = None) -> int:
+        """Fill rows [R, L] in place; return how many rows were completed (< R once order runs out).
+        marks (int8 [R, L], zeros), if given, gets START where a piece begins and END where a document ends."""
         buffer, width = self.buffer, rows.shape[1]
         for r in range(len(rows)):
             pos = 0
@@ -562,6 +671,9 @@ class _Packer:
                     used = offset + take - 1
                 if used < self.lengths[doc] and not self.crop:
                     bisect.insort(buffer, (1 + self.lengths[doc] - used, doc, used))
+                if marks is not None:
+                    marks[r, pos] |= START
+                    marks[r, pos + take - 1] |= END if used == self.lengths[doc] else 0
                 pos += take
         return len(rows)
 
@@ -641,10 +753,24 @@ def _shifted(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
 def eval_rows(tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False) -> np.ndarray:
     """Deterministic int64 rows [N, seq_len + 1], BOS-aligned best-fit packing of the documents in file
     order; N = ceil(n_tokens / seq_len), or fewer if the split runs out of documents."""
+    return eval_rows_and_mask(tokens_path, n_tokens, seq_len, crop)[0]
+
+
+def eval_rows_and_mask(tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False,
+                       score: str = "tokens") -> tuple[np.ndarray, np.ndarray]:
+    """eval_rows and a bool mask [N, seq_len] of the targets rows[:, 1:] that are scored: every one but
+    BOS (score "tokens"), or only the last token of each document (score "answers")."""
+    if score not in SCORE_MODES:
+        raise DataError(f"score must be one of {', '.join(SCORE_MODES)}, not {score!r}")
     tokens, starts, lengths = _open_tokens(Path(tokens_path))
     rows = np.empty((math.ceil(n_tokens / seq_len), seq_len + 1), dtype=np.int64)
-    n = _Packer(tokens, starts, lengths, iter(range(len(starts))), crop).fill(rows)
+    marks = np.zeros(rows.shape, dtype=np.int8)
+    n = _Packer(tokens, starts, lengths, iter(range(len(starts))), crop).fill(rows, marks)
     if n == 0:
         raise ValueError(f"{tokens_path} holds {len(tokens):,} tokens, too few for one evaluation row of "
                          f"{seq_len + 1}; lower seq_len or raise val_fraction in [data]")
-    return rows[:n]
+    target = marks[:n, 1:]
+    mask = (target & START) == 0
+    if score == "answers":
+        mask &= (target & END) != 0
+    return rows[:n], mask

@@ -1,7 +1,15 @@
 """Evaluation in a fresh process: the harness computes the metric itself from the model's logits.
 
-val_bpb = sum over scored tokens of the cross-entropy in nats / (ln 2 × sum of their UTF-8 bytes);
-special tokens (BOS) have zero bytes and are excluded from both sums, as in autoresearch.
+Metrics (the task's [task] metric picks one; the record's extra fields hold the others):
+- val_bpb = sum over scored tokens of the cross-entropy in nats / (ln 2 × sum of their UTF-8 bytes);
+  special tokens (BOS) have zero bytes and are excluded from both sums, as in autoresearch;
+- val_loss = mean cross-entropy in nats per scored position;
+- val_accuracy = fraction of scored positions whose argmax logit is the target.
+The scored positions are a bool mask over the targets that the data layer derives from document
+boundaries, per the task's `[data] score` (data.eval_rows_and_mask): "tokens" (default) scores
+every target but BOS; "answers" only the last token of each document, e.g. the c of a modular
+equation "BOS a + b = c", so that the given a and b are never scored. The model still sees whole
+rows, so the probes below are the same for every metric.
 
 The validation rows are read *before* candidate code is imported; afterwards the validation folder is
 forbidden to the process as well, so build_model cannot read the answers. The first batch is scored
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +39,32 @@ class EvalViolation(Exception):
     """The trained model broke a rule (shape, finiteness, causality, batch independence, limits)."""
 
 
-def load_eval_data(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    from .data import eval_rows, token_bytes
-    rows = torch.from_numpy(eval_rows(Path(spec["val_tokens"]), spec["eval_tokens"], spec["cfg"]["seq_len"],
-                                      crop=spec["crop"]))
-    nbytes = torch.from_numpy(token_bytes(Path(spec["tokenizer_dir"])).astype(np.int64))
-    return rows, nbytes
+@dataclass(frozen=True)
+class Targets:
+    """What is scored: mask [N, seq_len] over the targets rows[:, 1:]; for val_bpb, the byte length of
+    every token id (None for the other metrics)."""
+    mask: torch.Tensor
+    token_bytes: torch.Tensor | None
+
+
+def load_eval_data(spec: dict) -> tuple[torch.Tensor, Targets]:
+    """The scored rows and their Targets. Split "val": the first eval_tokens of the validation split,
+    the score agents see. Split "test": up to as many rows again right after them, held out for the
+    league (no agent gets a number from them); at least a quarter as many."""
+    from .data import eval_rows_and_mask, token_bytes
+    n_tokens, seq_len, path = spec["eval_tokens"], spec["cfg"]["seq_len"], Path(spec["val_tokens"])
+    score = spec.get("score", "tokens")
+    if spec.get("eval_split", "val") == "test":
+        n_val = math.ceil(n_tokens / seq_len)
+        rows, mask = (a[n_val:] for a in eval_rows_and_mask(path, 2 * n_tokens, seq_len, spec["crop"], score))
+        if len(rows) < max(1, n_val // 4):
+            raise ValueError(f"the validation split has {len(rows)} rows after the {n_val} scored ones, too "
+                             f"few for a held-out test; lower eval_tokens or raise val_fraction in [data]")
+    else:
+        rows, mask = eval_rows_and_mask(path, n_tokens, seq_len, spec["crop"], score)
+    nbytes = (torch.from_numpy(token_bytes(Path(spec["tokenizer_dir"])).astype(np.int64))
+              if spec.get("metric", "val_bpb") == "val_bpb" else None)
+    return torch.from_numpy(rows), Targets(torch.from_numpy(mask), nbytes)
 
 
 def _forward(model, x: torch.Tensor, vocab: int, device: str) -> torch.Tensor:
@@ -84,7 +113,7 @@ def probe(model, x: torch.Tensor, logits: torch.Tensor, vocab: int, device: str,
 def evaluate_model(build_model, spec: dict, eval_data) -> dict:
     """Build the candidate's model, load the trained weights, score the validation rows."""
     device, cfg = spec["device"], spec["cfg"]
-    rows, nbytes = eval_data
+    rows, targets = eval_data
     vocab = int(cfg["vocab_size"])
     model = build_model(dict(cfg))
     if not isinstance(model, torch.nn.Module):
@@ -98,24 +127,30 @@ def evaluate_model(build_model, spec: dict, eval_data) -> dict:
     except RuntimeError as e:
         raise EvalViolation(f"the trained weights do not fit build_model(cfg): {str(e).splitlines()[0]}") from None
     model.to(device).eval()
-    nbytes = nbytes.to(device)
+    nbytes = targets.token_bytes.to(device) if targets.token_bytes is not None else None
     t0 = time.perf_counter()
-    total_nats, total_bytes, probes = 0.0, 0, {}
-    batch = spec["eval_batch_size"]
+    nats = correct = scored = byte_nats = total_bytes = 0.0
+    probes, batch = {}, spec["eval_batch_size"]
     for i in range(0, len(rows), batch):
-        chunk = rows[i:i + batch].to(device)
+        chunk, mask = rows[i:i + batch].to(device), targets.mask[i:i + batch].to(device)
         x, y = chunk[:, :-1], chunk[:, 1:]
         logits = _forward(model, x, vocab, device)
         if not torch.isfinite(logits).all():
             raise EvalViolation(f"finite: the model produced NaN or inf logits on validation batch {i // batch}")
-        nll = F.cross_entropy(logits.view(-1, vocab), y.reshape(-1), reduction="none")
-        weights = nbytes[y.reshape(-1)]
-        total_nats += (nll * (weights > 0)).sum().item()
-        total_bytes += weights.sum().item()
+        nll = F.cross_entropy(logits.view(-1, vocab), y.reshape(-1), reduction="none").view_as(y)
+        nats += nll[mask].sum().item()
+        correct += (logits.argmax(-1) == y)[mask].sum().item()
+        scored += mask.sum().item()
+        if nbytes is not None:
+            weights = nbytes[y] * mask
+            byte_nats += (nll * (weights > 0)).sum().item()
+            total_bytes += weights.sum().item()
         if i == 0 and spec.get("probes", True) and len(x) > 1:
             probes = probe(model, x, logits, vocab, device, spec["seed"])
-    if total_bytes == 0:
-        raise EvalViolation("the validation rows hold no scored bytes; check the task's data")
-    return {"value": total_nats / (math.log(2) * total_bytes), "val_loss_nats_per_byte": total_nats / total_bytes,
-            "eval_tokens": int(rows[:, 1:].numel()), "params": params,
-            "eval_seconds": time.perf_counter() - t0, **probes}
+    if scored == 0 or (nbytes is not None and total_bytes == 0):
+        raise EvalViolation("the validation rows hold no scored positions; check the task's data and score")
+    metrics = {"val_loss": nats / scored, "val_accuracy": correct / scored}
+    if nbytes is not None:
+        metrics.update(val_bpb=byte_nats / (math.log(2) * total_bytes), val_loss_nats_per_byte=byte_nats / total_bytes)
+    return {"value": metrics[spec.get("metric", "val_bpb")], **metrics, "eval_tokens": int(rows[:, 1:].numel()),
+            "scored_tokens": int(scored), "params": params, "eval_seconds": time.perf_counter() - t0, **probes}
