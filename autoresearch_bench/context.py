@@ -7,6 +7,11 @@
     ctx.done()               True once the budget (time or tokens) is spent: stop and return the model
     ctx.log(step, loss, **k) progress for the terminal; never parsed for a score
     ctx.tokens               tokens served by ctx.batches so far (counted by the harness)
+    ctx.settings             execution settings the harness chose for this device (device.py):
+                             device_batch_size and grad_accum (memory-fitted, same total batch),
+                             dtype, loss_scaling, attention (flex | sdpa), compile, peak_flops
+                             (None: MFU unknown). cfg stays the profile's, so the model is the
+                             same on every device; only how it is executed adapts.
 
 The budget clock starts when the first training batch is served, or once the startup allowance
 has passed since train() was called, whichever comes first. So compiling and warming up on dummy
@@ -26,12 +31,17 @@ from typing import IO, Any, Callable, Iterator
 
 import torch
 
+from . import device as device_info
+
 
 class TrainContext:
     def __init__(self, *, device: str, seed: int, cfg: dict[str, Any], budget_s: float,
                  max_tokens: int | None, make_loader: Callable[[int, int], Iterator],
-                 startup_allowance_s: float = 0.0, progress_out: IO[str] | None = None):
+                 startup_allowance_s: float = 0.0, progress_out: IO[str] | None = None,
+                 settings: dict[str, Any] | None = None):
         self.device = device
+        self.settings = settings if settings is not None else device_info.choose_settings(
+            cfg, device_info.detect() if torch.device(device).type == "cuda" else None)
         self.seed = seed
         self.cfg = dict(cfg)
         self.vocab_size = int(cfg["vocab_size"])

@@ -3,19 +3,34 @@
 A task folder holds `task.toml`, the editable `train.py`, `program.md`, `test_<name>.py` and
 optionally `candidates/*.py`. The toml file has these tables (see tasks/gpt_pretrain/task.toml):
 
-    [task]      name, description, editable (files an agent may change), metric, direction,
+    [task]      name, description, editable (files an agent may change), metric (val_bpb |
+                val_loss | val_accuracy, see METRICS), direction (optional: the metric's own),
                 checks (names from autoresearch_bench.checks that apply to this task),
                 imports (modules a candidate may import; the source policy check enforces it)
-    [data]      source (embedded | files | climbmix), vocab_size, seq_len, and source options
+    [data]      source (embedded | files | climbmix | parquet | modular), vocab_size, seq_len,
+                score (tokens | answers: the scored positions), source options (see data.py)
     [limits]    max_params, max_vram_gb
     [profiles.<name>]          device (cpu | cuda), budget_s, startup_allowance_s, eval_tokens,
                                eval_batch_size, eval_timeout_s, min_effect (smallest metric change
                                that counts, from the measured noise); optional
                                [profiles.<name>.data] overrides the task's data table;
                                `extends = "other"` starts from another profile's keys
+                               optional device keys (cuda profiles):
+                               match (words of the device name, e.g. ["H100", "RTX 4090"], case
+                               and '-' insensitive, whole words: "A10" is not an A100; [] or
+                               absent: any GPU), min_memory_gb (total GPU memory the profile needs),
+                               memory_per_row_gb and memory_overhead_gb (peak GB per row of the
+                               device batch at this seq_len, and fixed GB, from a measured run: the
+                               harness then fits the device batch to the GPU; see device.py)
     [profiles.<name>.config]   free-form hyperparameters: passed to build_model(cfg) and train(ctx)
 
-Profiles are data: a user adds one by adding a table, no code.
+Profiles are data: a user adds one by adding a table, no code. `--ar-profile auto` (default_profile)
+picks, on a GPU, the first cuda profile whose `match` names the GPU, else the first cuda profile
+without `match`, in file order, skipping those whose min_memory_gb exceeds the GPU's memory; without
+a GPU (or when no cuda profile suits it) the first cpu profile. To add a profile for your own GPU:
+a table `[profiles.mygpu]` with `extends = "h100"`, `match = ["RTX 4090"]` and what to change
+(e.g. a smaller [profiles.mygpu.config] depth, or [profiles.mygpu.data] seq_len, with a
+memory_per_row_gb re-measured from the run's peak_mem_gb).
 """
 from __future__ import annotations
 
@@ -23,6 +38,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .device import DeviceInfo, detect, name_matches
+
+
+# Metrics the evaluator computes (autoresearch_bench.evaluate), with the direction that is better.
+METRICS = {"val_bpb": "lower", "val_loss": "lower", "val_accuracy": "higher"}
 
 
 class TaskError(Exception):
@@ -41,6 +62,15 @@ class Profile:
     min_effect: float
     data: dict[str, Any]
     config: dict[str, Any]
+    match: tuple[str, ...] = ()
+    min_memory_gb: float = 0.0
+    memory_per_row_gb: float | None = None
+    memory_overhead_gb: float = 0.0
+
+    def suits(self, device: DeviceInfo) -> bool:
+        """Whether this cuda profile may run on device: enough memory, and its name matches (if match is set)."""
+        return (self.device == "cuda" and device.total_memory_gb >= self.min_memory_gb
+                and (not self.match or any(name_matches(device.name, m) for m in self.match)))
 
     @property
     def vocab_size(self) -> int:
@@ -90,7 +120,8 @@ class Task:
 
 
 _PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "eval_batch_size",
-                 "eval_timeout_s", "min_effect", "data", "config"}
+                 "eval_timeout_s", "min_effect", "data", "config", "match", "min_memory_gb",
+                 "memory_per_row_gb", "memory_overhead_gb"}
 
 
 def _require(table: dict, key: str, where: str, path: Path):
@@ -115,6 +146,14 @@ def _resolve_extends(profiles: dict, name: str, toml_path: Path, seen: tuple[str
     return merged
 
 
+def _match(p: dict, where: str, path: Path) -> tuple[str, ...]:
+    match = p.get("match", [])
+    if isinstance(match, str) or not all(isinstance(m, str) and m for m in match):
+        raise TaskError(f"{path}: [{where}] match must be a list of words of device names, "
+                        f"e.g. match = [\"H100\", \"H200\"]")
+    return tuple(match)
+
+
 def load_task(path: str | Path) -> Task:
     """Parse a task folder (or its task.toml) into a Task; raise TaskError with a one-line fix."""
     path = Path(path)
@@ -132,9 +171,15 @@ def load_task(path: str | Path) -> Task:
     for rel in editable:
         if not (root / rel).is_file():
             raise TaskError(f"{toml_path}: editable file {rel!r} does not exist in {root}")
-    direction = meta.get("direction", "lower")
+    metric = meta.get("metric", "val_bpb")
+    if metric not in METRICS:
+        raise TaskError(f"{toml_path}: unknown metric {metric!r}; set [task] metric to one of {', '.join(METRICS)}")
+    direction = meta.get("direction", METRICS[metric])
     if direction not in ("lower", "higher"):
         raise TaskError(f"{toml_path}: direction must be 'lower' or 'higher', not {direction!r}")
+    if direction != METRICS[metric]:
+        raise TaskError(f"{toml_path}: {metric} is better when {METRICS[metric]}; set direction = "
+                        f"\"{METRICS[metric]}\" (or leave it out)")
     data = raw.get("data", {})
     limits = raw.get("limits", {})
     profiles = {}
@@ -152,6 +197,9 @@ def load_task(path: str | Path) -> Task:
         pdata = {**data, **p.get("data", {})}
         for key in ("source", "vocab_size", "seq_len"):
             _require(pdata, key, f"data] or [{where}.data", toml_path)
+        if metric == "val_bpb" and pdata["source"] == "modular":
+            raise TaskError(f"{toml_path}: [{where}] source \"modular\" has no bytes to score val_bpb on; "
+                            f"set [task] metric to val_accuracy or val_loss")
         profiles[pname] = Profile(
             name=pname, device=device,
             budget_s=float(_require(p, "budget_s", where, toml_path)),
@@ -160,11 +208,13 @@ def load_task(path: str | Path) -> Task:
             eval_batch_size=int(p.get("eval_batch_size", 8)),
             eval_timeout_s=float(p.get("eval_timeout_s", 300)),
             min_effect=float(p.get("min_effect", 0.0)),
-            data=pdata, config=dict(p.get("config", {})))
+            data=pdata, config=dict(p.get("config", {})), match=_match(p, where, toml_path),
+            min_memory_gb=float(p.get("min_memory_gb", 0)), memory_overhead_gb=float(p.get("memory_overhead_gb", 0)),
+            memory_per_row_gb=float(p["memory_per_row_gb"]) if "memory_per_row_gb" in p else None)
     if not profiles:
         raise TaskError(f"{toml_path}: no [profiles.<name>] table; add at least a cpu profile")
     return Task(name=name, root=root, description=meta.get("description", ""), editable=editable,
-                metric=meta.get("metric", "val_bpb"), direction=direction,
+                metric=metric, direction=direction,
                 checks=tuple(meta.get("checks", ())), imports=tuple(meta.get("imports", ())),
                 max_params=limits.get("max_params"), max_vram_gb=limits.get("max_vram_gb"),
                 profiles=profiles)
@@ -178,11 +228,20 @@ def find_tasks(root: str | Path) -> list[Task]:
     return sorted((load_task(p.parent) for p in root.glob("*/task.toml")), key=lambda t: t.name)
 
 
-def default_profile(task: Task, cuda_available: bool) -> Profile:
-    """GPU present → the task's first cuda profile, else its first cpu profile."""
-    for want in (("cuda", "cpu") if cuda_available else ("cpu",)):
-        for p in task.profiles.values():
-            if p.device == want:
-                return p
-    raise TaskError(f"{task.name}: has no cpu profile and this machine has no GPU; "
-                    f"run on a GPU machine or add [profiles.cpu] to task.toml")
+def default_profile(task: Task, cuda_available: bool, device: DeviceInfo | None = None) -> Profile:
+    """The profile `--ar-profile auto` runs: on a GPU (device, detected when not given) the first
+    cuda profile whose `match` names it, else the first generic one (no `match`), each only if
+    the GPU has its min_memory_gb; else the first cpu profile. A GPU whose properties cannot be
+    read counts as an unknown device: only generic profiles, memory not checked."""
+    profiles = list(task.profiles.values())
+    device = (device or detect(read_free=False)) if cuda_available else None
+    if cuda_available:
+        suited = [p for p in profiles if p.device == "cuda" and (p.suits(device) if device else not p.match)]
+        if suited:  # profiles that name the GPU first, file order kept (sorted is stable)
+            return sorted(suited, key=lambda p: not p.match)[0]
+    for p in profiles:
+        if p.device == "cpu":
+            return p
+    where = f"the GPU {device.name}" if device else ("this GPU" if cuda_available else "a machine without a GPU")
+    raise TaskError(f"{task.name}: no profile suits {where} and there is no cpu profile; add one to task.toml "
+                    f"(README: 'A profile for your GPU') or pass --ar-profile NAME")

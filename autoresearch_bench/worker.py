@@ -75,6 +75,7 @@ def _guard(spec: dict, out) -> None:
 
 def load_candidate(path: str):
     """Import a candidate file by path under a fixed module name; errors say what to fix."""
+    sys.dont_write_bytecode = True  # no __pycache__ beside the candidate: its folder stays as the patch left it
     spec = importlib.util.spec_from_file_location("candidate", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}: not a Python file")
@@ -106,25 +107,31 @@ def _peak_memory_gb(device: str) -> float:
 def run_train(spec: dict, out) -> None:
     import torch
 
+    from . import device as device_info
     from .context import TrainContext
     from .data import Loader
 
     _guard(spec, out)
     _seed_everything(spec["seed"])
-    module = load_candidate(spec["candidate"])
     device = spec["device"]
+    # chosen here, in the process that trains, so that free memory is what this run will find
+    settings = device_info.choose_settings(spec["cfg"], device_info.detect() if device == "cuda" else None,
+                                           spec.get("memory_per_row_gb"), spec.get("memory_overhead_gb", 0.0))
+    module = load_candidate(spec["candidate"])
 
     def make_loader(batch_size: int, seq_len: int):
         return iter(Loader(Path(spec["train_tokens"]), batch_size, seq_len, device=device, seed=spec["seed"],
                            crop=spec["crop"]))
 
-    last = {"step": 0}
+    last, mfus = {"step": 0}, []
 
     class Progress:
-        """Relays ctx.log records to the parent and keeps the last step for the record."""
+        """Relays ctx.log records to the parent; keeps the last step and the logged MFU values."""
         def write(self, line: str) -> None:
             record = json.loads(line)
             last["step"] = record["step"]
+            if isinstance(record.get("mfu"), (int, float)):
+                mfus.append(record["mfu"])
             out.write(json.dumps({"kind": "progress", **record}) + "\n")
 
         def flush(self) -> None:
@@ -132,7 +139,8 @@ def run_train(spec: dict, out) -> None:
 
     ctx = TrainContext(device=device, seed=spec["seed"], cfg=spec["cfg"], budget_s=spec["budget_s"],
                        max_tokens=spec.get("max_tokens"), make_loader=make_loader,
-                       startup_allowance_s=spec["startup_allowance_s"], progress_out=Progress())
+                       startup_allowance_s=spec["startup_allowance_s"], progress_out=Progress(),
+                       settings=settings)
     t0 = time.perf_counter()
     model = module.train(ctx)
     seconds = time.perf_counter() - t0
@@ -141,8 +149,11 @@ def run_train(spec: dict, out) -> None:
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     torch.save(state, Path(spec["scratch"]) / "model.pt")
+    # MFU: the median of the steps' logged values (the candidate counts its model's FLOPs, as upstream)
+    # against the harness's peak for this device; None ("unknown") for a device not in the table
+    mfu = sorted(mfus)[len(mfus) // 2] if mfus and settings["peak_flops"] else None
     _emit(out, "result", seconds=seconds, tokens=ctx.tokens, steps=last["step"],
-          peak_mem_gb=_peak_memory_gb(device))
+          peak_mem_gb=_peak_memory_gb(device), settings=settings, mfu=mfu)
 
 
 def run_evaluate(spec: dict, out) -> None:

@@ -7,6 +7,10 @@ sliding-window pattern; Muon (Polar Express, NorMuon, cautious weight decay) + A
 driven by the fraction of the budget used. Differences from upstream, and why:
 - Attention goes through PyTorch only (FlexAttention when compiled on CUDA, SDPA otherwise), so it
   runs offline on any recent GPU and on CPU; upstream downloads an FA3 kernel from the hub.
+- Any GPU: the harness's ctx.settings say how to execute on this device (device.py): the device
+  batch that fits its memory (grad accumulation keeps the total batch, so the optimization is the
+  same), bf16 on capability >= 8.0 else fp16 with loss scaling, FlexAttention or SDPA, and the
+  device's peak FLOP/s for MFU (None: not logged, the harness reports "unknown").
 - The harness owns data, clock and evaluation: this file sees only `ctx` (batches, progress, log).
   It may import nothing beyond the task's allowed modules (torch and a few stdlib ones).
 - Hyperparameters: the defaults below are upstream's (H100 scale); the task profile's [config]
@@ -48,7 +52,7 @@ class Hyper:
     softcap: float = 15.0           # logits = softcap * tanh(logits / softcap)
     # Optimization
     total_batch_size: int = 2**19   # tokens per optimizer step (grad accumulation makes up the rest)
-    device_batch_size: int = 128    # rows per forward/backward (reduce if out of memory)
+    device_batch_size: int = 128    # rows per forward/backward; at most this, ctx.settings may fit fewer
     embedding_lr: float = 0.6       # token and value embeddings (Adam)
     unembedding_lr: float = 0.004   # lm_head (Adam)
     matrix_lr: float = 0.04         # transformer matrices (Muon)
@@ -81,7 +85,6 @@ class Hyper:
         return self.model_dim // self.head_dim
 
 
-H100_BF16_PEAK_FLOPS = 989.5e12  # dense bf16 datasheet peak; MFU is counted against it, as upstream
 VE_GATE_CHANNELS = 32            # the value-embedding gate looks at this many input channels
 
 
@@ -458,20 +461,31 @@ def weight_decay(hp, progress):
 
 def train(ctx):
     hp = Hyper.from_cfg(ctx.cfg)
+    settings = ctx.settings  # the harness's choices for this device: batch that fits, precision, attention
+    # fewer rows per micro-batch on a smaller GPU, more accumulation below: same total batch
+    hp.device_batch_size = settings.get("device_batch_size", hp.device_batch_size)
     device = torch.device(ctx.device)
     cuda = device.type == "cuda"
-    compiled = cuda and hp.compile  # CPU runs eager: no compiler toolchain needed, no compile wait
+    # CPU runs eager (no compiler toolchain needed, no compile wait); a GPU without triton too
+    compiled = cuda and hp.compile and settings["compile"]
     torch.manual_seed(ctx.seed)
     if cuda:
         torch.cuda.manual_seed(ctx.seed)
         torch.set_float32_matmul_precision("high")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    # bf16 where the GPU has it (capability >= 8.0); fp16 on older GPUs, whose narrow range needs
+    # the loss scaled up so that small gradients do not underflow to zero (GradScaler)
+    amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(settings["dtype"])
+    autocast = torch.autocast("cuda", dtype=amp_dtype) if cuda and amp_dtype else nullcontext()
+    scaler = torch.amp.GradScaler("cuda", enabled=settings["loss_scaling"])
+    bf16 = amp_dtype == torch.bfloat16
 
     model = build_model(ctx.cfg).to(device)
-    if cuda:  # embeddings in bf16 halve their memory traffic (as upstream); matrices stay fp32 masters
+    if bf16:  # embeddings in bf16 halve their memory traffic (as upstream); matrices stay fp32 masters.
+        # Not in fp16: GradScaler refuses fp16 parameters, and fp16's range is too narrow for them.
         model.transformer.wte.to(dtype=torch.bfloat16)
         model.value_embeds.to(dtype=torch.bfloat16)
-    optimizer = setup_optimizer(model, hp, compiled, torch.bfloat16 if cuda else torch.float32)
+    # Muon orthogonalizes in bf16 on GPU as upstream; in fp32 where there is no bf16 (and on CPU)
+    optimizer = setup_optimizer(model, hp, compiled, torch.bfloat16 if bf16 else torch.float32)
     flops_per_token = model.estimate_flops()
 
     tokens_per_micro = hp.device_batch_size * ctx.seq_len
@@ -480,9 +494,12 @@ def train(ctx):
 
     step_model = model
     if compiled:
-        # Block masks are built before compiling, so the compiled graph sees them as constants
-        model.block_masks = {w: sliding_window_block_mask(w, ctx.seq_len, device)
-                             for w in sorted(set(model.window_sizes)) if w < ctx.seq_len - 1}
+        # Block masks are built before compiling, so the compiled graph sees them as constants.
+        # FlexAttention only where the harness says it runs (triton, capability >= 8.0); without
+        # block masks the model uses SDPA with the same sliding-window rule as a boolean mask.
+        if settings["attention"] == "flex":
+            model.block_masks = {w: sliding_window_block_mask(w, ctx.seq_len, device)
+                                 for w in sorted(set(model.window_sizes)) if w < ctx.seq_len - 1}
         step_model = torch.compile(model, dynamic=False)
         # Warm up on random tokens before touching data: compilation is then off the budget clock
         # (ctx starts it at the first batch, or when the startup allowance is spent). The weights
@@ -517,7 +534,10 @@ def train(ctx):
         now = time.perf_counter()
         dt, t_last = now - t_last, now
         tok_per_s = hp.total_batch_size / dt
-        extra = {"mfu": 100 * flops_per_token * tok_per_s / H100_BF16_PEAK_FLOPS} if cuda else {}
+        # MFU as upstream counts it (model FLOPs per token x tokens/s over the dense datasheet
+        # peak), against this device's peak; not logged where the harness does not know the peak
+        peak = settings["peak_flops"]
+        extra = {"mfu": 100 * flops_per_token * tok_per_s / peak} if peak else {}
         ctx.log(step=s, loss=loss_value, lr=lr, tok_per_s=round(tok_per_s), **extra)
 
     while not ctx.done():
@@ -530,7 +550,7 @@ def train(ctx):
             x, y = batch
             with autocast:
                 loss = step_model(x, y)
-            (loss / grad_accum).backward()
+            scaler.scale(loss / grad_accum).backward()  # scale() is the identity without loss scaling
             loss_sum = loss_sum + loss.detach()
         if out_of_data:
             break
@@ -541,7 +561,8 @@ def train(ctx):
             if group["kind"] == "muon":
                 group["momentum"] = muon_momentum(hp, step)
                 group["weight_decay"] = weight_decay(hp, progress)
-        optimizer.step()
+        scaler.step(optimizer)  # with loss scaling: unscales, and skips a step whose gradients overflowed
+        scaler.update()
         model.zero_grad(set_to_none=True)
         step_loss = loss_sum / grad_accum
         lr = hp.matrix_lr * lrm
