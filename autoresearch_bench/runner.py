@@ -202,10 +202,11 @@ def _failure(result: ChildResult, what: str) -> tuple[str, str]:
 def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int, *,
                   budget_s: float | None = None, max_tokens: int | None = None,
                   results_paths: tuple[Path, ...] = (), description: str = "", isolation: str = "auto",
-                  on_progress: Callable[[dict], None] | None = None,
+                  on_progress: Callable[[dict], None] | None = None, eval_split: str = "val",
                   log: Callable[[str], None] = print) -> storage.RunRecord:
     """Train and evaluate one candidate with one seed; always returns a record, never raises for
-    a bad candidate (its failure is the record's status and error)."""
+    a bad candidate (its failure is the record's status and error). eval_split "test" scores the
+    held-out rows that follow the validation rows (the league's; see evaluate.load_eval_data)."""
     t_start = time.perf_counter()
     commit, dirty = storage.git_state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)
@@ -231,19 +232,21 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     except sandbox.SandboxError as e:
         record.error = str(e)
         return record
-    record.extra["sandbox"] = plan.level
-    digests = {p: storage.file_digest(p) for p in results_paths}
+    record.extra["sandbox"], record.extra["eval_split"] = plan.level, eval_split
+    marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as tmp:
         scratch = Path(tmp)
         common = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(),
                   "device": profile.device, "seed": seed, "scratch": str(scratch),
                   "crop": bool(profile.data.get("crop", False)),
-                  "forbidden": [str(p.resolve()) for p in results_paths] + ancestor_procs(),
+                  "forbidden": [str(q.resolve()) for p in results_paths for q in (p, storage.ledger_path(p))]
+                               + ancestor_procs(),
                   "readonly": [str(prepared.root), *protected_paths(task),
                                *(str(p.resolve()) for p in results_paths if p.exists())]}
         closed = common["forbidden"] + [*prepared.raw_paths, str(prepared.tokenizer_dir)]
         train_spec = {**common, "budget_s": budget_s, "max_tokens": max_tokens,
                       "startup_allowance_s": profile.startup_allowance_s,
+                      "memory_per_row_gb": profile.memory_per_row_gb, "memory_overhead_gb": profile.memory_overhead_gb,
                       "train_tokens": str(prepared.train_tokens), "forbidden": closed}
         limit = (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens else budget_s) + profile.startup_allowance_s
         trained = spawn("train", train_spec, scratch, limit, plan, hidden=closed,
@@ -261,10 +264,12 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         else:
             record.seconds, record.tokens = done["seconds"], done["tokens"]
             record.steps, record.peak_mem_gb = done["steps"], done["peak_mem_gb"]
+            record.extra.update(settings=done["settings"], mfu=done["mfu"])  # device.py: mfu None = unknown
             eval_spec = {**common, "model_path": str(scratch / "model.pt"), "val_tokens": str(prepared.val_tokens),
                          "forbidden": closed, "tokenizer_dir": str(prepared.tokenizer_dir),
                          "eval_tokens": profile.eval_tokens, "eval_batch_size": profile.eval_batch_size,
-                         "max_params": task.max_params}
+                         "max_params": task.max_params, "eval_split": eval_split,
+                         "metric": task.metric, "score": profile.data.get("score", "tokens")}
             evaluated = spawn("evaluate", eval_spec, scratch, profile.eval_timeout_s, plan)
             result = evaluated.last("result")
             record.eval_seconds = evaluated.wall
@@ -280,7 +285,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
                 record.extra.update((k, v) for k, v in result.items() if k not in ("kind", "value", "params"))
                 record.status = "ok"
         record.extra["train_wall"] = trained.wall
-    tampered = [str(p) for p, d in digests.items() if storage.file_digest(p) != d]
+    tampered = [str(p) for p, m in marks.items() if not storage.appended_only(p, m)]
     if tampered:
         record.status, record.value = "violation", None
         record.error = f"results files were modified while candidate code ran: {', '.join(tampered)}"
@@ -308,7 +313,8 @@ class CheckServer:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"ar-checks-{candidate.name}-")
         spec = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(), "seed": seed,
                 "device": "cpu", "allowed_imports": list(task.imports), "max_params": task.max_params,
-                "forbidden": [str(p.resolve()) for p in results_paths] + [str(data.cache_root() / task.name)]
+                "forbidden": [str(q.resolve()) for p in results_paths for q in (p, storage.ledger_path(p))]
+                             + [str(data.cache_root() / task.name)]
                              + ancestor_procs(),
                 "readonly": protected_paths(task)}
         self.proc, self.pipe = start_worker("checks", spec, Path(self._tmp.name), sandbox.plan(isolation),

@@ -3,7 +3,12 @@
 The plugin owns pytest; this module owns the experiment.
 - Seeds of different candidates are interleaved (seed 0 of every candidate, then seed 1 of every
   candidate, …) so that drift of the machine (clocks, thermals, other load) hits them alike. The
-  first benchmark item of a task runs the task's whole schedule; every item then reports its own.
+  first benchmark item of a task submits the task's whole schedule, in that order, to the executor
+  (autoresearch_bench.executor: local, xdist or ray), which runs as many at once as it has slots and
+  returns the records in order; every item then reports its own. Under pytest-xdist each worker is a
+  session of its own: an item runs only its candidate's seeds (and the base's, side by side on the
+  worker's GPU, when --ar-base-ref needs them), and the worker sends the result to the controller
+  (to_report / merge_report) for the table.
 - Each candidate is compared with a baseline: the stored one for this task × machine fingerprint ×
   mode (`baselines/<task>/<fingerprint>.json`), or, when none matches and `--ar-base-ref REF` is
   given, the task's editable file at REF, measured side by side in the same interleaved schedule.
@@ -13,6 +18,7 @@ The plugin owns pytest; this module owns the experiment.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from collections import defaultdict
@@ -21,7 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import stats, storage
-from .runner import Candidate, run_candidate
+from .executor import LocalExecutor, Run
+from .runner import Candidate
 from .task import Profile, Task, TaskError
 
 BASE = "base"  # name of the candidate measured from --ar-base-ref
@@ -129,8 +136,10 @@ class BenchmarkSession:
     """Runs the benchmark schedule of each task once and keeps every candidate's records."""
 
     def __init__(self, options: Options, log: Callable[[str], None] = print,
-                 on_progress: Callable[[CandidateResult, int, dict], None] | None = None):
+                 on_progress: Callable[[CandidateResult, int, dict], None] | None = None,
+                 executor: LocalExecutor | None = None):
         self.options = options
+        self.executor = executor or LocalExecutor()
         self.log = log
         self.on_progress = on_progress
         self.results: dict[tuple[str, str], CandidateResult] = {}
@@ -176,27 +185,58 @@ class BenchmarkSession:
             result.skipped = reason
 
     def result(self, task: Task, candidate: Candidate) -> CandidateResult:
-        """This candidate's result, running the task's interleaved schedule first if needed."""
-        queue = [r for r in self.pending.pop(task.name, []) if not r.skipped]
-        for seed in self.options.seed_list:
-            for entry in queue:
-                self._run(entry, seed)
+        """This candidate's result, running the task's interleaved schedule first if needed (with a
+        per-item executor, only this candidate's part of it, plus the base's if not yet run here)."""
+        mine = self.results[(task.name, candidate.name)]
+        pending = self.pending.pop(task.name, [])
+        if self.executor.per_item:
+            wanted = {candidate.name} | (set() if mine.skipped else {BASE})
+            self.pending[task.name] = [r for r in pending if r.candidate.name not in wanted]
+            pending = [r for r in pending if r.candidate.name in wanted]
+        queue = [r for r in pending if not r.skipped]
         if queue:
+            self._run(queue)
             self._decide(task)
-        return self.results[(task.name, candidate.name)]
+        return mine
 
-    def _run(self, entry: CandidateResult, seed: int) -> None:
+    def _run(self, queue: list[CandidateResult]) -> None:
+        """Every seed of every entry, interleaved (seed 0 of each, then seed 1, …), on the executor."""
         o = self.options
-        record = run_candidate(
-            entry.task, entry.profile, entry.candidate, seed, budget_s=o.budget_s, max_tokens=o.max_tokens,
-            results_paths=(o.results_tsv, o.results_jsonl), description=o.description, isolation=o.isolation,
-            on_progress=(lambda r: self.on_progress(entry, seed, r)) if self.on_progress else None,
-            log=self.log)
-        storage.append_results(record, o.results_tsv, o.results_jsonl)
-        entry.records.append(record)
-        value = f"{record.value:.4f}" if record.value is not None else "-"
-        self.log(f"{entry.task.name}/{entry.candidate.name} seed {seed}: {record.metric} {value} "
-                 f"[{record.status}] {record.error}".rstrip())
+        options = dict(budget_s=o.budget_s, max_tokens=o.max_tokens, results_paths=(o.results_tsv, o.results_jsonl),
+                       description=o.description, isolation=o.isolation)
+        runs = [Run(e.task, e.profile, e.candidate, seed, options) for seed in o.seed_list for e in queue]
+        entry = lambda run: self.results[(run.task.name, run.candidate.name)]
+
+        def record_done(run: Run, record: storage.RunRecord) -> None:
+            storage.append_results(record, o.results_tsv, o.results_jsonl)
+            entry(run).records.append(record)
+            value = f"{record.value:.4f}" if record.value is not None else "-"
+            self.log(f"{run.task.name}/{run.candidate.name} seed {run.seed}: {record.metric} {value} "
+                     f"[{record.status}] {record.error}".rstrip())
+        self.executor.map(runs, on_record=record_done, log=self.log,
+                          on_progress=(lambda run, r: self.on_progress(entry(run), run.seed, r))
+                          if self.on_progress else None)
+
+    def to_report(self, task: Task, name: str) -> dict:
+        """A candidate's result as plain data, for a pytest report (xdist worker → controller)."""
+        r = self.results[(task.name, name)]
+        return {"profile": r.profile.name, "candidate": dataclasses.asdict(r.candidate) | {"path": str(r.candidate.path)},
+                "records": [x.to_dict() for x in r.records], "skipped": r.skipped, "baseline": r.baseline,
+                "decision": dataclasses.asdict(r.decision) if r.decision else None}
+
+    def merge_report(self, task: Task, report: dict) -> CandidateResult:
+        """Add a result that another process sent (to_report); its records join any already here
+        (the base, measured by several xdist workers)."""
+        c = report["candidate"]
+        candidate = Candidate(c["name"], Path(c["path"]), c["origin"])
+        entry = self.results.setdefault((task.name, candidate.name),
+                                        CandidateResult(task, task.profile(report["profile"]), candidate))
+        entry.records += [storage.RunRecord.from_dict(d) for d in report["records"]]
+        entry.skipped = entry.skipped or report["skipped"]
+        if report["decision"]:
+            entry.decision = stats.Decision(**{**report["decision"], "ci": tuple(report["decision"]["ci"])})
+            entry.baseline = report["baseline"]
+        return entry
 
     def _decide(self, task: Task) -> None:
         base = self.results.get((task.name, BASE))

@@ -1,13 +1,18 @@
 """Records of runs, results files, machine fingerprints and stored baselines.
 
 - results.tsv starts with autoresearch's columns (commit, val_bpb, memory_gb, status,
-  description), then task, profile, seed, tokens, steps, seconds, machine; results.jsonl holds the
-  full RunRecord. The val_bpb column holds the metric value of an ok run and 0.000000 otherwise, as
-  autoresearch writes for a crash; a dirty work tree shows as "<commit>+dirty".
+  description), then task, profile, seed, tokens, steps, seconds, machine, metric; results.jsonl
+  holds the full RunRecord. The val_bpb column (autoresearch's name, kept so its tools read the
+  file) holds the value of the task's metric, named in the last column (val_bpb, val_loss,
+  val_accuracy), for an ok run and 0.000000 otherwise, as autoresearch writes for a crash; a dirty
+  work tree shows as "<commit>+dirty".
 - Appends are atomic against concurrent writers and crashes: an exclusive flock on one lock file
   beside results.tsv covers both files, each line goes out in one os.write on an O_APPEND
   descriptor, then fsync. Existing rows are never rewritten; a failed append (full disk) removes
   only its own partial bytes, so the two files stay in step and the next row starts on a fresh line.
+- Each appended row's sha256 goes first to a ledger beside its file (.results.tsv.appends), so that
+  a run's tamper check (results_mark / appended_only) accepts rows that concurrent runs appended
+  meanwhile and nothing else.
 - read_results skips unreadable lines (a torn last line after a crash) with a warning.
 - A machine fingerprint names what makes scores comparable: device kind and model, torch and CUDA
   versions, profile (the session adds training mode and budget). Its id is a readable file name;
@@ -32,7 +37,7 @@ from pathlib import Path
 from . import stats
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",
-               "task", "profile", "seed", "tokens", "steps", "seconds", "machine")
+               "task", "profile", "seed", "tokens", "steps", "seconds", "machine", "metric")
 
 
 @dataclass
@@ -74,7 +79,7 @@ class RunRecord:
         value = self.value if self.status == "ok" and self.value is not None else 0.0
         cells = (self.commit + ("+dirty" if self.dirty else ""), f"{value:.6f}", f"{self.peak_mem_gb:.1f}",
                  self.status, self.description, self.task, self.profile, self.seed, self.tokens,
-                 self.steps, f"{self.seconds:.1f}", self.machine)
+                 self.steps, f"{self.seconds:.1f}", self.machine, self.metric)
         return "\t".join(re.sub(r"[\t\r\n]+", " ", str(c)) for c in cells) + "\n"
 
 
@@ -154,11 +159,52 @@ def file_digest(path: str | Path) -> str | None:
     return h.hexdigest()
 
 
+def ledger_path(path: Path) -> Path:
+    """The ledger of appended-row hashes beside a results file; runs may not open it (runner)."""
+    return Path(path).with_name(f".{Path(path).name}.appends")
+
+
+def _line_hash(row: bytes) -> str:
+    return hashlib.sha256(row).hexdigest()
+
+
+def results_mark(path: str | Path) -> tuple[int, str | None]:
+    """(size, sha256) of a results file now (0, None if it does not exist), for appended_only."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return 0, None
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def appended_only(path: str | Path, mark: tuple[int, str | None]) -> bool:
+    """Whether the file still holds what it held at mark, followed only by rows that append_lines
+    wrote (each listed by hash in the .<name>.appends ledger beside it): runs that go on at the same
+    time (xdist workers, Ray tasks, local slots) append their records meanwhile; anything else is a change."""
+    size, digest = mark
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return digest is None
+    if digest is not None and hashlib.sha256(data[:size]).hexdigest() != digest:
+        return False
+    added = data[size:]
+    if not added:
+        return True
+    try:
+        known = set(ledger_path(path).read_text().split())
+    except FileNotFoundError:
+        return False
+    return added.endswith(b"\n") and all(_line_hash(row) in known for row in added.splitlines(keepends=True)
+                                          if row.strip())
+
+
 class _Appender:
     """Appends to one file inside the caller's lock; rollback() removes what it wrote."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self.start = os.fstat(self.fd).st_size
         self.end = self.start
@@ -169,6 +215,8 @@ class _Appender:
         elif os.pread(self.fd, 1, self.start - 1) != b"\n":  # an earlier torn line: start afresh
             line = "\n" + line
         data = line.encode()
+        with open(ledger_path(self.path), "a") as ledger:  # first: whoever sees a row finds its hash (appended_only)
+            ledger.writelines(_line_hash(row) + "\n" for row in data.splitlines(keepends=True) if row.strip())
         while data:  # one write unless the disk runs out mid-line
             written = os.write(self.fd, data)
             if not written:
@@ -187,25 +235,29 @@ class _Appender:
 
 
 def append_results(record: RunRecord, tsv_path: str | Path, jsonl_path: str | Path) -> None:
-    """Append the record to results.tsv and results.jsonl, both or neither; raises a one-line
-    OSError that says what to do when the disk is full."""
-    tsv_path, jsonl_path = Path(tsv_path), Path(jsonl_path)
-    lines = ((tsv_path, record.tsv_row(), "\t".join(TSV_COLUMNS) + "\n"),
-             (jsonl_path, json.dumps(record.to_dict()) + "\n", ""))  # serialised before anything is written
-    tsv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tsv_path.with_name(f".{tsv_path.name}.lock"), "a") as lock:
+    """Append the record to results.tsv and results.jsonl, both or neither."""
+    append_lines([(Path(tsv_path), record.tsv_row(), "\t".join(TSV_COLUMNS) + "\n"),
+                  (Path(jsonl_path), json.dumps(record.to_dict()) + "\n", "")])
+
+
+def append_lines(entries: list[tuple[Path, str, str]]) -> None:
+    """Append one line to each file of (path, line, header for a new file), all or none, under one
+    flock beside the first file; raises a one-line OSError that says what to do when the disk is full."""
+    first = entries[0][0]
+    first.parent.mkdir(parents=True, exist_ok=True)
+    with open(first.with_name(f".{first.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         appenders: list[_Appender] = []
-        where = tsv_path
+        where = first
         try:
-            for where, line, header in lines:
+            for where, line, header in entries:
                 appenders.append(_Appender(where))
                 appenders[-1].write(line, header)
         except OSError as e:
             for a in appenders:
                 a.rollback()
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise OSError(e.errno, f"disk full while appending to {where}: this run was not recorded "
+                raise OSError(e.errno, f"disk full while appending to {where}: this row was not recorded "
                                        f"(earlier rows are intact); free space and rerun") from None
             raise
         finally:

@@ -52,7 +52,7 @@ def test_tsv_starts_with_autoresearchs_columns_and_a_crash_scores_zero(paths):
     assert [(r["commit"], r["val_bpb"], r["memory_gb"], r["status"]) for r in got] == [
         ("abc1234+dirty", "2.500000", "0.4", "ok"), ("abc1234", "0.000000", "0.4", "crash"),
         ("abc1234", "0.000000", "81.3", "violation")]
-    assert got[0]["description"] == "tab here newline" and got[0]["machine"] == "cpu-x"
+    assert got[0]["description"] == "tab here newline" and got[0]["machine"] == "cpu-x" and got[0]["metric"] == "val_bpb"
     assert [r.error for r in storage.read_results(jsonl)] == ["", "boom", ""]
 
 

@@ -1,0 +1,208 @@
+"""Executors: local slots, xdist workers pinned one GPU each, Ray tasks; same records, same files."""
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from autoresearch_bench import executor as ex
+from autoresearch_bench import storage
+from autoresearch_bench.runner import Candidate
+from autoresearch_bench.session import BASE, BenchmarkSession, Options
+
+TINY = Path(__file__).parent / "tiny_task"
+FAST = ["--ar-budget", "1", "-p", "no:cacheprovider", "-k", "benchmark"]
+
+
+# --- unit: GPU pinning, names, errors ------------------------------------------------------------
+
+def test_each_worker_is_pinned_to_its_gpu_modulo_the_gpu_count(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test, whatever pin_gpu sets
+    assert ex.pin_gpu("gw3", ["4", "5"]) == "5"
+    assert ex.visible_gpus() == ["5"]  # the pin is what this process and its children see
+    assert ex.pin_gpu("gw4", ["4", "5"]) == "4"
+    assert ex.XdistExecutor(worker="gw1", gpus=["0", "1", "2"]).label == "xdist:gw1:gpu1"
+
+
+def test_no_worker_or_no_gpu_means_no_pin(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    assert ex.pin_gpu(None, ["0", "1"]) is None and ex.pin_gpu("gw1", []) is None
+    assert ex.visible_gpus() == ["7"]
+    assert ex.XdistExecutor(worker="gw0", gpus=[]).label == "xdist:gw0"
+
+
+def test_bad_executor_requests_say_what_to_do(monkeypatch):
+    with pytest.raises(ex.ExecutorError, match="unknown executor 'gpu'; choose one of local, xdist, ray"):
+        ex.make_executor("gpu")
+    with pytest.raises(ex.ExecutorError, match="slots must be at least 1"):
+        ex.make_executor("local", slots=0)
+    with pytest.raises(ex.ExecutorError, match="start more workers with pytest -n N"):
+        ex.make_executor("xdist", slots=2)
+    with pytest.raises(ex.ExecutorError, match="is not gw<N>"):
+        ex.pin_gpu("controller", ["0"])
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ex.ExecutorError, match=r"pip install autoresearch-bench\[ray\]"):
+        ex.make_executor("ray")
+
+
+# --- scheduling, with run_candidate replaced by a timed fake --------------------------------------
+
+class FakeRuns:
+    """Stands in for run_candidate: sleeps (later submissions finish first), counts runs in flight,
+    scores base/train at 2.0 and anything else at 2.5 (plus a little per seed)."""
+
+    def __init__(self, monkeypatch):
+        self.lock, self.running, self.peak, self.calls = threading.Lock(), 0, 0, []
+        monkeypatch.setattr(ex, "run_candidate", self)
+
+    def __call__(self, task, profile, candidate, seed, *, on_progress=None, log=print, **options):
+        with self.lock:
+            self.calls.append((candidate.name, seed))
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            order = len(self.calls)
+        time.sleep(0.5 / order)
+        if on_progress:
+            on_progress({"step": 1})
+        with self.lock:
+            self.running -= 1
+        return self.record(task.name, candidate.name, profile.name, task.metric, seed)
+
+    @staticmethod
+    def record(task: str, candidate: str, profile: str, metric: str, seed: int) -> storage.RunRecord:
+        value = (2.0 if candidate in (BASE, "train") else 2.5) + 0.01 * seed
+        return storage.RunRecord(
+            task=task, candidate=candidate, commit="abc1234", dirty=False, profile=profile, seed=seed,
+            mode="time", budget=1.0, metric=metric, value=value, status="ok", description=candidate,
+            error="", seconds=1.0, tokens=100, steps=1, peak_mem_gb=0.1, params=10, eval_seconds=0.1,
+            overhead_seconds=0.1, machine="cpu-x", started_at="2026-11-26T00:00:00+00:00")
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_local_slots_run_at_once_and_records_come_back_in_order(monkeypatch, tiny_task, slots):
+    fake = FakeRuns(monkeypatch)
+    profile = tiny_task.profile("cpu")
+    runs = [ex.Run(tiny_task, profile, Candidate(f"c{i}", tiny_task.train_file), seed=i) for i in range(4)]
+    seen, progress = [], []
+    records = ex.make_executor("local", slots=slots).map(
+        runs, on_record=lambda run, r: seen.append((run.candidate.name, r.candidate)),
+        on_progress=lambda run, p: progress.append(run.seed))
+    assert [r.candidate for r in records] == ["c0", "c1", "c2", "c3"]
+    assert seen == [(f"c{i}", f"c{i}") for i in range(4)]  # on_record in order, with its own run
+    assert fake.peak == slots and sorted(progress) == [0, 1, 2, 3]
+    assert {r.extra["executor"] for r in records} == {"local"}
+
+
+def _session(tmp_path, tiny_task, executor, **options):
+    opts = Options(enabled=True, seeds=2, results_tsv=tmp_path / "results.tsv", baseline="none",
+                   scratch=tmp_path / ".ar", **options)
+    return BenchmarkSession(opts, log=lambda m: None, executor=executor)
+
+
+def test_session_submits_the_interleaved_schedule_and_appends_in_that_order(monkeypatch, tmp_path, tiny_task):
+    FakeRuns(monkeypatch)
+    session = _session(tmp_path, tiny_task, ex.make_executor("local", slots=2))
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    candidates = [Candidate("train", train), Candidate("wide", train)]
+    for c in candidates:
+        session.plan(tiny_task, profile, c)
+    assert [r.seed for r in session.result(tiny_task, candidates[0]).records] == [0, 1]
+    assert [(r.description, r.seed) for r in storage.read_results(tmp_path / "results.jsonl")] == [
+        ("train", 0), ("wide", 0), ("train", 1), ("wide", 1)]
+    assert [r.seed for r in session.result(tiny_task, candidates[1]).records] == [0, 1]  # nothing run twice
+
+
+def test_per_item_executor_runs_only_its_candidate_and_the_base_once(monkeypatch, tmp_path, tiny_task):
+    fake = FakeRuns(monkeypatch)
+    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=tmp_path,
+                                    check=True, capture_output=True)
+    for args in (("init", "-q"), ("add", "."), ("commit", "-qm", "task")):
+        git(*args)
+    session = _session(tmp_path, tiny_task, ex.XdistExecutor(worker="gw0", gpus=[]), base_ref="HEAD",
+                       min_effect=0.1)
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    worse, same = Candidate("worse", train), Candidate("train", train)
+    for c in (same, worse):
+        session.plan(tiny_task, profile, c)
+    assert session.result(tiny_task, worse).decision.verdict == "worse"
+    assert fake.calls == [(BASE, 0), ("worse", 0), (BASE, 1), ("worse", 1)]  # not train: another worker's
+    assert session.result(tiny_task, same).decision.verdict == "no difference"
+    assert fake.calls[4:] == [("train", 0), ("train", 1)]  # the base is not measured again
+    assert {r.extra["executor"] for r in session.results[(tiny_task.name, "worse")].records} == {"xdist:gw0"}
+    # what a worker sends, the controller merges into the same result
+    copy = _session(tmp_path, tiny_task, ex.make_executor("local"))
+    merged = copy.merge_report(tiny_task, json.loads(json.dumps(session.to_report(tiny_task, "worse"))))
+    original = session.results[(tiny_task.name, "worse")]
+    assert merged.records == original.records and merged.decision == original.decision
+    assert merged.baseline == original.baseline == f"{BASE} @HEAD"
+
+
+# --- end to end through pytest: xdist workers, Ray tasks -------------------------------------------
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Path:
+    shutil.copytree(TINY, pytester.path / "tasks" / "tiny")
+    candidates = pytester.path / "tasks" / "tiny" / "candidates"
+    candidates.mkdir(exist_ok=True)
+    source = (pytester.path / "tasks" / "tiny" / "train.py").read_text()
+    (candidates / "slow_lr.py").write_text(source.replace('lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.01'))
+    return pytester.path
+
+
+def _rows_and_table(project: Path, run) -> tuple[list[dict], list[str]]:
+    with open(project / "results.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert all(None not in row and len(row) == len(storage.TSV_COLUMNS) for row in rows)  # no torn rows
+    table = run.stdout.str().split("autoresearch benchmark")[-1]
+    return rows, [line.split()[1] for line in table.splitlines() if line.startswith("tiny")]
+
+
+def test_two_xdist_workers_run_one_candidate_each_and_the_controller_prints_the_table(pytester, project, monkeypatch):
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed: pip install autoresearch-bench[xdist]")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # the controller's GPU list; a CPU torch ignores it
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-n", "2", "--ar-executor", "xdist", *FAST)
+    run.assert_outcomes(passed=2)
+    rows, ranked = _rows_and_table(project, run)
+    assert sorted(r["description"] for r in rows) == ["slow_lr", "train"] and {r["status"] for r in rows} == {"ok"}
+    assert ranked == ["train", "slow_lr"]
+    workers = {r.candidate: r.extra["executor"] for r in storage.read_results(project / "results.jsonl")}
+    assert sorted(workers.values()) == ["xdist:gw0:gpu3", "xdist:gw1:gpu5"]  # one worker, one GPU each
+
+
+def test_xdist_executor_and_dash_n_go_together(pytester, project):
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed: pip install autoresearch-bench[xdist]")
+    alone = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-executor", "xdist", *FAST)
+    alone.stderr.fnmatch_lines(["*--ar-executor xdist runs one pytest-xdist worker per GPU: add -n N*"])
+    assert alone.ret != 0 and not (project / "results.tsv").exists()
+
+
+def test_ray_runs_each_experiment_as_a_task_on_a_local_cluster(pytester, project):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install autoresearch-bench[ray]")
+    pytester.makeconftest("import ray\n\ndef pytest_configure(config):\n"
+                          "    ray.init(num_cpus=2, include_dashboard=False)\n")
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-executor", "ray", *FAST)
+    run.assert_outcomes(passed=2)
+    rows, ranked = _rows_and_table(project, run)
+    assert [r["description"] for r in rows] == ["train", "slow_lr"]  # submission order, though run at once
+    assert ranked == ["train", "slow_lr"] and {r["status"] for r in rows} == {"ok"}
+    assert {r.extra["executor"] for r in storage.read_results(project / "results.jsonl")} == {"ray"}
+
+
+def test_rows_that_concurrent_runs_append_are_not_tampering_but_anything_else_is(tmp_path):
+    tsv, jsonl = tmp_path / "results.tsv", tmp_path / "results.jsonl"
+    fresh = storage.results_mark(tsv)  # before the first row: no file yet
+    record = FakeRuns.record("tiny", "train", "cpu", "val_bpb", seed=0)
+    storage.append_results(record, tsv, jsonl)
+    marks = {p: storage.results_mark(p) for p in (tsv, jsonl)}
+    storage.append_results(FakeRuns.record("tiny", "wide", "cpu", "val_bpb", seed=1), tsv, jsonl)  # another worker
+    assert storage.appended_only(tsv, fresh) and all(storage.appended_only(p, m) for p, m in marks.items())
+    with open(tsv, "a") as f:  # a forged row
+        f.write(record.tsv_row().replace("train", "forged"))
+    assert not storage.appended_only(tsv, marks[tsv])
+    jsonl.write_text(jsonl.read_text().replace('"seed": 0', '"seed": 9'))  # an edited row
+    assert not storage.appended_only(jsonl, marks[jsonl])
