@@ -3,6 +3,10 @@
     autoresearch-bench run [PYTEST ARGS]       pytest --autoresearch (default: the tasks/ folder)
     autoresearch-bench tasks [DIR]             list tasks, their profiles and budgets
     autoresearch-bench prepare TASK [-p NAME]  build a task's data and tokenizer into the cache
+    autoresearch-bench agent --task T --tag TAG (--model M | --agent-cmd CMD | --agent null|random-search)
+                                               the autoresearch loop on branch autoresearch/TAG
+    autoresearch-bench league --agents agents.toml --tasks all --experiments K
+                                               agents × tasks, ranked on held-out data
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import sys
 from tabulate import tabulate
 
 from . import data
+from .agent import AgentError, AgentLoop, Settings, command_spec
+from .executor import ExecutorError
 from .task import TaskError, find_tasks, load_task
 
 
@@ -37,6 +43,50 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace, defaults: dict | None = None) -> Settings:
+    """Run settings from the flags; a flag left out takes the default (a league's [settings] table)."""
+    given = {"profile": args.profile, "seeds": args.seeds, "budget_s": args.budget, "max_tokens": args.tokens,
+             "sandbox": args.sandbox, "min_improvement": args.min_improvement}
+    merged = {**(defaults or {}), **{k: v for k, v in given.items() if v is not None}}
+    return Settings(**merged, max_hours=getattr(args, "max_hours", None),
+                    max_api_tokens=getattr(args, "max_api_tokens", None))
+
+
+def _agent(args: argparse.Namespace) -> int:
+    spec = command_spec(args.name or args.tag, args.model, args.agent_cmd, args.agent, seed=args.seed,
+                        **({"base_url": args.base_url} if args.base_url else {}),
+                        **({"price_in": args.price_in, "price_out": args.price_out} if args.model else {}))
+    settings = _settings(args)
+    settings.max_experiments = args.max_experiments
+    history = AgentLoop(args.task, spec, args.tag, settings, out_dir=args.out).run()
+    kept = [e for e in history if e.status == "keep"]
+    print(f"{len(history)} experiments, {len(kept)} kept; best {kept[-1].value if kept else '-'} at "
+          f"{kept[-1].commit if kept else '-'}")
+    return 0
+
+
+def _league(args: argparse.Namespace) -> int:
+    from .league import League, format_leaderboard, load_agents, resolve_tasks
+    agents, defaults = load_agents(args.agents)
+    tasks = resolve_tasks(args.tasks_dir, args.tasks)
+    rows = League(agents, tasks, args.experiments, _settings(args, defaults), name=args.name,
+                  heldout_seeds=args.heldout_seeds, out_dir=args.out, executor=args.executor, slots=args.slots).run()
+    print(format_leaderboard(rows))
+    return 0
+
+
+def _add_run_settings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None, help="task profile (default: auto)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default 1)")
+    p.add_argument("--budget", type=float, default=None, help="override the profile's time budget (s)")
+    p.add_argument("--tokens", type=int, default=None, help="fixed-token mode: train for N tokens")
+    p.add_argument("--sandbox", choices=("off", "auto", "strict"), default=None)
+    p.add_argument("--min-improvement", type=float, default=None,
+                   help="keep a change only if it beats the best by more than this (default: the profile's "
+                        "min_effect; 0 = autoresearch's greedy rule)")
+    p.add_argument("--out", default=None, help="folder for the records")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autoresearch-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,12 +101,42 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("task", help="task folder, e.g. tasks/gpt_pretrain")
     prep.add_argument("-p", "--profile", default="cpu")
     prep.set_defaults(func=_prepare)
+    agent = sub.add_parser("agent", help="run the autoresearch loop with one agent")
+    agent.add_argument("--task", required=True, help="task folder, e.g. tasks/gpt_pretrain")
+    agent.add_argument("--tag", required=True, help="run name: branch autoresearch/TAG; rerun to resume")
+    agent.add_argument("--model", help="model name at the OpenAI-compatible endpoint (OPENAI_BASE_URL)")
+    agent.add_argument("--agent-cmd", help="an external coding-agent command that edits the worktree")
+    agent.add_argument("--agent", choices=("null", "random-search"), help="a built-in reference agent")
+    agent.add_argument("--name", help="agent name in the records (default: the tag)")
+    agent.add_argument("--base-url", help="endpoint URL (default: OPENAI_BASE_URL)")
+    agent.add_argument("--price-in", type=float, default=0.0, help="dollars per million prompt tokens")
+    agent.add_argument("--price-out", type=float, default=0.0, help="dollars per million completion tokens")
+    agent.add_argument("--seed", type=int, default=0, help="seed of the random-search agent")
+    agent.add_argument("--max-experiments", type=int, default=None, help="experiments after the baseline")
+    agent.add_argument("--max-hours", type=float, default=None, help="wall-clock limit of this invocation")
+    agent.add_argument("--max-api-tokens", type=int, default=None, help="API tokens over the whole run")
+    _add_run_settings(agent)
+    agent.set_defaults(func=_agent)
+    league = sub.add_parser("league", help="agents × tasks with equal budgets, ranked on held-out data")
+    league.add_argument("--agents", required=True, help="agents.toml (see autoresearch_bench/league.py)")
+    league.add_argument("--tasks", default="all", help="'all' or comma-separated task names")
+    league.add_argument("--tasks-dir", default="tasks", help="folder holding the tasks (default tasks/)")
+    league.add_argument("--experiments", type=int, required=True, help="experiments per agent and task")
+    league.add_argument("--heldout-seeds", type=int, default=3, help="seeds of the held-out scoring")
+    league.add_argument("--name", default="league", help="league name (branches, records); rerun to resume")
+    league.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where the held-out runs go (autoresearch_bench/executor.py)")
+    league.add_argument("--slots", type=int, default=None, help="held-out runs at once (default: 1 local)")
+    _add_run_settings(league)
+    league.set_defaults(func=_league)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (TaskError, data.DataError) as e:
+    except (TaskError, data.DataError, AgentError, ExecutorError) as e:
         print(f"autoresearch-bench: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ class PatchError(Exception):
     """A patch or ref that cannot be used; the message says what to do."""
 
 
-def _git(repo: Path, *args: str) -> str:
+def git(repo: Path, *args: str) -> str:
     try:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
     except FileNotFoundError:
@@ -31,13 +31,13 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def repo_root(path: Path) -> Path:
-    return Path(_git(path, "rev-parse", "--show-toplevel").strip())
+    return Path(git(path, "rev-parse", "--show-toplevel").strip())
 
 
 def changed_files(repo: Path, base: str) -> list[str]:
     """Paths (relative to the repo root) that differ from `base`: committed, staged, unstaged, untracked."""
-    tracked = _git(repo, "diff", "--name-only", "--no-renames", base, "--").splitlines()
-    untracked = _git(repo, "ls-files", "--others", "--exclude-standard").splitlines()
+    tracked = git(repo, "diff", "--name-only", "--no-renames", base, "--").splitlines()
+    untracked = git(repo, "ls-files", "--others", "--exclude-standard").splitlines()
     return sorted(set(tracked) | set(untracked))
 
 

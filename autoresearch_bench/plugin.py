@@ -12,10 +12,18 @@ name the candidate (`test_causality[wider_mlp]`) and `-k wider_mlp` selects one.
 
 Benchmarks run after every check of the session; a candidate whose check failed is not benchmarked
 and its benchmark item fails with the reason. The terminal summary ranks the candidates per task.
+
+`--ar-executor` picks where runs happen (autoresearch_bench.executor). With `xdist`
+(`pytest -n N --ar-executor xdist`): the controller sends each worker the GPU list and switches
+`--dist load` to `loadgroup`, so that a candidate's checks and benchmark share one worker (an
+`xdist_group` per candidate); each worker pins one GPU, runs its items' seeds only, and attaches its
+results to the benchmark item's report (user_properties, JSON); the controller merges them for the
+table and the Markdown summary. Workers write the results files (under a lock) and save baselines.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -23,13 +31,16 @@ import pytest
 from tabulate import tabulate
 
 from . import stats
+from .device import mfu_cell
+from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
 from .patch import surface_violations, repo_root
 from .runner import Candidate, CheckServer
-from .session import BenchmarkSession, CandidateResult, Options, resolve_candidates
+from .session import BASE, BenchmarkSession, CandidateResult, Options, resolve_candidates
 from .task import Profile, Task, TaskError, default_profile, load_task
 
 SESSION = pytest.StashKey[BenchmarkSession]()
 STATE = pytest.StashKey["PluginState"]()
+REPORT_KEY = "autoresearch"  # user_properties entry of an xdist worker's benchmark report
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,7 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--autoresearch", action="store_true",
                     help="run the timed benchmarks; without it only the correctness checks run")
     group.addoption("--ar-profile", default="auto", metavar="NAME",
-                    help="task profile: auto (a GPU profile when a GPU is present, else cpu) or a name")
+                    help="task profile: auto (the first cuda profile whose `match` names this GPU, else a "
+                         "generic cuda profile, else cpu; see task.py) or a name")
     group.addoption("--ar-seeds", type=int, default=1, metavar="N", help="seeds per candidate (default 1)")
     group.addoption("--ar-seed-base", type=int, default=0, metavar="S", help="first seed (default 0)")
     group.addoption("--ar-budget", type=float, default=None, metavar="SECONDS",
@@ -66,6 +78,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(fail without them) or off; see autoresearch_bench/sandbox.py")
     group.addoption("--ar-markdown", default=None, metavar="PATH",
                     help="also write the summary table as Markdown (for a PR comment)")
+    group.addoption("--ar-executor", default="local", choices=EXECUTORS,
+                    help="where runs happen: local (default), xdist (with -n N: one worker per GPU) or ray "
+                         "(one Ray task per run); see autoresearch_bench/executor.py")
 
 
 class PluginState:
@@ -77,6 +92,7 @@ class PluginState:
         self.candidates: dict[str, list[Candidate]] = {}
         self.check_servers: dict[tuple[str, str], CheckServer] = {}
         self.last_progress: dict[tuple[str, str], float] = {}
+        self.sent: set[tuple[str, str]] = set()  # xdist worker: results already sent to the controller
 
     def task_for(self, path: Path) -> Task | None:
         """The task whose folder holds this test file (None outside task folders)."""
@@ -142,7 +158,62 @@ def pytest_configure(config: pytest.Config) -> None:
         min_effect=config.getoption("ar_min_effect"), fail_on_regression=config.getoption("ar_fail_on_regression"),
         scratch=Path(config.rootpath) / ".ar", isolation=config.getoption("ar_sandbox"))
     config.stash[SESSION] = BenchmarkSession(options, log=lambda m: state.write(f"[autoresearch] {m}"),
-                                             on_progress=state.progress)
+                                             on_progress=state.progress, executor=_executor(config))
+    if _xdist_role(config) == "controller":
+        config.pluginmanager.register(XdistResults(config), "autoresearch-xdist-results")
+
+
+def _xdist_role(config: pytest.Config) -> str:
+    """'worker' in a pytest-xdist worker, 'controller' in the process that distributes, else ''."""
+    if hasattr(config, "workerinput"):
+        return "worker"
+    return "controller" if config.getoption("dist", "no") != "no" else ""
+
+
+def _executor(config: pytest.Config) -> LocalExecutor:
+    """The --ar-executor, checked against how pytest runs (with or without -n)."""
+    name, role = config.getoption("ar_executor"), _xdist_role(config)
+    if role and name != "xdist" and config.getoption("autoresearch"):
+        raise pytest.UsageError("pytest -n N runs the benchmarks in pytest-xdist workers: add --ar-executor xdist")
+    kwargs = {}
+    if name == "xdist":
+        if not config.pluginmanager.hasplugin("xdist"):
+            raise pytest.UsageError("--ar-executor xdist needs pytest-xdist: pip install autoresearch-bench[xdist]")
+        if not role:
+            raise pytest.UsageError("--ar-executor xdist runs one pytest-xdist worker per GPU: add -n N "
+                                    "(N = number of GPUs)")
+        if role == "controller":
+            if config.option.dist not in ("load", "loadgroup"):
+                raise pytest.UsageError(f"--ar-executor xdist keeps a candidate's checks and benchmark in one "
+                                        f"worker (--dist loadgroup): drop --dist {config.option.dist}")
+            config.option.dist = "loadgroup"
+        kwargs["gpus"] = getattr(config, "workerinput", {}).get("ar_gpus", ())
+    try:
+        return make_executor(name, **kwargs)
+    except ExecutorError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller: tell each worker which GPUs there are, so that it pins one (executor.pin_gpu)."""
+    if node.config.getoption("ar_executor") == "xdist":
+        node.workerinput["ar_gpus"] = visible_gpus()
+
+
+class XdistResults:
+    """xdist controller: the results that workers attach to their benchmark reports join this session's."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties if report.when == "call" else ():
+            if key == REPORT_KEY:
+                sent = json.loads(value)
+                task = self.config.stash[STATE].task_for(Path(sent["path"]))
+                for result in sent["results"]:
+                    self.config.stash[SESSION].merge_report(task, result)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -162,7 +233,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: the candidate fixture works only in a "
                                 f"task folder (one with a task.toml)")
     candidates = state.candidates_for(task)
-    metafunc.parametrize("candidate", candidates, ids=[c.name for c in candidates])
+    group = metafunc.config.getoption("ar_executor") == "xdist"  # one worker per candidate: checks, then benchmark
+    metafunc.parametrize("candidate", [pytest.param(c, id=c.name, marks=[pytest.mark.xdist_group(f"{task.name}.{c.name}")]
+                                                    if group else []) for c in candidates])
 
 
 def _item_candidate(item: pytest.Item) -> Candidate | None:
@@ -178,16 +251,21 @@ class EditableSurface(pytest.Item):
         self.tasks, self.base = tasks, base
 
     def runtest(self) -> None:
-        outside = surface_violations(repo_root(self.config.rootpath), self.base, self.tasks)
-        if outside:
-            raise AssertionError(f"editable surface: the change since {self.base} touches {', '.join(outside)}; "
-                                 f"only the tasks' editable files and candidates/*.py may change")
+        if error := _surface_error(self.config, self.tasks, self.base):
+            raise AssertionError(error)
 
     def repr_failure(self, excinfo, style=None) -> str:
         return str(excinfo.value)
 
     def reportinfo(self):
         return self.path, None, f"editable surface since {self.base}"
+
+
+def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
+    """Why the change since base breaks the editable surface, or ""."""
+    outside = surface_violations(repo_root(config.rootpath), base, tasks)
+    return (f"editable surface: the change since {base} touches {', '.join(outside)}; "
+            f"only the tasks' editable files and candidates/*.py may change") if outside else ""
 
 
 @pytest.hookimpl(trylast=True)
@@ -278,7 +356,18 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
         if not session.options.enabled:
             pytest.skip("timed benchmark: run pytest with --autoresearch")
         session.plan(ar_task, ar_profile, candidate)
+        state, base = request.config.stash[STATE], session.options.base_ref
+        if session.executor.per_item and base:  # the surface item ran in one worker only: check here too
+            if error := _surface_error(request.config, [t for t in state.tasks.values() if t], base):
+                session.skip(ar_task, candidate, error)
         result = session.result(ar_task, candidate)
+        if _xdist_role(request.config) == "worker":  # the controller's table needs it (XdistResults)
+            base_entry = session.results.get((ar_task.name, BASE))
+            names = [candidate.name] + ([BASE] if base_entry and base_entry.records
+                                        and (ar_task.name, BASE) not in state.sent else [])
+            state.sent.update((ar_task.name, n) for n in names)
+            request.node.user_properties.append((REPORT_KEY, json.dumps(
+                {"path": str(request.path), "results": [session.to_report(ar_task, n) for n in names]})))
         if result.skipped:
             pytest.fail(f"not benchmarked: {result.skipped}", pytrace=False)
         if result.status != "ok":
@@ -290,8 +379,9 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
 
 
 def summary_rows(results: list[CandidateResult]) -> list[dict]:
-    """One row per candidate: score over seeds, baseline comparison, run statistics."""
-    rows = []
+    """One row per candidate: score over seeds, baseline comparison, run statistics. Each task's
+    metric has its own column, at the same place in every row ("-" for the other tasks' rows)."""
+    rows, metrics = [], {r.task.metric: "-" for r in results}
     for r in results:
         recs, values = r.records, r.values
         mean = lambda attr: sum(getattr(x, attr) for x in recs) / len(recs) if recs else 0.0
@@ -299,12 +389,13 @@ def summary_rows(results: list[CandidateResult]) -> list[dict]:
         rows.append({
             "task": r.task.name, "candidate": r.candidate.name,
             "commit": (recs[0].commit + ("+dirty" if recs[0].dirty else "")) if recs else "-",
-            "profile": r.profile.name, r.task.metric: stats.summarize(values).fmt() if values else "-",
+            "profile": r.profile.name, **metrics, r.task.metric: stats.summarize(values).fmt() if values else "-",
             "95% CI": "[{:.4f}, {:.4f}]".format(*stats.summarize(values).ci95) if len(values) > 1 else "-",
             "seeds": f"{len(values)}/{len(recs)}",
             "baseline": r.baseline or "-", "delta": f"{d.delta:+.4f}" if d else "-", "verdict": d.verdict if d else "-",
             "seconds": f"{mean('seconds'):.1f}", "tokens": f"{mean('tokens'):,.0f}", "steps": f"{mean('steps'):.0f}",
             "peak mem GB": f"{max((x.peak_mem_gb for x in recs), default=0):.2f}",
+            "MFU": mfu_cell([x.extra for x in recs if x.status == "ok"]),
             "status": r.status, "error": r.error[:100]})
     return rows
 
@@ -312,12 +403,12 @@ def summary_rows(results: list[CandidateResult]) -> list[dict]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for server in session.config.stash[STATE].check_servers.values():
         server.close()
-    bench = session.config.stash[SESSION]
-    if bench.options.save_baseline:
+    bench, role = session.config.stash[SESSION], _xdist_role(session.config)
+    if bench.options.save_baseline and role != "controller":  # under xdist, the worker that ran train.py
         for path in bench.save_baselines():
             session.config.stash[STATE].write(f"[autoresearch] baseline saved: {path}")
     markdown = session.config.getoption("ar_markdown")
-    if markdown and bench.results:
+    if markdown and bench.results and role != "worker":
         Path(markdown).write_text("## autoresearch benchmark\n\n" +
                                   tabulate(summary_rows(bench.ranked()), headers="keys", tablefmt="github") + "\n")
 

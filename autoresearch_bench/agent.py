@@ -1,0 +1,651 @@
+"""The agent loop: propose a change to a task's editable file, test it with the task's suite, keep or
+discard it, record it; resumable at any point.
+
+    autoresearch-bench agent --task tasks/gpt_pretrain --tag nov26 --model gpt-5
+
+Where things live (REPO = the git repository holding the task):
+- the agent works in its own git worktree, REPO/.ar/worktrees/<tag>, on branch `autoresearch/<tag>`,
+  so the user's checkout is never touched; the branch holds the baseline and the kept commits only;
+- records go to REPO/.ar/agent/<tag>/ (or --out): results.tsv (autoresearch's columns: commit,
+  <metric>, memory_gb, status, description), experiments.jsonl (the full Experiment records:
+  reason, tokens, cost, seconds), bench.tsv/.jsonl (the harness's per-seed RunRecords),
+  logs/<n>.log (pytest's output), progress.png (with the `plot` extra).
+
+One experiment: ask the proposer (an OpenAI-compatible model, an external command, or a built-in
+reference agent) → apply the change (a unified diff, or a complete file) → reject it unless only the
+task's editable files changed → commit → `pytest --autoresearch <task> -k [<file>]` in the worktree
+→ keep when the metric beats the best kept value by more than `min_improvement` (default: the
+profile's min_effect, the measured noise; 0 reproduces autoresearch's greedy rule), else reset the
+branch to the last kept commit. Statuses are autoresearch's: keep, discard (no improvement, a reply
+that does not apply, a failed check, a rule violation) and crash (the run crashed or timed out).
+Experiment 0 is the unchanged baseline.
+
+Robustness: rows are appended atomically (storage.append_lines) only after an experiment ends, and
+the branch is reset to the last kept commit on start, so a crash or Ctrl-C at any moment loses at
+most the experiment in flight; rerunning the same command resumes. API errors and rate limits are
+retried with exponential backoff by the openai client itself (`max_retries`); when they persist the
+loop stops with a one-line error and nothing recorded is lost.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import storage
+from .patch import SCRATCH, PatchError, changed_files, git, repo_root
+from .task import Task, default_profile, load_task
+
+STATUSES = ("keep", "discard", "crash")
+RECENT_ROWS = 20  # results rows shown to the model
+AUTHOR = ("-c", "user.name=autoresearch-bench agent", "-c", "user.email=agent@autoresearch-bench.invalid")
+
+
+class AgentError(Exception):
+    """The loop cannot go on (unusable task, endpoint down, broken worktree); the message says what to do."""
+
+
+@dataclass
+class AgentSpec:
+    """Who proposes changes: kind openai (model), command (cmd), null or random-search."""
+    name: str
+    kind: str = "openai"
+    model: str = ""
+    base_url: str | None = None  # default: OPENAI_BASE_URL, as the openai client reads it
+    api_key_env: str = "OPENAI_API_KEY"
+    cmd: str = ""
+    timeout_s: float = 1800.0  # an external command's limit per experiment
+    seed: int = 0
+    temperature: float | None = None
+    max_retries: int = 6  # the openai client's own retries with exponential backoff
+    price_in: float = 0.0  # dollars per million prompt tokens, for the cost column
+    price_out: float = 0.0  # dollars per million completion tokens
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> AgentSpec:
+        known = {f.name for f in fields(cls)} - {"name"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise AgentError(f"agent {name!r}: unknown keys {unknown}; allowed: {sorted(known)}")
+        spec = cls(name=name, **d)
+        if spec.kind not in PROPOSERS:
+            raise AgentError(f"agent {name!r}: kind must be one of {', '.join(PROPOSERS)}, not {spec.kind!r}")
+        if spec.kind == "openai" and not spec.model:
+            raise AgentError(f"agent {name!r}: kind openai needs a model (--model or model = \"...\")")
+        if spec.kind == "command" and not spec.cmd:
+            raise AgentError(f"agent {name!r}: kind command needs cmd (--agent-cmd or cmd = \"...\")")
+        return spec
+
+
+@dataclass
+class Experiment:
+    n: int
+    commit: str
+    value: float | None
+    memory_gb: float
+    status: str  # keep | discard | crash
+    description: str
+    reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    seconds: float = 0.0
+    started_at: str = ""
+
+    def tsv_row(self) -> str:
+        cells = (self.commit, f"{self.value if self.value is not None else 0.0:.6f}", f"{self.memory_gb:.1f}",
+                 self.status, self.description)
+        return "\t".join(re.sub(r"[\t\r\n]+", " ", str(c)) for c in cells) + "\n"
+
+
+@dataclass
+class Proposal:
+    """A change: complete files (by editable name) or a unified diff; `applied` when already in the tree."""
+    description: str
+    files: dict[str, str] = field(default_factory=dict)
+    diff: str = ""
+    applied: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str = ""  # why there is no usable change (recorded as the discard reason)
+
+
+@dataclass
+class Context:
+    """What a proposer sees: the research program, the current files, the recent results."""
+    task: Task
+    worktree_task: Path
+    program: str
+    files: dict[str, str]
+    history: list[Experiment]
+    best: float | None
+    n: int
+    results_tsv: Path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replies: a unified diff or a complete file in a fenced block
+# ---------------------------------------------------------------------------------------------------
+
+FENCE = re.compile(r"^```[ \t]*([\w.+-]*)[ \t]*([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def parse_reply(text: str, editable: tuple[str, ...]) -> Proposal:
+    """The change in a model's reply: its ```diff block, else its largest ```python block (a whole
+    file; the info string or a first-line `# file: NAME` may name which editable file)."""
+    outside = FENCE.sub("", text)
+    tagged = re.search(r"^\W*description\W*:\s*(.+)$", outside, re.I | re.M)
+    lines = [l.strip(" #*->") for l in outside.splitlines() if l.strip(" #*->")]
+    description = (tagged.group(1) if tagged else lines[0] if lines else "no description").strip()[:200]
+    blocks = FENCE.findall(text)
+    diffs = [body for lang, _, body in blocks
+             if lang in ("diff", "patch", "udiff") or body.lstrip().startswith(("--- ", "diff --git"))]
+    if diffs:
+        return Proposal(description, diff=diffs[0])
+    files = [(info, body) for lang, info, body in blocks if lang in ("python", "py", "")]
+    if not files:
+        return Proposal(description, error="the reply holds no ```diff block and no complete file in a "
+                                           "```python block")
+    info, body = max(files, key=lambda f: len(f[1]))
+    named = re.match(r"#\s*file:\s*(\S+)", body) or re.match(r"(\S+\.py)$", info.strip())
+    name = Path(named.group(1)).name if named else editable[0]
+    if name not in editable:
+        return Proposal(description, error=f"the reply rewrites {name}, which is not editable "
+                                           f"(editable: {', '.join(editable)})")
+    return Proposal(description, files={name: body})
+
+
+def apply_proposal(worktree: Path, task_rel: str, proposal: Proposal, patch: Path) -> str:
+    """Write the proposal into the worktree (a diff goes through the file `patch`, kept as a log);
+    '' on success, else why it does not apply."""
+    for name, content in proposal.files.items():
+        (worktree / task_rel / name).write_text(content)
+    if not proposal.diff:
+        return ""
+    patch.write_text(proposal.diff if proposal.diff.endswith("\n") else proposal.diff + "\n")
+    tried = []
+    # Models write paths relative to the task folder or to the repository, with or without a/ b/.
+    for extra in ([f"--directory={task_rel}", "-p1"], [f"--directory={task_rel}", "-p0"], ["-p1"], ["-p0"]):
+        done = subprocess.run(["git", "apply", "--recount", "--whitespace=nowarn", *extra, str(patch)],
+                              cwd=worktree, capture_output=True, text=True)
+        if done.returncode == 0:
+            return ""
+        tried.append(done.stderr.strip().splitlines()[0] if done.stderr.strip() else "failed")
+    return f"the diff does not apply to the current file ({tried[0]})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Proposers
+# ---------------------------------------------------------------------------------------------------
+
+SYSTEM_PROMPT = """You are an autonomous machine-learning researcher. You improve a training script \
+that runs under a fixed budget; a test harness trains it, scores it and keeps your change only if \
+the score improves. Follow the research program. Propose exactly one experiment per reply, in this \
+format:
+DESCRIPTION: <one line: what you changed and why>
+then either a unified diff against the current file in a ```diff block, or the complete new file in \
+a ```python block."""
+
+
+def render_prompt(ctx: Context) -> str:
+    metric = ctx.task.metric
+    files = "\n\n".join(f"## {name}\n```python\n{body}```" for name, body in ctx.files.items())
+    rows = "".join(e.tsv_row() for e in ctx.history[-RECENT_ROWS:])
+    notes = "".join(f"- experiment {e.n} ({e.status}): {e.reason}\n" for e in ctx.history[-3:] if e.reason)
+    return (f"# Research program\n\n{ctx.program}\n\n# Current files (the last kept version; best {metric} "
+            f"{ctx.best if ctx.best is not None else 'unknown'}, {ctx.task.direction} is better)\n\n{files}\n\n"
+            f"# Results so far (newest last)\n\ncommit\t{metric}\tmemory_gb\tstatus\tdescription\n{rows}\n"
+            + (f"# Why recent experiments were not kept\n\n{notes}\n" if notes else "")
+            + f"Propose experiment {ctx.n}.")
+
+
+class OpenAIProposer:
+    """Any OpenAI-compatible chat endpoint through the openai client (OPENAI_BASE_URL/OPENAI_API_KEY)."""
+
+    def __init__(self, spec: AgentSpec):
+        try:
+            import openai
+        except ImportError:
+            raise AgentError("the openai package is missing; pip install openai") from None
+        self.openai, self.spec = openai, spec
+        key = os.environ.get(spec.api_key_env) or ("unused" if spec.base_url or os.environ.get("OPENAI_BASE_URL")
+                                                   else None)
+        if not key:
+            raise AgentError(f"agent {spec.name!r}: set {spec.api_key_env} (or OPENAI_BASE_URL for a local "
+                             f"endpoint that needs no key)")
+        self.client = openai.OpenAI(api_key=key, base_url=spec.base_url, max_retries=spec.max_retries)
+
+    def propose(self, ctx: Context) -> Proposal:
+        extra = {"temperature": self.spec.temperature} if self.spec.temperature is not None else {}
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.spec.model, messages=[{"role": "system", "content": SYSTEM_PROMPT},
+                                                 {"role": "user", "content": render_prompt(ctx)}], **extra)
+        except self.openai.APIError as e:
+            raise AgentError(f"the model endpoint failed after {self.spec.max_retries} retries "
+                             f"({type(e).__name__}: {str(e)[:200]}); check OPENAI_BASE_URL and the key, "
+                             f"then rerun the same command to resume") from None
+        text = (reply.choices[0].message.content or "") if reply.choices else ""
+        proposal = parse_reply(text, ctx.task.editable)
+        if reply.usage:
+            proposal.prompt_tokens = reply.usage.prompt_tokens or 0
+            proposal.completion_tokens = reply.usage.completion_tokens or 0
+        return proposal
+
+
+class CommandProposer:
+    """An external coding agent: CMD runs in the worktree and edits the files itself. It gets
+    AR_TASK_DIR, AR_PROGRAM, AR_EDITABLE (paths joined by ':'), AR_RESULTS, AR_EXPERIMENT and
+    AR_DESCRIPTION_FILE (where it may write a one-line description; else its last output line is used)."""
+
+    def __init__(self, spec: AgentSpec, log_dir: Path):
+        self.spec, self.log_dir = spec, log_dir
+
+    def propose(self, ctx: Context) -> Proposal:
+        desc_file = self.log_dir / f"{ctx.n}.description"
+        env = {**os.environ, "AR_TASK_DIR": str(ctx.worktree_task), "AR_PROGRAM": str(ctx.worktree_task / "program.md"),
+               "AR_EDITABLE": ":".join(str(ctx.worktree_task / e) for e in ctx.task.editable),
+               "AR_RESULTS": str(ctx.results_tsv), "AR_EXPERIMENT": str(ctx.n), "AR_DESCRIPTION_FILE": str(desc_file)}
+        # Its own process group, so that a timeout or Ctrl-C ends everything it started.
+        proc = subprocess.Popen(self.spec.cmd, shell=True, cwd=ctx.worktree_task, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=self.spec.timeout_s)
+        except subprocess.TimeoutExpired:
+            return Proposal("agent command timed out", error=f"the agent command ran past {self.spec.timeout_s:.0f} s")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        (self.log_dir / f"{ctx.n}.agent.log").write_text(output)
+        said = desc_file.read_text().strip() if desc_file.is_file() else ""
+        out = [l.strip() for l in output.splitlines() if l.strip()]
+        description = (said or (out[-1] if out else "agent command")).splitlines()[0][:200]
+        if proc.returncode != 0:
+            return Proposal(description, error=f"the agent command exited with code {proc.returncode}")
+        return Proposal(description, applied=True)
+
+
+class NullProposer:
+    """The reference that proposes nothing: every experiment is an empty change."""
+
+    def __init__(self, spec: AgentSpec):
+        pass
+
+    def propose(self, ctx: Context) -> Proposal:
+        return Proposal("no change", error="no change proposed")
+
+
+class RandomSearchProposer:
+    """The reference that perturbs one float constant of the editable file per experiment: a module-
+    level constant or a class field default (e.g. a dataclass of hyperparameters). Positive values
+    are scaled by a log-uniform factor in [1/2, 2]; values in (0, 1) move in logit space, so betas,
+    ratios and dropout stay in (0, 1). Seeded by the agent's seed and the experiment number."""
+
+    def __init__(self, spec: AgentSpec):
+        self.seed = spec.seed
+
+    def propose(self, ctx: Context) -> Proposal:
+        name = ctx.task.editable[0]
+        source = ctx.files[name]
+        constants = float_constants(source)
+        if not constants:
+            return Proposal("no float constants", error=f"{name} has no float constants to perturb")
+        rng = random.Random(self.seed * 1_000_003 + ctx.n)
+        target, node = rng.choice(constants)
+        old = node.value
+        if 0 < old < 1:
+            logit = math.log(old / (1 - old)) + rng.uniform(-1, 1)
+            new = 1 / (1 + math.exp(-logit))
+        else:
+            new = old * 2 ** rng.uniform(-1, 1)
+        new = next(r for r in (float(f"{new:.{d}g}") for d in (3, 6, 17)) if not 0 < old < 1 or 0 < r < 1)
+        lines = source.splitlines(keepends=True)
+        line = lines[node.lineno - 1]
+        lines[node.lineno - 1] = line[:node.col_offset] + repr(new) + line[node.end_col_offset:]
+        return Proposal(f"random search: {target} {old:g} -> {new:g}", files={name: "".join(lines)})
+
+
+def float_constants(source: str) -> list[tuple[str, ast.Constant]]:
+    """(name, literal) of each module constant and class field whose value is a float literal."""
+    found, tree = [], ast.parse(source)
+    for scope in [tree, *(n for n in tree.body if isinstance(n, ast.ClassDef))]:
+        for stmt in scope.body:
+            target = stmt.target if isinstance(stmt, ast.AnnAssign) else (
+                stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None)
+            value = getattr(stmt, "value", None)
+            if isinstance(target, ast.Name) and isinstance(value, ast.Constant) and type(value.value) is float \
+                    and value.value != 0 and value.lineno == value.end_lineno:
+                found.append((target.id, value))
+    return found
+
+
+PROPOSERS = {"openai": OpenAIProposer, "command": CommandProposer, "null": NullProposer,
+             "random-search": RandomSearchProposer}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    """How each experiment is run and judged; equal for every agent of a league."""
+    profile: str = "auto"
+    seeds: int = 1
+    budget_s: float | None = None
+    max_tokens: int | None = None  # fixed-token mode of the harness
+    sandbox: str = "auto"
+    min_improvement: float | None = None  # default: the profile's min_effect
+    max_experiments: int | None = None  # after the baseline, counting earlier sessions of this tag
+    max_hours: float | None = None  # this invocation's wall clock
+    max_api_tokens: int | None = None  # prompt + completion tokens over the tag's whole run
+    run_timeout_s: float | None = None  # limit of one pytest run; default from the profile
+
+
+class AgentLoop:
+    def __init__(self, task_dir: str | Path, spec: AgentSpec, tag: str, settings: Settings,
+                 out_dir: str | Path | None = None, log: Callable[[str], None] = print,
+                 baseline: Experiment | None = None):
+        """baseline: a measurement of the same starting commit under the same settings (a league
+        measures it once per task), recorded as experiment 0 instead of running it again."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", tag):
+            raise AgentError(f"tag {tag!r}: use letters, digits, '.', '_' and '-' only")
+        self.spec, self.tag, self.settings, self.log, self.baseline = spec, tag, settings, log, baseline
+        task_dir = Path(task_dir).resolve()
+        self.task = load_task(task_dir)
+        try:
+            self.repo = repo_root(task_dir)
+        except PatchError as e:
+            raise AgentError(f"{task_dir} must be inside a git repository: {e}") from None
+        self.task_rel = task_dir.relative_to(self.repo).as_posix()
+        self.branch = f"autoresearch/{tag}"
+        self.worktree = self.repo / ".ar" / "worktrees" / tag
+        self.out = Path(out_dir) if out_dir else self.repo / ".ar" / "agent" / tag
+        self.results_tsv, self.jsonl = self.out / "results.tsv", self.out / "experiments.jsonl"
+        self.bench_tsv = self.out / "bench.tsv"
+        (self.out / "logs").mkdir(parents=True, exist_ok=True)
+        profile_name = settings.profile
+        import torch
+        self.profile = default_profile(self.task, torch.cuda.is_available()) if profile_name == "auto" \
+            else self.task.profile(profile_name)
+        self.min_improvement = settings.min_improvement if settings.min_improvement is not None \
+            else self.profile.min_effect
+        self.proposer = CommandProposer(spec, self.out / "logs") if spec.kind == "command" else PROPOSERS[spec.kind](spec)
+
+    # -- git ------------------------------------------------------------------------------------------
+    def _git(self, *args: str) -> str:
+        try:
+            return git(self.worktree, *args)
+        except PatchError as e:
+            raise AgentError(str(e)) from None
+
+    def _prepare_worktree(self) -> None:
+        if not (self.worktree / ".git").exists():
+            has_branch = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}"],
+                                        cwd=self.repo, capture_output=True).returncode == 0
+            args = [str(self.worktree), self.branch] if has_branch else ["-b", self.branch, str(self.worktree), "HEAD"]
+            try:
+                git(self.repo, "worktree", "prune")
+                git(self.repo, "worktree", "add", *args)
+                dirty = git(self.repo, "status", "--porcelain", "--", self.task_rel).strip()
+            except PatchError as e:
+                raise AgentError(f"cannot create the worktree {self.worktree}: {e}") from None
+            if dirty and not has_branch:
+                self.log(f"note: uncommitted changes in {self.task_rel} are not part of this run; the worktree "
+                         f"starts from the last commit (commit them and use a new tag to include them)")
+
+    def _reset(self, commit: str) -> None:
+        self._git("reset", "-q", "--hard", commit)
+        self._git("clean", "-q", "-fd")  # untracked files an agent command left; ignored ones (.ar) stay
+
+    def _commit(self, base: str, message: str) -> str:
+        """One commit on top of base with everything changed since (an agent command may have committed)."""
+        self._git("reset", "-q", "--soft", base)
+        self._git("add", "-A", "--", self.task_rel)
+        self._git(*AUTHOR, "commit", "-q", "--no-verify", "-m", message)
+        return self._git("rev-parse", "--short=7", "HEAD").strip()
+
+    # -- records --------------------------------------------------------------------------------------
+    def history(self) -> list[Experiment]:
+        rows = []
+        if self.jsonl.exists():
+            for line in self.jsonl.read_text().splitlines():
+                try:
+                    rows.append(Experiment(**json.loads(line)))
+                except (ValueError, TypeError):
+                    self.log(f"{self.jsonl}: skipping an unreadable line (torn by a crash?)")
+        return rows
+
+    def _record(self, e: Experiment) -> None:
+        header = f"commit\t{self.task.metric}\tmemory_gb\tstatus\tdescription\n"
+        storage.append_lines([(self.results_tsv, e.tsv_row(), header),
+                              (self.jsonl, json.dumps(asdict(e)) + "\n", "")])
+        write_progress_plot(self.history(), self.out / "progress.png", self.task, f"{self.task.name} / {self.tag}",
+                            self.log)
+
+    # -- one experiment -------------------------------------------------------------------------------
+    def _evaluate(self, n: int, commit: str, description: str) -> tuple[str, float | None, float, str]:
+        """Run the task's suite on the worktree's file: (status, value, memory_gb, reason)."""
+        s, p = self.settings, self.profile
+        before = len(storage.read_results(self.bench_tsv.with_suffix(".jsonl")))
+        junit = self.out / "logs" / f"{n}.xml"
+        own = Path(self.task.editable[0]).stem
+        cmd = [sys.executable, "-m", "pytest", self.task_rel, "--autoresearch", "-k", f"[{own}]",
+               "--ar-profile", p.name, "--ar-seeds", str(s.seeds), "--ar-results", str(self.bench_tsv),
+               "--ar-baseline", "none", "--ar-sandbox", s.sandbox, "--ar-description", description,
+               f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", "-rN"]
+        if s.budget_s:
+            cmd += ["--ar-budget", str(s.budget_s)]
+        if s.max_tokens:
+            cmd += ["--ar-tokens", str(s.max_tokens)]
+        budget = s.budget_s or p.budget_s
+        limit = s.run_timeout_s or s.seeds * (budget * (4 if s.max_tokens else 1) + p.startup_allowance_s
+                                              + p.eval_timeout_s) + 300
+        log_path = self.out / "logs" / f"{n}.log"
+        expired = threading.Event()
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(cmd, cwd=self.worktree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+            timer = threading.Timer(limit, lambda: (expired.set(), proc.kill()))
+            timer.start()
+            try:
+                for line in proc.stdout:  # the whole output to the log, progress lines to the terminal
+                    log_file.write(line)
+                    if "[autoresearch]" in line or " | step " in line:
+                        self.log("    " + line.strip())
+                code = proc.wait()
+            finally:
+                timer.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        records = [r for r in storage.read_results(self.bench_tsv.with_suffix(".jsonl"))[before:]
+                   if r.task == self.task.name]
+        if expired.is_set():
+            return "crash", None, 0.0, f"the suite ran past {limit:.0f} s and was killed (log: {log_path})"
+        if code not in (0, 1):
+            raise AgentError(f"pytest could not run the task's suite (exit code {code}); see {log_path}")
+        memory = max((r.peak_mem_gb for r in records), default=0.0)
+        bad = [r for r in records if r.status != "ok"]
+        if bad:
+            status = "discard" if bad[0].status == "violation" else "crash"
+            return status, None, memory, f"{bad[0].status}: {bad[0].error}"
+        if not records:
+            return "discard", None, 0.0, _first_failure(junit) or f"no benchmark ran (log: {log_path})"
+        values = [r.value for r in records]
+        return "ok", sum(values) / len(values), memory, ""
+
+    def run(self) -> list[Experiment]:
+        self._prepare_worktree()
+        history = self.history()
+        kept = [e for e in history if e.status == "keep"]
+        if kept:
+            self._reset(kept[-1].commit)
+        else:
+            self._reset(self._git("rev-parse", "HEAD").strip())
+        s, start = self.settings, time.monotonic()
+        self.log(f"agent {self.spec.name} on {self.task.name} ({self.profile.name}), tag {self.tag}: "
+                 f"{len(history)} experiments so far; records in {self.out}")
+        try:
+            while True:
+                history = self.history()
+                kept = [e for e in history if e.status == "keep"]
+                n = len(history)
+                if kept and s.max_experiments is not None and n - 1 >= s.max_experiments:
+                    self.log(f"reached --max-experiments {s.max_experiments}")
+                    break
+                if s.max_hours is not None and time.monotonic() - start > s.max_hours * 3600:
+                    self.log(f"reached --max-hours {s.max_hours}")
+                    break
+                used = sum(e.prompt_tokens + e.completion_tokens for e in history)
+                if kept and s.max_api_tokens is not None and used >= s.max_api_tokens:
+                    self.log(f"reached the API token limit ({used:,} ≥ {s.max_api_tokens:,})")
+                    break
+                self._record(self._experiment(n, kept[-1] if kept else None, history))
+        except KeyboardInterrupt:
+            last = [e for e in self.history() if e.status == "keep"]
+            if last:
+                self._reset(last[-1].commit)
+            self.log(f"interrupted; {len(self.history())} experiments recorded in {self.results_tsv}; "
+                     f"rerun the same command to resume")
+            raise
+        return self.history()
+
+    def _experiment(self, n: int, kept: Experiment | None, history: list[Experiment]) -> Experiment:
+        t0 = time.monotonic()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        head = self._git("rev-parse", "--short=7", "HEAD").strip()
+        if kept is None and self.baseline and self.baseline.commit == head and not history:
+            self.log(f"experiment {n}: baseline at {head}, measured once for all agents")
+            return Experiment(**{**asdict(self.baseline), "description": "baseline (shared)", "started_at": started})
+        if kept is None:  # experiment 0 (or a baseline that crashed before): the unchanged file
+            self.log(f"experiment {n}: baseline at {head}")
+            status, value, memory, reason = self._evaluate(n, head, "baseline")
+            if status != "ok":
+                self._record(Experiment(n, head, None, memory, "crash", "baseline", reason, started_at=started,
+                                        seconds=time.monotonic() - t0))
+                raise AgentError(f"the baseline {self.task_rel}/{self.task.editable[0]} at {head} does not run "
+                                 f"({reason}); fix it before starting the agent")
+            return Experiment(n, head, value, memory, "keep", "baseline", started_at=started,
+                              seconds=time.monotonic() - t0)
+        files = {name: (self.worktree / self.task_rel / name).read_text() for name in self.task.editable}
+        program = self.worktree / self.task_rel / "program.md"
+        ctx = Context(self.task, self.worktree / self.task_rel, program.read_text() if program.is_file() else "",
+                      files, history, kept.value, n, self.results_tsv)
+        self.log(f"experiment {n}: asking {self.spec.name} ({self.spec.kind})")
+        proposal = self.proposer.propose(ctx)
+        tokens = {"prompt_tokens": proposal.prompt_tokens, "completion_tokens": proposal.completion_tokens,
+                  "cost": (proposal.prompt_tokens * self.spec.price_in
+                           + proposal.completion_tokens * self.spec.price_out) / 1e6}
+
+        def end(status: str, reason: str, commit: str = head, value: float | None = None, memory: float = 0.0):
+            if status != "keep":
+                self._reset(kept.commit)
+            self.log(f"experiment {n}: {status}" + (f" ({reason})" if reason else "")
+                     + (f", {self.task.metric} {value:.6f}" if value is not None else ""))
+            return Experiment(n, commit, value, memory, status, proposal.description, reason, started_at=started,
+                              seconds=time.monotonic() - t0, **tokens)
+
+        if proposal.error:
+            return end("discard", proposal.error)
+        patch = self.out / "logs" / f"{n}.diff"
+        if not proposal.applied and (why := apply_proposal(self.worktree, self.task_rel, proposal, patch)):
+            return end("discard", why)
+        try:
+            paths = {p for p in changed_files(self.worktree, kept.commit) if not p.startswith(SCRATCH)}
+        except PatchError as e:
+            raise AgentError(str(e)) from None
+        allowed = {f"{self.task_rel}/{e}" for e in self.task.editable}
+        if outside := sorted(paths - allowed):
+            return end("discard", f"the change touches {', '.join(outside[:5])} outside the editable surface "
+                                  f"({', '.join(sorted(allowed))})")
+        if not paths:
+            return end("discard", "the change is empty")
+        commit = self._commit(kept.commit, f"experiment {n}: {proposal.description}")
+        self.log(f"experiment {n}: {proposal.description} ({commit}); running the suite")
+        status, value, memory, reason = self._evaluate(n, commit, proposal.description)
+        if status != "ok":
+            return end(status, reason, commit, value, memory)
+        margin = self.min_improvement if self.task.direction == "lower" else -self.min_improvement
+        if self.task.better(value, kept.value - margin):
+            return end("keep", "", commit, value, memory)
+        return end("discard", f"not better than {kept.value:.6f} by more than {self.min_improvement:g}",
+                   commit, value, memory)
+
+
+def _first_failure(junit: Path) -> str:
+    """The first failed test of a JUnit XML report, as 'test_x[cand]: message'."""
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return ""
+    for case in root.iter("testcase"):
+        for bad in (*case.findall("failure"), *case.findall("error")):
+            message = (bad.get("message") or bad.text or "").strip().splitlines()
+            return f"{case.get('name')}: {message[0][:300] if message else 'failed'}"
+    return ""
+
+
+def write_progress_plot(history: list[Experiment], path: Path, task: Task, title: str,
+                        log: Callable[[str], None] = print) -> bool:
+    """autoresearch's progress.png: every scored experiment, the kept ones marked, the running best.
+    Needs matplotlib (the `plot` extra); without it, says so once and returns False."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        if not getattr(write_progress_plot, "warned", False):
+            log("progress.png skipped: pip install 'autoresearch-bench[plot]' for matplotlib")
+            write_progress_plot.warned = True
+        return False
+    scored = [e for e in history if e.value is not None]
+    best, running = None, []
+    for e in history:
+        if e.status == "keep" and e.value is not None:
+            best = e.value
+        running.append(best)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.scatter([e.n for e in scored if e.status != "keep"], [e.value for e in scored if e.status != "keep"],
+               c="lightgray", s=18, label="discarded")
+    ax.scatter([e.n for e in scored if e.status == "keep"], [e.value for e in scored if e.status == "keep"],
+               c="tab:green", s=30, zorder=3, label="kept")
+    ax.step([e.n for e in history], running, where="post", c="tab:green", lw=1.2, label="best so far")
+    crashes = [e.n for e in history if e.status == "crash"]
+    if crashes and scored:
+        ax.scatter(crashes, [max(e.value for e in scored)] * len(crashes), marker="x", c="tab:red", label="crash")
+    ax.set(xlabel="experiment", ylabel=f"{task.metric} ({task.direction} is better)", title=title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def command_spec(name: str, model: str | None, agent_cmd: str | None, builtin: str | None, **extra) -> AgentSpec:
+    """The AgentSpec of the `agent` command's flags: --model, --agent-cmd or --agent null|random-search."""
+    chosen = [x for x in (model, agent_cmd, builtin) if x]
+    if len(chosen) != 1:
+        raise AgentError("choose exactly one of --model M, --agent-cmd CMD, --agent null|random-search")
+    if model:
+        return AgentSpec.from_dict(name, {"kind": "openai", "model": model, **extra})
+    if agent_cmd:
+        return AgentSpec.from_dict(name, {"kind": "command", "cmd": agent_cmd})
+    return AgentSpec.from_dict(name, {"kind": builtin, "seed": extra.get("seed", 0)})
+
+

@@ -1,0 +1,270 @@
+"""The agent loop and the league, driven end to end on the tiny task's cpu profile.
+
+A scripted OpenAI-compatible server (tests/fake_openai.py) plays the model; a small script plays an
+external coding agent. Each experiment is a real `pytest --autoresearch` run of about a second of
+training, so these tests take a minute or so.
+"""
+import csv
+import difflib
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, RandomSearchProposer, Settings,
+                                      float_constants, parse_reply)
+from autoresearch_bench.evaluate import load_eval_data
+from autoresearch_bench.league import League, leaderboard, load_agents, Entry
+from autoresearch_bench.task import load_task
+from fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
+
+FAST = Settings(profile="cpu", max_tokens=32 * 1024)  # fixed-token mode: the same training under any load
+PROGRAM = "Lower val_bpb. Only train.py may change."
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def repo(tiny_task_dir: Path) -> Path:
+    """A git repository holding tasks/tiny whose train.py reads its learning rate from a constant
+    that starts far too low, so that raising it is a clear improvement."""
+    train = tiny_task_dir / "train.py"
+    source = train.read_text().replace('lr=ctx.cfg["lr"]', "lr=LR")
+    train.write_text(source.replace("\n\nclass Block", "\nLR = 1e-05  # learning rate of AdamW\n\n\nclass Block", 1))
+    (tiny_task_dir / "program.md").write_text(PROGRAM)
+    root = tiny_task_dir.parent.parent
+    (root / ".gitignore").write_text(".ar/\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "initial")
+    return root
+
+
+def file_with(repo: Path, old: str, new: str) -> str:
+    source = (repo / "tasks/tiny/train.py").read_text()
+    assert old in source
+    return source.replace(old, new)
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def experiments(loop: AgentLoop) -> list[dict]:
+    return [json.loads(line) for line in loop.jsonl.read_text().splitlines()]
+
+
+def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(repo):
+    good = file_with(repo, "LR = 1e-05", "LR = 3e-3")
+    bad = file_with(repo, "LR = 1e-05", "LR = 1e-07")
+    bad_diff = "".join(difflib.unified_diff(good.splitlines(True), bad.splitlines(True), "a/train.py", "b/train.py"))
+    stale_diff = "--- a/train.py\n+++ b/train.py\n@@ -1,2 +1,2 @@\n-no such line\n+LR = 1.0\n context\n"
+    crash = good.replace("def train(ctx):\n", "def train(ctx):\n    raise RuntimeError('boom')\n")
+    spec = lambda url: AgentSpec("fake", model="fake-model", base_url=url, max_retries=2)
+    task = repo / "tasks/tiny"
+
+    with FakeOpenAI([f"DESCRIPTION: raise the learning rate to 3e-3\n```python\n{good}```",
+                     500,  # a server error: the client retries
+                     f"Lower it again.\n```diff\n{bad_diff}```"]) as server:
+        first = AgentLoop(task, spec(server.url), "t1", Settings(**{**FAST.__dict__, "max_experiments": 2}))
+        first.run()
+    assert len(server.requests) == 3  # two replies, the second one asked twice: the 500 was retried
+    asked = server.requests[0]["messages"][-1]["content"]
+    assert PROGRAM in asked and "LR = 1e-05" in asked and "baseline" in asked
+
+    with FakeOpenAI([f"DESCRIPTION: a stale patch\n```diff\n{stale_diff}```",
+                     f"DESCRIPTION: crash on purpose\n```python\n{crash}```",
+                     503, 503, 503]) as server:  # then the endpoint stays down
+        second = AgentLoop(task, spec(server.url), "t1", Settings(**{**FAST.__dict__, "max_experiments": 10}))
+        with pytest.raises(AgentError, match="endpoint failed after 2 retries.*rerun the same command"):
+            second.run()
+    assert "raise the learning rate" in server.requests[0]["messages"][-1]["content"]  # resumed with history
+
+    table = rows(second.results_tsv)
+    assert list(table[0]) == ["commit", "val_bpb", "memory_gb", "status", "description"]
+    assert [r["status"] for r in table] == ["keep", "keep", "discard", "discard", "crash"]
+    assert [r["description"] for r in table][:3] == ["baseline", "raise the learning rate to 3e-3", "Lower it again."]
+    values = [float(r["val_bpb"]) for r in table]
+    assert values[1] < values[0] - 0.1 and values[2] > values[1]
+    full = experiments(second)
+    assert [e["n"] for e in full] == [0, 1, 2, 3, 4]
+    assert "does not apply" in full[3]["reason"] and "boom" in full[4]["reason"]
+    assert all(e["prompt_tokens"] == PROMPT_TOKENS and e["completion_tokens"] == COMPLETION_TOKENS for e in full[1:])
+    # The branch holds the baseline and the kept change only; the user's checkout is untouched.
+    assert git(repo, "log", "--format=%s", "autoresearch/t1").splitlines() == [
+        "experiment 1: raise the learning rate to 3e-3", "initial"]
+    assert "LR = 3e-3" in (second.worktree / "tasks/tiny/train.py").read_text()
+    assert "LR = 1e-05" in (repo / "tasks/tiny/train.py").read_text()
+    assert git(repo, "branch", "--show-current").strip() == "main"
+    pytest.importorskip("matplotlib")
+    assert (second.out / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+AGENT_SCRIPT = textwrap.dedent("""
+    import os, pathlib, sys, time
+    n, marker = os.environ["AR_EXPERIMENT"], pathlib.Path(sys.argv[1])
+    train = pathlib.Path(os.environ["AR_EDITABLE"].split(":")[0])
+    if n == "1":
+        train.write_text(train.read_text().replace("LR = 1e-05", "LR = 3e-3"))
+        pathlib.Path(os.environ["AR_DESCRIPTION_FILE"]).write_text("learning rate 3e-3")
+    elif n == "2" and not marker.exists():
+        marker.write_text("sleeping")
+        time.sleep(60)
+    elif n == "2":
+        (pathlib.Path(os.environ["AR_TASK_DIR"]) / "task.toml").write_text("# edited by the agent")
+        print("made the budget bigger")
+    else:
+        sys.exit(3)
+""")
+
+
+def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp_path_factory):
+    helper = tmp_path_factory.mktemp("agent")
+    (helper / "agent.py").write_text(AGENT_SCRIPT)
+    marker = helper / "marker"
+    cli = [sys.executable, "-m", "autoresearch_bench.cli", "agent", "--task", str(repo / "tasks/tiny"),
+           "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}",
+           "--profile", "cpu", "--tokens", "32768", "--max-experiments", "3"]
+    proc = subprocess.Popen(cli, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert marker.exists(), proc.communicate()[0]
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while the agent command works on experiment 2
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 130, output
+    assert "rerun the same command to resume" in output
+    results = repo / ".ar/agent/cmd/results.tsv"
+    assert [r["status"] for r in rows(results)] == ["keep", "keep"]
+
+    done = subprocess.run(cli, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = rows(results)
+    assert [r["status"] for r in table] == ["keep", "keep", "discard", "discard"]
+    assert [r["description"] for r in table][1:3] == ["learning rate 3e-3", "made the budget bigger"]
+    reasons = [json.loads(l)["reason"] for l in (repo / ".ar/agent/cmd/experiments.jsonl").read_text().splitlines()]
+    assert "tasks/tiny/task.toml outside the editable surface" in reasons[2]
+    assert "exited with code 3" in reasons[3]
+    assert git(repo, "log", "--format=%s", "autoresearch/cmd").splitlines()[0] == "experiment 1: learning rate 3e-3"
+    assert git(repo / ".ar/worktrees/cmd", "status", "--porcelain") == ""
+
+
+def test_league_of_null_and_random_search_ranks_on_held_out_rows(repo):
+    agents = [AgentSpec("null", kind="null"), AgentSpec("random", kind="random-search", seed=1)]
+    league = League(agents, [load_task(repo / "tasks/tiny")], experiments=1, settings=FAST, name="t",
+                    heldout_seeds=2, out_dir=repo / ".ar/league")
+    board = {r["agent"]: r for r in league.run()}
+    assert board["null"]["improvement (σ)"] == 0.0  # it changed nothing: the very baseline file
+    assert board["null"]["experiments"] == 1 and board["null"]["keeps"] == 0 and board["null"]["first keep"] == "never"
+    assert board["random"]["experiments"] == 1 and board["random"]["crash rate"] == "0%"
+    assert math.isfinite(board["random"]["improvement (σ)"])
+    saved = json.loads((repo / ".ar/league/league.json").read_text())
+    assert [r["agent"] for r in saved["leaderboard"]] == list(board)
+    assert all(len(e["heldout"]) == 2 for e in saved["entries"])
+    heldout = [json.loads(l) for l in (repo / ".ar/league/heldout.jsonl").read_text().splitlines()]
+    assert heldout and all(r["extra"]["eval_split"] == "test" and r["seed"] >= 1000 for r in heldout)
+    null, random = rows(repo / ".ar/league/tiny/null/results.tsv"), rows(repo / ".ar/league/tiny/random/results.tsv")
+    assert random[0]["description"] == "baseline (shared)" and random[0]["val_bpb"] == null[0]["val_bpb"]
+    assert random[1]["description"].startswith("random search: LR 1e-05 -> ")
+
+
+# --- the pieces, without training ------------------------------------------------------------------
+
+def test_reply_with_a_diff_block_is_a_diff():
+    p = parse_reply("DESCRIPTION: wider\n```diff\n--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-a\n+b\n```",
+                    ("train.py",))
+    assert p.description == "wider" and p.diff.startswith("--- a/train.py") and not p.files and not p.error
+
+
+def test_reply_with_code_blocks_takes_the_largest_as_the_whole_file():
+    p = parse_reply("Try this.\n```python\nx = 1\n```\nFull file:\n```python\nimport torch\nx = 2\n```\n",
+                    ("train.py",))
+    assert p.description == "Try this." and p.files == {"train.py": "import torch\nx = 2\n"}
+
+
+def test_reply_that_rewrites_a_file_that_is_not_editable_is_refused():
+    p = parse_reply("```python\n# file: task.toml\nbudget = 1\n```", ("train.py",))
+    assert "not editable" in p.error and not p.files
+
+
+def test_reply_without_a_change_says_so():
+    assert "no ```diff block" in parse_reply("I would try a bigger model.", ("train.py",)).error
+
+
+def test_agent_specs_and_agents_toml_fail_with_a_fix(tmp_path):
+    with pytest.raises(AgentError, match="kind must be one of"):
+        AgentSpec.from_dict("x", {"kind": "genius"})
+    with pytest.raises(AgentError, match="needs a model"):
+        AgentSpec.from_dict("x", {"kind": "openai"})
+    with pytest.raises(AgentError, match="unknown keys"):
+        AgentSpec.from_dict("x", {"kind": "null", "modle": "m"})
+    path = tmp_path / "agents.toml"
+    path.write_text("[agents.a]\nkind = 'null'\n[settings]\nbudget = 3\n")
+    with pytest.raises(AgentError, match=r"\[settings\] has unknown keys \['budget'\]"):
+        load_agents(path)
+    path.write_text("[agents.a\n")
+    with pytest.raises(AgentError, match="malformed TOML"):
+        load_agents(path)
+
+
+SOURCE = "import torch\nLR = 0.003\nSTEPS = 10\n\nclass Hyper:\n    beta: float = 0.9\n    name: str = 'x'\n"
+
+
+def test_random_search_changes_one_float_constant_reproducibly():
+    def ask(seed, n):
+        ctx = type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "files": {"train.py": SOURCE},
+                               "n": n})
+        return RandomSearchProposer(AgentSpec("r", kind="random-search", seed=seed)).propose(ctx)
+    assert [name for name, _ in float_constants(SOURCE)] == ["LR", "beta"]
+    p = ask(0, 1)
+    assert p.files == ask(0, 1).files and p.description.startswith("random search: ")
+    changed = [(a, b) for a, b in zip(SOURCE.splitlines(), p.files["train.py"].splitlines()) if a != b]
+    assert len(changed) == 1 and ("LR" in changed[0][0] or "beta" in changed[0][0])
+    assert {ask(0, n).files["train.py"] for n in range(1, 8)} != {p.files["train.py"]}
+
+
+@given(value=st.floats(1e-6, 1e3), seed=st.integers(0, 10_000))
+def test_random_search_keeps_fractions_in_0_1_and_scales_others_by_at_most_2(value, seed):
+    source = f"X = {value!r}\n"
+    ctx = type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "files": {"train.py": source}, "n": 1})
+    new = float(RandomSearchProposer(AgentSpec("r", kind="random-search", seed=seed)).propose(ctx)
+                .files["train.py"].split("=")[1])
+    if value < 1:
+        assert 0 < new < 1
+    else:
+        assert value / 2 * 0.99 <= new <= value * 2 * 1.01
+
+
+def test_held_out_rows_follow_the_scored_rows_and_do_not_overlap(repo):
+    from autoresearch_bench import data
+    task = load_task(repo / "tasks/tiny")
+    profile = task.profile("cpu")
+    prepared = data.prepare(profile.data, task.name, log=lambda m: None)
+    spec = {"val_tokens": str(prepared.val_tokens), "tokenizer_dir": str(prepared.tokenizer_dir),
+            "eval_tokens": profile.eval_tokens, "cfg": profile.model_config(), "crop": False}
+    val, _ = load_eval_data(spec)
+    test, _ = load_eval_data({**spec, "eval_split": "test"})
+    assert len(test) == len(val)
+    assert not {tuple(r) for r in val.tolist()} & {tuple(r) for r in test.tolist()}
+    with pytest.raises(ValueError, match="too few for a held-out test"):
+        load_eval_data({**spec, "eval_split": "test", "eval_tokens": prepared.n_val_tokens})
+
+
+def test_leaderboard_ranks_by_mean_held_out_improvement():
+    entries = [Entry("a", "t1", experiments=4, keeps=1, crashes=1, first_keep=2, improvement_sigma=1.0),
+               Entry("a", "t2", experiments=4, improvement_sigma=3.0),
+               Entry("b", "t1", experiments=4, improvement_sigma=2.5),
+               Entry("b", "t2", experiments=4, improvement_sigma=2.0)]
+    board = leaderboard(entries, ["t1", "t2"])
+    assert [r["agent"] for r in board] == ["b", "a"]
+    assert board[1]["improvement (σ)"] == 2.0 and board[1]["crash rate"] == "12%" and board[1]["first keep"] == "2.0"
