@@ -373,7 +373,7 @@ class AgentLoop:
         self.task_rel = task_dir.relative_to(self.repo).as_posix()
         self.branch = f"autoresearch/{tag}"
         self.worktree = self.repo / ".ar" / "worktrees" / tag
-        self.out = Path(out_dir) if out_dir else self.repo / ".ar" / "agent" / tag
+        self.out = Path(out_dir).resolve() if out_dir else self.repo / ".ar" / "agent" / tag
         self.results_tsv, self.jsonl = self.out / "results.tsv", self.out / "experiments.jsonl"
         self.bench_tsv = self.out / "bench.tsv"
         (self.out / "logs").mkdir(parents=True, exist_ok=True)

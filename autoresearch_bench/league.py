@@ -135,7 +135,7 @@ class League:
         self.settings = Settings(**{**asdict(settings), "max_experiments": experiments})
         self.name, self.heldout_seeds, self.log = name, heldout_seeds, log
         self.executor = make_executor(executor, slots)  # the held-out runs: N slots or GPUs, N at once
-        self.out = Path(out_dir) if out_dir else Path(".ar") / "league" / name
+        self.out = (Path(out_dir) if out_dir else Path(".ar") / "league" / name).resolve()
 
     def run(self) -> list[dict]:
         entries: list[Entry] = []

@@ -81,6 +81,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ar-executor", default="local", choices=EXECUTORS,
                     help="where runs happen: local (default), xdist (with -n N: one worker per GPU) or ray "
                          "(one Ray task per run); see autoresearch_bench/executor.py")
+    group.addoption("--ar-slots", type=int, default=None, metavar="N",
+                    help="runs at once: local, N child processes sharing this machine (default 1; results "
+                         "compare only in fixed-token mode or across devices); ray, the most in flight")
 
 
 class PluginState:
@@ -189,7 +192,7 @@ def _executor(config: pytest.Config) -> LocalExecutor:
             config.option.dist = "loadgroup"
         kwargs["gpus"] = getattr(config, "workerinput", {}).get("ar_gpus", ())
     try:
-        return make_executor(name, **kwargs)
+        return make_executor(name, config.getoption("ar_slots"), **kwargs)
     except ExecutorError as e:
         raise pytest.UsageError(str(e)) from None
 

@@ -70,7 +70,8 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     bad_diff = "".join(difflib.unified_diff(good.splitlines(True), bad.splitlines(True), "a/train.py", "b/train.py"))
     stale_diff = "--- a/train.py\n+++ b/train.py\n@@ -1,2 +1,2 @@\n-no such line\n+LR = 1.0\n context\n"
     crash = good.replace("def train(ctx):\n", "def train(ctx):\n    raise RuntimeError('boom')\n")
-    spec = lambda url: AgentSpec("fake", model="fake-model", base_url=url, max_retries=2)
+    peeks = good.replace("is_causal=True", "is_causal=False")  # fails the causality check
+    spec = lambda url: AgentSpec("fake", model="fake-model", base_url=url, max_retries=2, price_in=2.0, price_out=10.0)
     task = repo / "tasks/tiny"
 
     with FakeOpenAI([f"DESCRIPTION: raise the learning rate to 3e-3\n```python\n{good}```",
@@ -83,6 +84,7 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     assert PROGRAM in asked and "LR = 1e-05" in asked and "baseline" in asked
 
     with FakeOpenAI([f"DESCRIPTION: a stale patch\n```diff\n{stale_diff}```",
+                     f"DESCRIPTION: attend both ways\n```python\n{peeks}```",
                      f"DESCRIPTION: crash on purpose\n```python\n{crash}```",
                      503, 503, 503]) as server:  # then the endpoint stays down
         second = AgentLoop(task, spec(server.url), "t1", Settings(**{**FAST.__dict__, "max_experiments": 10}))
@@ -92,14 +94,16 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
 
     table = rows(second.results_tsv)
     assert list(table[0]) == ["commit", "val_bpb", "memory_gb", "status", "description"]
-    assert [r["status"] for r in table] == ["keep", "keep", "discard", "discard", "crash"]
+    assert [r["status"] for r in table] == ["keep", "keep", "discard", "discard", "discard", "crash"]
     assert [r["description"] for r in table][:3] == ["baseline", "raise the learning rate to 3e-3", "Lower it again."]
     values = [float(r["val_bpb"]) for r in table]
     assert values[1] < values[0] - 0.1 and values[2] > values[1]
     full = experiments(second)
-    assert [e["n"] for e in full] == [0, 1, 2, 3, 4]
-    assert "does not apply" in full[3]["reason"] and "boom" in full[4]["reason"]
+    assert [e["n"] for e in full] == [0, 1, 2, 3, 4, 5]
+    assert "does not apply" in full[3]["reason"] and "boom" in full[5]["reason"]
+    assert full[4]["reason"].startswith("test_causality[train]: ") and "sees the future" in full[4]["reason"]
     assert all(e["prompt_tokens"] == PROMPT_TOKENS and e["completion_tokens"] == COMPLETION_TOKENS for e in full[1:])
+    assert full[1]["cost"] == pytest.approx((PROMPT_TOKENS * 2.0 + COMPLETION_TOKENS * 10.0) / 1e6)
     # The branch holds the baseline and the kept change only; the user's checkout is untouched.
     assert git(repo, "log", "--format=%s", "autoresearch/t1").splitlines() == [
         "experiment 1: raise the learning rate to 3e-3", "initial"]
@@ -134,7 +138,7 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
     marker = helper / "marker"
     cli = [sys.executable, "-m", "autoresearch_bench.cli", "agent", "--task", str(repo / "tasks/tiny"),
            "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}",
-           "--profile", "cpu", "--tokens", "32768", "--max-experiments", "3"]
+           "--profile", "cpu", "--tokens", "32768", "--max-experiments", "3", "--out", "records"]  # relative to cwd
     proc = subprocess.Popen(cli, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -144,7 +148,7 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
     output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 130, output
     assert "rerun the same command to resume" in output
-    results = repo / ".ar/agent/cmd/results.tsv"
+    results = repo / "records/results.tsv"
     assert [r["status"] for r in rows(results)] == ["keep", "keep"]
 
     done = subprocess.run(cli, cwd=repo, capture_output=True, text=True, timeout=300)
@@ -152,7 +156,7 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
     table = rows(results)
     assert [r["status"] for r in table] == ["keep", "keep", "discard", "discard"]
     assert [r["description"] for r in table][1:3] == ["learning rate 3e-3", "made the budget bigger"]
-    reasons = [json.loads(l)["reason"] for l in (repo / ".ar/agent/cmd/experiments.jsonl").read_text().splitlines()]
+    reasons = [json.loads(l)["reason"] for l in (repo / "records/experiments.jsonl").read_text().splitlines()]
     assert "tasks/tiny/task.toml outside the editable surface" in reasons[2]
     assert "exited with code 3" in reasons[3]
     assert git(repo, "log", "--format=%s", "autoresearch/cmd").splitlines()[0] == "experiment 1: learning rate 3e-3"
