@@ -133,6 +133,7 @@ class Context:
     best: float | None
     n: int
     results_tsv: Path
+    config_keys: frozenset[str] = frozenset()  # names the profile's [config] sets: a file's default does not count
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,7 +291,8 @@ class NullProposer:
 
 class RandomSearchProposer:
     """The reference that perturbs one float constant of the editable file per experiment: a module-
-    level constant or a class field default (e.g. a dataclass of hyperparameters). Positive values
+    level constant or a class field default (e.g. a dataclass of hyperparameters), but none that the
+    profile's config sets by the same name (that default is never used). Positive values
     are scaled by a log-uniform factor in [1/2, 2]; values in (0, 1) move in logit space, so betas,
     ratios and dropout stay in (0, 1). Seeded by the agent's seed and the experiment number."""
 
@@ -300,9 +302,11 @@ class RandomSearchProposer:
     def propose(self, ctx: Context) -> Proposal:
         name = ctx.task.editable[0]
         source = ctx.files[name]
-        constants = float_constants(source)
+        # a constant that the profile's config overrides by name changes nothing: leave it out
+        constants = [c for c in float_constants(source) if c[0] not in ctx.config_keys]
         if not constants:
-            return Proposal("no float constants", error=f"{name} has no float constants to perturb")
+            return Proposal("no float constants", error=f"{name} has no float constants to perturb "
+                                                        f"(outside the profile's config)")
         rng = random.Random(self.seed * 1_000_003 + ctx.n)
         target, node = rng.choice(constants)
         old = node.value
@@ -544,7 +548,7 @@ class AgentLoop:
         files = {name: (self.worktree / self.task_rel / name).read_text() for name in self.task.editable}
         program = self.worktree / self.task_rel / "program.md"
         ctx = Context(self.task, self.worktree / self.task_rel, program.read_text() if program.is_file() else "",
-                      files, history, kept.value, n, self.results_tsv)
+                      files, history, kept.value, n, self.results_tsv, frozenset(self.profile.model_config()))
         self.log(f"experiment {n}: asking {self.spec.name} ({self.spec.kind})")
         proposal = self.proposer.propose(ctx)
         tokens = {"prompt_tokens": proposal.prompt_tokens, "completion_tokens": proposal.completion_tokens,

@@ -225,9 +225,9 @@ SOURCE = "import torch\nLR = 0.003\nSTEPS = 10\n\nclass Hyper:\n    beta: float 
 
 
 def test_random_search_changes_one_float_constant_reproducibly():
-    def ask(seed, n):
+    def ask(seed, n, config=frozenset()):
         ctx = type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "files": {"train.py": SOURCE},
-                               "n": n})
+                               "n": n, "config_keys": config})
         return RandomSearchProposer(AgentSpec("r", kind="random-search", seed=seed)).propose(ctx)
     assert [name for name, _ in float_constants(SOURCE)] == ["LR", "beta"]
     p = ask(0, 1)
@@ -235,12 +235,15 @@ def test_random_search_changes_one_float_constant_reproducibly():
     changed = [(a, b) for a, b in zip(SOURCE.splitlines(), p.files["train.py"].splitlines()) if a != b]
     assert len(changed) == 1 and ("LR" in changed[0][0] or "beta" in changed[0][0])
     assert {ask(0, n).files["train.py"] for n in range(1, 8)} != {p.files["train.py"]}
+    # the profile's config sets beta: its default in the file is dead, so only LR moves
+    assert all("random search: LR " in ask(0, n, frozenset({"beta"})).description for n in range(1, 8))
 
 
 @given(value=st.floats(1e-6, 1e3), seed=st.integers(0, 10_000))
 def test_random_search_keeps_fractions_in_0_1_and_scales_others_by_at_most_2(value, seed):
     source = f"X = {value!r}\n"
-    ctx = type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "files": {"train.py": source}, "n": 1})
+    ctx = type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "files": {"train.py": source}, "n": 1,
+                           "config_keys": frozenset()})
     new = float(RandomSearchProposer(AgentSpec("r", kind="random-search", seed=seed)).propose(ctx)
                 .files["train.py"].split("=")[1])
     if value < 1:

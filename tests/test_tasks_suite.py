@@ -1,4 +1,5 @@
 """The fixed task suite: byte and modular data, scored positions, metrics and directions, --ar-tasks."""
+import csv
 import shutil
 from pathlib import Path
 
@@ -192,3 +193,21 @@ def test_ar_tasks_selects_tasks_by_name(pytester):
     ids = [l for l in run.stdout.lines if "::" in l]
     assert {l.split("/")[1] for l in ids} == {"char_lm", "modular_add"}
     assert any("test_benchmark[train]" in l for l in ids)
+
+
+def test_the_whole_suite_runs_end_to_end_on_the_cpu_profiles(pytester):
+    """Every task's checks, training and scoring, in fixed-token mode so that it takes seconds."""
+    for name in ("gpt_pretrain", "char_lm", "modular_add"):
+        shutil.copytree(TASKS / name, pytester.path / "tasks" / name)
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-profile", "cpu", "--ar-tokens", "8192",
+                                        "-p", "no:cacheprovider")
+    outcomes = run.parseoutcomes()
+    assert outcomes.get("failed", 0) == outcomes.get("errors", 0) == outcomes.get("skipped", 0) == 0, run.stdout.str()
+    with open(pytester.path / "results.tsv") as f:
+        rows = {r["task"]: r for r in csv.DictReader(f, delimiter="\t")}
+    assert {t: (r["metric"], r["status"], r["tokens"]) for t, r in rows.items()} == {
+        "gpt_pretrain": ("val_bpb", "ok", "8192"), "char_lm": ("val_bpb", "ok", "8192"),
+        "modular_add": ("val_accuracy", "ok", "8192")}
+    assert 0 <= float(rows["modular_add"]["val_bpb"]) <= 1 < float(rows["char_lm"]["val_bpb"])
+    run.stdout.fnmatch_lines(["*task*candidate*val_bpb*val_accuracy*", "*gpt_pretrain*train*", "*char_lm*train*",
+                              "*modular_add*train*"])
