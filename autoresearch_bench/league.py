@@ -205,7 +205,7 @@ class League:
             e.heldout = scores[owner[e.agent]]
             if e.heldout and base and noise:
                 delta = stats.summarize(base).mean - stats.summarize(e.heldout).mean
-                e.improvement_sigma = (delta if task.direction == "lower" else -delta) / noise
+                e.improvement_sigma = (delta if task.direction == "lower" else -delta) / noise + 0.0  # no -0.0
             elif not e.heldout:
                 e.error = e.error or "the final file crashed on the held-out runs"
 
@@ -221,7 +221,9 @@ class League:
 
 
 def format_leaderboard(rows: list[dict], fmt: str = "simple") -> str:
-    return tabulate(rows, headers="keys", tablefmt=fmt, floatfmt="+.2f", missingval="-")
+    """The leaderboard as a table: improvements signed, in σ to two decimals; cost in dollars."""
+    formats = [("+.2f" if "(σ)" in key else ".4f" if key == "cost $" else "g") for key in (rows[0] if rows else {})]
+    return tabulate(rows, headers="keys", tablefmt=fmt, floatfmt=formats, missingval="-")
 
 
 def resolve_tasks(root: str | Path, names: str) -> list[Task]:

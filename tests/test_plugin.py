@@ -124,8 +124,7 @@ def test_change_outside_the_editable_surface_fails_the_session(pytester, project
     assert not (project / "results.tsv").exists()
 
 
-# Fixed tokens: exact repeats under any load, so two runs may share the cores (--ar-slots 2).
-TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "3", "--ar-slots", "2", "-p", "no:cacheprovider"]
+TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "3", "-p", "no:cacheprovider"]  # fixed tokens: exact repeats
 
 
 def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):

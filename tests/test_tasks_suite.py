@@ -205,9 +205,9 @@ def test_the_whole_suite_runs_end_to_end_on_the_cpu_profiles(pytester):
     assert outcomes.get("failed", 0) == outcomes.get("errors", 0) == outcomes.get("skipped", 0) == 0, run.stdout.str()
     with open(pytester.path / "results.tsv") as f:
         rows = {r["task"]: r for r in csv.DictReader(f, delimiter="\t")}
-    assert {t: (r["metric"], r["status"], r["tokens"]) for t, r in rows.items()} == {
-        "gpt_pretrain": ("val_bpb", "ok", "8192"), "char_lm": ("val_bpb", "ok", "8192"),
-        "modular_add": ("val_accuracy", "ok", "8192")}
+    assert {t: (r["metric"], r["status"]) for t, r in rows.items()} == {
+        "gpt_pretrain": ("val_bpb", "ok"), "char_lm": ("val_bpb", "ok"), "modular_add": ("val_accuracy", "ok")}
+    assert all(int(r["tokens"]) >= 8192 for r in rows.values())  # whole batches: the last one may pass the mark
     assert 0 <= float(rows["modular_add"]["val_bpb"]) <= 1 < float(rows["char_lm"]["val_bpb"])
-    run.stdout.fnmatch_lines(["*task*candidate*val_bpb*val_accuracy*", "*gpt_pretrain*train*", "*char_lm*train*",
-                              "*modular_add*train*"])
+    run.stdout.fnmatch_lines(["*task*candidate*val_bpb*val_accuracy*", "char_lm*train*", "gpt_pretrain*train*",
+                              "modular_add*train*"])  # one table, tasks in name order
