@@ -29,11 +29,13 @@ loop stops with a one-line error and nothing recorded is lost.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -266,10 +268,10 @@ class CommandProposer:
             output, _ = proc.communicate(timeout=self.spec.timeout_s)
         except subprocess.TimeoutExpired:
             return Proposal("agent command timed out", error=f"the agent command ran past {self.spec.timeout_s:.0f} s")
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+        finally:  # also on Ctrl-C: nothing the command started outlives it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         (self.log_dir / f"{ctx.n}.agent.log").write_text(output)
         said = desc_file.read_text().strip() if desc_file.is_file() else ""
         out = [l.strip() for l in output.splitlines() if l.strip()]

@@ -145,7 +145,7 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
         time.sleep(0.2)
     assert marker.exists(), proc.communicate()[0]
     proc.send_signal(signal.SIGINT)  # Ctrl-C while the agent command works on experiment 2
-    output = proc.communicate(timeout=30)[0]
+    output = proc.communicate(timeout=90)[0]
     assert proc.returncode == 130, output
     assert "rerun the same command to resume" in output
     results = repo / "records/results.tsv"
