@@ -435,11 +435,13 @@ class AgentLoop:
                     self.log(f"{self.jsonl}: skipping an unreadable line (torn by a crash?)")
         return rows
 
-    def _record(self, e: Experiment) -> None:
+    def _record(self, e: Experiment, history: list[Experiment]) -> None:
+        """Append e to the records files and to history (the in-memory copy), then redraw the plot."""
         header = f"commit\t{self.task.metric}\tmemory_gb\tstatus\tdescription\n"
         storage.append_lines([(self.results_tsv, e.tsv_row(), header),
                               (self.jsonl, json.dumps(asdict(e)) + "\n", "")])
-        write_progress_plot(self.history(), self.out / "progress.png", self.task, f"{self.task.name} / {self.tag}",
+        history.append(e)
+        write_progress_plot(history, self.out / "progress.png", self.task, f"{self.task.name} / {self.tag}",
                             self.log)
 
     # -- one experiment -------------------------------------------------------------------------------
@@ -507,7 +509,6 @@ class AgentLoop:
                  f"{len(history)} experiments so far; records in {self.out}")
         try:
             while True:
-                history = self.history()
                 kept = [e for e in history if e.status == "keep"]
                 n = len(history)
                 if kept and s.max_experiments is not None and n - 1 >= s.max_experiments:
@@ -520,15 +521,15 @@ class AgentLoop:
                 if kept and s.max_api_tokens is not None and used >= s.max_api_tokens:
                     self.log(f"reached the API token limit ({used:,} ≥ {s.max_api_tokens:,})")
                     break
-                self._record(self._experiment(n, kept[-1] if kept else None, history))
+                self._record(self._experiment(n, kept[-1] if kept else None, history), history)
         except KeyboardInterrupt:
-            last = [e for e in self.history() if e.status == "keep"]
+            last = [e for e in history if e.status == "keep"]
             if last:
                 self._reset(last[-1].commit)
-            self.log(f"interrupted; {len(self.history())} experiments recorded in {self.results_tsv}; "
+            self.log(f"interrupted; {len(history)} experiments recorded in {self.results_tsv}; "
                      f"rerun the same command to resume")
             raise
-        return self.history()
+        return history
 
     def _experiment(self, n: int, kept: Experiment | None, history: list[Experiment]) -> Experiment:
         t0 = time.monotonic()
@@ -542,7 +543,7 @@ class AgentLoop:
             status, value, memory, reason = self._evaluate(n, head, "baseline")
             if status != "ok":
                 self._record(Experiment(n, head, None, memory, "crash", "baseline", reason, started_at=started,
-                                        seconds=time.monotonic() - t0))
+                                        seconds=time.monotonic() - t0), history)
                 raise AgentError(f"the baseline {self.task_rel}/{self.task.editable[0]} at {head} does not run "
                                  f"({reason}); fix it before starting the agent")
             return Experiment(n, head, value, memory, "keep", "baseline", started_at=started,
