@@ -123,7 +123,7 @@ def run_train(spec: dict, out) -> None:
         return iter(Loader(Path(spec["train_tokens"]), batch_size, seq_len, device=device, seed=spec["seed"],
                            crop=spec["crop"]))
 
-    last, mfus = {"step": 0}, []
+    last, mfus = {"step": -1}, []  # no step logged: 0 steps
 
     class Progress:
         """Relays ctx.log records to the parent; keeps the last step and the logged MFU values."""
@@ -152,7 +152,7 @@ def run_train(spec: dict, out) -> None:
     # MFU: the median of the steps' logged values (the candidate counts its model's FLOPs, as upstream)
     # against the harness's peak for this device; None ("unknown") for a device not in the table
     mfu = sorted(mfus)[len(mfus) // 2] if mfus and settings["peak_flops"] else None
-    _emit(out, "result", seconds=seconds, tokens=ctx.tokens, steps=last["step"],
+    _emit(out, "result", seconds=seconds, tokens=ctx.tokens, steps=last["step"] + 1,
           peak_mem_gb=_peak_memory_gb(device), settings=settings, mfu=mfu)
 
 
