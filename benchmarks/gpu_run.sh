@@ -4,10 +4,12 @@
 #   bash benchmarks/gpu_run.sh ours [PYTEST ARGS]   pytest --autoresearch tasks/gpt_pretrain on the same corpus
 # Upstream's files stay outside the repo: copy shared/reference-run/* and upstream's prepare.py and
 # train.py into .carry/ref/, and rustbpe's cp312 wheel into .carry/ref/wheels/ (see its README).
-# Results and logs go to $OUT (or ./out).
+# Logs go to $OUT (or ./out); results files to .ar/gpu_run/, copied to $OUT at the end without their
+# append ledgers (the device tool brings back at most 8 files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
+OUT=${OUT:-$PWD/out}; mkdir -p "$OUT" .ar/gpu_run
+trap 'cp .ar/gpu_run/results.* "$OUT"/ 2>/dev/null || true' EXIT
 python -m pip install -q --no-index --no-deps .carry/ref/wheels/rustbpe*.whl 2>&1 | grep -v WARNING || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 case "${1:?upstream or ours}" in
@@ -19,5 +21,5 @@ case "${1:?upstream or ours}" in
     export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
     set -o pipefail
     python -m pytest -p autoresearch_bench.plugin -p no:cacheprovider tasks/gpt_pretrain --autoresearch \
-      --ar-results "$OUT/results.tsv" "$@" 2>&1 | tee "$OUT/ours.log" | grep -v "^  gpt_pretrain/" | tail -60 ;;
+      --ar-results .ar/gpu_run/results.tsv "$@" 2>&1 | tee "$OUT/ours.log" | grep -v "^  gpt_pretrain/" | tail -60 ;;
 esac
