@@ -22,7 +22,9 @@ Experiment 0 is the unchanged baseline.
 
 Robustness: rows are appended atomically (storage.append_lines) only after an experiment ends, and
 the branch is reset to the last kept commit on start, so a crash or Ctrl-C at any moment loses at
-most the experiment in flight; rerunning the same command resumes. API errors and rate limits are
+most the experiment in flight; rerunning the same command resumes. The agent command and the pytest
+runs get process groups of their own, killed on Ctrl-C or by AgentLoop.interrupt() from another
+thread (a league's loops run in threads, each pinned to one GPU with `gpu=`). API errors and rate limits are
 retried with exponential backoff by the openai client itself (`max_retries`); when they persist the
 loop stops with a one-line error and nothing recorded is lost.
 """
@@ -44,7 +46,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import storage
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
@@ -190,6 +192,59 @@ def apply_proposal(worktree: Path, task_rel: str, proposal: Proposal, patch: Pat
 
 
 # ---------------------------------------------------------------------------------------------------
+# Child processes
+# ---------------------------------------------------------------------------------------------------
+
+class Children:
+    """The child processes of one loop (the agent command, the task's pytest run): each gets the loop's
+    environment `env` (a league pins a loop to its GPU with CUDA_VISIBLE_DEVICES) and its own process
+    group, which is killed when it is done, on an error or Ctrl-C, or by stop() from another thread."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.env = env or {}
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def check(self) -> None:
+        """KeyboardInterrupt once stop() was called, as if Ctrl-C had reached this loop."""
+        if self.stopped:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def start(self, cmd: str | list[str], env: dict[str, str] | None = None, **popen) -> Iterator[subprocess.Popen]:
+        """subprocess.Popen(cmd, **popen) with os.environ, the loop's env and `env`; its group is
+        killed when the block ends; KeyboardInterrupt after the block when stop() was called meanwhile."""
+        with self.lock:
+            self.check()
+            proc = subprocess.Popen(cmd, env={**os.environ, **self.env, **(env or {})}, start_new_session=True,
+                                    **popen)
+            self.running.add(proc)
+        try:
+            yield proc
+        finally:
+            with self.lock:
+                self.running.discard(proc)
+            kill_group(proc)
+            proc.wait()
+        self.check()
+
+    def stop(self) -> None:
+        """Kill every running child (from any thread); the loop's next step raises KeyboardInterrupt."""
+        with self.lock:
+            self.stopped = True
+            for proc in self.running:
+                kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group of a child started in its own session (one not yet reaped)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Proposers
 # ---------------------------------------------------------------------------------------------------
 
@@ -253,25 +308,22 @@ class CommandProposer:
     AR_TASK_DIR, AR_PROGRAM, AR_EDITABLE (paths joined by ':'), AR_RESULTS, AR_EXPERIMENT and
     AR_DESCRIPTION_FILE (where it may write a one-line description; else its last output line is used)."""
 
-    def __init__(self, spec: AgentSpec, log_dir: Path):
-        self.spec, self.log_dir = spec, log_dir
+    def __init__(self, spec: AgentSpec, log_dir: Path, children: Children):
+        self.spec, self.log_dir, self.children = spec, log_dir, children
 
     def propose(self, ctx: Context) -> Proposal:
         desc_file = self.log_dir / f"{ctx.n}.description"
-        env = {**os.environ, "AR_TASK_DIR": str(ctx.worktree_task), "AR_PROGRAM": str(ctx.worktree_task / "program.md"),
+        env = {"AR_TASK_DIR": str(ctx.worktree_task), "AR_PROGRAM": str(ctx.worktree_task / "program.md"),
                "AR_EDITABLE": ":".join(str(ctx.worktree_task / e) for e in ctx.task.editable),
                "AR_RESULTS": str(ctx.results_tsv), "AR_EXPERIMENT": str(ctx.n), "AR_DESCRIPTION_FILE": str(desc_file)}
         # Its own process group, so that a timeout or Ctrl-C ends everything it started.
-        proc = subprocess.Popen(self.spec.cmd, shell=True, cwd=ctx.worktree_task, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            output, _ = proc.communicate(timeout=self.spec.timeout_s)
-        except subprocess.TimeoutExpired:
-            return Proposal("agent command timed out", error=f"the agent command ran past {self.spec.timeout_s:.0f} s")
-        finally:  # also on Ctrl-C: nothing the command started outlives it
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        with self.children.start(self.spec.cmd, env=env, shell=True, cwd=ctx.worktree_task, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            try:
+                output, _ = proc.communicate(timeout=self.spec.timeout_s)
+            except subprocess.TimeoutExpired:
+                return Proposal("agent command timed out",
+                                error=f"the agent command ran past {self.spec.timeout_s:.0f} s")
         (self.log_dir / f"{ctx.n}.agent.log").write_text(output)
         said = desc_file.read_text().strip() if desc_file.is_file() else ""
         out = [l.strip() for l in output.splitlines() if l.strip()]
@@ -361,15 +413,22 @@ class Settings:
     run_timeout_s: float | None = None  # limit of one pytest run; default from the profile
 
 
+_WORKTREES = threading.Lock()
+
+
 class AgentLoop:
     def __init__(self, task_dir: str | Path, spec: AgentSpec, tag: str, settings: Settings,
                  out_dir: str | Path | None = None, log: Callable[[str], None] = print,
-                 baseline: Experiment | None = None):
+                 baseline: Experiment | None = None, gpu: str | None = None):
         """baseline: a measurement of the same starting commit under the same settings (a league
-        measures it once per task), recorded as experiment 0 instead of running it again."""
+        measures it once per task), recorded as experiment 0 instead of running it again.
+        gpu: the only GPU (a CUDA_VISIBLE_DEVICES entry) that the loop's child processes see; None:
+        those of this process. A league runs one loop per GPU at once this way."""
         if not re.fullmatch(r"[A-Za-z0-9._-]+", tag):
             raise AgentError(f"tag {tag!r}: use letters, digits, '.', '_' and '-' only")
         self.spec, self.tag, self.settings, self.log, self.baseline = spec, tag, settings, log, baseline
+        self.gpu = gpu
+        self.children = Children({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
         task_dir = Path(task_dir).resolve()
         self.task = load_task(task_dir)
         try:
@@ -389,7 +448,13 @@ class AgentLoop:
             else self.task.profile(profile_name)
         self.min_improvement = settings.min_improvement if settings.min_improvement is not None \
             else self.profile.min_effect
-        self.proposer = CommandProposer(spec, self.out / "logs") if spec.kind == "command" else PROPOSERS[spec.kind](spec)
+        self.proposer = CommandProposer(spec, self.out / "logs", self.children) if spec.kind == "command" \
+            else PROPOSERS[spec.kind](spec)
+
+    def interrupt(self) -> None:
+        """Stop run() from another thread as Ctrl-C stops it in this one: the child processes are killed,
+        the experiment in flight is not recorded, the branch is reset and run() raises KeyboardInterrupt."""
+        self.children.stop()
 
     # -- git ------------------------------------------------------------------------------------------
     def _git(self, *args: str) -> str:
@@ -399,7 +464,9 @@ class AgentLoop:
             raise AgentError(str(e)) from None
 
     def _prepare_worktree(self) -> None:
-        if not (self.worktree / ".git").exists():
+        with _WORKTREES:  # one `git worktree add` at a time: a league's loops share .git/worktrees
+            if (self.worktree / ".git").exists():
+                return
             has_branch = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}"],
                                         cwd=self.repo, capture_output=True).returncode == 0
             args = [str(self.worktree), self.branch] if has_branch else ["-b", self.branch, str(self.worktree), "HEAD"]
@@ -464,10 +531,10 @@ class AgentLoop:
                                               + p.eval_timeout_s) + 300
         log_path = self.out / "logs" / f"{n}.log"
         expired = threading.Event()
-        with open(log_path, "w") as log_file:
-            proc = subprocess.Popen(cmd, cwd=self.worktree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-            timer = threading.Timer(limit, lambda: (expired.set(), proc.kill()))
+        with open(log_path, "w") as log_file, self.children.start(
+                cmd, env={"PYTHONDONTWRITEBYTECODE": "1"}, cwd=self.worktree, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True) as proc:
+            timer = threading.Timer(limit, lambda: (expired.set(), kill_group(proc)))
             timer.start()
             try:
                 for line in proc.stdout:  # the whole output to the log, progress lines to the terminal
@@ -477,9 +544,6 @@ class AgentLoop:
                 code = proc.wait()
             finally:
                 timer.cancel()
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
         records = [r for r in storage.read_results(self.bench_tsv.with_suffix(".jsonl"))[before:]
                    if r.task == self.task.name]
         if expired.is_set():
@@ -505,10 +569,12 @@ class AgentLoop:
         else:
             self._reset(self._git("rev-parse", "HEAD").strip())
         s, start = self.settings, time.monotonic()
-        self.log(f"agent {self.spec.name} on {self.task.name} ({self.profile.name}), tag {self.tag}: "
-                 f"{len(history)} experiments so far; records in {self.out}")
+        self.log(f"agent {self.spec.name} on {self.task.name} ({self.profile.name}), tag {self.tag}"
+                 + (f", GPU {self.gpu}" if self.gpu is not None else "")
+                 + f": {len(history)} experiments so far; records in {self.out}")
         try:
             while True:
+                self.children.check()
                 kept = [e for e in history if e.status == "keep"]
                 n = len(history)
                 if kept and s.max_experiments is not None and n - 1 >= s.max_experiments:
@@ -611,9 +677,7 @@ def write_progress_plot(history: list[Experiment], path: Path, task: Task, title
     """autoresearch's progress.png: every scored experiment, the kept ones marked, the running best.
     Needs matplotlib (the `plot` extra); without it, says so once and returns False."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # not pyplot: its global state is not thread-safe (league loops)
     except ImportError:
         if not getattr(write_progress_plot, "warned", False):
             log("progress.png skipped: pip install 'autoresearch-bench[plot]' for matplotlib")
@@ -625,7 +689,8 @@ def write_progress_plot(history: list[Experiment], path: Path, task: Task, title
         if e.status == "keep" and e.value is not None:
             best = e.value
         running.append(best)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.subplots()
     ax.scatter([e.n for e in scored if e.status != "keep"], [e.value for e in scored if e.status != "keep"],
                c="lightgray", s=18, label="discarded")
     ax.scatter([e.n for e in scored if e.status == "keep"], [e.value for e in scored if e.status == "keep"],
@@ -639,7 +704,6 @@ def write_progress_plot(history: list[Experiment], path: Path, task: Task, title
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
     return True
 

@@ -5,8 +5,8 @@
     autoresearch-bench prepare TASK [-p NAME]  build a task's data and tokenizer into the cache
     autoresearch-bench agent --task T --tag TAG (--model M | --agent-cmd CMD | --agent null|random-search)
                                                the autoresearch loop on branch autoresearch/TAG
-    autoresearch-bench league --agents agents.toml --tasks all --experiments K
-                                               agents × tasks, ranked on held-out data
+    autoresearch-bench league --agents agents.toml --tasks all --experiments K [--slots N]
+                                               agents × tasks, ranked on held-out data; N loops at once
 """
 from __future__ import annotations
 
@@ -125,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     league.add_argument("--heldout-seeds", type=int, default=3, help="seeds of the held-out scoring")
     league.add_argument("--name", default="league", help="league name (branches, records); rerun to resume")
     league.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="where the held-out runs go (autoresearch_bench/executor.py)")
-    league.add_argument("--slots", type=int, default=None, help="held-out runs at once (default: 1 local)")
+                        help="where the held-out runs go: local (this process's device, --slots at once) or "
+                             "ray (one GPU each); autoresearch_bench/executor.py")
+    league.add_argument("--slots", type=int, default=None,
+                        help="(agent, task) loops at once, each pinned to its own GPU, and local held-out runs "
+                             "at once (default 1: one after the other)")
     _add_run_settings(league)
     league.set_defaults(func=_league)
     args = parser.parse_args(argv)

@@ -119,15 +119,20 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def gpu_for(slot: int, gpus: Sequence[str]) -> str | None:
+    """The GPU of slot (or xdist worker) number `slot`: gpus[slot % len(gpus)]; None without GPUs."""
+    return gpus[slot % len(gpus)] if gpus else None
+
+
 def pin_gpu(worker: str | None, gpus: Sequence[str]) -> str | None:
-    """Pin this process and its children to one GPU: worker gwN gets gpus[N % len(gpus)], set as
+    """Pin this process and its children to one GPU: worker gwN gets gpu_for(N, gpus), set as
     CUDA_VISIBLE_DEVICES (call it before CUDA is initialised). No worker or no GPU: no pin, None."""
     if not worker or not gpus:
         return None
     number = re.fullmatch(r"gw(\d+)", worker)
     if not number:
         raise ExecutorError(f"pytest-xdist worker id {worker!r} is not gw<N>; run the workers with pytest -n N")
-    os.environ["CUDA_VISIBLE_DEVICES"] = gpu = gpus[int(number.group(1)) % len(gpus)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu = gpu_for(int(number.group(1)), gpus)
     return gpu
 
 

@@ -23,11 +23,23 @@ agents.toml names the agents (kinds as in agent.AgentSpec) and, optionally, the 
 Each agent runs `--experiments K` experiments after the baseline on each task, in its own worktree
 and branch (`autoresearch/<league>-<agent>-<task>`), through the same AgentLoop as `agent`; the
 baseline is measured once per task and shared, so every agent starts from the same reference; a
-league that stopped resumes where it was. Then each agent's final (last kept) file and the task's
-baseline file are trained again with `--heldout-seeds` fresh seeds, interleaved, and scored on the
-held-out test rows: the validation split's rows *after* the ones the agents were scored on
-(evaluate.py, split "test"), which no agent ever got a number from. Identical files are scored once;
-every held-out run is appended to <out>/heldout.tsv and .jsonl.
+league that stopped resumes where it was.
+
+Over N GPUs: `--slots N` runs N (agent, task) loops at once, in threads of this process; the loop in
+slot k sees only GPU k of the visible ones (CUDA_VISIBLE_DEVICES of its agent command and pytest runs;
+with more slots than GPUs, round-robin; without GPUs the loops share the CPU, so use fixed-token
+mode). Each task's baseline runs first (the first agent's experiment 0; tasks at once), then that
+task's agents' loops. Log lines say `[agent/task]`. Ctrl-C stops every loop as it stops one: the
+children are killed and the experiments in flight are not recorded. On GPUs, `--executor ray --slots
+N` also gives each held-out run a GPU of its own (the local executor's slots share one device).
+
+    autoresearch-bench league --agents agents.toml --tasks all --experiments 20 --executor ray --slots 8
+
+Then each agent's final (last kept) file and the task's baseline file are trained again with
+`--heldout-seeds` fresh seeds, interleaved, and scored on the held-out test rows: the validation
+split's rows *after* the ones the agents were scored on (evaluate.py, split "test"), which no agent
+ever got a number from. Identical files are scored once; every held-out run is appended to
+<out>/heldout.tsv and .jsonl.
 
 Ranking: improvement over the baseline on the held-out rows, in units of the measured noise (the
 seed-to-seed std of the baseline's held-out scores; the profile's min_effect when that cannot be
@@ -39,8 +51,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import threading
+import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +64,7 @@ from tabulate import tabulate
 
 from . import stats, storage
 from .agent import AgentError, AgentLoop, AgentSpec, Experiment, Settings
-from .executor import Run, make_executor
+from .executor import Run, gpu_for, make_executor, visible_gpus
 from .patch import git
 from .runner import Candidate
 from .task import Task, find_tasks
@@ -125,40 +141,131 @@ def leaderboard(entries: list[Entry], tasks: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: -(r["improvement (σ)"] if r["improvement (σ)"] is not None else -1e9))
 
 
+@dataclass
+class Job:
+    """One AgentLoop run of the league: a task's baseline (experiment 0 in its first agent's loop, then
+    that loop stops) or an agent's experiments on a task."""
+    entry: Entry
+    baseline_only: bool
+
+
 class League:
+    """Agents × tasks; `slots` (agent, task) loops run at once, each pinned to its own GPU."""
+
     def __init__(self, agents: list[AgentSpec], tasks: list[Task], experiments: int, settings: Settings,
                  name: str = "league", heldout_seeds: int = 3, out_dir: str | Path | None = None,
                  executor: str = "local", slots: int | None = None, log: Callable[[str], None] = print):
+        """executor, slots: where the held-out runs go (executor.make_executor) and how many loops
+        (and local held-out runs) run at once; default 1, one after the other."""
         if len({a.name for a in agents}) != len(agents):
             raise AgentError("agent names must be unique")
         self.agents, self.tasks, self.experiments = agents, tasks, experiments
         self.settings = Settings(**{**asdict(settings), "max_experiments": experiments})
-        self.name, self.heldout_seeds, self.log = name, heldout_seeds, log
+        self.name, self.heldout_seeds = name, heldout_seeds
         self.executor = make_executor(executor, slots)  # the held-out runs: N slots or GPUs, N at once
+        self.slots = self.executor.slots  # the agents' loops: N at once, on this machine
         self.out = (Path(out_dir) if out_dir else Path(".ar") / "league" / name).resolve()
+        lock = threading.Lock()  # loops log from their threads: one line at a time
+
+        def locked(message: str) -> None:
+            with lock:
+                log(message)
+        self.log = locked
 
     def run(self) -> list[dict]:
-        entries: list[Entry] = []
+        entries = [Entry(spec.name, task.name) for task in self.tasks for spec in self.agents]
+        loops = self._run_loops(entries)
         for task in self.tasks:
-            loops: dict[str, AgentLoop] = {}
-            baseline = None  # measured by the first agent, shared by the others: one reference for all
-            for spec in self.agents:
-                entry = Entry(spec.name, task.name)
-                entries.append(entry)
-                try:
-                    loop = AgentLoop(task.root, spec, f"{self.name}-{spec.name}-{task.name}", self.settings,
-                                     out_dir=self.out / task.name / spec.name, log=self.log, baseline=baseline)
-                    history = loop.run()
-                    summarize_history(entry, history)
-                    baseline = baseline or history[0]
-                    loops[spec.name] = loop
-                except AgentError as e:
-                    entry.error = str(e)
-                    self.log(f"league: {spec.name} on {task.name}: {e}")
-            self._heldout(task, [e for e in entries if e.task == task.name], loops)
+            self._heldout(task, [e for e in entries if e.task == task.name],
+                          {agent: loop for (t, agent), loop in loops.items() if t == task.name})
         rows = leaderboard(entries, [t.name for t in self.tasks])
         self._write(entries, rows)
         return rows
+
+    def _run_loops(self, entries: list[Entry]) -> dict[tuple[str, str], AgentLoop]:
+        """Each task's baseline first (tasks at once), then every agent's loop on that task with the
+        baseline shared: one reference for all. `self.slots` loops run at once, in threads; slot k's
+        loop sees only GPU gpu_for(k, visible_gpus()) (no pin without GPUs: the loops share the CPU).
+        Fills in the entries; returns the loops that ran to the end, by (task, agent). Ctrl-C (or an
+        unexpected error) stops every running loop as Ctrl-C stops one: nothing recorded is lost."""
+        gpus = visible_gpus()
+        if self.slots > 1:
+            self.log(f"league: {self.slots} loops at once, on " + (f"GPUs {', '.join(gpus)}" if gpus else "the CPU")
+                     + (" (more loops than GPUs: some share one)" if 0 < len(gpus) < self.slots else ""))
+        tasks = {t.name: t for t in self.tasks}
+        specs = {s.name: s for s in self.agents}
+        baselines: dict[str, Experiment] = {}
+        loops: dict[tuple[str, str], AgentLoop] = {}
+        todo = deque(Job(e, True) for e in entries if e.agent == self.agents[0].name)
+        free, running, done = list(range(self.slots)), {}, queue.Queue()
+
+        def failed(job: Job, error: AgentError) -> None:
+            job.entry.error = str(error)
+            self.log(f"league: {job.entry.agent} on {job.entry.task}: {error}")
+            following = [e for e in entries if e.task == job.entry.task and not e.error]
+            if job.baseline_only and following:  # the next agent measures the baseline instead
+                todo.appendleft(Job(following[0], True))
+
+        def work(slot: int, job: Job, loop: AgentLoop) -> None:
+            try:
+                outcome = loop.run()
+            except BaseException as e:  # AgentError, KeyboardInterrupt (stopped), or a bug: the caller decides
+                outcome = e
+            done.put((slot, job, outcome))
+
+        try:
+            while todo or running:
+                while todo and free:
+                    job, slot = todo.popleft(), min(free)
+                    e = job.entry
+                    try:
+                        loop = AgentLoop(tasks[e.task].root, specs[e.agent], f"{self.name}-{e.agent}-{e.task}",
+                                         replace(self.settings, max_experiments=0) if job.baseline_only
+                                         else self.settings, out_dir=self.out / e.task / e.agent,
+                                         log=self._tagged(e), baseline=baselines.get(e.task),
+                                         gpu=gpu_for(slot, gpus))
+                    except AgentError as error:
+                        failed(job, error)
+                        continue
+                    free.remove(slot)
+                    running[slot] = loop
+                    threading.Thread(target=work, args=(slot, job, loop), name=f"ar-loop-{slot}", daemon=True).start()
+                if not running:
+                    continue
+                slot, job, outcome = done.get()
+                loop = running.pop(slot)
+                free.append(slot)
+                if isinstance(outcome, AgentError):
+                    failed(job, outcome)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                elif job.baseline_only:
+                    baselines[job.entry.task] = next((x for x in outcome if x.status == "keep"), None)
+                    todo.extend(Job(e, False) for e in entries if e.task == job.entry.task and not e.error)
+                else:
+                    summarize_history(job.entry, outcome)
+                    loops[job.entry.task, job.entry.agent] = loop
+        except BaseException:
+            self._stop(running, done)
+            raise
+        return loops
+
+    def _tagged(self, entry: Entry) -> Callable[[str], None]:
+        """The log of one loop: its lines start with [agent/task]."""
+        return lambda message: self.log(f"[{entry.agent}/{entry.task}] {message}")
+
+    def _stop(self, running: dict[int, AgentLoop], done: queue.Queue, grace_s: float = 60.0) -> None:
+        """Interrupt the running loops; wait up to grace_s for them to end (each resets its branch)."""
+        for loop in running.values():
+            loop.interrupt()
+        deadline = time.monotonic() + grace_s
+        while running:
+            try:
+                running.pop(done.get(timeout=max(0.0, deadline - time.monotonic()))[0])
+            except queue.Empty:
+                self.log(f"league: {len(running)} loop(s) still busy after {grace_s:.0f} s (an API call?); "
+                         f"they record nothing more")
+                break
 
     def _heldout(self, task: Task, entries: list[Entry], loops: dict[str, AgentLoop]) -> None:
         """Score the baseline and each agent's final file on the held-out rows; fill improvement_sigma."""
