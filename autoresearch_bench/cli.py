@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     league.add_argument("--heldout-seeds", type=int, default=3, help="seeds of the held-out scoring")
     league.add_argument("--name", default="league", help="league name (branches, records); rerun to resume")
     league.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="where the held-out runs go: local (this process's device, --slots at once) or "
-                             "ray (one GPU each); autoresearch_bench/executor.py")
+                        help="where the held-out runs go: local (--slots at once, a free GPU each where there are "
+                             "several) or ray (one GPU each); autoresearch_bench/executor.py")
     league.add_argument("--slots", type=int, default=None,
                         help="(agent, task) loops at once, each pinned to its own GPU, and local held-out runs "
                              "at once (default 1: one after the other)")

@@ -12,7 +12,9 @@ record and all the ones before it are in (the session appends them to the result
 the parent process writes them). Each record's `extra["executor"]` says where it ran.
 
 - `local` (default): child processes on this machine, `slots` at a time (default 1: one after the
-  other). More than one slot shares one device; for several GPUs use `xdist` or `ray`.
+  other). With several slots on a machine with several GPUs, each GPU run takes a free GPU for its
+  children (CUDA_VISIBLE_DEVICES) and gives it back when done: N slots on N GPUs run one experiment per
+  GPU. With more slots than GPUs, or one GPU, or on CPU, the runs share the devices.
 - `xdist`: this process is a pytest-xdist worker (`pytest -n N --ar-executor xdist`), pinned to one GPU:
   CUDA_VISIBLE_DEVICES = gpus[N % len(gpus)] for worker gwN (`pin_gpu`; no GPU: no pin). It runs its
   experiments one at a time; the parallelism comes from the workers. Each worker is a pytest session of
@@ -27,6 +29,7 @@ the parent process writes them). Each record's `extra["executor"]` says where it
 from __future__ import annotations
 
 import os
+import queue
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -100,8 +103,24 @@ class LocalExecutor:
                 with lock:
                     return fn(*args)
             return call
+        gpus = visible_gpus() if any(r.profile.device == "cuda" for r in runs) else []
+        free: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for gpu in gpus:
+            free.put(gpu)
+
+        def run_on_a_free_gpu(run: Run) -> RunRecord:
+            if len(gpus) < 2 or run.profile.device != "cuda":  # one GPU or none: nothing to choose
+                return run(_bind(on_progress and locked(on_progress), run), locked(log))
+            gpu = free.get()  # blocks while every GPU is busy (more slots than GPUs)
+            try:
+                pinned = replace(run, options={**run.options, "gpu": gpu})
+                record = pinned(_bind(on_progress and locked(on_progress), run), locked(log))
+                record.extra["gpu"] = gpu
+                return record
+            finally:
+                free.put(gpu)
         with ThreadPoolExecutor(self.slots, thread_name_prefix="ar-run") as pool:
-            futures = [pool.submit(run, _bind(on_progress and locked(on_progress), run), locked(log)) for run in runs]
+            futures = [pool.submit(run_on_a_free_gpu, run) for run in runs]
             yield from (f.result() for f in futures)
 
 

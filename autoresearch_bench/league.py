@@ -30,10 +30,11 @@ slot k sees only GPU k of the visible ones (CUDA_VISIBLE_DEVICES of its agent co
 with more slots than GPUs, round-robin; without GPUs the loops share the CPU, so use fixed-token
 mode). Each task's baseline runs first (the first agent's experiment 0; tasks at once), then that
 task's agents' loops. Log lines say `[agent/task]`. Ctrl-C stops every loop as it stops one: the
-children are killed and the experiments in flight are not recorded. On GPUs, `--executor ray --slots
-N` also gives each held-out run a GPU of its own (the local executor's slots share one device).
+children are killed and the experiments in flight are not recorded. The held-out runs go through the
+executor with the same slots: `local` gives each a free GPU of its own when there are several, `ray`
+one GPU per Ray task.
 
-    autoresearch-bench league --agents agents.toml --tasks all --experiments 20 --executor ray --slots 8
+    autoresearch-bench league --agents agents.toml --tasks all --experiments 20 --slots 8
 
 Then each agent's final (last kept) file and the task's baseline file are trained again with
 `--heldout-seeds` fresh seeds, interleaved, and scored on the held-out test rows: the validation

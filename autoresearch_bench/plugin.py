@@ -82,8 +82,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where runs happen: local (default), xdist (with -n N: one worker per GPU) or ray "
                          "(one Ray task per run); see autoresearch_bench/executor.py")
     group.addoption("--ar-slots", type=int, default=None, metavar="N",
-                    help="runs at once: local, N child processes sharing this machine (default 1; results "
-                         "compare only in fixed-token mode or across devices); ray, the most in flight")
+                    help="runs at once: local, N child processes (default 1), each on a free GPU of its own where "
+                         "there are several, else sharing the device (then compare in fixed-token mode); "
+                         "ray, the most in flight")
 
 
 class PluginState:

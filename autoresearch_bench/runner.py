@@ -78,8 +78,11 @@ def ancestor_procs() -> list[str]:
     return found
 
 
-def child_env(scratch: Path) -> dict[str, str]:
+def child_env(scratch: Path, gpu: str | None = None) -> dict[str, str]:
+    """The scrubbed environment of a worker; `gpu` pins it to that one GPU (CUDA_VISIBLE_DEVICES)."""
     env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     cache = data.cache_root()
     env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))  # compiled kernels survive runs
     env.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
@@ -132,7 +135,7 @@ def start_worker(mode: str, spec: dict, scratch: Path, isolation: sandbox.Plan, 
     spec_path = scratch / f"{mode}.json"
     spec_path.write_text(json.dumps(spec))
     read_fd, write_fd = os.pipe()
-    env = child_env(scratch)
+    env = child_env(scratch, spec.get("gpu"))
     env[RESULT_FD_ENV] = str(write_fd)
     command = sandbox.wrap([sys.executable, "-m", "autoresearch_bench.worker", mode, str(spec_path)],
                            isolation, readonly=spec.get("readonly", []), hidden=list(hidden))
@@ -203,10 +206,11 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
                   budget_s: float | None = None, max_tokens: int | None = None,
                   results_paths: tuple[Path, ...] = (), description: str = "", isolation: str = "auto",
                   on_progress: Callable[[dict], None] | None = None, eval_split: str = "val",
-                  log: Callable[[str], None] = print) -> storage.RunRecord:
+                  gpu: str | None = None, log: Callable[[str], None] = print) -> storage.RunRecord:
     """Train and evaluate one candidate with one seed; always returns a record, never raises for
     a bad candidate (its failure is the record's status and error). eval_split "test" scores the
-    held-out rows that follow the validation rows (the league's; see evaluate.load_eval_data)."""
+    held-out rows that follow the validation rows (the league's; see evaluate.load_eval_data).
+    gpu: run both children on that GPU alone (a CUDA_VISIBLE_DEVICES entry); None: as this process."""
     t_start = time.perf_counter()
     commit, dirty = storage.git_state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)
@@ -237,7 +241,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as tmp:
         scratch = Path(tmp)
         common = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(),
-                  "device": profile.device, "seed": seed, "scratch": str(scratch),
+                  "device": profile.device, "seed": seed, "scratch": str(scratch), "gpu": gpu,
                   "crop": bool(profile.data.get("crop", False)),
                   "forbidden": [str(q.resolve()) for p in results_paths for q in (p, storage.ledger_path(p))]
                                + ancestor_procs(),

@@ -6,13 +6,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from autoresearch_bench import executor as ex
 from autoresearch_bench import storage
-from autoresearch_bench.runner import Candidate
+from autoresearch_bench.runner import Candidate, child_env
 from autoresearch_bench.session import BASE, BenchmarkSession, Options
 
 TINY = Path(__file__).parent / "tiny_task"
@@ -58,19 +59,24 @@ class FakeRuns:
 
     def __init__(self, monkeypatch):
         self.lock, self.running, self.peak, self.calls = threading.Lock(), 0, 0, []
+        self.gpus_busy, self.gpu_clash = [], False  # GPUs of the runs in flight; one GPU taken twice
         monkeypatch.setattr(ex, "run_candidate", self)
 
     def __call__(self, task, profile, candidate, seed, *, on_progress=None, log=print, **options):
+        gpu = options.get("gpu")
         with self.lock:
-            self.calls.append((candidate.name, seed))
+            self.calls.append((candidate.name, seed, gpu))
             self.running += 1
             self.peak = max(self.peak, self.running)
+            self.gpu_clash |= gpu is not None and gpu in self.gpus_busy
+            self.gpus_busy.append(gpu)
             order = len(self.calls)
         time.sleep(0.5 / order)
         if on_progress:
             on_progress({"step": 1})
         with self.lock:
             self.running -= 1
+            self.gpus_busy.remove(gpu)
         return self.record(task.name, candidate.name, profile.name, task.metric, seed)
 
     @staticmethod
@@ -96,6 +102,33 @@ def test_local_slots_run_at_once_and_records_come_back_in_order(monkeypatch, tin
     assert seen == [(f"c{i}", f"c{i}") for i in range(4)]  # on_record in order, with its own run
     assert fake.peak == slots and sorted(progress) == [0, 1, 2, 3]
     assert {r.extra["executor"] for r in records} == {"local"}
+    assert {gpu for _, _, gpu in fake.calls} == {None}  # a cpu profile is never pinned to a GPU
+
+
+def test_local_slots_on_several_gpus_run_one_experiment_per_gpu_at_a_time(monkeypatch, tiny_task):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    fake = FakeRuns(monkeypatch)
+    profile = replace(tiny_task.profile("cpu"), device="cuda")
+    runs = [ex.Run(tiny_task, profile, Candidate(f"c{i}", tiny_task.train_file), seed=i) for i in range(5)]
+    records = ex.make_executor("local", slots=2).map(runs)
+    assert fake.peak == 2 and not fake.gpu_clash
+    assert {gpu for _, _, gpu in fake.calls} == {"3", "5"}
+    assert {r.candidate: r.extra["gpu"] for r in records} == {name: gpu for name, _, gpu in fake.calls}
+
+
+def test_a_pinned_run_s_workers_see_only_their_gpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    assert child_env(tmp_path, gpu="2")["CUDA_VISIBLE_DEVICES"] == "2"
+    assert child_env(tmp_path)["CUDA_VISIBLE_DEVICES"] == "0,1,2"  # unpinned: what the harness sees
+
+
+def test_local_slots_on_one_gpu_share_it_unpinned(monkeypatch, tiny_task):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    fake = FakeRuns(monkeypatch)
+    profile = replace(tiny_task.profile("cpu"), device="cuda")
+    runs = [ex.Run(tiny_task, profile, Candidate(f"c{i}", tiny_task.train_file), seed=i) for i in range(3)]
+    ex.make_executor("local", slots=3).map(runs)
+    assert fake.peak == 3 and {gpu for _, _, gpu in fake.calls} == {None}
 
 
 def _session(tmp_path, tiny_task, executor, **options):
@@ -130,9 +163,9 @@ def test_per_item_executor_runs_only_its_candidate_and_the_base_once(monkeypatch
     for c in (same, worse):
         session.plan(tiny_task, profile, c)
     assert session.result(tiny_task, worse).decision.verdict == "worse"
-    assert fake.calls == [(BASE, 0), ("worse", 0), (BASE, 1), ("worse", 1)]  # not train: another worker's
+    assert [call[:2] for call in fake.calls] == [(BASE, 0), ("worse", 0), (BASE, 1), ("worse", 1)]  # not train: another worker's
     assert session.result(tiny_task, same).decision.verdict == "no difference"
-    assert fake.calls[4:] == [("train", 0), ("train", 1)]  # the base is not measured again
+    assert [call[:2] for call in fake.calls[4:]] == [("train", 0), ("train", 1)]  # the base is not measured again
     assert {r.extra["executor"] for r in session.results[(tiny_task.name, "worse")].records} == {"xdist:gw0"}
     # what a worker sends, the controller merges into the same result
     copy = _session(tmp_path, tiny_task, ex.make_executor("local"))
