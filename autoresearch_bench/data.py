@@ -141,6 +141,7 @@ class PreparedData:
     n_train_tokens: int
     n_val_tokens: int
     raw_paths: tuple[str, ...] = ()  # where the source text lies (validation included): closed to training
+    data_id: str = ""     # hash of the validation tokens and the tokenizer: what a score is measured on
 
 
 def cache_root() -> Path:
@@ -240,7 +241,18 @@ def _read_prepared(root: Path) -> PreparedData | None:
     meta = json.loads(paths[0].read_text())
     meta["raw_paths"] = tuple(meta.get("raw_paths", ()))
     return PreparedData(root=root, train_tokens=paths[1], val_tokens=paths[3], tokenizer_dir=paths[5].parent,
-                        **meta)
+                        data_id=_data_id(paths[3], paths[4], paths[5].parent), **meta)
+
+
+def _data_id(val_tokens: Path, val_docs: Path, tokenizer_dir: Path) -> str:
+    """12 hex digits of SHA-256 over the validation tokens, their document bounds and the bytes of
+    every token: all a score depends on besides the model. Two runs' scores compare only where it is
+    equal: the same data spec can give other validation text on another machine (a `files` or
+    `parquet` source that saw one file more) or another tokenizer."""
+    digest = hashlib.sha256()
+    for array in (np.load(val_tokens), np.load(val_docs), token_bytes(tokenizer_dir)):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:12]
 
 
 @contextmanager

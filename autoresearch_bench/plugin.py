@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -376,8 +377,9 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
             pytest.fail(f"not benchmarked: {result.skipped}", pytrace=False)
         if result.status != "ok":
             pytest.fail(f"{candidate.name}: {result.status}: {result.error}", pytrace=False)
-        if session.options.fail_on_regression and result.decision and result.decision.verdict == "worse":
-            pytest.fail(f"{candidate.name}: worse than the {result.baseline}: {result.decision.reason}", pytrace=False)
+        if session.options.fail_on_regression and result in session.regressions():
+            relation = "worse than" if result.decision.verdict == "worse" else f"{result.decision.verdict} with"
+            pytest.fail(f"{candidate.name}: {relation} the {result.baseline}: {result.decision.reason}", pytrace=False)
         return result
     return benchmark
 
@@ -396,7 +398,7 @@ def summary_rows(results: list[CandidateResult]) -> list[dict]:
             "profile": r.profile.name, **metrics, r.task.metric: stats.summarize(values).fmt() if values else "-",
             "95% CI": "[{:.4f}, {:.4f}]".format(*stats.summarize(values).ci95) if len(values) > 1 else "-",
             "seeds": f"{len(values)}/{len(recs)}",
-            "baseline": r.baseline or "-", "delta": f"{d.delta:+.4f}" if d else "-", "verdict": d.verdict if d else "-",
+            "baseline": r.baseline or "-", "delta": f"{d.delta:+.4f}" if d and math.isfinite(d.delta) else "-", "verdict": d.verdict if d else "-",
             "seconds": f"{mean('seconds'):.1f}", "tokens": f"{mean('tokens'):,.0f}", "steps": f"{mean('steps'):.0f}",
             "peak mem GB": f"{max((x.peak_mem_gb for x in recs), default=0):.2f}",
             "MFU": mfu_cell([x.extra for x in recs if x.status == "ok"]),

@@ -237,6 +237,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         record.error = str(e)
         return record
     record.extra["sandbox"], record.extra["eval_split"] = plan.level, eval_split
+    record.extra["data_id"] = prepared.data_id
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as tmp:
         scratch = Path(tmp)

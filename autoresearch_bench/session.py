@@ -14,11 +14,15 @@ The plugin owns pytest; this module owns the experiment.
   given, the task's editable file at REF, measured side by side in the same interleaved schedule.
 - The verdict (better / worse / no difference) comes from stats.decide: Welch's t-test plus a
   minimum effect (the profile's `min_effect`, from the measured seed-to-seed noise, unless
-  --ar-min-effect overrides it).
+  --ar-min-effect overrides it). A stored baseline scored on other data (its data id, the hash of the
+  validation tokens and tokenizer, differs from the run's) gives the verdict "not comparable"
+  instead, which fails the regression gate: the same data spec can yield other validation text on
+  another machine, and a number measured on other text proves nothing about this one.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import subprocess
 from collections import defaultdict
@@ -32,6 +36,7 @@ from .runner import Candidate
 from .task import Profile, Task, TaskError
 
 BASE = "base"  # name of the candidate measured from --ar-base-ref
+NOT_COMPARABLE = "not comparable"  # the verdict against a baseline scored on other data
 
 
 @dataclass
@@ -144,7 +149,7 @@ class BenchmarkSession:
         self.on_progress = on_progress
         self.results: dict[tuple[str, str], CandidateResult] = {}
         self.pending: dict[str, list[CandidateResult]] = defaultdict(list)  # task → not yet run
-        self.baselines: dict[str, tuple[list[float], str] | None] = {}
+        self.baselines: dict[str, tuple[list[float], str, str | None] | None] = {}  # values, label, data id
 
     def plan(self, task: Task, profile: Profile, candidate: Candidate) -> CandidateResult:
         key = (task.name, candidate.name)
@@ -169,7 +174,7 @@ class BenchmarkSession:
         return {**storage.machine_fingerprint(profile.name, profile.device),
                 "mode": "tokens" if o.max_tokens else "time", "budget": o.max_tokens or o.budget_s or profile.budget_s}
 
-    def _stored_baseline(self, task: Task, profile: Profile) -> tuple[list[float], str] | None:
+    def _stored_baseline(self, task: Task, profile: Profile) -> tuple[list[float], str, str | None] | None:
         choice = self.options.baseline
         if choice == "none":
             return None
@@ -177,7 +182,7 @@ class BenchmarkSession:
             found = storage.load_baseline(self.options.baselines_dir, task.name, self.fingerprint(profile))
         else:
             found = storage.Baseline.from_file(Path(choice))
-        return (list(found.values), f"stored baseline @{found.commit}") if found else None
+        return (list(found.values), f"stored baseline @{found.commit}", found.data_id) if found else None
 
     def skip(self, task: Task, candidate: Candidate, reason: str) -> None:
         result = self.results.get((task.name, candidate.name))
@@ -241,16 +246,24 @@ class BenchmarkSession:
     def _decide(self, task: Task) -> None:
         base = self.results.get((task.name, BASE))
         reference = self.baselines.get(task.name) or (
-            (base.values, f"{BASE} @{self.options.base_ref}") if base and base.values else None)
+            (base.values, f"{BASE} @{self.options.base_ref}", None) if base and base.values else None)
         if reference is None:
             return
-        values, label = reference
+        values, label, data_id = reference
         for entry in self.results.values():
             if entry.task.name == task.name and entry.candidate.name != BASE and entry.values:
                 min_effect = self.options.min_effect if self.options.min_effect is not None \
                     else entry.profile.min_effect
-                entry.decision = stats.decide(entry.values, values, direction=task.direction, min_effect=min_effect)
                 entry.baseline = label
+                ids = sorted({r.extra.get("data_id") for r in entry.records if r.status == "ok"} - {data_id})
+                if data_id and ids:  # another validation text or tokenizer: the numbers do not compare
+                    entry.decision = stats.Decision(
+                        NOT_COMPARABLE, math.nan, math.nan, (-math.inf, math.inf),
+                        f"the {label} was scored on other data (data id {data_id}, this run {', '.join(map(str, ids))}): "
+                        f"record it again here with --ar-save-baseline, or measure the base side by side "
+                        f"with --ar-baseline none --ar-base-ref REF")
+                    continue
+                entry.decision = stats.decide(entry.values, values, direction=task.direction, min_effect=min_effect)
 
     def save_baselines(self) -> list[Path]:
         """Store each task's own train.py results as the baseline for this machine and mode."""
@@ -263,7 +276,8 @@ class BenchmarkSession:
         return saved
 
     def regressions(self) -> list[CandidateResult]:
-        return [r for r in self.results.values() if r.decision and r.decision.verdict == "worse"]
+        """Results that fail the regression gate: worse, or not comparable with their baseline."""
+        return [r for r in self.results.values() if r.decision and r.decision.verdict in ("worse", NOT_COMPARABLE)]
 
     def ranked(self) -> list[CandidateResult]:
         """Per task, candidates with scores best first, then the ones without."""

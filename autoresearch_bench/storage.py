@@ -292,12 +292,14 @@ class Baseline:
     n: int
     fingerprint: dict
     commit: str
+    data_id: str | None = None  # data.PreparedData.data_id of its runs; None in files from before it existed
 
     @classmethod
     def from_file(cls, path: str | Path) -> Baseline:
         try:
             d = json.loads(Path(path).read_text())
-            return cls(list(d["values"]), d["mean"], d["std"], d["n"], d["fingerprint"], d["commit"])
+            return cls(list(d["values"]), d["mean"], d["std"], d["n"], d["fingerprint"], d["commit"],
+                       d.get("data_id"))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: not a usable baseline file ({e!r}); delete it and record a new "
                              f"one with --ar-save-baseline") from None
@@ -316,7 +318,9 @@ def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, recor
     summary = stats.summarize([r.value for r in scored])
     path = _baseline_path(baselines_dir, task, fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data_ids = {r.extra.get("data_id") for r in scored}
     content = {"task": task, "metric": scored[0].metric, "values": [r.value for r in scored],
+               "data_id": data_ids.pop() if len(data_ids) == 1 else None,
                "seeds": [r.seed for r in scored], "mean": summary.mean, "std": summary.std, "n": summary.n,
                "fingerprint": fingerprint, "fingerprint_id": path.stem, "commit": scored[0].commit,
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}

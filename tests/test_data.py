@@ -214,6 +214,20 @@ def test_the_files_corpus_is_reproducible(cache, tmp_path):
     for rel in ("shards/train_00000.parquet", "val/val.parquet"):
         assert texts(first.root / rel) == texts(second.root / rel)
     assert np.array_equal(np.load(first.train_tokens), np.load(second.train_tokens))
+    assert first.data_id == second.data_id and len(first.data_id) == 12  # what scores are measured on
+
+
+def test_one_file_more_in_the_tree_is_other_data_by_its_data_id(cache, tmp_path):
+    src = tmp_path / "tree"
+    src.mkdir()
+    for i in range(20):
+        (src / f"{i:02d}.txt").write_text(CHAPTERS[100 + i])
+    spec = {"source": "files", "paths": [str(src)], "vocab_size": 300, "val_fraction": 0.2}
+    before = prepare(spec, "a", log=lambda m: None)
+    (src / "installed_later.py").write_text("# " + CHAPTERS[130])  # e.g. a package installed into /opt
+    after = prepare(spec, "b", log=lambda m: None)
+    assert texts(before.root / "val/val.parquet") != texts(after.root / "val/val.parquet")
+    assert before.data_id != after.data_id
 
 
 # --------------------------------------------------------------------------------------- loader, eval rows

@@ -57,8 +57,9 @@ class FakeRuns:
     """Stands in for run_candidate: sleeps (later submissions finish first), counts runs in flight,
     scores base/train at 2.0 and anything else at 2.5 (plus a little per seed)."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, data_id: str = "d0"):
         self.lock, self.running, self.peak, self.calls = threading.Lock(), 0, 0, []
+        self.data_id = data_id  # the data.PreparedData.data_id the records say they were scored on
         self.gpus_busy, self.gpu_clash = [], False  # GPUs of the runs in flight; one GPU taken twice
         monkeypatch.setattr(ex, "run_candidate", self)
 
@@ -77,7 +78,9 @@ class FakeRuns:
         with self.lock:
             self.running -= 1
             self.gpus_busy.remove(gpu)
-        return self.record(task.name, candidate.name, profile.name, task.metric, seed)
+        record = self.record(task.name, candidate.name, profile.name, task.metric, seed)
+        record.extra["data_id"] = self.data_id
+        return record
 
     @staticmethod
     def record(task: str, candidate: str, profile: str, metric: str, seed: int) -> storage.RunRecord:
@@ -132,8 +135,8 @@ def test_local_slots_on_one_gpu_share_it_unpinned(monkeypatch, tiny_task):
 
 
 def _session(tmp_path, tiny_task, executor, **options):
-    opts = Options(enabled=True, seeds=2, results_tsv=tmp_path / "results.tsv", baseline="none",
-                   scratch=tmp_path / ".ar", **options)
+    opts = Options(**{"enabled": True, "seeds": 2, "results_tsv": tmp_path / "results.tsv", "baseline": "none",
+                      "scratch": tmp_path / ".ar", **options})
     return BenchmarkSession(opts, log=lambda m: None, executor=executor)
 
 
@@ -239,3 +242,21 @@ def test_rows_that_concurrent_runs_append_are_not_tampering_but_anything_else_is
     assert not storage.appended_only(tsv, marks[tsv])
     jsonl.write_text(jsonl.read_text().replace('"seed": 0', '"seed": 9'))  # an edited row
     assert not storage.appended_only(jsonl, marks[jsonl])
+
+
+@pytest.mark.parametrize("data_id, verdict", [("d0", "no difference"), ("other", "not comparable")])
+def test_a_stored_baseline_decides_only_runs_scored_on_its_data(monkeypatch, tmp_path, tiny_task, data_id, verdict):
+    FakeRuns(monkeypatch, data_id=data_id)
+    session = _session(tmp_path, tiny_task, ex.make_executor("local"), baseline="auto",
+                       baselines_dir=tmp_path / "baselines", fail_on_regression=True)
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    stored = [FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed) for seed in (0, 1)]
+    for record in stored:
+        record.extra["data_id"] = "d0"
+    storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    session.plan(tiny_task, profile, Candidate("train", train))
+    result = session.result(tiny_task, Candidate("train", train))
+    assert result.decision.verdict == verdict
+    assert (result in session.regressions()) == (verdict == "not comparable")  # the gate cannot vouch for it
+    if verdict == "not comparable":
+        assert "data id d0, this run other" in result.decision.reason and "--ar-save-baseline" in result.decision.reason
