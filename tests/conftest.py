@@ -12,6 +12,10 @@ collect_ignore = ["tiny_task"]
 
 # Tokenizers and token files are built once and reused by every test (and by pytester children).
 os.environ.setdefault("AR_CACHE_DIR", str(HERE.parent / ".ar" / "test-cache"))
+# The training, evaluation and check processes of the tests run tiny models: one thread each is
+# fastest, and two busy-waiting threads per process on a small, shared machine make a run several
+# times slower. The harness passes this variable on to its children.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
