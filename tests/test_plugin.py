@@ -12,6 +12,8 @@ import pytest
 
 TINY = Path(__file__).parent / "tiny_task"
 FAST = ["--ar-budget", "1", "-p", "no:cacheprovider"]
+# Fixed tokens: exact repeats whatever the load, so two runs may share the machine (--ar-slots 2).
+TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "2", "--ar-slots", "2", "-p", "no:cacheprovider"]
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def test_autoresearch_trains_scores_records_and_shows_progress(pytester, project
 def test_candidates_are_ranked_interleaved_and_a_failed_check_skips_only_its_benchmark(pytester, project):
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.01')
     add_candidate(project, "peeks_ahead", "is_causal=True", "is_causal=False")
-    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-seeds", "2", *FAST)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", *TOKENS)
     run.stdout.fnmatch_lines([
         "*_ test_causality?peeks_ahead? _*", "causality: *the model sees the future*",
         "*_ test_benchmark?peeks_ahead? _*", "not benchmarked: check test_causality failed: causality: *"])
@@ -126,9 +128,6 @@ def test_change_outside_the_editable_surface_fails_the_session(pytester, project
     assert run.ret != 0
     assert not (project / "results.tsv").exists()
 
-
-# Fixed tokens: exact repeats whatever the load, so two runs may share the machine (--ar-slots 2).
-TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "2", "--ar-slots", "2", "-p", "no:cacheprovider"]
 
 
 def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
