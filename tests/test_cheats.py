@@ -88,11 +88,13 @@ def timed(shared_tiny_task_dir: Path) -> tuple[dict[str, RunRecord], Path]:
     task = load_task(shared_tiny_task_dir)
     results = shared_tiny_task_dir.parent.parent / "results.tsv"
     results.write_bytes(RESULTS_HEADER)
-    profile = replace(task.profile("cpu"), startup_allowance_s=8)  # a runaway is killed sooner
+    # a runaway is killed sooner: ignores_the_clock trains until then, on a core that the others need
+    profiles = {name: replace(task.profile("cpu"), startup_allowance_s=3 if name == "ignores_the_clock" else 8)
+                for name in CHEATS}
     # sandbox off: the in-process guards must catch the cheat on their own (the OS sandbox, where
     # available, hides the files altogether; tests/test_sandbox.py covers that layer)
     cheat = dict(budget_s=1.5, isolation="off", results_paths=(results,))
-    runs = [Run(task, profile, write_cheat(shared_tiny_task_dir, name), 0, cheat) for name in CHEATS]
+    runs = [Run(task, profiles[name], write_cheat(shared_tiny_task_dir, name), 0, cheat) for name in CHEATS]
     fake = shared_tiny_task_dir / "candidates" / "prints_fake_score.py"
     fake.write_text((shared_tiny_task_dir / "train.py").read_text().replace(
         "    return model\n", '    print("val_bpb: 0.000100")\n    print("---\\nval_bpb:          0.000100")\n    return model\n'))
