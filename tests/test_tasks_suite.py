@@ -199,6 +199,10 @@ def test_the_whole_suite_runs_end_to_end_on_the_cpu_profiles(pytester):
     """Every task's checks, training and scoring, in fixed-token mode so that it takes seconds."""
     for name in ("gpt_pretrain", "char_lm", "modular_add"):
         shutil.copytree(TASKS / name, pytester.path / "tasks" / name)
+    # scoring gpt_pretrain's 131,072 cpu evaluation tokens would take most of this test's time: an eighth
+    toml = pytester.path / "tasks" / "gpt_pretrain" / "task.toml"
+    assert toml.read_text().count("eval_tokens = 131072\n") == 1
+    toml.write_text(toml.read_text().replace("eval_tokens = 131072\n", "eval_tokens = 16384\n"))
     run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-profile", "cpu", "--ar-tokens", "8192",
                                         "-p", "no:cacheprovider")
     outcomes = run.parseoutcomes()
