@@ -1,7 +1,4 @@
-"""The honest tiny candidate: a one-block causal transformer trained with AdamW until ctx.done().
-
-AdamW is written out here: building a torch.optim optimizer imports torch._dynamo, a second of
-start-up in each of the many training processes of the harness's own tests."""
+"""The honest tiny candidate: a one-block causal transformer trained with AdamW until ctx.done()."""
 import math
 
 import torch
@@ -44,37 +41,13 @@ class TinyGPT(nn.Module):
         return self.head(self.ln(x))
 
 
-class AdamW:
-    """torch.optim.AdamW's update (decoupled weight decay, bias-corrected moments)."""
-
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        self.params, self.lr, self.betas, self.eps, self.weight_decay = list(params), lr, betas, eps, weight_decay
-        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
-        self.steps = 0
-
-    def zero_grad(self, set_to_none=True):
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self):
-        self.steps += 1
-        (b1, b2), lr = self.betas, self.lr
-        for p, (m, v) in zip(self.params, self.moments):
-            p.mul_(1 - lr * self.weight_decay)
-            m.lerp_(p.grad, 1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            denom = (v / (1 - b2 ** self.steps)).sqrt_().add_(self.eps)
-            p.addcdiv_(m, denom, value=-lr / (1 - b1 ** self.steps))
-
-
 def build_model(cfg):
     return TinyGPT(cfg)
 
 
 def train(ctx):
     model = build_model(ctx.cfg).to(ctx.device)
-    opt = AdamW(model.parameters(), lr=ctx.cfg["lr"])
+    opt = torch.optim.AdamW(model.parameters(), lr=ctx.cfg["lr"])
     for step, (x, y) in enumerate(ctx.batches(ctx.cfg["batch_size"])):
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
