@@ -24,13 +24,10 @@ from autoresearch_bench.evaluate import load_eval_data
 from autoresearch_bench.league import League, leaderboard, load_agents, Entry
 from autoresearch_bench.task import load_task
 from fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
+from gitrepo import commit_all, git
 
 FAST = Settings(profile="cpu", max_tokens=32 * 1024)  # fixed-token mode: the same training under any load
 PROGRAM = "Lower val_bpb. Only train.py may change."
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
 @pytest.fixture
@@ -41,12 +38,7 @@ def repo(tiny_task_dir: Path) -> Path:
     source = train.read_text().replace('lr=ctx.cfg["lr"]', "lr=LR")
     train.write_text(source.replace("\n\nclass Block", "\nLR = 1e-05  # learning rate of AdamW\n\n\nclass Block", 1))
     (tiny_task_dir / "program.md").write_text(PROGRAM)
-    root = tiny_task_dir.parent.parent
-    (root / ".gitignore").write_text(".ar/\n")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "initial")
-    return root
+    return commit_all(tiny_task_dir.parent.parent, ignore=".ar/\n")
 
 
 def file_with(repo: Path, old: str, new: str) -> str:

@@ -2,7 +2,6 @@
 import csv
 import json
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -10,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from gitrepo import commit_all
 
 from autoresearch_bench import executor as ex
 from autoresearch_bench import storage
@@ -155,10 +155,7 @@ def test_session_submits_the_interleaved_schedule_and_appends_in_that_order(monk
 
 def test_per_item_executor_runs_only_its_candidate_and_the_base_once(monkeypatch, tmp_path, tiny_task):
     fake = FakeRuns(monkeypatch)
-    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=tmp_path,
-                                    check=True, capture_output=True)
-    for args in (("init", "-q"), ("add", "."), ("commit", "-qm", "task")):
-        git(*args)
+    commit_all(tmp_path)
     session = _session(tmp_path, tiny_task, ex.XdistExecutor(worker="gw0", gpus=[]), base_ref="HEAD",
                        min_effect=0.1)
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from gitrepo import commit_all
 
 from autoresearch_bench import league as lg
 from autoresearch_bench.agent import AgentError, AgentSpec, Experiment, Settings
@@ -135,10 +136,6 @@ CONFTEST = "import os\nwith open(os.environ['AR_TEST_PYTEST_GPUS'], 'a') as f:\n
            "    f.write(os.environ.get('CUDA_VISIBLE_DEVICES', '-') + '\\n')\n"
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
-
-
 def rows(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f, delimiter="\t"))
@@ -155,12 +152,7 @@ def alive(pid: int) -> bool:
 def repo(tiny_task_dir: Path) -> Path:
     (tiny_task_dir / "conftest.py").write_text(CONFTEST)
     (tiny_task_dir / "program.md").write_text("Lower val_bpb.")
-    root = tiny_task_dir.parent.parent
-    (root / ".gitignore").write_text(".ar/\nout/\n")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "initial")
-    return root
+    return commit_all(tiny_task_dir.parent.parent, ignore=".ar/\nout/\n")
 
 
 def test_two_loops_at_once_on_two_gpus_share_the_baseline_stop_on_ctrl_c_and_resume(repo, tmp_path):

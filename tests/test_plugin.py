@@ -5,10 +5,10 @@ anyway), which saves a Python and torch start-up per session."""
 import csv
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from gitrepo import commit_all
 
 TINY = Path(__file__).parent / "tiny_task"
 FAST = ["--ar-budget", "1", "-p", "no:cacheprovider"]
@@ -109,18 +109,13 @@ def test_gpu_profile_without_gpu_is_recorded_as_crash(pytester, project):
     assert [r["status"] for r in results(project)] == ["crash"]
 
 
-def commit_all(project: Path) -> None:
+def commit_project(project: Path) -> None:
     """Make the project a git repository with everything committed (pytester's own files ignored)."""
-    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=project,
-                                    check=True, capture_output=True)
-    git("init", "-q")
-    (project / ".gitignore").write_text("runpytest-*\nstdout\nstderr\n")
-    git("add", ".")
-    git("commit", "-qm", "task")
+    commit_all(project, ignore="runpytest-*\nstdout\nstderr\n")
 
 
 def test_change_outside_the_editable_surface_fails_the_session(pytester, project):
-    commit_all(project)
+    commit_project(project)
     (project / "tasks" / "tiny" / "train.py").write_text((project / "tasks" / "tiny" / "train.py").read_text() + "\n")
     (project / "conftest.py").write_text("SCORE_OVERRIDE = 0.5  # an edit outside the editable surface\n")
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", *FAST)
@@ -131,7 +126,7 @@ def test_change_outside_the_editable_surface_fails_the_session(pytester, project
 
 
 def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
-    commit_all(project)
+    commit_project(project)
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark",
                                         "--ar-fail-on-regression", *TOKENS)
