@@ -410,9 +410,13 @@ def _download_climbmix(data: dict, runtime: dict, root: Path,
         log(f"data: downloading {len(missing)} climbmix shards from {data['base_url']}")
         for p in missing:
             p.parent.mkdir(parents=True, exist_ok=True)
+        # Every shard gets its attempts even when another fails (Executor.map would cancel the queued
+        # ones at the first error): what each got so far stays as .part, for the next run to resume.
         with ThreadPoolExecutor(min(DOWNLOAD_WORKERS, len(missing))) as pool:
-            list(pool.map(lambda p: _download(f"{data['base_url'].rstrip('/')}/{p.name}", p, runtime, log),
-                          missing))
+            futures = [pool.submit(_download, f"{data['base_url'].rstrip('/')}/{p.name}", p, runtime, log)
+                       for p in missing]
+        for future in futures:
+            future.result()  # the first shard's error, after all have finished
         log(f"data: downloaded {len(missing)} shards in {time.perf_counter() - t0:.1f} s")
     return wanted[:-1], wanted[-1]
 
