@@ -109,12 +109,12 @@ class LocalExecutor:
             free.put(gpu)
 
         def run_on_a_free_gpu(run: Run) -> RunRecord:
+            callbacks = _bind(on_progress and locked(on_progress), run), locked(log)
             if len(gpus) < 2 or run.profile.device != "cuda":  # one GPU or none: nothing to choose
-                return run(_bind(on_progress and locked(on_progress), run), locked(log))
+                return run(*callbacks)
             gpu = free.get()  # blocks while every GPU is busy (more slots than GPUs)
             try:
-                pinned = replace(run, options={**run.options, "gpu": gpu})
-                record = pinned(_bind(on_progress and locked(on_progress), run), locked(log))
+                record = replace(run, options={**run.options, "gpu": gpu})(*callbacks)
                 record.extra["gpu"] = gpu
                 return record
             finally:
