@@ -7,6 +7,8 @@
                                                the autoresearch loop on branch autoresearch/TAG
     autoresearch-bench league --agents agents.toml --tasks all --experiments K [--slots N]
                                                agents × tasks, ranked on held-out data; N loops at once
+    autoresearch-bench compare A.jsonl B.jsonl  the same runs from two results files (two GPUs, two
+                                               days), group by group, paired by seed; see compare.py
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import sys
 from tabulate import tabulate
 
 from . import data
+from .compare import CompareError, compare
 from .agent import AgentError, AgentLoop, Settings, command_spec
 from .executor import ExecutorError
 from .task import TaskError, find_tasks, load_task
@@ -72,6 +75,12 @@ def _league(args: argparse.Namespace) -> int:
     rows = League(agents, tasks, args.experiments, _settings(args, defaults), name=args.name,
                   heldout_seeds=args.heldout_seeds, out_dir=args.out, executor=args.executor, slots=args.slots).run()
     print(format_leaderboard(rows))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    comparison = compare(args.a, args.b, min_effect=args.min_effect, tasks_dir=args.tasks_dir)
+    print(comparison.format(args.a, args.b, tablefmt=args.format))
     return 0
 
 
@@ -132,10 +141,18 @@ def main(argv: list[str] | None = None) -> int:
                              "at once (default 1: one after the other)")
     _add_run_settings(league)
     league.set_defaults(func=_league)
+    comp = sub.add_parser("compare", help="the same runs from two results files, group by group, paired by seed")
+    comp.add_argument("a", help="results.jsonl of side A (e.g. the H100's)")
+    comp.add_argument("b", help="results.jsonl of side B; the table shows B against A")
+    comp.add_argument("--min-effect", type=float, default=None,
+                      help="smallest difference that counts (default: the task profile's min_effect)")
+    comp.add_argument("--tasks-dir", default="tasks", help="where the tasks' task.toml files are (default tasks/)")
+    comp.add_argument("--format", default="simple", help="tabulate table format, e.g. github for Markdown")
+    comp.set_defaults(func=_compare)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (TaskError, data.DataError, AgentError, ExecutorError) as e:
+    except (TaskError, data.DataError, AgentError, ExecutorError, CompareError) as e:
         print(f"autoresearch-bench: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,152 @@
+"""Compare two results files run by run: the same candidates on two machines, or in two modes.
+
+    autoresearch-bench compare A.jsonl B.jsonl [--min-effect X] [--tasks-dir tasks] [--format github]
+
+The ok records of each file are grouped by task, candidate, profile, mode and budget; a group found in
+both files is one row. Δ = mean(B) − mean(A), with the verdict of B against A from `stats.decide`
+(Welch's test, or thresholds with one seed a side) and the minimum effect of the task's profile, read
+from `<tasks-dir>/<task>/task.toml` (0 when that folder is not there; `--min-effect` overrides).
+
+Runs with the same seed start from the same weights and see the same batches, so the difference of a
+seed's two runs cancels most of the seed-to-seed noise: "paired Δ" is the mean of those differences
+over the seeds both sides ran, with its 95% t interval (a seed run twice on one side counts with the
+mean of its runs). That is the figure that tells "the same score on other hardware" (fixed-token mode)
+from "more steps in the same time" (time mode) with a few seeds.
+
+A row whose two sides were scored on other data (other validation text or tokenizer: their records'
+`extra.data_id` differ) has the verdict "not comparable"; the data column says "unknown" when a side's
+records have no data id (written before it existed), so that the reader knows it was not checked.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tabulate import tabulate
+
+from . import stats, storage
+from .session import NOT_COMPARABLE
+from .task import METRICS, TaskError, load_task
+
+GroupKey = tuple[str, str, str, str, float]  # task, candidate, profile, mode, budget
+
+
+class CompareError(Exception):
+    """Results files that cannot be compared; the message says what to do."""
+
+
+@dataclass
+class Side:
+    """One file's ok runs of one group, by seed."""
+    metric: str
+    by_seed: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    steps: list[int] = field(default_factory=list)
+    devices: set[str] = field(default_factory=set)
+    data_ids: set[str | None] = field(default_factory=set)
+
+    @property
+    def values(self) -> list[float]:
+        return [v for vs in self.by_seed.values() for v in vs]
+
+    def seed_mean(self, seed: int) -> float:
+        return math.fsum(self.by_seed[seed]) / len(self.by_seed[seed])
+
+
+def _device(record: storage.RunRecord) -> str:
+    return record.extra.get("settings", {}).get("device") or record.machine
+
+
+def read_sides(path: str | Path) -> dict[GroupKey, Side]:
+    """A results.jsonl's ok runs, grouped for comparison."""
+    if not Path(path).is_file():
+        raise CompareError(f"{path}: no such results file; pass the results.jsonl a run wrote "
+                           f"(--ar-results names it)")
+    sides: dict[GroupKey, Side] = {}
+    for r in storage.read_results(path):
+        if r.status != "ok" or r.value is None:
+            continue
+        side = sides.setdefault((r.task, r.candidate, r.profile, r.mode, float(r.budget)), Side(r.metric))
+        side.by_seed[r.seed].append(float(r.value))
+        side.steps.append(r.steps)
+        side.devices.add(_device(r))
+        side.data_ids.add(r.extra.get("data_id"))
+    if not sides:
+        raise CompareError(f"{path}: no ok runs in it; nothing to compare")
+    return sides
+
+
+def _yardstick(task: str, profile: str, metric: str, tasks_dir: Path) -> tuple[str, float]:
+    """(direction, min_effect) from the task's folder; the metric's own direction and 0 without it."""
+    try:
+        spec = load_task(tasks_dir / task)
+        return spec.direction, spec.profile(profile).min_effect
+    except TaskError:
+        return METRICS.get(metric, "lower"), 0.0
+
+
+def _data(a: Side, b: Side) -> str:
+    if None in a.data_ids or None in b.data_ids:
+        return "unknown"
+    return "same" if a.data_ids == b.data_ids and len(a.data_ids) == 1 else "differ"
+
+
+def _paired(a: Side, b: Side) -> str:
+    shared = sorted(set(a.by_seed) & set(b.by_seed))
+    if not shared:
+        return "-"
+    diffs = [b.seed_mean(s) - a.seed_mean(s) for s in shared]
+    s = stats.summarize(diffs)
+    interval = f" [{s.ci95[0]:+.4f}, {s.ci95[1]:+.4f}]" if s.n > 1 else ""
+    return f"{s.mean:+.4f}{interval} ({s.n} seed{'s' * (s.n > 1)})"
+
+
+def _side_cell(side: Side) -> str:
+    s = stats.summarize(side.values)
+    low, high = min(side.steps), max(side.steps)
+    return f"{s.fmt()} (n={s.n}, {low}{f'–{high}' if high > low else ''} steps)"
+
+
+def _mode(mode: str, budget: float) -> str:
+    return f"{budget:,.0f} tokens" if mode == "tokens" else f"{budget:g} s"
+
+
+@dataclass
+class Comparison:
+    rows: list[dict]  # one per group of runs found in both files
+    devices: tuple[list[str], list[str]]  # the devices of A's and of B's runs
+
+    def format(self, path_a: str | Path, path_b: str | Path, tablefmt: str = "simple") -> str:
+        """The table, under a line per side naming its file and devices."""
+        heads = [f"{label}: {path} ({', '.join(devices)})"
+                 for label, path, devices in zip("AB", (path_a, path_b), self.devices)]
+        return "\n".join([*heads, "", tabulate(self.rows, headers="keys", tablefmt=tablefmt)])
+
+
+def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = None,
+            tasks_dir: str | Path = "tasks") -> Comparison:
+    """B against A, group by group."""
+    a_sides, b_sides = read_sides(path_a), read_sides(path_b)
+    shared = sorted(set(a_sides) & set(b_sides))
+    if not shared:
+        raise CompareError(f"no group of runs in {path_a} matches one in {path_b} by task, candidate, profile, "
+                           f"mode and budget; compare files of the same runs (same --ar-profile and --ar-tokens "
+                           f"or --ar-budget)")
+    rows = []
+    for key in shared:
+        task, candidate, profile, mode, budget = key
+        a, b = a_sides[key], b_sides[key]
+        data = _data(a, b)
+        if data == "differ":
+            verdict = NOT_COMPARABLE
+        else:
+            direction, effect = _yardstick(task, profile, a.metric, Path(tasks_dir))
+            verdict = stats.decide(b.values, a.values, direction=direction,
+                                   min_effect=effect if min_effect is None else min_effect).verdict
+        delta = stats.summarize(b.values).mean - stats.summarize(a.values).mean
+        rows.append({"task": task, "candidate": candidate, "profile": profile, "mode": _mode(mode, budget),
+                     "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{delta:+.4f}",
+                     "verdict (B vs A)": verdict, "paired Δ, same seeds": _paired(a, b), "data": data})
+    devices = tuple(sorted(set().union(*(s.devices for s in sides.values()))) for sides in (a_sides, b_sides))
+    return Comparison(rows, devices)
