@@ -8,10 +8,12 @@ both files is one row. Δ = mean(B) − mean(A), with the verdict of B against A
 from `<tasks-dir>/<task>/task.toml` (0 when that folder is not there; `--min-effect` overrides).
 
 Runs with the same seed start from the same weights and see the same batches, so the difference of a
-seed's two runs cancels most of the seed-to-seed noise: "paired Δ" is the mean of those differences
-over the seeds both sides ran, with its 95% t interval (a seed run twice on one side counts with the
-mean of its runs). That is the figure that tells "the same score on other hardware" (fixed-token mode)
-from "more steps in the same time" (time mode) with a few seeds.
+seed's two runs cancels most of the seed-to-seed noise. Where two or more seeds ran on both sides, Δ
+is the mean of those per-seed differences, with a paired t-test and its 95% interval (a seed run twice
+on one side counts with the mean of its runs; seeds on one side only are left out, and the test
+column names the seeds used); else Δ is the difference of the means, by Welch's test. The paired test
+is what tells "the same score on other hardware" (fixed-token mode) from "more steps in the same
+time" (time mode) with a few seeds, where Welch's test still sees the seeds' spread.
 
 A row whose two sides were scored on other data (other validation text or tokenizer: their records'
 `extra.data_id` differ) has the verdict "not comparable"; the data column says "unknown" when a side's
@@ -92,14 +94,20 @@ def _data(a: Side, b: Side) -> str:
     return "same" if a.data_ids == b.data_ids and len(a.data_ids) == 1 else "differ"
 
 
-def _paired(a: Side, b: Side) -> str:
+def _decide(a: Side, b: Side, direction: str, min_effect: float) -> tuple[stats.Decision, str]:
+    """B against A: paired by seed where two or more seeds ran on both sides (the seeds that ran on
+    one side only are left out), else Welch's test over all runs; and the name of the test."""
     shared = sorted(set(a.by_seed) & set(b.by_seed))
-    if not shared:
-        return "-"
-    diffs = [b.seed_mean(s) - a.seed_mean(s) for s in shared]
-    s = stats.summarize(diffs)
-    interval = f" [{s.ci95[0]:+.4f}, {s.ci95[1]:+.4f}]" if s.n > 1 else ""
-    return f"{s.mean:+.4f}{interval} ({s.n} seed{'s' * (s.n > 1)})"
+    if len(shared) >= 2:
+        decision = stats.decide_paired([b.seed_mean(s) for s in shared], [a.seed_mean(s) for s in shared],
+                                       direction, min_effect)
+        return decision, f"paired t, seeds {', '.join(map(str, shared))}"
+    return stats.decide(b.values, a.values, direction, min_effect), "Welch" if min(
+        len(a.values), len(b.values)) > 1 else "threshold (one run on a side)"
+
+
+def _interval(ci: tuple[float, float]) -> str:
+    return "-" if math.isinf(ci[0]) or math.isinf(ci[1]) else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
 
 def _side_cell(side: Side) -> str:
@@ -121,7 +129,7 @@ class Comparison:
         """The table, under a line per side naming its file and devices."""
         heads = [f"{label}: {path} ({', '.join(devices)})"
                  for label, path, devices in zip("AB", (path_a, path_b), self.devices)]
-        return "\n".join([*heads, "", tabulate(self.rows, headers="keys", tablefmt=tablefmt)])
+        return "\n".join([*heads, "", tabulate(self.rows, headers="keys", tablefmt=tablefmt, disable_numparse=True)])
 
 
 def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = None,
@@ -138,15 +146,11 @@ def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = N
         task, candidate, profile, mode, budget = key
         a, b = a_sides[key], b_sides[key]
         data = _data(a, b)
-        if data == "differ":
-            verdict = NOT_COMPARABLE
-        else:
-            direction, effect = _yardstick(task, profile, a.metric, Path(tasks_dir))
-            verdict = stats.decide(b.values, a.values, direction=direction,
-                                   min_effect=effect if min_effect is None else min_effect).verdict
-        delta = stats.summarize(b.values).mean - stats.summarize(a.values).mean
+        direction, effect = _yardstick(task, profile, a.metric, Path(tasks_dir))
+        decision, test = _decide(a, b, direction, effect if min_effect is None else min_effect)
         rows.append({"task": task, "candidate": candidate, "profile": profile, "mode": _mode(mode, budget),
-                     "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{delta:+.4f}",
-                     "verdict (B vs A)": verdict, "paired Δ, same seeds": _paired(a, b), "data": data})
+                     "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{decision.delta:+.4f}",
+                     "95% CI": _interval(decision.ci), "test": test,
+                     "verdict (B vs A)": NOT_COMPARABLE if data == "differ" else decision.verdict, "data": data})
     devices = tuple(sorted(set().union(*(s.devices for s in sides.values()))) for sides in (a_sides, b_sides))
     return Comparison(rows, devices)

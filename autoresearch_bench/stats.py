@@ -169,26 +169,56 @@ def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
 def decide(candidate: Sequence[float], baseline: Sequence[float], direction: str = "lower",
            min_effect: float = 0.0, alpha: float = 0.05) -> Decision:
     """better / worse / no difference of candidate vs baseline for a metric with this direction."""
-    if direction not in ("lower", "higher"):
-        raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
+    word = _word(candidate, baseline, direction)
     sc, sb = summarize(candidate), summarize(baseline)
     delta = sc.mean - sb.mean
-    word = "better" if (delta < 0) == (direction == "lower") else "worse"
     if sc.n < 2 or sb.n < 2:
         return _decide_single(sc, sb, delta, word, min_effect, alpha)
     se2, df = _welch_parts(sc, sb)
     half = t_quantile(1 - alpha / 2, df) * math.sqrt(se2) if se2 else 0.0
-    ci = (delta - half, delta + half)
     _, _, p = welch(candidate, baseline)
+    return _verdict(word, delta, p, (delta - half, delta + half), "Welch", min_effect, alpha)
+
+
+def decide_paired(candidate: Sequence[float], baseline: Sequence[float], direction: str = "lower",
+                  min_effect: float = 0.0, alpha: float = 0.05) -> Decision:
+    """decide for runs paired by seed (candidate[i] and baseline[i] ran seed i): a t-test of the
+    differences, which cancels what a seed does to both sides; decide's rules with one pair."""
+    if len(candidate) != len(baseline):
+        raise ValueError(f"paired runs need as many values per side, got {len(candidate)} and {len(baseline)}")
+    if len(candidate) < 2:
+        return decide(candidate, baseline, direction, min_effect, alpha)
+    word = _word(candidate, baseline, direction)
+    d = summarize([c - b for c, b in zip(candidate, baseline)])
+    if d.std == 0.0:
+        p = 0.0 if d.mean else 1.0
+        ci = (d.mean, d.mean)
+    else:
+        p = t_sf_two_sided(d.mean / (d.std / math.sqrt(d.n)), d.n - 1)
+        half = t_quantile(1 - alpha / 2, d.n - 1) * d.std / math.sqrt(d.n)
+        ci = (d.mean - half, d.mean + half)
+    return _verdict(word, d.mean, p, ci, "paired t", min_effect, alpha)
+
+
+def _word(candidate: Sequence[float], baseline: Sequence[float], direction: str) -> str:
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
+    lower = math.fsum(candidate) / len(candidate) < math.fsum(baseline) / len(baseline)
+    return "better" if lower == (direction == "lower") else "worse"
+
+
+def _verdict(word: str, delta: float, p: float, ci: tuple[float, float], test: str, min_effect: float,
+             alpha: float) -> Decision:
+    """The verdict of a test's p value and the minimum effect."""
     if p >= alpha:
         return Decision("no difference", delta, p, ci,
-                        f"Δ {delta:+.4f} is within the noise (Welch p = {p:.3f} ≥ {alpha}); "
+                        f"Δ {delta:+.4f} is within the noise ({test} p = {p:.3f} ≥ {alpha}); "
                         f"more seeds narrow it")
     if abs(delta) < min_effect:
         return Decision("no difference", delta, p, ci,
                         f"Δ {delta:+.4f} is significant (p = {p:.3g}) but below the minimum effect "
                         f"{min_effect:.4f}")
-    return Decision(word, delta, p, ci, f"Δ {delta:+.4f}, Welch p = {p:.3g} < {alpha}, "
+    return Decision(word, delta, p, ci, f"Δ {delta:+.4f}, {test} p = {p:.3g} < {alpha}, "
                                         f"|Δ| ≥ min effect {min_effect:.4f}")
 
 

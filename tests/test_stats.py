@@ -166,3 +166,34 @@ def test_decide_is_antisymmetric(a, b, direction, min_effect):
     assert swapped.verdict == MIRROR[d.verdict] and swapped.delta == -d.delta
     assert stats.decide(a, b, other, min_effect).verdict == MIRROR[d.verdict]
     assert stats.decide(b, a, other, min_effect).verdict == d.verdict
+
+
+def test_a_shift_hidden_by_the_seeds_spread_is_found_when_runs_pair_by_seed():
+    baseline = [0.640, 0.634, 0.650]  # what each seed scores: a spread of 0.008
+    candidate = [b - 0.012 + e for b, e in zip(baseline, (0.0004, -0.0003, 0.0001))]
+    assert stats.decide(candidate, baseline, min_effect=0.004).verdict == "no difference"
+    paired = stats.decide_paired(candidate, baseline, min_effect=0.004)
+    assert paired.verdict == "better" and paired.ci[1] < -0.004 and paired.p < 0.01
+    assert stats.decide_paired(baseline, candidate, min_effect=0.004).verdict == "worse"
+
+
+def test_paired_runs_with_the_same_score_per_seed_are_no_difference():
+    runs = [0.640, 0.634, 0.650]
+    assert stats.decide_paired(runs, runs).verdict == "no difference"
+    assert stats.decide_paired([r + 1e-4 for r in runs], runs, min_effect=0.004).verdict == "no difference"
+
+
+def test_paired_needs_a_value_per_seed_on_both_sides_and_one_pair_uses_thresholds():
+    with pytest.raises(ValueError, match="as many values"):
+        stats.decide_paired([0.6, 0.7], [0.6])
+    assert stats.decide_paired([0.60], [0.65], min_effect=0.004) == stats.decide([0.60], [0.65], min_effect=0.004)
+
+
+@given(many, st.sampled_from(["lower", "higher"]), st.floats(0.0, 0.3))
+@settings(max_examples=200, deadline=None)
+def test_decide_paired_is_antisymmetric(a, direction, min_effect):
+    b = [x * 1.1 + 0.01 * i for i, x in enumerate(a)]
+    forward = stats.decide_paired(a, b, direction, min_effect)
+    backward = stats.decide_paired(b, a, direction, min_effect)
+    assert backward.verdict == MIRROR[forward.verdict]
+    assert backward.delta == pytest.approx(-forward.delta)
