@@ -3,15 +3,16 @@
     autoresearch-bench compare A.jsonl B.jsonl [--min-effect X] [--tasks-dir tasks] [--format github]
 
 The ok records of each file are grouped by task, candidate, profile, mode and budget; a group found in
-both files is one row. Δ = mean(B) − mean(A), with the verdict of B against A from `stats.decide`
-(Welch's test, or thresholds with one seed a side) and the minimum effect of the task's profile, read
-from `<tasks-dir>/<task>/task.toml` (0 when that folder is not there; `--min-effect` overrides).
+both files is one row: B against A, with the verdict of `stats.decide_by_seed` (as the gate's) and
+the minimum effect of the task's profile, read from `<tasks-dir>/<task>/task.toml` (0 when that
+folder is not there; `--min-effect` overrides).
 
 Runs with the same seed start from the same weights and see the same batches, so the difference of a
 seed's two runs cancels most of the seed-to-seed noise. Where two or more seeds ran on both sides, Δ
 is the mean of those per-seed differences, with a paired t-test and its 95% interval (a seed run twice
 on one side counts with the mean of its runs; seeds on one side only are left out, and the test
-column names the seeds used); else Δ is the difference of the means, by Welch's test. The paired test
+column names the seeds used); else Δ = mean(B) − mean(A), by Welch's test (or thresholds with one run
+on a side). The paired test
 is what tells "the same score on other hardware" (fixed-token mode) from "more steps in the same
 time" (time mode) with a few seeds, where Welch's test still sees the seeds' spread.
 
@@ -22,7 +23,6 @@ records have no data id (written before it existed), so that the reader knows it
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,17 +43,14 @@ class CompareError(Exception):
 class Side:
     """One file's ok runs of one group, by seed."""
     metric: str
-    by_seed: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    runs: list[tuple[int, float]] = field(default_factory=list)  # (seed, value)
     steps: list[int] = field(default_factory=list)
     devices: set[str] = field(default_factory=set)
     data_ids: set[str | None] = field(default_factory=set)
 
     @property
     def values(self) -> list[float]:
-        return [v for vs in self.by_seed.values() for v in vs]
-
-    def seed_mean(self, seed: int) -> float:
-        return math.fsum(self.by_seed[seed]) / len(self.by_seed[seed])
+        return [value for _, value in self.runs]
 
 
 def _device(record: storage.RunRecord) -> str:
@@ -70,7 +67,7 @@ def read_sides(path: str | Path) -> dict[GroupKey, Side]:
         if r.status != "ok" or r.value is None:
             continue
         side = sides.setdefault((r.task, r.candidate, r.profile, r.mode, float(r.budget)), Side(r.metric))
-        side.by_seed[r.seed].append(float(r.value))
+        side.runs.append((r.seed, float(r.value)))
         side.steps.append(r.steps)
         side.devices.add(_device(r))
         side.data_ids.add(r.extra.get("data_id"))
@@ -92,18 +89,6 @@ def _data(a: Side, b: Side) -> str:
     if None in a.data_ids or None in b.data_ids:
         return "unknown"
     return "same" if a.data_ids == b.data_ids and len(a.data_ids) == 1 else "differ"
-
-
-def _decide(a: Side, b: Side, direction: str, min_effect: float) -> tuple[stats.Decision, str]:
-    """B against A: paired by seed where two or more seeds ran on both sides (the seeds that ran on
-    one side only are left out), else Welch's test over all runs; and the name of the test."""
-    shared = sorted(set(a.by_seed) & set(b.by_seed))
-    if len(shared) >= 2:
-        decision = stats.decide_paired([b.seed_mean(s) for s in shared], [a.seed_mean(s) for s in shared],
-                                       direction, min_effect)
-        return decision, f"paired t, seeds {', '.join(map(str, shared))}"
-    return stats.decide(b.values, a.values, direction, min_effect), "Welch" if min(
-        len(a.values), len(b.values)) > 1 else "threshold (one run on a side)"
 
 
 def _interval(ci: tuple[float, float]) -> str:
@@ -147,7 +132,7 @@ def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = N
         a, b = a_sides[key], b_sides[key]
         data = _data(a, b)
         direction, effect = _yardstick(task, profile, a.metric, Path(tasks_dir))
-        decision, test = _decide(a, b, direction, effect if min_effect is None else min_effect)
+        decision, test = stats.decide_by_seed(b.runs, a.runs, direction, effect if min_effect is None else min_effect)
         rows.append({"task": task, "candidate": candidate, "profile": profile, "mode": _mode(mode, budget),
                      "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{decision.delta:+.4f}",
                      "95% CI": _interval(decision.ci), "test": test,

@@ -12,9 +12,15 @@ The plugin owns pytest; this module owns the experiment.
 - Each candidate is compared with a baseline: the stored one for this task × machine fingerprint ×
   mode (`baselines/<task>/<fingerprint>.json`), or, when none matches and `--ar-base-ref REF` is
   given, the task's editable file at REF, measured side by side in the same interleaved schedule.
-- The verdict (better / worse / no difference) comes from stats.decide: Welch's t-test plus a
+- The verdict (better / worse / no difference) comes from stats.decide_by_seed: a t-test plus a
   minimum effect (the profile's `min_effect`, from the measured seed-to-seed noise, unless
-  --ar-min-effect overrides it). A stored baseline scored on other data (its data id, the hash of the
+  --ar-min-effect overrides it). The test is paired by seed where two or more seeds ran on both
+  sides (the base at --ar-base-ref runs the candidates' seeds; stored baselines keep their seeds),
+  else Welch's. Why paired, beyond the Welch test the gating issue names: a seed fixes the
+  initialization and batch order, and on an H100 a seed's rerun moved gpt_pretrain by about 0.001
+  where seeds differ by 0.007 (BENCHMARKS.md), so per-seed differences see a change that the
+  seeds' spread hides from Welch's test; without that correlation the paired test loses only
+  degrees of freedom. A stored baseline scored on other data (its data id, the hash of the
   validation tokens and tokenizer, differs from the run's) gives the verdict "not comparable"
   instead, which fails the regression gate: the same data spec can yield other validation text on
   another machine, and a number measured on other text proves nothing about this one.
@@ -83,6 +89,11 @@ class CandidateResult:
         return [r.value for r in self.records if r.status == "ok" and r.value is not None]
 
     @property
+    def runs(self) -> list[tuple[int, float]]:
+        """(seed, value) of the ok runs: decisions pair them by seed with the baseline's."""
+        return [(r.seed, r.value) for r in self.records if r.status == "ok" and r.value is not None]
+
+    @property
     def status(self) -> str:
         if self.skipped:
             return "not run"
@@ -149,7 +160,8 @@ class BenchmarkSession:
         self.on_progress = on_progress
         self.results: dict[tuple[str, str], CandidateResult] = {}
         self.pending: dict[str, list[CandidateResult]] = defaultdict(list)  # task → not yet run
-        self.baselines: dict[str, tuple[list[float], str, str | None] | None] = {}  # values, label, data id
+        # task → the stored baseline's (seed, value) runs, label and data id, or None
+        self.baselines: dict[str, tuple[list[tuple[int | None, float]], str, str | None] | None] = {}
 
     def plan(self, task: Task, profile: Profile, candidate: Candidate) -> CandidateResult:
         key = (task.name, candidate.name)
@@ -174,7 +186,7 @@ class BenchmarkSession:
         return {**storage.machine_fingerprint(profile.name, profile.device),
                 "mode": "tokens" if o.max_tokens else "time", "budget": o.max_tokens or o.budget_s or profile.budget_s}
 
-    def _stored_baseline(self, task: Task, profile: Profile) -> tuple[list[float], str, str | None] | None:
+    def _stored_baseline(self, task: Task, profile: Profile) -> tuple[list[tuple[int | None, float]], str, str | None] | None:
         choice = self.options.baseline
         if choice == "none":
             return None
@@ -182,7 +194,7 @@ class BenchmarkSession:
             found = storage.load_baseline(self.options.baselines_dir, task.name, self.fingerprint(profile))
         else:
             found = storage.Baseline.from_file(Path(choice))
-        return (list(found.values), f"stored baseline @{found.commit}", found.data_id) if found else None
+        return (found.runs, f"stored baseline @{found.commit}", found.data_id) if found else None
 
     def skip(self, task: Task, candidate: Candidate, reason: str) -> None:
         result = self.results.get((task.name, candidate.name))
@@ -246,10 +258,10 @@ class BenchmarkSession:
     def _decide(self, task: Task) -> None:
         base = self.results.get((task.name, BASE))
         reference = self.baselines.get(task.name) or (
-            (base.values, f"{BASE} @{self.options.base_ref}", None) if base and base.values else None)
+            (base.runs, f"{BASE} @{self.options.base_ref}", None) if base and base.values else None)
         if reference is None:
             return
-        values, label, data_id = reference
+        runs, label, data_id = reference
         for entry in self.results.values():
             if entry.task.name == task.name and entry.candidate.name != BASE and entry.values:
                 min_effect = self.options.min_effect if self.options.min_effect is not None \
@@ -263,7 +275,7 @@ class BenchmarkSession:
                         f"record it again here with --ar-save-baseline, or measure the base side by side "
                         f"with --ar-baseline none --ar-base-ref REF")
                     continue
-                entry.decision = stats.decide(entry.values, values, direction=task.direction, min_effect=min_effect)
+                entry.decision, _ = stats.decide_by_seed(entry.runs, runs, task.direction, min_effect)
 
     def save_baselines(self) -> list[Path]:
         """Store each task's own train.py results as the baseline for this machine and mode."""

@@ -200,6 +200,28 @@ def decide_paired(candidate: Sequence[float], baseline: Sequence[float], directi
     return _verdict(word, d.mean, p, ci, "paired t", min_effect, alpha)
 
 
+def decide_by_seed(candidate: Sequence[tuple[int | None, float]], baseline: Sequence[tuple[int | None, float]],
+                   direction: str = "lower", min_effect: float = 0.0, alpha: float = 0.05) -> tuple[Decision, str]:
+    """decide for runs given as (seed, value): paired by seed (decide_paired over each seed's mean)
+    where two or more seeds ran on both sides, leaving out seeds that ran on one side only; else
+    decide over all values (a seed of None pairs with nothing). Also returns the name of the test."""
+    def means(runs: Sequence[tuple[int | None, float]]) -> dict[int, float]:
+        by_seed: dict[int, list[float]] = {}
+        for seed, value in runs:
+            if seed is not None:
+                by_seed.setdefault(seed, []).append(value)
+        return {seed: math.fsum(vs) / len(vs) for seed, vs in by_seed.items()}
+
+    c, b = means(candidate), means(baseline)
+    shared = sorted(c.keys() & b.keys())
+    if len(shared) >= 2:
+        return (decide_paired([c[s] for s in shared], [b[s] for s in shared], direction, min_effect, alpha),
+                f"paired t, seeds {', '.join(map(str, shared))}")
+    cv, bv = [v for _, v in candidate], [v for _, v in baseline]
+    test = "Welch" if min(len(cv), len(bv)) > 1 else "threshold (one run on a side)"
+    return decide(cv, bv, direction, min_effect, alpha), test
+
+
 def _word(candidate: Sequence[float], baseline: Sequence[float], direction: str) -> str:
     if direction not in ("lower", "higher"):
         raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")

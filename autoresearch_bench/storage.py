@@ -293,13 +293,20 @@ class Baseline:
     fingerprint: dict
     commit: str
     data_id: str | None = None  # data.PreparedData.data_id of its runs; None in files from before it existed
+    seeds: list[int] | None = None  # the seed of each value; None in files from before they were stored
+
+    @property
+    def runs(self) -> list[tuple[int | None, float]]:
+        """(seed, value) pairs; the seed is None where the file does not say."""
+        return list(zip(self.seeds or [None] * len(self.values), self.values))
 
     @classmethod
     def from_file(cls, path: str | Path) -> Baseline:
         try:
             d = json.loads(Path(path).read_text())
+            seeds = d.get("seeds")
             return cls(list(d["values"]), d["mean"], d["std"], d["n"], d["fingerprint"], d["commit"],
-                       d.get("data_id"))
+                       d.get("data_id"), list(seeds) if seeds and len(seeds) == len(d["values"]) else None)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: not a usable baseline file ({e!r}); delete it and record a new "
                              f"one with --ar-save-baseline") from None

@@ -257,3 +257,29 @@ def test_a_stored_baseline_decides_only_runs_scored_on_its_data(monkeypatch, tmp
     assert (result in session.regressions()) == (verdict == "not comparable")  # the gate cannot vouch for it
     if verdict == "not comparable":
         assert "data id d0, this run other" in result.decision.reason and "--ar-save-baseline" in result.decision.reason
+
+
+@pytest.mark.parametrize("stored_seeds, verdict", [(True, "better"), (False, "no difference")])
+def test_the_gate_pairs_runs_by_seed_with_a_stored_baseline(monkeypatch, tmp_path, tiny_task, stored_seeds, verdict):
+    """Seeds far apart and a candidate 0.05 better on each: the paired test sees the shift; without
+    the baseline's seeds (files from before they were stored) Welch's test sees only the spread."""
+    spread = {0: 0.0, 1: 0.3, 2: -0.3}
+    FakeRuns(monkeypatch)
+    plain = FakeRuns.record
+    monkeypatch.setattr(FakeRuns, "record", staticmethod(
+        lambda task, candidate, profile, metric, seed: replace(
+            plain(task, candidate, profile, metric, seed), value=2.0 + spread[seed])))
+    session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds=3, baseline="auto",
+                       baselines_dir=tmp_path / "baselines", min_effect=0.01)
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    stored = [replace(plain(tiny_task.name, "train", "cpu", tiny_task.metric, seed),
+                                  value=2.05 + spread[seed], extra={"data_id": "d0"}) for seed in spread]
+    path = storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    if not stored_seeds:
+        content = json.loads(path.read_text())
+        del content["seeds"]
+        path.write_text(json.dumps(content))
+    session.plan(tiny_task, profile, Candidate("train", train))
+    decision = session.result(tiny_task, Candidate("train", train)).decision
+    assert decision.verdict == verdict and decision.delta == pytest.approx(-0.05)
+    assert ("paired t" if stored_seeds else "Welch") in decision.reason
