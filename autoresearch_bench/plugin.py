@@ -414,15 +414,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for path in bench.save_baselines():
             session.config.stash[STATE].write(f"[autoresearch] baseline saved: {path}")
     markdown = session.config.getoption("ar_markdown")
-    if markdown and bench.results and role != "worker":
+    if markdown and _reported(bench) and role != "worker":
         Path(markdown).write_text("## autoresearch benchmark\n\n" +
-                                  tabulate(summary_rows(bench.ranked()), headers="keys", tablefmt="github") + "\n")
+                                  tabulate(summary_rows(_reported(bench)), headers="keys", tablefmt="github") + "\n")
+
+
+def _reported(bench: BenchmarkSession) -> list[CandidateResult]:
+    """The candidates that ran or were stopped by a check, best first (none under --collect-only)."""
+    return [r for r in bench.ranked() if r.records or r.skipped]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     bench = config.stash[SESSION]
-    if not bench.results:
+    if not (shown := _reported(bench)):
         return
     terminalreporter.write_sep("=", "autoresearch benchmark")
-    terminalreporter.write_line(tabulate(summary_rows(bench.ranked()), headers="keys"))
-    terminalreporter.write_line(f"records appended to {bench.options.results_tsv} and {bench.options.results_jsonl}")
+    terminalreporter.write_line(tabulate(summary_rows(shown), headers="keys"))
+    if any(r.records for r in shown):
+        terminalreporter.write_line(f"records appended to {bench.options.results_tsv} and {bench.options.results_jsonl}")

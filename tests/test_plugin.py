@@ -42,6 +42,12 @@ def test_without_autoresearch_only_checks_run(pytester, project):
     assert not (project / "results.tsv").exists()
 
 
+def test_collect_only_runs_nothing_and_claims_no_records(pytester, project):
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--collect-only", "-q", *FAST)
+    assert "autoresearch benchmark" not in run.stdout.str() and "records appended" not in run.stdout.str()
+    assert not (project / "results.tsv").exists()
+
+
 def test_autoresearch_trains_scores_records_and_shows_progress(pytester, project):
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", *FAST)  # no -s: progress must show anyway
     run.assert_outcomes(passed=4)
