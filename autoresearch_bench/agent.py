@@ -37,7 +37,6 @@ import math
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -50,6 +49,7 @@ from typing import Callable, Iterator
 
 from . import storage
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
+from .runner import kill_group
 from .task import Task, default_profile, load_task
 
 STATUSES = ("keep", "discard", "crash")
@@ -226,7 +226,6 @@ class Children:
             with self.lock:
                 self.running.discard(proc)
             kill_group(proc)
-            proc.wait()
         self.check()
 
     def stop(self) -> None:
@@ -234,14 +233,7 @@ class Children:
         with self.lock:
             self.stopped = True
             for proc in self.running:
-                kill_group(proc)
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the process group of a child started in its own session (one not yet reaped)."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+                kill_group(proc, reap=False)  # the thread that started it waits on it
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -534,7 +526,7 @@ class AgentLoop:
         with open(log_path, "w") as log_file, self.children.start(
                 cmd, env={"PYTHONDONTWRITEBYTECODE": "1"}, cwd=self.worktree, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True) as proc:
-            timer = threading.Timer(limit, lambda: (expired.set(), kill_group(proc)))
+            timer = threading.Timer(limit, lambda: (expired.set(), kill_group(proc, reap=False)))
             timer.start()
             try:
                 for line in proc.stdout:  # the whole output to the log, progress lines to the terminal

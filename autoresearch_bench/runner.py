@@ -9,6 +9,7 @@ the children run: a candidate that touches them is a `violation`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -159,7 +160,7 @@ def spawn(mode: str, spec: dict, scratch: Path, limit_s: float, isolation: sandb
             on_record(record)
     pipe.close()
     result.returncode = proc.poll()
-    _kill_group(proc)
+    kill_group(proc)
     result.wall = time.perf_counter() - t0
     result.stderr_tail = _tail(scratch / f"{mode}.log")
     return result
@@ -173,13 +174,13 @@ def _parse(line: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the child's whole process group, orphans included, and reap the child."""
-    try:
+def kill_group(proc: subprocess.Popen, reap: bool = True) -> None:
+    """SIGKILL the process group of a child started in its own session, orphans included (also when
+    the child itself has exited), then reap the child; reap=False where another thread waits on it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+    if reap:
+        proc.wait()
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -352,6 +353,6 @@ class CheckServer:
                 else self._crash(f"running {name}")}
 
     def close(self) -> None:
-        _kill_group(self.proc)
+        kill_group(self.proc)
         self.pipe.close()
         self._tmp.cleanup()
