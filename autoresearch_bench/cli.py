@@ -79,7 +79,8 @@ def _league(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    comparison = compare(args.a, args.b, min_effect=args.min_effect, tasks_dir=args.tasks_dir)
+    comparison = compare(args.a, args.b, min_effect=args.min_effect, tasks_dir=args.tasks_dir,
+                         candidates=tuple(args.candidates) if args.candidates else None)
     print(comparison.format(args.a, args.b, tablefmt=args.format))
     return 0
 
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("b", help="results.jsonl of side B; the table shows B against A")
     comp.add_argument("--min-effect", type=float, default=None,
                       help="smallest difference that counts (default: the task profile's min_effect)")
+    comp.add_argument("--candidates", nargs=2, metavar=("A_NAME", "B_NAME"),
+                      help="compare A's runs of one candidate with B's of another (A and B may be one file)")
     comp.add_argument("--tasks-dir", default="tasks", help="where the tasks' task.toml files are (default tasks/)")
     comp.add_argument("--format", default="simple", help="tabulate table format, e.g. github for Markdown")
     comp.set_defaults(func=_compare)

@@ -1,8 +1,10 @@
 """Compare two results files run by run: the same candidates on two machines, or in two modes.
 
     autoresearch-bench compare A.jsonl B.jsonl [--min-effect X] [--tasks-dir tasks] [--format github]
+    autoresearch-bench compare results.jsonl results.jsonl --candidates train my_idea   # two candidates
 
-The ok records of each file are grouped by task, candidate, profile, mode and budget; a group found in
+The ok records of each file are grouped by task, candidate, profile, mode and budget (with
+`--candidates A_NAME B_NAME`, A's runs of one candidate against B's of another); a group found in
 both files is one row: B against A, with the verdict of `stats.decide_by_seed` (as the gate's) and
 the minimum effect of the task's profile, read from `<tasks-dir>/<task>/task.toml` (0 when that
 folder is not there; `--min-effect` overrides).
@@ -57,22 +59,25 @@ def _device(record: storage.RunRecord) -> str:
     return record.extra.get("settings", {}).get("device") or record.machine
 
 
-def read_sides(path: str | Path) -> dict[GroupKey, Side]:
-    """A results.jsonl's ok runs, grouped for comparison."""
+def read_sides(path: str | Path, candidate: str | None = None) -> dict[GroupKey, Side]:
+    """A results.jsonl's ok runs, grouped for comparison; with a candidate name, that candidate's
+    only, under the candidate key "" (so that they match another file's runs of another candidate)."""
     if not Path(path).is_file():
         raise CompareError(f"{path}: no such results file; pass the results.jsonl a run wrote "
                            f"(--ar-results names it)")
     sides: dict[GroupKey, Side] = {}
     for r in storage.read_results(path):
-        if r.status != "ok" or r.value is None:
+        if r.status != "ok" or r.value is None or candidate not in (None, r.candidate):
             continue
-        side = sides.setdefault((r.task, r.candidate, r.profile, r.mode, float(r.budget)), Side(r.metric))
+        key = (r.task, "" if candidate else r.candidate, r.profile, r.mode, float(r.budget))
+        side = sides.setdefault(key, Side(r.metric))
         side.runs.append((r.seed, float(r.value)))
         side.steps.append(r.steps)
         side.devices.add(_device(r))
         side.data_ids.add(r.extra.get("data_id"))
     if not sides:
-        raise CompareError(f"{path}: no ok runs in it; nothing to compare")
+        raise CompareError(f"{path}: no ok runs{f' of candidate {candidate}' if candidate else ''} in it; "
+                           f"nothing to compare")
     return sides
 
 
@@ -118,9 +123,10 @@ class Comparison:
 
 
 def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = None,
-            tasks_dir: str | Path = "tasks") -> Comparison:
-    """B against A, group by group."""
-    a_sides, b_sides = read_sides(path_a), read_sides(path_b)
+            tasks_dir: str | Path = "tasks", candidates: tuple[str, str] | None = None) -> Comparison:
+    """B against A, group by group; with candidates (name in A, name in B), those two candidates'
+    runs against each other (the two paths may be one file)."""
+    a_sides, b_sides = (read_sides(path, name) for path, name in zip((path_a, path_b), candidates or (None, None)))
     shared = sorted(set(a_sides) & set(b_sides))
     if not shared:
         raise CompareError(f"no group of runs in {path_a} matches one in {path_b} by task, candidate, profile, "
@@ -133,7 +139,7 @@ def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = N
         data = _data(a, b)
         direction, effect = _yardstick(task, profile, a.metric, Path(tasks_dir))
         decision, test = stats.decide_by_seed(b.runs, a.runs, direction, effect if min_effect is None else min_effect)
-        rows.append({"task": task, "candidate": candidate, "profile": profile, "mode": _mode(mode, budget),
+        rows.append({"task": task, "candidate": " → ".join(candidates) if candidates else candidate, "profile": profile, "mode": _mode(mode, budget),
                      "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{decision.delta:+.4f}",
                      "95% CI": _interval(decision.ci), "test": test,
                      "verdict (B vs A)": NOT_COMPARABLE if data == "differ" else decision.verdict, "data": data})

@@ -1,4 +1,6 @@
 """`autoresearch-bench compare A B`: the same runs from two results files, B against A, paired by seed."""
+from dataclasses import replace
+
 import pytest
 
 from autoresearch_bench import cli, storage
@@ -101,3 +103,15 @@ def test_the_command_prints_the_table_or_a_one_line_error(tmp_path, capsys):
     assert cli.main(["compare", str(a), str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.jsonl: no such results file" in err and "\n" not in err
+
+
+def test_two_candidates_of_one_file_compare_with_each_other(tmp_path, capsys):
+    both = write(tmp_path / "results.jsonl", runs("H100", 0.0) + [
+        replace(r, candidate="idea") for r in runs("H100", -0.005)])
+    only = compare(both, both, min_effect=0.004, candidates=("train", "idea")).rows[0]
+    assert only["candidate"] == "train → idea" and only["verdict (B vs A)"] == "better"
+    assert only["test"] == "paired t, seeds 0, 1, 2" and only["Δ (B − A)"] == "-0.0050"
+    with pytest.raises(CompareError, match="no ok runs of candidate nope"):
+        compare(both, both, candidates=("train", "nope"))
+    assert cli.main(["compare", str(both), str(both), "--candidates", "train", "idea"]) == 0
+    assert "train → idea" in capsys.readouterr().out
