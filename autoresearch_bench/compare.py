@@ -61,7 +61,10 @@ def _device(record: storage.RunRecord) -> str:
 
 def read_sides(path: str | Path, candidate: str | None = None) -> dict[GroupKey, Side]:
     """A results.jsonl's ok runs, grouped for comparison; with a candidate name, that candidate's
-    only, under the candidate key "" (so that they match another file's runs of another candidate)."""
+    only, under the candidate key "" (so that they match another file's runs of another candidate).
+    A results.tsv stands for the results.jsonl the harness writes beside it (the full records)."""
+    if Path(path).suffix == ".tsv":
+        path = Path(path).with_suffix(".jsonl")
     if not Path(path).is_file():
         raise CompareError(f"{path}: no such results file; pass the results.jsonl a run wrote "
                            f"(--ar-results names it)")

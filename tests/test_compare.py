@@ -100,6 +100,8 @@ def test_the_command_prints_the_table_or_a_one_line_error(tmp_path, capsys):
     b = write(tmp_path / "b.jsonl", runs("H200", 0.0))
     assert cli.main(["compare", str(a), str(b), "--format", "github"]) == 0
     assert "| gpt " in capsys.readouterr().out
+    assert cli.main(["compare", str(a.with_suffix(".tsv")), str(b)]) == 0  # the records beside results.tsv
+    assert "a.tsv (H100)" in capsys.readouterr().out
     assert cli.main(["compare", str(a), str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.jsonl: no such results file" in err and "\n" not in err
