@@ -43,7 +43,7 @@ class CompareError(Exception):
 
 @dataclass
 class Side:
-    """One file's ok runs of one group, by seed."""
+    """One file's ok runs of one group."""
     metric: str
     runs: list[tuple[int, float]] = field(default_factory=list)  # (seed, value)
     steps: list[int] = field(default_factory=list)
@@ -122,7 +122,8 @@ class Comparison:
         """The table, under a line per side naming its file and devices."""
         heads = [f"{label}: {path} ({', '.join(devices)})"
                  for label, path, devices in zip("AB", (path_a, path_b), self.devices)]
-        return "\n".join([*heads, "", tabulate(self.rows, headers="keys", tablefmt=tablefmt, disable_numparse=True)])
+        table = tabulate(self.rows, headers="keys", tablefmt=tablefmt, disable_numparse=True)  # keep the + signs
+        return "\n".join([*heads, "", table])
 
 
 def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = None,
@@ -142,8 +143,8 @@ def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = N
         data = _data(a, b)
         direction, effect = _yardstick(task, profile, a.metric, Path(tasks_dir))
         decision, test = stats.decide_by_seed(b.runs, a.runs, direction, effect if min_effect is None else min_effect)
-        rows.append({"task": task, "candidate": " → ".join(candidates) if candidates else candidate, "profile": profile, "mode": _mode(mode, budget),
-                     "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{decision.delta:+.4f}",
+        rows.append({"task": task, "candidate": " → ".join(candidates) if candidates else candidate,
+                     "profile": profile, "mode": _mode(mode, budget), "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{decision.delta:+.4f}",
                      "95% CI": _interval(decision.ci), "test": test,
                      "verdict (B vs A)": NOT_COMPARABLE if data == "differ" else decision.verdict, "data": data})
     devices = tuple(sorted(set().union(*(s.devices for s in sides.values()))) for sides in (a_sides, b_sides))
