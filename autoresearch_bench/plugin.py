@@ -414,9 +414,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for path in bench.save_baselines():
             session.config.stash[STATE].write(f"[autoresearch] baseline saved: {path}")
     markdown = session.config.getoption("ar_markdown")
-    if markdown and _reported(bench) and role != "worker":
+    if markdown and role != "worker" and (shown := _reported(bench)):
         Path(markdown).write_text("## autoresearch benchmark\n\n" +
-                                  tabulate(summary_rows(_reported(bench)), headers="keys", tablefmt="github") + "\n")
+                                  tabulate(summary_rows(shown), headers="keys", tablefmt="github") + "\n")
 
 
 def _reported(bench: BenchmarkSession) -> list[CandidateResult]:

@@ -85,13 +85,13 @@ class CandidateResult:
     baseline: str = ""  # what it was compared with
 
     @property
-    def values(self) -> list[float]:
-        return [r.value for r in self.records if r.status == "ok" and r.value is not None]
-
-    @property
     def runs(self) -> list[tuple[int, float]]:
         """(seed, value) of the ok runs: decisions pair them by seed with the baseline's."""
         return [(r.seed, r.value) for r in self.records if r.status == "ok" and r.value is not None]
+
+    @property
+    def values(self) -> list[float]:
+        return [value for _, value in self.runs]
 
     @property
     def status(self) -> str:

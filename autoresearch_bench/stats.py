@@ -169,9 +169,10 @@ def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
 def decide(candidate: Sequence[float], baseline: Sequence[float], direction: str = "lower",
            min_effect: float = 0.0, alpha: float = 0.05) -> Decision:
     """better / worse / no difference of candidate vs baseline for a metric with this direction."""
-    word = _word(candidate, baseline, direction)
+    _check_direction(direction)
     sc, sb = summarize(candidate), summarize(baseline)
     delta = sc.mean - sb.mean
+    word = _word(delta, direction)
     if sc.n < 2 or sb.n < 2:
         return _decide_single(sc, sb, delta, word, min_effect, alpha)
     se2, df = _welch_parts(sc, sb)
@@ -188,7 +189,7 @@ def decide_paired(candidate: Sequence[float], baseline: Sequence[float], directi
         raise ValueError(f"paired runs need as many values per side, got {len(candidate)} and {len(baseline)}")
     if len(candidate) < 2:
         return decide(candidate, baseline, direction, min_effect, alpha)
-    word = _word(candidate, baseline, direction)
+    _check_direction(direction)
     d = summarize([c - b for c, b in zip(candidate, baseline)])
     if d.std == 0.0:
         p = 0.0 if d.mean else 1.0
@@ -197,7 +198,7 @@ def decide_paired(candidate: Sequence[float], baseline: Sequence[float], directi
         p = t_sf_two_sided(d.mean / (d.std / math.sqrt(d.n)), d.n - 1)
         half = t_quantile(1 - alpha / 2, d.n - 1) * d.std / math.sqrt(d.n)
         ci = (d.mean - half, d.mean + half)
-    return _verdict(word, d.mean, p, ci, "paired t", min_effect, alpha)
+    return _verdict(_word(d.mean, direction), d.mean, p, ci, "paired t", min_effect, alpha)
 
 
 def decide_by_seed(candidate: Sequence[tuple[int | None, float]], baseline: Sequence[tuple[int | None, float]],
@@ -222,11 +223,14 @@ def decide_by_seed(candidate: Sequence[tuple[int | None, float]], baseline: Sequ
     return decide(cv, bv, direction, min_effect, alpha), test
 
 
-def _word(candidate: Sequence[float], baseline: Sequence[float], direction: str) -> str:
+def _check_direction(direction: str) -> None:
     if direction not in ("lower", "higher"):
         raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
-    lower = math.fsum(candidate) / len(candidate) < math.fsum(baseline) / len(baseline)
-    return "better" if lower == (direction == "lower") else "worse"
+
+
+def _word(delta: float, direction: str) -> str:
+    """What a difference candidate - baseline would be called if it counts."""
+    return "better" if (delta < 0) == (direction == "lower") else "worse"
 
 
 def _verdict(word: str, delta: float, p: float, ci: tuple[float, float], test: str, min_effect: float,
