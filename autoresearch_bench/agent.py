@@ -49,7 +49,7 @@ from typing import Callable, Iterator
 
 from . import storage
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
-from .runner import kill_group
+from .process import kill_group
 from .task import Task, default_profile, load_task
 
 STATUSES = ("keep", "discard", "crash")

@@ -1,39 +1,42 @@
-"""Parent side of a run: training and evaluation in child processes under a clock the parent owns.
+"""Parent side of a run: the trusted processes and the sandboxed ones, under a clock the parent owns.
 
-One run = prepare data (cached) → `worker train` (hard kill at budget + startup allowance → status
-`timeout`) → `worker evaluate` in a fresh process → a RunRecord. Nothing the candidate prints is
-parsed; the worker reports over a private pipe. Children get a scrubbed environment (no API keys or
-tokens), a scratch folder as their working and temp directory, and their own process group, which is
-killed when the run ends so that no orphan outlives it. The results files are hashed before and after
-the children run: a candidate that touches them is a `violation`.
+One run = prepare data (cached) → train → evaluate → audit → a RunRecord:
+- train: the feeder (trusted, feeder.py) serves batches of the train split to the trainer (candidate
+  code, sandboxed, worker.py `train`), counts the tokens and starts the clock; the trainer returns
+  weights (model.pt). The process group is killed at startup allowance + budget (+ a grace for the
+  last step and the save; 10 × the budget in fixed-token mode): `timeout`. A trainer that hands in
+  its weights later than the grace after its budget is a `violation`.
+- evaluate: the scorer (trusted, scorer.py) scores the weights through two sandboxed model
+  processes and never imports candidate code; it also counts every tensor of the weights file.
+- audit: the harness's package and the task's files are hashed before and after; a change is a
+  `violation` (so is any change to the results files but the rows the harness appended).
+Tokens and seconds in the record are the feeder's and the runner's; steps, peak memory and MFU are
+what the candidate logged. Nothing the candidate prints is parsed.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
+import hashlib
 import os
-import select
-import signal
+import shutil
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from . import data, sandbox, storage
+from . import data, process, sandbox, storage
+from .protocol import CheckSpec, FeederSpec, ScorerSpec, TrainSpec
 from .task import Profile, Task
-from .worker import RESULT_FD_ENV
 
-# Variables a run may inherit; everything else (API keys, tokens, cloud credentials) is dropped.
-ENV_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "USER", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "PYTHONPATH",
-            "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH", "OMP_NUM_THREADS", "PYTHONHASHSEED",
-            "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"}
-ENV_KEEP_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_")
 TOKEN_MODE_TIME_FACTOR = 10  # in fixed-token mode the clock only stops runaways: 10 × the time budget
+FEEDER_REPORT_S = 10         # the feeder's final count, once the trainer is gone
+
+
+def grace_s(budget_s: float) -> float:
+    """How long after its budget a time-mode trainer may take to finish its step and save the weights."""
+    return max(10.0, 0.05 * budget_s)
 
 
 @dataclass(frozen=True)
@@ -44,174 +47,150 @@ class Candidate:
     origin: str = "task"
 
 
-@dataclass
-class ChildResult:
-    returncode: int | None  # None: killed at the deadline
-    wall: float
-    records: list[dict] = field(default_factory=list)
-    stderr_tail: str = ""
-
-    def last(self, *kinds: str) -> dict | None:
-        return next((r for r in reversed(self.records) if r.get("kind") in kinds), None)
-
-
-def protected_paths(task: Task) -> list[str]:
-    """What candidate code may read but never write: the repository holding the task (its tests,
-    task.toml, baselines), the harness's own package, and the Python installation (torch included),
-    so that no run can change the code that a later run or evaluation imports."""
-    repo = task.root.resolve()
-    while repo.parent != repo and not (repo / ".git").exists():
-        repo = repo.parent
-    return sorted({str(repo if (repo / ".git").exists() else task.root.resolve().parent),
-                   str(Path(__file__).resolve().parent), sys.prefix, sys.base_prefix})
-
-
-def ancestor_procs() -> list[str]:
-    """/proc folders of this process and its ancestors: their environments and memory hold what the
-    scrubbed child environment leaves out (API keys, the cache path)."""
-    found, pid = [], os.getpid()
-    while pid > 1:
-        found.append(f"/proc/{pid}")
+def harness_digest(task: Task) -> str:
+    """sha256 over the harness's package and the task's own files (task.toml, tests, docs, train.py;
+    not candidates/, which tests and agents add to): what no run may change."""
+    package = Path(__file__).resolve().parent
+    files = sorted(package.rglob("*.py")) + sorted(
+        p for p in task.root.resolve().rglob("*") if p.suffix in (".py", ".toml", ".md") and p.is_file()
+        and "candidates" not in p.relative_to(task.root.resolve()).parts and "__pycache__" not in p.parts)
+    h = hashlib.sha256()
+    for path in files:
+        h.update(str(path).encode() + b"\0")
         try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return found
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"<unreadable>")
+    return h.hexdigest()
 
 
-def child_env(scratch: Path, gpu: str | None = None) -> dict[str, str]:
-    """The scrubbed environment of a worker; `gpu` pins it to that one GPU (CUDA_VISIBLE_DEVICES)."""
-    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    cache = data.cache_root()
-    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))  # compiled kernels survive runs
-    env.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
-    env.update(TMPDIR=str(scratch), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
-    return env
+def _copy_candidate(candidate: Candidate, scratch: Path, plan: sandbox.Plan) -> str:
+    """The candidate file copied into a child's scratch folder; its path as the child sees it."""
+    shutil.copyfile(candidate.path, scratch / "candidate.py")
+    if plan.uid is not None:
+        os.chown(scratch / "candidate.py", plan.uid, plan.uid)
+    return f"{sandbox.SCRATCH}/candidate.py" if plan.isolated else str(scratch / "candidate.py")
 
 
-class RecordPipe:
-    """Reads the JSON-line records a worker writes to its result pipe, with deadlines."""
+def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
+           plan: sandbox.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
+           gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None) -> Path | None:
+    """The training half of a run; fills the record's training fields, returns the weights or None."""
+    (tmp / "feeder").mkdir()
+    (tmp / "train").mkdir()
+    scratch = sandbox.prepare_scratch(tmp / "train", plan)
+    inner = _copy_candidate(candidate, scratch, plan)
+    started = time.perf_counter()
+    latest_start = started + profile.startup_allowance_s
+    request_r, request_w = os.pipe()
+    batch_r, batch_w = os.pipe()
+    feeder = trainer = None
+    try:
+        feeder = process.start(("feeder",), FeederSpec(
+            train_tokens=str(prepared.train_tokens), seed=seed, crop=bool(profile.data.get("crop", False)),
+            budget_s=budget_s, max_tokens=max_tokens, latest_start=latest_start, request_fd=request_r,
+            batch_fd=batch_w), tmp / "feeder", sandbox.Plan("off", ()), pass_fds=(request_r, batch_w), limits=False)
+        trainer = process.start(("worker", "train"), TrainSpec(
+            candidate=inner, cfg=profile.model_config(), device=profile.device, seed=seed, budget_s=budget_s,
+            max_tokens=max_tokens, latest_start=latest_start, memory_per_row_gb=profile.memory_per_row_gb,
+            memory_overhead_gb=profile.memory_overhead_gb, request_fd=request_w, batch_fd=batch_r),
+            tmp / "train", plan, device=profile.device, gpu=gpu, threads=threads, pass_fds=(request_w, batch_r))
+        for fd in (request_r, request_w, batch_r, batch_w):
+            os.close(fd)
+        limit = profile.startup_allowance_s + (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens
+                                               else budget_s + grace_s(budget_s))
+        done_at, last_step = None, -1
+        for report in trainer.reports(started + limit):
+            if report.get("kind") == "progress":
+                last_step = report.get("step", last_step)
+                if on_progress:
+                    on_progress(report)
+            elif report.get("kind") == "result":
+                done_at = time.perf_counter()
+        timed_out = trainer.proc.poll() is None and done_at is None
+        trainer.kill()
+        served = next((r for r in feeder.reports(time.perf_counter() + FEEDER_REPORT_S, watch_processes=False)
+                       if r.get("kind") == "served"), {})
+    finally:
+        for child in (trainer, feeder):
+            if child is not None:
+                child.kill()
+    record.tokens = int(served.get("tokens", 0))
+    t0 = float(served.get("t0", latest_start))
+    record.steps = last_step + 1
+    record.extra["train_wall"] = time.perf_counter() - started
+    result = trainer.last("result")
+    if attempt := trainer.last("violation"):
+        record.status, record.error = "violation", f"training: {attempt['error']}"
+    elif timed_out:
+        record.status = "timeout"
+        record.error = (f"training ran past its limit of {limit:.0f} s (budget {budget_s:.0f} s + "
+                        f"{profile.startup_allowance_s:.0f} s startup allowance) and was killed; "
+                        f"make train(ctx) return once ctx.done() is True")
+    elif result is None or trainer.proc.returncode != 0:
+        record.status, record.error = process.failure(trainer, "training")
+        if tb := (trainer.last("error") or {}).get("traceback"):
+            record.extra["traceback"] = tb
+    elif not max_tokens and done_at > t0 + budget_s + grace_s(budget_s):
+        record.status = "violation"
+        record.error = (f"training: the weights came {done_at - t0 - budget_s:.1f} s after the {budget_s:.0f} s "
+                        f"budget (grace {grace_s(budget_s):.0f} s): stop training once ctx.done() is True")
+    else:
+        record.seconds = max(0.0, done_at - t0)
+        record.steps, record.peak_mem_gb = result["steps"], float(result["peak_mem_gb"])
+        record.extra.update(settings=result["settings"], mfu=result["mfu"])
+        return scratch / "model.pt"
+    return None
 
-    def __init__(self, fd: int, proc: subprocess.Popen):
-        self.file = os.fdopen(fd, "rb", buffering=0)
-        self.proc = proc
-        self.buffer = b""
-        self.eof = False
 
-    def read(self, deadline: float) -> Iterator[dict]:
-        """Yield records until the worker closes the pipe or exits, the deadline passes, or the run
-        starts more processes than the sandbox allows (then a violation record is yielded)."""
-        while (remaining := deadline - time.perf_counter()) > 0:
-            if (count := sandbox.processes_in_session(self.proc.pid)) > sandbox.MAX_PROCESSES:
-                yield {"kind": "violation", "error": f"the run started {count} processes (limit "
-                                                     f"{sandbox.MAX_PROCESSES}); it was killed"}
-                return
-            if self.eof:  # the worker closed its end: wait for it to exit, within the deadline
-                try:
-                    self.proc.wait(timeout=remaining)
-                except subprocess.TimeoutExpired:
-                    pass
-                return
-            ready, _, _ = select.select([self.file], [], [], min(remaining, 0.5))
-            if not ready:
-                if self.proc.poll() is not None:  # exited; a leftover grandchild may hold the pipe
-                    return
-                continue
-            chunk = self.file.read(65536)
-            self.eof = not chunk
-            *lines, self.buffer = (self.buffer + chunk).split(b"\n")
-            yield from filter(None, map(_parse, lines))
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def start_worker(mode: str, spec: dict, scratch: Path, isolation: sandbox.Plan, hidden: list[str] = (),
-                 stdin=subprocess.DEVNULL) -> tuple[subprocess.Popen, RecordPipe]:
-    """Start `python -m autoresearch_bench.worker MODE SPEC` in its own process group (and, where
-    the sandbox plan has them, its own namespaces): spec["readonly"] is mounted read-only there and
-    `hidden` is covered by an empty tmpfs."""
-    spec_path = scratch / f"{mode}.json"
-    spec_path.write_text(json.dumps(spec))
-    read_fd, write_fd = os.pipe()
-    env = child_env(scratch, spec.get("gpu"))
-    env[RESULT_FD_ENV] = str(write_fd)
-    command = sandbox.wrap([sys.executable, "-m", "autoresearch_bench.worker", mode, str(spec_path)],
-                           isolation, readonly=spec.get("readonly", []), hidden=list(hidden))
-    with open(scratch / f"{mode}.log", "wb") as log:
-        proc = subprocess.Popen(command, cwd=scratch, env=env, stdin=stdin, stdout=log, stderr=log,
-                                pass_fds=(write_fd,), start_new_session=True,
-                                preexec_fn=functools.partial(sandbox.set_limits, spec.get("device", "cpu")))
-    os.close(write_fd)
-    return proc, RecordPipe(read_fd, proc)
-
-
-def spawn(mode: str, spec: dict, scratch: Path, limit_s: float, isolation: sandbox.Plan, hidden: list[str] = (),
-          on_record: Callable[[dict], None] | None = None) -> ChildResult:
-    """Run a worker until it exits or limit_s passes (then its process group is killed)."""
+def _evaluate(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, weights: Path,
+              tmp: Path, plan: sandbox.Plan, prepared: data.PreparedData, seed: int, eval_split: str,
+              gpu: str | None, threads: int) -> None:
+    (tmp / "eval").mkdir()
+    (tmp / "models").mkdir()
+    spec = ScorerSpec(candidate=str(candidate.path.resolve()), weights=str(weights), cfg=profile.model_config(),
+                      device=profile.device, seed=seed, val_tokens=str(prepared.val_tokens),
+                      tokenizer_dir=str(prepared.tokenizer_dir), eval_tokens=profile.eval_tokens,
+                      eval_batch_size=profile.eval_batch_size, eval_split=eval_split, metric=task.metric,
+                      score=profile.data.get("score", "tokens"), crop=bool(profile.data.get("crop", False)),
+                      max_params=task.max_params, sandbox_level=plan.level, sandbox_prefix=plan.prefix,
+                      tmp=str(tmp / "models"), threads=threads)
     t0 = time.perf_counter()
-    proc, pipe = start_worker(mode, spec, scratch, isolation, hidden)
-    result = ChildResult(returncode=None, wall=0.0)
-    for record in pipe.read(t0 + limit_s):
-        result.records.append(record)
-        if on_record:
-            on_record(record)
-    pipe.close()
-    result.returncode = proc.poll()
-    kill_group(proc)
-    result.wall = time.perf_counter() - t0
-    result.stderr_tail = _tail(scratch / f"{mode}.log")
-    return result
-
-
-def _parse(line: bytes) -> dict | None:
+    scorer = process.start(("scorer",), spec, tmp / "eval", sandbox.Plan("off", ()), device=profile.device,
+                           gpu=gpu, threads=threads, limits=False)
     try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def kill_group(proc: subprocess.Popen, reap: bool = True) -> None:
-    """SIGKILL the process group of a child started in its own session, orphans included (also when
-    the child itself has exited), then reap the child; reap=False where another thread waits on it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if reap:
-        proc.wait()
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _failure(result: ChildResult, what: str) -> tuple[str, str]:
-    """(status, one-line error) for a child that did not produce a result."""
-    record = result.last("error", "violation")
-    if record:
-        return ("violation" if record["kind"] == "violation" else "crash"), f"{what}: {record['error']}"
-    if result.returncode is not None and result.returncode < 0:
-        name = signal.Signals(-result.returncode).name
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return "crash", f"{what}: killed by {name}{hint}"
-    last_line = next((l for l in reversed(result.stderr_tail.splitlines()) if l.strip()), "no output")
-    return "crash", f"{what}: exited with code {result.returncode} ({last_line.strip()})"
+        list(scorer.reports(t0 + profile.eval_timeout_s))
+        timed_out = scorer.proc.poll() is None
+    finally:
+        scorer.kill()
+    record.eval_seconds = time.perf_counter() - t0
+    result = scorer.last("result")
+    if attempt := scorer.last("violation"):
+        record.status, record.error = "violation", f"evaluation: {attempt['error']}"
+    elif timed_out:
+        record.status = "timeout"
+        record.error = f"evaluation ran past {profile.eval_timeout_s:.0f} s and was killed"
+    elif result is None:
+        record.status, record.error = process.failure(scorer, "evaluation")
+        if tb := (scorer.last("error") or {}).get("traceback"):
+            record.extra["traceback"] = tb
+    else:
+        record.value, record.params = result["value"], result["params"]
+        record.extra.update((k, v) for k, v in result.items() if k not in ("kind", "value", "params"))
+        record.status = "ok"
 
 
 def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int, *,
                   budget_s: float | None = None, max_tokens: int | None = None,
                   results_paths: tuple[Path, ...] = (), description: str = "", isolation: str = "auto",
                   on_progress: Callable[[dict], None] | None = None, eval_split: str = "val",
-                  gpu: str | None = None, log: Callable[[str], None] = print) -> storage.RunRecord:
+                  gpu: str | None = None, log: Callable[[str], None] = print,
+                  threads: int | None = None) -> storage.RunRecord:
     """Train and evaluate one candidate with one seed; always returns a record, never raises for
     a bad candidate (its failure is the record's status and error). eval_split "test" scores the
-    held-out rows that follow the validation rows (the league's; see evaluate.load_eval_data).
-    gpu: run both children on that GPU alone (a CUDA_VISIBLE_DEVICES entry); None: as this process."""
+    held-out rows that follow the validation rows (the league's; see scorer.load_eval_data).
+    gpu: run the children on that GPU alone (a CUDA_VISIBLE_DEVICES entry); None: as this process.
+    threads: torch threads per child (default: the cores this process may use)."""
     t_start = time.perf_counter()
     commit, dirty = storage.git_state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)
@@ -233,66 +212,26 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         record.error = f"data: {e}"
         return record
     try:
-        plan = sandbox.plan(isolation, profile.device, tuple(protected_paths(task)))
+        plan = sandbox.plan(isolation, profile.device)
     except sandbox.SandboxError as e:
         record.error = str(e)
         return record
-    record.extra["sandbox"], record.extra["eval_split"] = plan.level, eval_split
-    record.extra["data_id"] = prepared.data_id
+    threads = threads or process.usable_cores()
+    record.extra.update(sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id)
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
+    digest = harness_digest(task)
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as tmp:
-        scratch = Path(tmp)
-        common = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(),
-                  "device": profile.device, "seed": seed, "scratch": str(scratch), "gpu": gpu,
-                  "crop": bool(profile.data.get("crop", False)),
-                  "forbidden": [str(q.resolve()) for p in results_paths for q in (p, storage.ledger_path(p))]
-                               + ancestor_procs(),
-                  "readonly": [str(prepared.root), *protected_paths(task),
-                               *(str(p.resolve()) for p in results_paths if p.exists())]}
-        closed = common["forbidden"] + [*prepared.raw_paths, str(prepared.tokenizer_dir)]
-        train_spec = {**common, "budget_s": budget_s, "max_tokens": max_tokens,
-                      "startup_allowance_s": profile.startup_allowance_s,
-                      "memory_per_row_gb": profile.memory_per_row_gb, "memory_overhead_gb": profile.memory_overhead_gb,
-                      "train_tokens": str(prepared.train_tokens), "forbidden": closed}
-        limit = (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens else budget_s) + profile.startup_allowance_s
-        trained = spawn("train", train_spec, scratch, limit, plan, hidden=closed,
-                        on_record=lambda r: on_progress(r) if on_progress and r.get("kind") == "progress" else None)
-        done = trained.last("result")
-        if attempt := trained.last("violation"):
-            record.status, record.error = "violation", f"training: {attempt['error']}"
-        elif trained.returncode is None:
-            record.status = "timeout"
-            record.error = (f"training ran past its limit of {limit:.0f} s (budget {budget_s:.0f} s + "
-                            f"{profile.startup_allowance_s:.0f} s startup allowance) and was killed; "
-                            f"make train(ctx) return once ctx.done() is True")
-        elif trained.returncode != 0 or done is None:
-            record.status, record.error = _failure(trained, "training")
-        else:
-            record.seconds, record.tokens = done["seconds"], done["tokens"]
-            record.steps, record.peak_mem_gb = done["steps"], done["peak_mem_gb"]
-            record.extra.update(settings=done["settings"], mfu=done["mfu"])  # device.py: mfu None = unknown
-            eval_spec = {**common, "model_path": str(scratch / "model.pt"), "val_tokens": str(prepared.val_tokens),
-                         "forbidden": closed, "tokenizer_dir": str(prepared.tokenizer_dir),
-                         "eval_tokens": profile.eval_tokens, "eval_batch_size": profile.eval_batch_size,
-                         "max_params": task.max_params, "eval_split": eval_split,
-                         "metric": task.metric, "score": profile.data.get("score", "tokens")}
-            evaluated = spawn("evaluate", eval_spec, scratch, profile.eval_timeout_s, plan)
-            result = evaluated.last("result")
-            record.eval_seconds = evaluated.wall
-            if attempt := evaluated.last("violation"):
-                record.status, record.error = "violation", f"evaluation: {attempt['error']}"
-            elif evaluated.returncode is None:
-                record.status = "timeout"
-                record.error = f"evaluation ran past {profile.eval_timeout_s:.0f} s and was killed"
-            elif evaluated.returncode != 0 or result is None:
-                record.status, record.error = _failure(evaluated, "evaluation")
-            else:
-                record.value, record.params = result["value"], result["params"]
-                record.extra.update((k, v) for k, v in result.items() if k not in ("kind", "value", "params"))
-                record.status = "ok"
-        record.extra["train_wall"] = trained.wall
+        os.chmod(tmp, 0o755)  # the sandbox's uid must reach the scratch folders below
+        weights = _train(record, task, profile, candidate, Path(tmp), plan, prepared, seed, budget_s, max_tokens,
+                         gpu, threads, on_progress)
+        if weights is not None:
+            _evaluate(record, task, profile, candidate, weights, Path(tmp), plan, prepared, seed, eval_split, gpu,
+                      threads)
     tampered = [str(p) for p, m in marks.items() if not storage.appended_only(p, m)]
-    if tampered:
+    if harness_digest(task) != digest:
+        record.status, record.value = "violation", None
+        record.error = f"the harness's or the task's files changed while candidate code ran ({task.root})"
+    elif tampered:
         record.status, record.value = "violation", None
         record.error = f"results files were modified while candidate code ran: {', '.join(tampered)}"
     elif record.status == "ok" and task.max_vram_gb and record.peak_mem_gb > task.max_vram_gb:
@@ -308,7 +247,7 @@ def _cuda_available() -> bool:
 
 
 class CheckServer:
-    """An isolated child that imports one candidate once and answers check requests.
+    """A sandboxed child that imports one candidate once and answers check requests.
 
     Checks run candidate code, so they never run in the pytest process: a candidate that patched
     the harness there could forge every later result.
@@ -317,42 +256,40 @@ class CheckServer:
     def __init__(self, task: Task, profile: Profile, candidate: Candidate, seed: int = 0,
                  results_paths: tuple[Path, ...] = (), isolation: str = "auto", start_timeout_s: float = 120):
         self._tmp = tempfile.TemporaryDirectory(prefix=f"ar-checks-{candidate.name}-")
-        spec = {"candidate": str(candidate.path.resolve()), "cfg": profile.model_config(), "seed": seed,
-                "device": "cpu", "allowed_imports": list(task.imports), "max_params": task.max_params,
-                "forbidden": [str(q.resolve()) for p in results_paths for q in (p, storage.ledger_path(p))]
-                             + [str(data.cache_root() / task.name)]
-                             + ancestor_procs(),
-                "readonly": protected_paths(task)}
-        self.proc, self.pipe = start_worker("checks", spec, Path(self._tmp.name), sandbox.plan(isolation),
-                                            hidden=[str(data.cache_root() / task.name)], stdin=subprocess.PIPE)
-        ready = next(self.pipe.read(time.perf_counter() + start_timeout_s), None)
+        tmp = Path(self._tmp.name)
+        os.chmod(tmp, 0o755)
+        plan = sandbox.plan(isolation)
+        inner = _copy_candidate(candidate, sandbox.prepare_scratch(tmp, plan), plan)
+        spec = CheckSpec(candidate=inner, cfg=profile.model_config(), seed=seed,
+                         allowed_imports=tuple(task.imports), max_params=task.max_params)
+        self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=1, stdin=subprocess.PIPE)
+        ready = next(self.child.reports(time.perf_counter() + start_timeout_s), None)
         self.start_error = None if ready and ready.get("kind") == "ready" else self._crash("starting")
 
     def _crash(self, what: str) -> str:
-        tail = _tail(Path(self._tmp.name) / "checks.log")
-        last = next((l for l in reversed(tail.splitlines()) if l.strip()), "no output")
+        last = next((l for l in reversed(self.child.tail().splitlines()) if l.strip()), "no output")
         return f"the check process died while {what}: {last.strip()}"
 
     def run(self, name: str, timeout_s: float = 300, **params) -> dict:
         """Run one named check; returns {"ok": bool, "detail" or "error": str, "seconds": float}."""
+        import json
         if self.start_error:
             return {"ok": False, "error": self.start_error, "seconds": 0.0}
         try:
-            self.proc.stdin.write((json.dumps({"check": name, **params}) + "\n").encode())
-            self.proc.stdin.flush()
+            self.child.proc.stdin.write((json.dumps({"check": name, **params}) + "\n").encode())
+            self.child.proc.stdin.flush()
         except BrokenPipeError:
             return {"ok": False, "error": self._crash(f"running {name}"), "seconds": 0.0}
-        for record in self.pipe.read(time.perf_counter() + timeout_s):
+        for record in self.child.reports(time.perf_counter() + timeout_s):
             if record.get("kind") == "violation":
                 return {"ok": False, "error": record["error"], "seconds": 0.0}
             if record.get("kind") == "check" and record.get("name") == name:
                 return record
-        alive = self.proc.poll() is None
+        alive = self.child.proc.poll() is None
         return {"ok": False, "seconds": timeout_s if alive else 0.0,
                 "error": f"check {name} did not finish within {timeout_s:.0f} s" if alive
                 else self._crash(f"running {name}")}
 
     def close(self) -> None:
-        kill_group(self.proc)
-        self.pipe.close()
+        self.child.kill()
         self._tmp.cleanup()

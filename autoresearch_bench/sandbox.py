@@ -1,26 +1,42 @@
-"""The candidate sandbox: what the operating system adds around a training or evaluation process.
+"""The sandbox: what the operating system puts around every process that runs candidate code.
 
 Levels (`--ar-sandbox`):
-- off:    a scrubbed environment (no API keys, tokens or cloud credentials; runner.child_env), an
-          own process group killed when the run ends, resource limits, a process-count watch, and
-          the in-process path guard (worker.install_path_guard). Nothing else.
-- auto:   the same, plus, where Linux allows it (root, or unprivileged user namespaces):
-          a network namespace (no network at all, loopback down), a PID namespace (every process
-          the candidate starts dies with the run, even one that called setsid), and a mount
-          namespace where the repository, the harness, the Python installation, the data cache and
-          the results files are bind-mounted read-only and the closed paths (validation data,
-          tokenizer, raw shards) are hidden under an empty tmpfs. Falls back to `off` elsewhere.
-- strict: as auto, but fails the run with a clear message when the namespaces are unavailable.
+- off:    a scrubbed environment (runner.child_env), an own process group killed when the run ends,
+          resource limits and a process-count watch. Nothing else: for debugging only.
+- auto:   the same, plus Linux namespaces where the kernel allows them, recorded as the level got:
+          `unprivileged` when the harness runs as root (CI, docker, GPU clouds): `unshare` makes new
+          mount, PID, network, IPC and UTS namespaces as root, the mounts below are made, then
+          `setpriv` drops to uid/gid 65534 with no capabilities, no supplementary groups and
+          no_new_privs before the worker starts; that uid cannot undo any mount ("must be superuser
+          to unmount"), and CUDA keeps working (a user namespace breaks CUDA on NVIDIA's driver);
+          `userns` when the harness is an ordinary user: a user namespace maps the user to root
+          inside, the mounts are made, then `setpriv` clears every capability and the bounding set,
+          so the process cannot remount either. Falls back to `off` where neither works.
+- strict: as auto, but a run fails with a clear message when the namespaces are unavailable.
 
-Records say which level ran (`extra["sandbox"]`). This is not a VM: a kernel exploit or a GPU
-driver bug crosses it. For untrusted code at scale, run the whole harness inside a container, e.g.
-`docker run --rm --gpus all --network none -v $PWD:/work -w /work IMAGE pytest --autoresearch tasks/`.
+Inside the namespaces the process sees a new root (a tmpfs) holding only, read-only: the system
+directories (/usr, /etc, /bin, /lib*, /sbin, /opt, /sys), the Python installation, the harness's
+package and whatever the runner lists; read-write: its own scratch folder (/scratch, also HOME).
+/tmp and /dev/shm are fresh tmpfs mounts of this run alone, /proc shows only the run's processes,
+/dev holds only null, zero, full, random, urandom, tty and the GPU's nodes. So the repository, the
+user's home, the data cache, the results files and every other run's files are not there at all.
+Network: none (loopback down). The PID namespace ends every process of the run with its first one.
+
+This is not a VM: a kernel or GPU driver exploit crosses it. For untrusted code at scale, run the
+whole harness in a container too: `docker run --rm --gpus all --network none -v $PWD:/work -w /work
+IMAGE pytest --autoresearch tasks/`.
+
+`python -m autoresearch_bench.sandbox --root DIR --scratch DIR [--ro PATH]... [--uid N] -- CMD...`
+is the entry that runs inside the new namespaces (as root there): it builds the new root under DIR,
+chroots into it and execs `setpriv ... CMD`.
 """
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,6 +46,13 @@ LEVELS = ("off", "auto", "strict")
 MAX_OPEN_FILES = 4096
 MAX_FILE_BYTES = 32 << 30       # no single file over 32 GiB (checkpoints of the largest profile fit)
 MAX_PROCESSES = 256             # torch.compile's worker pool stays far below this
+UNPRIVILEGED_UID = 65534        # nobody
+TMPFS_SIZE = "8g"               # /tmp and /dev/shm of one run (torch.compile's files fit)
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/sys")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*")
+SCRATCH = "/scratch"            # the run's own folder inside the sandbox: cwd and HOME
+UNSHARE = ("unshare", "--mount", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--uts")
 
 
 class SandboxError(Exception):
@@ -38,61 +61,95 @@ class SandboxError(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    level: str       # what actually runs: off | namespaces
+    level: str               # what actually runs: off | unprivileged | userns
     prefix: tuple[str, ...]  # command prefix that enters the namespaces
+
+    @property
+    def isolated(self) -> bool:
+        return self.level != "off"
+
+    @property
+    def uid(self) -> int | None:
+        """The uid candidate code runs as: None = the harness's own (off and userns)."""
+        return UNPRIVILEGED_UID if self.level == "unprivileged" else None
+
+
+def readonly_paths() -> list[str]:
+    """What every sandboxed Python needs to read: its installation and the harness's package."""
+    from . import __file__ as package_init
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+             str(Path(package_init).resolve().parent)}
+    paths.update(p for p in sys.path if p and os.path.isdir(p) and "-packages" in p)
+    paths.update(p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p and os.path.isdir(p))
+    return sorted(p for p in paths if not any(p == s or p.startswith(s + "/") for s in SYSTEM_DIRS))
 
 
 @functools.cache
-def namespaces_available() -> tuple[str, ...] | None:
-    """The unshare flags that work on this machine, or None."""
-    base = ("unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc")
-    for flags in (base, base[:1] + ("--user", "--map-root-user") + base[1:]):
-        try:
-            done = subprocess.run([*flags, "sh", "-c", "mount --make-rprivate / && mount -t tmpfs none /mnt"],
-                                  capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if done.returncode == 0:
-            return flags
+def namespaces_available() -> Plan | None:
+    """The namespace plan that works on this machine (tried once), or None."""
+    candidates = [Plan("unprivileged", UNSHARE)] if os.geteuid() == 0 else []
+    candidates.append(Plan("userns", (UNSHARE[0], "--user", "--map-root-user", *UNSHARE[1:])))
+    for candidate in candidates:
+        if _probe(candidate, [sys.executable, "-c", "import os; os.mkdir('/scratch/ok')"]):
+            return candidate
     return None
 
 
 @functools.cache
-def cuda_works_inside(flags: tuple[str, ...], readonly: tuple[str, ...]) -> bool:
-    """Whether a process in the namespaces still sees the GPU (some kernels, e.g. gVisor, refuse)."""
-    probe = wrap([sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
-                 Plan("namespaces", flags), list(readonly), [])
-    try:
-        return subprocess.run(probe, capture_output=True, timeout=120).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+def cuda_works_inside(plan_: Plan) -> bool:
+    """Whether a process in the sandbox still sees the GPU (a user namespace, or gVisor, hide it)."""
+    return _probe(plan_, [sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+                  timeout=180)
 
 
-def plan(level: str, device: str = "cpu", readonly: tuple[str, ...] = ()) -> Plan:
+def _probe(plan_: Plan, command: list[str], timeout: float = 30) -> bool:
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="ar-probe-") as tmp:
+        scratch = prepare_scratch(Path(tmp), plan_)
+        try:
+            done = subprocess.run(wrap(command, plan_, Path(tmp), scratch), capture_output=True, timeout=timeout,
+                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0 and (command[-1].startswith("import torch") or (scratch / "ok").is_dir())
+
+
+def plan(level: str, device: str = "cpu") -> Plan:
     """The isolation to run with; on CUDA, namespaces count only if the GPU still works inside."""
     if level not in LEVELS:
         raise SandboxError(f"--ar-sandbox must be one of {', '.join(LEVELS)}, not {level!r}")
-    flags = namespaces_available() if level != "off" else None
-    if flags is not None and device == "cuda" and not cuda_works_inside(flags, readonly):
-        flags = None
-    if flags is None:
+    found = namespaces_available() if level != "off" else None
+    if found is not None and device == "cuda" and not cuda_works_inside(found):
+        found = None
+    if found is None:
         if level == "strict":
-            raise SandboxError("--ar-sandbox strict: Linux namespaces (unshare --net --pid --mount) are not "
-                               "available here (or hide the GPU); run as root or enable unprivileged user "
-                               "namespaces, or use --ar-sandbox auto")
+            raise SandboxError("--ar-sandbox strict: Linux namespaces (unshare --mount --pid --net, as root or "
+                               "in a user namespace) are not available here, or hide the GPU; run as root or "
+                               "enable unprivileged user namespaces, or use --ar-sandbox auto")
         return Plan("off", ())
-    return Plan("namespaces", flags)
+    return found
 
 
-def wrap(command: list[str], plan_: Plan, readonly: list[str], hidden: list[str]) -> list[str]:
-    """The command, entered into the namespaces with the given paths read-only or hidden."""
-    if plan_.level == "off":
+def prepare_scratch(tmp: Path, plan_: Plan) -> Path:
+    """tmp/work: the run's writable folder, owned by the uid that candidate code runs as."""
+    work = tmp / "work"
+    work.mkdir(exist_ok=True)
+    if plan_.uid is not None:
+        os.chown(work, plan_.uid, plan_.uid)
+    (tmp / "root").mkdir(exist_ok=True)
+    return work
+
+
+def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: list[str] = ()) -> list[str]:
+    """The command, entered into the sandbox with tmp/root as its new root and scratch as /scratch."""
+    if not plan_.isolated:
         return command
-    args = [*plan_.prefix, sys.executable, "-m", "autoresearch_bench.sandbox"]
-    for path in readonly:
+    args = [*plan_.prefix, sys.executable, "-I", os.path.realpath(__file__), "--root", str(tmp / "root"),
+            "--scratch", str(scratch)]
+    for path in sorted({*readonly_paths(), *readonly}):
         args += ["--ro", path]
-    for path in hidden:
-        args += ["--hide", path]
+    if plan_.uid is not None:
+        args += ["--uid", str(plan_.uid)]
     return [*args, "--", *command]
 
 
@@ -120,22 +177,82 @@ def processes_in_session(sid: int) -> int:
     return count
 
 
+# ---------------------------------------------------------------------------------------------
+# inside the namespaces (this file run as a script, as root of the new namespaces)
+# ---------------------------------------------------------------------------------------------
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"autoresearch-bench sandbox: mount {' '.join(args)} failed: {done.stderr.strip()}")
+
+
+def _locked_flags(path: str) -> list[str]:
+    """Flags a bind's read-only remount must keep: in a user namespace they are locked."""
+    flags = os.statvfs(path).f_flag
+    return [name for bit, name in ((os.ST_NOSUID, "nosuid"), (os.ST_NODEV, "nodev"), (os.ST_NOEXEC, "noexec"))
+            if flags & bit]
+
+
+def _bind(source: str, target: str, writable: bool = False) -> None:
+    """Bind source at target (with the mounts below it); read-only all the way down unless writable."""
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    _mount("--rbind", source, target)
+    if writable:
+        return
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in points:  # the submounts too: a bind's read-only flag does not reach them
+        if point == target or point.startswith(target.rstrip("/") + "/"):
+            _mount("-o", ",".join(["remount", "bind", "ro", *_locked_flags(point)]), point)
+
+
+def _build_root(root: str, scratch: str, readonly: list[str]) -> None:
+    _mount("--make-rprivate", "/")
+    _mount("-t", "tmpfs", "-o", "mode=755,size=64m", "ar-root", root)
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), root + path)
+        elif os.path.isdir(path):
+            _bind(path, root + path)
+    for path in readonly:
+        if os.path.exists(path) and not os.path.exists(root + path):
+            _bind(path, root + path)
+    _bind(scratch, root + SCRATCH, writable=True)
+    for path, size in (("/tmp", TMPFS_SIZE), ("/dev", "1m"), ("/dev/shm", TMPFS_SIZE)):
+        os.makedirs(root + path, exist_ok=True)
+        _mount("-t", "tmpfs", "-o", f"mode={'1777' if 'tmp' in path or 'shm' in path else '755'},size={size},nosuid",
+               "ar-" + path.strip("/").replace("/", "-"), root + path)
+    for node in [f"/dev/{name}" for name in DEVICES] + [p for pattern in GPU_DEVICES for p in glob.glob(pattern)]:
+        if os.path.exists(node) and not os.path.isdir(node):
+            _bind(node, root + node, writable=True)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    os.makedirs(root + "/proc", exist_ok=True)
+    _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", root + "/proc")
+
+
 def _enter(argv: list[str]) -> None:
-    """Inside the namespaces (pid 1 of the new PID namespace): mount, then exec the worker."""
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1:]
-    mount = functools.partial(subprocess.run, check=True, capture_output=True)
-    mount(["mount", "--make-rprivate", "/"])
-    for flag, path in zip(options[::2], options[1::2]):
-        if not os.path.exists(path):
-            continue
-        if flag == "--hide":
-            mount(["mount", "-t", "tmpfs", "-o", "size=1m,mode=000", "none", path] if os.path.isdir(path)
-                  else ["mount", "--bind", "/dev/null", path])
-        else:
-            mount(["mount", "--rbind", path, path])  # recursive: keep submounts (e.g. the GPU driver's)
-            mount(["mount", "-o", "remount,bind,ro", path])
-    os.execv(command[0], command)
+    pairs = list(zip(options[::2], options[1::2]))
+    single = dict(pairs)
+    readonly = [value for flag, value in pairs if flag == "--ro"]
+    _build_root(single["--root"], single["--scratch"], readonly)
+    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+    os.chroot(single["--root"])
+    os.chdir(SCRATCH)
+    drop = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    if "--uid" in single:
+        uid = single["--uid"]
+        drop[1:1] = [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    os.environ.update(HOME=SCRATCH, TMPDIR="/tmp")
+    os.execv(setpriv, [*drop, "--", *command])
 
 
 if __name__ == "__main__":

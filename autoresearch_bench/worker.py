@@ -1,19 +1,14 @@
-"""Child-process entry points: the only places where candidate code runs.
+"""Where candidate code runs: the untrusted side of the protocol (sandboxed, unprivileged).
 
-    python -m autoresearch_bench.worker train    SPEC.json   train(ctx) under the parent's clock
-    python -m autoresearch_bench.worker evaluate SPEC.json   fresh process: metric from the logits
-    python -m autoresearch_bench.worker checks   SPEC.json   serve check requests (stdin → result fd)
+    python -m autoresearch_bench.worker train   SPEC   train(ctx) on batches from the feeder
+    python -m autoresearch_bench.worker model   SPEC   build_model + the weights: inputs in, logits out
+    python -m autoresearch_bench.worker checks  SPEC   serve check requests (stdin → result fd)
 
-The parent (runner.py) writes SPEC.json and passes a pipe as `result_fd`; this process writes JSON
-lines to it: progress records, then one {"kind": "result"} or {"kind": "error"}. The candidate's
-stdout and stderr go to log files and are never parsed for a score.
-
-Guards installed before candidate code is imported:
-- an audit hook refuses to open any path under `forbidden` (the validation split, the raw shards,
-  the results files): the training process cannot read validation data by path, cache dir or
-  environment variable, nor write results;
-- the evaluation and check processes snapshot the harness's and torch's critical functions and
-  verify them afterwards (a candidate that monkeypatches the evaluator is reported as tampering).
+None of these processes holds a file of the
+data cache, a target of the validation rows, the results files or a channel to the runner other
+than its report pipe; what they report is checked or ignored, never trusted: tokens and seconds
+come from the feeder and the runner, the score from the scorer, the parameter count from the
+weights file. The candidate's stdout and stderr go to a log file.
 """
 from __future__ import annotations
 
@@ -26,61 +21,21 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from . import checks
-from .evaluate import EvalViolation
+from .protocol import DONE, FORWARD, CheckSpec, Emitter, ModelSpec, TrainSpec, read_exact, read_spec, write_all
 
-RESULT_FD_ENV = "AR_RESULT_FD"
-
-
-def _emit(out, kind: str, **fields: Any) -> None:
-    out.write(json.dumps({"kind": kind, **fields}) + "\n")
-    out.flush()
-
-
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-
-def install_path_guard(forbidden: list[str], readonly: list[str], report: Callable[[str], None]) -> None:
-    """Refuse to open anything under `forbidden`, and to open for writing anything under `readonly`;
-    report each attempt to the parent, so a candidate that swallows the PermissionError is still
-    caught. Audit hooks cannot be removed."""
-    closed = tuple(os.path.realpath(p) for p in forbidden)
-    frozen = tuple(os.path.realpath(p) for p in readonly)
-    realpath = os.path.realpath
-
-    def under(path: str, roots: tuple[str, ...]) -> bool:
-        return any(path == root or path.startswith(root + os.sep) for root in roots)
-
-    def hook(event: str, args: tuple) -> None:
-        if event != "open" or isinstance(args[0], int):
-            return
-        path = os.fsdecode(args[0])
-        mode, flags = args[1], args[2] or 0
-        writes = bool(mode and set(mode) & set("wax+")) or bool(flags & WRITE_FLAGS)
-        real = realpath(path)
-        if under(real, closed) or (writes and under(real, frozen)):
-            message = (f"candidate code tried to {'write' if writes else 'open'} {path}, which is forbidden "
-                       f"(validation data, tokenizer, cached data or results)")
-            report(message)
-            raise PermissionError(f"autoresearch-bench: {message}")
-
-    sys.addaudithook(hook)
-
-
-def _guard(spec: dict, out) -> None:
-    install_path_guard(spec["forbidden"], spec.get("readonly", []), lambda m: _emit(out, "violation", error=m))
+CANDIDATE_MODULE = "candidate"
 
 
 def load_candidate(path: str):
     """Import a candidate file by path under a fixed module name; errors say what to fix."""
-    sys.dont_write_bytecode = True  # no __pycache__ beside the candidate: its folder stays as the patch left it
-    spec = importlib.util.spec_from_file_location("candidate", path)
+    sys.dont_write_bytecode = True
+    spec = importlib.util.spec_from_file_location(CANDIDATE_MODULE, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["candidate"] = module
+    sys.modules[CANDIDATE_MODULE] = module
     spec.loader.exec_module(module)
     for name in ("build_model", "train"):
         if not callable(getattr(module, name, None)):
@@ -100,87 +55,97 @@ def _peak_memory_gb(device: str) -> float:
     import torch
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 1e9
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux → GB
 
 
-def run_train(spec: dict, out) -> None:
+def run_train(spec: TrainSpec, emit: Emitter) -> None:
     import torch
 
     from . import device as device_info
-    from .context import TrainContext
-    from .data import Loader
+    from .context import BatchClient, TrainContext
 
-    _guard(spec, out)
-    _seed_everything(spec["seed"])
-    device = spec["device"]
+    _seed_everything(spec.seed)
     # chosen here, in the process that trains, so that free memory is what this run will find
-    settings = device_info.choose_settings(spec["cfg"], device_info.detect() if device == "cuda" else None,
-                                           spec.get("memory_per_row_gb"), spec.get("memory_overhead_gb", 0.0))
-    module = load_candidate(spec["candidate"])
-
-    def make_loader(batch_size: int, seq_len: int):
-        return iter(Loader(Path(spec["train_tokens"]), batch_size, seq_len, device=device, seed=spec["seed"],
-                           crop=spec["crop"]))
-
-    last, mfus = {"step": -1}, []  # no step logged: 0 steps
+    settings = device_info.choose_settings(spec.cfg, device_info.detect() if spec.device == "cuda" else None,
+                                           spec.memory_per_row_gb, spec.memory_overhead_gb)
+    module = load_candidate(spec.candidate)
+    last, mfus = {"step": -1}, []
 
     class Progress:
-        """Relays ctx.log records to the parent; keeps the last step and the logged MFU values."""
+        """Relays ctx.log records to the runner; keeps the last step and the logged MFU values."""
         def write(self, line: str) -> None:
             record = json.loads(line)
             last["step"] = record["step"]
             if isinstance(record.get("mfu"), (int, float)):
                 mfus.append(record["mfu"])
-            out.write(json.dumps({"kind": "progress", **record}) + "\n")
+            emit("progress", **record)
 
         def flush(self) -> None:
-            out.flush()
+            pass
 
-    ctx = TrainContext(device=device, seed=spec["seed"], cfg=spec["cfg"], budget_s=spec["budget_s"],
-                       max_tokens=spec.get("max_tokens"), make_loader=make_loader,
-                       startup_allowance_s=spec["startup_allowance_s"], progress_out=Progress(),
-                       settings=settings)
-    t0 = time.perf_counter()
+    client = BatchClient(spec.request_fd, spec.batch_fd, spec.latest_start)
+    ctx = TrainContext(device=spec.device, seed=spec.seed, cfg=spec.cfg, budget_s=spec.budget_s,
+                       max_tokens=spec.max_tokens, client=client, settings=settings, progress_out=Progress())
+    client.started()
     model = module.train(ctx)
-    seconds = time.perf_counter() - t0
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"train(ctx) returned {type(model).__name__}, not a torch.nn.Module")
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-    torch.save(state, Path(spec["scratch"]) / "model.pt")
-    # MFU: the median of the steps' logged values (the candidate counts its model's FLOPs, as upstream)
-    # against the harness's peak for this device; None ("unknown") for a device not in the table
+    torch.save(state, "model.pt")
     mfu = sorted(mfus)[len(mfus) // 2] if mfus and settings["peak_flops"] else None
-    _emit(out, "result", seconds=seconds, tokens=ctx.tokens, steps=last["step"] + 1,
-          peak_mem_gb=_peak_memory_gb(device), settings=settings, mfu=mfu)
+    emit("result", steps=last["step"] + 1, peak_mem_gb=_peak_memory_gb(spec.device), settings=settings, mfu=mfu)
 
 
-def run_evaluate(spec: dict, out) -> None:
-    from .evaluate import evaluate_model, load_eval_data
+def run_model(spec: ModelSpec, emit: Emitter) -> None:
+    """Build the candidate's model with the trained weights, then answer FORWARD frames forever."""
+    import torch
 
-    eval_data = load_eval_data(spec)  # read before any candidate code runs; then the folder is closed
-    snapshot = checks.snapshot_critical()
-    _guard(spec, out)
-    _seed_everything(spec["seed"])
-    module = load_candidate(spec["candidate"])
-    result = evaluate_model(module.build_model, spec, eval_data)
-    checks.verify_untampered(snapshot)
-    _emit(out, "result", **result)
+    from .shared import SharedBuffer
 
-
-def serve_checks(spec: dict, out) -> None:
-    """Answer check requests, one JSON line each on stdin: {"check": name, **params}."""
-
-    snapshot = checks.snapshot_critical()
-    _guard(spec, out)
-    source = Path(spec["candidate"]).read_text()
+    _seed_everything(spec.seed)
+    module = load_candidate(spec.candidate)
+    model = module.build_model(dict(spec.cfg))
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"build_model returned {type(model).__name__}, not a torch.nn.Module")
+    state = torch.load(spec.weights, map_location="cpu", weights_only=True)
     try:
-        module = load_candidate(spec["candidate"])
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise RuntimeError(f"the trained weights do not fit build_model(cfg): {str(e).splitlines()[0]}") from None
+    model.to(spec.device).eval()
+    inputs = SharedBuffer.open(spec.inputs)
+    logits_out = SharedBuffer.open(spec.logits)
+    write_all(spec.done_fd, DONE.pack(0))  # ready
+    cuda = spec.device == "cuda"
+    while (frame := read_exact(spec.command_fd, FORWARD.size)) is not None:
+        rows, seq_len = FORWARD.unpack(frame)
+        x = inputs.view(torch.int64, (rows, seq_len))
+        with torch.no_grad(), torch.autocast(spec.device, dtype=torch.bfloat16, enabled=cuda):
+            logits = model(x)
+        if type(logits) is not torch.Tensor or tuple(logits.shape) != (rows, seq_len, spec.vocab):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            emit("violation", error=f"wrong logits shape: forward({(rows, seq_len)}) returned {got}, "
+                                    f"expected {(rows, seq_len, spec.vocab)}")
+            return
+        logits_out.view(torch.float32, (rows, seq_len, spec.vocab)).copy_(logits)
+        if cuda:
+            torch.cuda.synchronize()
+        write_all(spec.done_fd, DONE.pack(0))
+
+
+def serve_checks(spec: CheckSpec, emit: Emitter) -> None:
+    """Answer check requests, one JSON line each on stdin: {"check": name, **params}."""
+    from . import checks
+
+    snapshot = checks.snapshot_critical()
+    source = Path(spec.candidate).read_text()
+    try:
+        module = load_candidate(spec.candidate)
         import_error = None
     except Exception as e:  # reported per request, so each check item says why
         module, import_error = None, f"candidate failed to import: {type(e).__name__}: {e}"
-    _emit(out, "ready")
+    emit("ready")
     for line in sys.stdin:
         request = json.loads(line)
         name = request.pop("check")
@@ -191,40 +156,50 @@ def serve_checks(spec: dict, out) -> None:
             if name not in checks.CHECKS:
                 raise KeyError(f"unknown check {name!r}; known: {', '.join(sorted(checks.CHECKS))}")
             ctx = checks.CheckContext(
-                build_model=module.build_model if module else None, cfg=spec["cfg"], source=source,
-                allowed_imports=tuple(spec["allowed_imports"]), max_params=spec["max_params"],
-                seed=request.pop("seed", spec["seed"]), **request)
+                build_model=module.build_model if module else None, cfg=spec.cfg, source=source,
+                allowed_imports=spec.allowed_imports, max_params=spec.max_params,
+                seed=request.pop("seed", spec.seed), **request)
             detail = checks.CHECKS[name](ctx)
             checks.verify_untampered(snapshot)
-            _emit(out, "check", name=name, ok=True, detail=detail, seconds=time.perf_counter() - t0)
+            emit("check", name=name, ok=True, detail=detail, seconds=time.perf_counter() - t0)
         except Exception as e:
-            _emit(out, "check", name=name, ok=False, error=classify(e)[1], seconds=time.perf_counter() - t0)
+            emit("check", name=name, ok=False, error=classify(e)[1], seconds=time.perf_counter() - t0)
 
 
 def classify(e: BaseException) -> tuple[str, str]:
     """("violation" or "error", one line): rules the candidate broke, or the error it raised."""
+    from .checks import CheckFailed
     if isinstance(e, OSError) and e.errno == errno.EFBIG:
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         return "violation", f"wrote a file larger than the sandbox's limit of {limit >> 20} MiB"
     first = (str(e).strip().splitlines() or [""])[0]
-    if isinstance(e, (checks.CheckFailed, EvalViolation)):
+    if isinstance(e, CheckFailed):
         return "violation", first or type(e).__name__
     return "error", f"{type(e).__name__}: {first}"
 
 
+def candidate_traceback(e: BaseException, candidate: str) -> str:
+    """The traceback from the first frame of the candidate's file on (the harness's frames trimmed)."""
+    frames = traceback.extract_tb(e.__traceback__)
+    start = next((i for i, f in enumerate(frames) if f.filename == candidate), 0)
+    return "".join(traceback.format_list(frames[start:]) + traceback.format_exception_only(type(e), e)).rstrip()
+
+
+RUNNERS: dict[str, tuple[type, Callable]] = {"train": (TrainSpec, run_train), "model": (ModelSpec, run_model),
+                                              "checks": (CheckSpec, serve_checks)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    mode, spec_path = argv
-    spec = json.loads(Path(spec_path).read_text())
-    Path(spec_path).unlink()  # it names data paths; candidate code must not find it in its cwd
-    out = os.fdopen(int(os.environ.pop(RESULT_FD_ENV)), "w", buffering=1)
+    mode, spec_path = sys.argv[1:] if argv is None else argv
+    spec = read_spec(Path(spec_path))
+    emit = Emitter()
     try:
-        {"train": run_train, "evaluate": run_evaluate, "checks": serve_checks}[mode](spec, out)
+        RUNNERS[mode][1](spec, emit)
     except Exception as e:
         kind, message = classify(e)
         if kind == "error":
             traceback.print_exc()
-        _emit(out, kind, error=message)
+        emit(kind, error=message, traceback=candidate_traceback(e, spec.candidate))
         return 1 if kind == "error" else 3
     return 0
 

@@ -1,0 +1,180 @@
+"""The protocol where the harness's processes meet: specs, frames and shared buffers (standard library only).
+
+Processes of one run (runner.py starts them; arrows are pipes the runner creates):
+
+    feeder  (trusted: numpy, the train token file)  --batches-->  trainer (candidate code, sandboxed)
+            <--requests--
+    scorer  (trusted: the validation rows, never imports candidate code)  --inputs-->  model (candidate
+            <--"done"-- (logits in a buffer the scorer shares)                         code, sandboxed)
+
+- Every process gets one frozen spec as JSON (`write_spec` / `read_spec`) and reports to the runner
+  as JSON lines on the fd named by RESULT_FD_ENV: {"kind": "progress" | "result" | "error" |
+  "violation" | "ready" | "check", ...}. Nothing a process prints is parsed.
+- Trainer → feeder: BATCH_REQUEST frames (stream id, rows, seq_len); stream -1 marks train() called.
+  Feeder → trainer: BATCH_HEADER (payload bytes, clock start, tokens served so far) and the rows,
+  int32 [rows, seq_len + 1]; 0 payload bytes means no more batches (budget spent). The feeder's own
+  reports (tokens served, clock start) are the record's, whatever the trainer says.
+- Scorer → model: FORWARD frames (rows, seq_len) once the inputs are in the shared input buffer;
+  model → scorer: a DONE frame once the logits are in the shared logits buffer (0 = ok, else an
+  error, whose text is the model's own report to the scorer).
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULT_FD_ENV = "AR_RESULT_FD"
+BATCH_REQUEST = struct.Struct("<iii")    # stream, rows, seq_len
+BATCH_HEADER = struct.Struct("<qdq")     # payload bytes, clock start (perf_counter), tokens served
+FORWARD = struct.Struct("<ii")           # rows, seq_len
+DONE = struct.Struct("<i")               # 0 ok, 1 error
+STARTED = -1                             # BATCH_REQUEST stream id: train(ctx) was called
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What the training process gets: no path but its own scratch folder and the candidate copy."""
+    candidate: str
+    cfg: dict[str, Any]
+    device: str
+    seed: int
+    budget_s: float
+    max_tokens: int | None
+    latest_start: float               # perf_counter time at which the clock starts if no batch was taken
+    memory_per_row_gb: float | None = None
+    memory_overhead_gb: float = 0.0
+    request_fd: int = -1
+    batch_fd: int = -1
+
+
+@dataclass(frozen=True)
+class FeederSpec:
+    train_tokens: str
+    seed: int
+    crop: bool
+    budget_s: float
+    max_tokens: int | None
+    latest_start: float
+    request_fd: int = -1
+    batch_fd: int = -1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model process gets: the candidate copy, the weights, and the shared buffers' geometry."""
+    candidate: str
+    weights: str
+    cfg: dict[str, Any]
+    device: str
+    seed: int
+    max_rows: int
+    seq_len: int
+    vocab: int
+    inputs: "SharedSpec"
+    logits: "SharedSpec"
+    command_fd: int = -1
+    done_fd: int = -1
+
+
+@dataclass(frozen=True)
+class SharedSpec:
+    """A buffer shared by fd: a memfd (device "cpu") or CUDA memory exported as a POSIX fd."""
+    fd: int
+    nbytes: int
+    device: str
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """What the scorer gets (it runs outside the sandbox and imports no candidate code)."""
+    candidate: str
+    weights: str
+    cfg: dict[str, Any]
+    device: str
+    seed: int
+    val_tokens: str
+    tokenizer_dir: str
+    eval_tokens: int
+    eval_batch_size: int
+    eval_split: str
+    metric: str
+    score: str
+    crop: bool
+    max_params: int | None
+    sandbox_level: str
+    sandbox_prefix: tuple[str, ...]
+    tmp: str                  # where the model processes' folders go
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    candidate: str
+    cfg: dict[str, Any]
+    seed: int
+    allowed_imports: tuple[str, ...]
+    max_params: int | None
+
+
+SPECS = (TrainSpec, FeederSpec, ModelSpec, ScorerSpec, CheckSpec)
+
+
+def write_spec(path: Path, spec) -> None:
+    path.write_text(json.dumps({"type": type(spec).__name__, **asdict(spec)}))
+
+
+def read_spec(path: Path):
+    """The spec written by write_spec; the file is removed once read."""
+    raw = json.loads(Path(path).read_text())
+    Path(path).unlink(missing_ok=True)
+    kind = raw.pop("type")
+    cls = next(c for c in SPECS if c.__name__ == kind)
+    if cls is ModelSpec:
+        raw["inputs"], raw["logits"] = SharedSpec(**raw["inputs"]), SharedSpec(**raw["logits"])
+    for key in ("allowed_imports", "sandbox_prefix"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    return cls(**raw)
+
+
+def read_exact(fd: int, n: int) -> bytes | None:
+    """n bytes from fd, or None at end of file (the other side is gone)."""
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, n - got)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_into(fd: int, view: memoryview) -> bool:
+    """Fill view from fd; False at end of file."""
+    got = 0
+    while got < len(view):
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
+def write_all(fd: int, *parts: bytes | memoryview) -> None:
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view:
+            view = view[os.write(fd, view):]
+
+
+@dataclass
+class Emitter:
+    """JSON-line reports to the runner on the result fd."""
+    fd: int = field(default_factory=lambda: int(os.environ.pop(RESULT_FD_ENV)))
+
+    def __call__(self, kind: str, **fields: Any) -> None:
+        write_all(self.fd, (json.dumps({"kind": kind, **fields}) + "\n").encode())
