@@ -2,15 +2,18 @@
 
 Every check has the signature `check(ctx: CheckContext) -> str`: it returns a short detail on
 success and raises CheckFailed on violation, with a one-line message that starts with the check's
-name ("causality: logits at position 12 changed when ... — the model sees the future").
+name ("causality: logits at position 12 changed when ... — the model sees the future"). A detail
+that starts with "warning: " passed with a quality concern, not a violation.
 `CHECKS` maps the names used in task.toml's `checks` list to them:
 
     source_policy          the candidate file imports only the task's allowed modules and uses no
-                           construct that lets it reach the harness (eval/exec/open, os/sys/...,
-                           patching attributes of imported modules, dunders like __globals__)
+                           construct that lets it reach the harness (the builtins eval/exec/open,
+                           os/sys/... through any attribute chain, frames and tracebacks, patching
+                           attributes of imported modules, dunders like __globals__)
     logits_shape           forward(idx[B, T]) returns a plain floating tensor [B, T, vocab]
     finite                 logits are finite in train and eval mode
-    initial_loss           cross-entropy on random tokens at init is ln(vocab) ± 1 nat
+    initial_loss           cross-entropy on random tokens at init is not below ln(vocab) − 1 nat,
+                           which needs the target (a leak); far above it passes with a warning
     causality              logits at positions ≤ t do not move when tokens > t change
                            (hypothesis search over B, T, t and the perturbation; train and eval mode)
     batch_independence     a row's logits do not depend on the other rows of its batch
@@ -30,8 +33,10 @@ as evaluation does: model.eval(), torch.no_grad(), bf16 autocast on CUDA.
 the harness's functions (torch.allclose, F.cross_entropy, Tensor.__eq__, this module's checks...):
 the child snapshots before importing the candidate and verifies after each check or evaluation;
 a change is reported as "tamper: <name> was replaced ...".
-The source policy is a static screen against straightforward subversion, not a proof; the runtime
-guards (path audit hook, tamper snapshot, probes on the trained model) are the backstop.
+The source policy is a static screen against straightforward subversion, not a proof: functions of
+forbidden modules that other modules re-export under other names (tarfile.bltn_open is io.open) and
+modules passed around in local variables are beyond it. The runtime guards (path audit hook, tamper
+snapshot, probes on the trained model) are the backstop.
 """
 from __future__ import annotations
 
@@ -39,7 +44,8 @@ import ast
 import builtins
 import math
 import sys
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -52,8 +58,8 @@ PERTURBATIONS = ("all", "some", "next")  # which tokens after t causality replac
 TOL_FP32, TOL_LOW = (1e-4, 1e-5), (3e-2, 1e-2)
 # Initial loss: on uniformly random targets no model that cannot see the target beats ln(vocab) in
 # expectation (Jensen), so a loss well below it means the target leaks into the logits; a loss
-# more than a nat above it means logits at init far from uniform (an output scale that wastes the
-# budget or diverges). 1 nat is far outside the sampling noise of 4×64 tokens near uniform.
+# more than a nat above it means large logits at init, which cost training steps but cheat nobody
+# (a warning). 1 nat is far outside the sampling noise of 4×64 tokens near uniform.
 INITIAL_LOSS_TOL = 1.0
 # Overfit: 4 rows walk one random cycle of 16 tokens from different offsets, so at every position
 # the 4 targets differ and a model that ignores the token values cannot beat ln 4 nats; the next
@@ -94,21 +100,40 @@ class CheckContext:
 FORBIDDEN_MODULES = frozenset({
     "os", "sys", "subprocess", "socket", "ctypes", "gc", "inspect", "builtins", "pickle", "importlib",
     "autoresearch_bench", "marshal", "runpy", "shutil", "pathlib", "io", "tempfile", "glob", "signal",
-    "multiprocessing", "threading", "_thread", "urllib", "http", "code", "codeop"})
-FORBIDDEN_NAMES = frozenset({"__import__", "eval", "exec", "compile", "open", "globals", "locals", "vars",
-                             "breakpoint"})
+    "multiprocessing", "threading", "_thread", "urllib", "http", "code", "codeop",
+    "posix", "_posixsubprocess", "_imp", "_frozen_importlib", "_frozen_importlib_external"})  # and C modules beneath
+# Other names under which torch and the stdlib keep forbidden modules (enum.bltns is builtins, torch.cuda.tunable.mp
+# is multiprocessing, ...); tests/test_source_policy.py walks every module reachable from the allowed ones for more.
+FORBIDDEN_MODULE_ALIASES = frozenset({"bltns", "mp", "python_multiprocessing", "bootstrap", "bootstrap_external",
+                                      "wintypes"})
+# An attribute with a forbidden module's name (leading underscores aside: collections._sys) is flagged whatever
+# the object, as torch.sys, typing.sys, contextlib.os and F.torch.os all reach the interpreter or the system.
+FORBIDDEN_MODULE_ATTRS = frozenset({m.lstrip("_") for m in FORBIDDEN_MODULES} | FORBIDDEN_MODULE_ALIASES)
+# Frames, tracebacks and code objects: a frame's f_back.f_locals are the harness's variables.
+INTROSPECTION_ATTRS = frozenset({
+    "_getframe", "_current_frames", "currentframe", "settrace", "setprofile", "gettrace", "getprofile", "exc_info",
+    "f_back", "f_locals", "f_globals", "f_builtins", "f_code", "f_trace", "tb_frame", "tb_next", "gi_frame",
+    "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code", "co_consts", "with_traceback",
+    "walk_stack", "walk_tb"})
+# typing evaluates string annotations and forward references with eval(), singledispatch's register too.
+CODE_FROM_STRING_ATTRS = frozenset({"get_type_hints", "get_annotations", "_eval_type", "_evaluate",
+                                    "singledispatch", "singledispatchmethod"})
+# Builtins forbidden wherever the name means the builtin (a local variable `compile` is fine).
+FORBIDDEN_NAMES = frozenset({"__import__", "eval", "exec", "compile", "open", "globals", "locals", "breakpoint"})
+# Builtins allowed only as direct calls the scan can check, with the arguments they need.
+CHECKED_CALLS = {**dict.fromkeys(("getattr", "setattr", "delattr", "hasattr"), "the object and name as arguments"),
+                 "vars": "one object as argument"}
 # Attributes that read or write files, load native code, or hook torch's operator dispatch.
-FORBIDDEN_PATHS = ("torch.load", "torch.save", "torch.from_file", "torch.hub", "torch.library", "torch.ops",
-                   "torch.overrides", "torch._C", "torch.utils.cpp_extension", "torch.utils._python_dispatch",
-                   "torch.multiprocessing", "numpy.load", "numpy.save", "numpy.fromfile", "numpy.memmap",
-                   "numpy.ctypeslib")
+FORBIDDEN_PATHS = ("torch.load", "torch.save", "torch.serialization", "torch.jit.load", "torch.jit.save",
+                   "torch.package", "torch.from_file", "torch.hub", "torch.library", "torch.ops", "torch.overrides",
+                   "torch._C", "torch.utils.cpp_extension", "torch.utils._python_dispatch", "torch.multiprocessing",
+                   "numpy.load", "numpy.save", "numpy.fromfile", "numpy.memmap", "numpy.ctypeslib")
 SETTABLE_PATHS = ("torch.backends", "torch._dynamo.config", "torch._inductor.config")  # settings, not code
 ALLOWED_DUNDER_ATTRS = frozenset({"__init__", "__name__", "__qualname__", "__doc__", "__class__", "__module__",
                                   "__call__", "__len__", "__repr__", "__str__", "__iter__", "__next__",
                                   "__enter__", "__exit__", "__post_init__"})
 ALLOWED_DUNDER_NAMES = frozenset({"__name__", "__doc__", "__all__", "__slots__"})
 TORCH_HOOKS = frozenset({"__torch_function__", "__torch_dispatch__"})  # would intercept the harness's ops
-ATTR_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
 
 
 def _is_dunder(name: str) -> bool:
@@ -119,12 +144,153 @@ def _under(path: str, prefixes) -> bool:
     return any(path == p or path.startswith(p + ".") for p in prefixes)
 
 
+def forbidden_attribute(name: str) -> str | None:
+    """Why reading or writing an attribute of this name is forbidden on any object; None if it is not."""
+    if _is_dunder(name):
+        return None if name in ALLOWED_DUNDER_ATTRS else f"access to dunder attribute {name!r} is forbidden"
+    if name.lstrip("_") in FORBIDDEN_MODULE_ATTRS:
+        why = "it names a module that reaches the interpreter or the system"
+    elif name in INTROSPECTION_ATTRS:
+        why = "frame, traceback and code introspection"
+    elif name in CODE_FROM_STRING_ATTRS:
+        why = "it evaluates strings as code"
+    else:
+        return None
+    return f"access to attribute {name!r} is forbidden ({why})"
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, *_COMPREHENSIONS)
+
+
+def _scope_parts(node: ast.AST) -> tuple[list, list, list[str]]:
+    """(what a scope node evaluates in its own scope, what in the enclosing one, the parameters it binds)."""
+    type_params = getattr(node, "type_params", [])  # Python 3.12: `def f[T: bound]`, evaluated outside
+    if isinstance(node, ast.ClassDef):
+        return node.body, [*node.decorator_list, *node.bases, *(k.value for k in node.keywords), *type_params], []
+    if isinstance(node, _COMPREHENSIONS):
+        first, *rest = node.generators
+        results = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        return [*results, first.target, *first.ifs, *rest], [first.iter], []
+    a = node.args
+    params = [*a.posonlyargs, *a.args, *filter(None, [a.vararg]), *a.kwonlyargs, *filter(None, [a.kwarg])]
+    outer = [*a.defaults, *filter(None, a.kw_defaults), *(p.annotation for p in params if p.annotation)]
+    names = [p.arg for p in params]
+    if isinstance(node, ast.Lambda):
+        return [node.body], outer, names
+    return node.body, [*node.decorator_list, *outer, *filter(None, [node.returns]), *type_params], names
+
+
+def _bound_by(node: ast.AST) -> list[str]:
+    """Names a statement or pattern binds other than through a Name target."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [a.asname or a.name.split(".")[0] for a in node.names]
+    if isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)):
+        return [node.name] if node.name else []
+    return [node.rest] if isinstance(node, ast.MatchMapping) and node.rest else []
+
+
+def _always_binds(stmt: ast.stmt) -> list[str]:
+    """Names a top-level statement certainly binds once it has run."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [stmt.name]
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+    return _bound_by(stmt) if isinstance(stmt, (ast.Import, ast.ImportFrom)) else []
+
+
+@dataclass
+class _Scope:
+    kind: str                    # "module", "class" or "function" (lambdas and comprehensions too)
+    parent: _Scope | None
+    bound: set = field(default_factory=set)
+    declared_global: set = field(default_factory=set)
+    declared_nonlocal: set = field(default_factory=set)
+
+
+class _Scopes:
+    """Python's name resolution, statically, for the names that matter: whether a Load of `compile`
+    may reach the builtin, and which module-level names are string constants."""
+
+    def __init__(self, tree: ast.Module):
+        self.module = _Scope("module", None)
+        self.scope_of, self.statement_of = {}, {}  # id(Name) -> its scope, the index of its top-level statement
+        self.bindings = Counter()                  # bindings of each name in every scope, global declarations too
+        self.unstable = set()                      # module names deleted at module level or declared global
+        self.module_binding = {}                   # name -> first top-level statement that always binds it
+        for i, stmt in enumerate(tree.body):
+            self._walk([stmt], self.module, i)
+            for name in _always_binds(stmt):
+                self.module_binding.setdefault(name, i)
+        self.constants = {s.targets[0].id: s.value.value for s in tree.body
+                          if isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+                          and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
+                          and self.bindings[s.targets[0].id] == 1}
+
+    def _bind(self, scope: _Scope, name: str) -> None:
+        scope.bound.add(name)
+        self.bindings[name] += 1
+
+    def _walk(self, nodes: list, scope: _Scope, statement: int) -> None:
+        todo = list(nodes)
+        while todo:
+            node = todo.pop()
+            if isinstance(node, _SCOPE_NODES):
+                inner, outer, params = _scope_parts(node)
+                todo.extend(outer)
+                if hasattr(node, "name"):
+                    self._bind(scope, node.name)
+                child = _Scope("class" if isinstance(node, ast.ClassDef) else "function", scope)
+                for param in params:
+                    self._bind(child, param)
+                self._walk(inner, child, statement)
+                continue
+            todo.extend(ast.iter_child_nodes(node))
+            if isinstance(node, ast.Name):
+                self.scope_of[id(node)], self.statement_of[id(node)] = scope, statement
+                if not isinstance(node.ctx, ast.Load):
+                    self._bind(scope, node.id)
+                if isinstance(node.ctx, ast.Del) and scope is self.module:
+                    self.unstable.add(node.id)
+            elif isinstance(node, ast.Global):
+                scope.declared_global.update(node.names)
+                self.unstable.update(node.names)
+                self.bindings.update(node.names)
+            elif isinstance(node, ast.Nonlocal):
+                scope.declared_nonlocal.update(node.names)
+            else:
+                for name in _bound_by(node):
+                    self._bind(scope, name)
+
+    def reads_builtin(self, node: ast.Name) -> bool:
+        """Whether this Load of a name may read the builtin: no function scope it resolves to binds the
+        name, nor a top-level statement that always runs before the code of the Load can (class bodies'
+        and conditional bindings do not count: the builtin shows through where they did not run)."""
+        name, first = node.id, self.scope_of[id(node)]
+        scope = first
+        while scope is not self.module and name not in scope.declared_global:
+            if scope.kind == "function" and name in scope.bound - scope.declared_nonlocal:
+                return False
+            if scope is first and scope.kind == "class" and name in scope.bound:
+                break  # a class body reads its own names from its dict, then globals and builtins
+            scope = scope.parent
+        binding = self.module_binding.get(name)
+        return binding is None or binding >= self.statement_of[id(node)] or name in self.unstable
+
+    def string_value(self, node: ast.AST) -> str | None:
+        """The string an expression always is: a literal, or a module constant bound once to one."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        return self.constants.get(node.id) if isinstance(node, ast.Name) else None
+
+
 class _SourceScan(ast.NodeVisitor):
     """Collects (line, problem) pairs; `aliases` maps local names bound by imports to dotted paths."""
 
-    def __init__(self, allowed: tuple[str, ...], aliases: dict[str, str]):
-        self.allowed, self.aliases, self.problems = allowed, aliases, []
-        self.direct_calls: set[int] = set()  # ids of getattr/setattr/... names that were checked as calls
+    def __init__(self, allowed: tuple[str, ...], aliases: dict[str, str], scopes: _Scopes):
+        self.allowed, self.aliases, self.scopes, self.problems = allowed, aliases, scopes, []
+        self.direct_calls: set[int] = set()  # ids of CHECKED_CALLS names that were checked as calls
 
     def flag(self, node: ast.AST, text: str) -> None:
         self.problems.append((getattr(node, "lineno", 0), text))
@@ -150,17 +316,19 @@ class _SourceScan(ast.NodeVisitor):
         return None
 
     def check_module(self, node: ast.AST, module: str) -> None:
-        top = module.split(".")[0]
+        top, *parts = module.split(".")
         if top in FORBIDDEN_MODULES:
             self.flag(node, f"import of {module!r} is forbidden (it can reach the harness or the system)")
         elif top != "__future__" and top not in self.allowed:
             self.flag(node, f"import of {module!r} is not allowed (allowed: {', '.join(self.allowed)})")
+        elif reason := next(filter(None, map(forbidden_attribute, parts)), None):
+            self.flag(node, reason)
         elif _under(module, FORBIDDEN_PATHS):
             self.flag(node, f"import of {module!r} is forbidden (file access, native code or dispatch hooks)")
 
     def check_attr(self, node: ast.AST, obj: ast.AST, attr: str, store: bool) -> None:
-        if _is_dunder(attr) and attr not in ALLOWED_DUNDER_ATTRS:
-            self.flag(node, f"access to dunder attribute {attr!r} is forbidden")
+        if reason := forbidden_attribute(attr):
+            self.flag(node, reason)
             return
         path = f"{self.dotted(obj)}.{attr}" if self.dotted(obj) else None
         if path and _under(path, FORBIDDEN_PATHS):
@@ -181,15 +349,19 @@ class _SourceScan(ast.NodeVisitor):
         for alias in node.names:
             if alias.name == "*":
                 self.flag(node, f"'from {node.module} import *' is forbidden (name the imports)")
+            elif reason := forbidden_attribute(alias.name):
+                self.flag(node, reason)
             elif _under(f"{node.module}.{alias.name}", FORBIDDEN_PATHS):
                 self.flag(node, f"import of {node.module}.{alias.name} is forbidden "
                                 f"(file access, native code or dispatch hooks)")
 
     def visit_Name(self, node: ast.Name) -> None:
-        if node.id in FORBIDDEN_NAMES and isinstance(node.ctx, ast.Load):
-            self.flag(node, f"use of {node.id}() is forbidden")
-        elif node.id in ATTR_BUILTINS and id(node) not in self.direct_calls:
-            self.flag(node, f"{node.id} used other than as a direct call with the object and name as arguments")
+        builtin = isinstance(node.ctx, ast.Load) and (node.id in FORBIDDEN_NAMES or node.id in CHECKED_CALLS) \
+            and self.scopes.reads_builtin(node)
+        if builtin and node.id in FORBIDDEN_NAMES:
+            self.flag(node, f"use of the builtin {node.id}() is forbidden")
+        elif builtin and id(node) not in self.direct_calls:
+            self.flag(node, f"{node.id} used other than as a direct call with {CHECKED_CALLS[node.id]}")
         elif _is_dunder(node.id) and node.id not in ALLOWED_DUNDER_NAMES:
             self.flag(node, f"use of {node.id} is forbidden")
 
@@ -198,16 +370,24 @@ class _SourceScan(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
-        func = node.func
-        if isinstance(func, ast.Name) and func.id in ATTR_BUILTINS and len(node.args) >= 2 \
-                and not any(isinstance(a, ast.Starred) for a in node.args):
+        func, args = node.func, node.args
+        if isinstance(func, ast.Name) and func.id in CHECKED_CALLS and self.scopes.reads_builtin(func) \
+                and len(args) >= (1 if func.id == "vars" else 2) and not any(isinstance(a, ast.Starred) for a in args):
             self.direct_calls.add(id(func))
-            obj, name = node.args[0], node.args[1]
-            store = func.id in ("setattr", "delattr")
-            if isinstance(name, ast.Constant) and isinstance(name.value, str):
-                self.check_attr(node, obj, name.value, store)
-            elif self.root(obj):
-                self.flag(node, f"{func.id}() with a computed name on imported module {self.root(obj)!r}")
+            if func.id == "vars":
+                if self.root(args[0]):
+                    self.flag(node, f"vars() of imported module {self.root(args[0])!r} is forbidden "
+                                    f"(its namespace holds what attribute access may not reach)")
+            elif (name := self.scopes.string_value(args[1])) is not None:
+                self.check_attr(node, args[0], name, store=func.id in ("setattr", "delattr"))
+            elif self.root(args[0]):
+                self.flag(node, f"{func.id}() with a computed name on imported module {self.root(args[0])!r}")
+        self.generic_visit(node)
+
+    def visit_MatchClass(self, node: ast.MatchClass) -> None:
+        for attr in node.kwd_attrs:  # `case object(sys=found)` reads the attribute sys
+            if reason := forbidden_attribute(attr):
+                self.flag(node, reason)
         self.generic_visit(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
@@ -232,7 +412,7 @@ def source_problems(source: str, allowed_imports: tuple[str, ...]) -> list[tuple
         elif isinstance(node, ast.ImportFrom) and node.module:
             for a in node.names:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
-    scan = _SourceScan(tuple(allowed_imports), aliases)
+    scan = _SourceScan(tuple(allowed_imports), aliases, _Scopes(tree))
     scan.visit(tree)
     return sorted(scan.problems)
 
@@ -442,14 +622,13 @@ def check_initial_loss(ctx: CheckContext) -> str:
     targets = x[:, 1:].reshape(-1).to(logits.device)
     loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, ctx.vocab), targets).item()
     uniform = math.log(ctx.vocab)
-    if not math.isfinite(loss) or loss > uniform + INITIAL_LOSS_TOL:
-        raise CheckFailed(f"initial_loss: {loss:.2f} nats at init on random tokens > ln(vocab) {uniform:.2f} "
-                          f"+ {INITIAL_LOSS_TOL} — logits at init are far from uniform (output scale too "
-                          f"large?)")
     if loss < uniform - INITIAL_LOSS_TOL:
         raise CheckFailed(f"initial_loss: {loss:.2f} nats on uniformly random tokens < ln(vocab) {uniform:.2f} "
                           f"− {INITIAL_LOSS_TOL}, which no model that cannot see the target can reach — "
                           f"the next token leaks into the logits")
+    if loss > uniform + INITIAL_LOSS_TOL:
+        return (f"warning: {loss:.1f} nats at init on random tokens, far above ln(vocab) {uniform:.2f} — large "
+                f"initial logits waste training steps; scale the output layer down")
     return f"{loss:.3f} nats at init vs ln(vocab) {uniform:.3f}"
 
 

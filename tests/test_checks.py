@@ -1,8 +1,8 @@
 """Specification of autoresearch_bench.checks: each cheat is caught by the check named beside it,
 with a message that says what it did, and honest candidates pass every check.
 
-The toy candidates live in tests/cheats/models.py; source-policy cheats are one-line snippets
-appended to an honest source, so each violation is reported on its own line number.
+The toy candidates live in tests/cheats/models.py; the source policy has its own specification,
+tests/test_source_policy.py.
 """
 import re
 import subprocess
@@ -70,7 +70,6 @@ CHEATS = [
     (M.ReadsNextToken, "causality", "the model sees the future"),
     (M.BatchMeanLeak, "batch_independence", "rows of a batch leak into each other"),
     (M.ReadsNextToken, "initial_loss", "the next token leaks into the logits"),
-    (M.Overconfident, "initial_loss", "far from uniform"),
     (M.ConstantLogits, "overfit_batch", "does not learn from its input"),
     (M.PositionOnly, "overfit_batch", "does not learn from its input"),
     (M.NoParameters, "overfit_batch", "no trainable parameters"),
@@ -88,6 +87,14 @@ def test_cheat_is_caught(model, check, message):
         CHECKS[check](context(model, examples=20))
     text = str(failure.value)
     assert text.startswith(f"{check}: ") and message in text and "\n" not in text, text
+
+
+def test_high_initial_loss_passes_with_a_warning():
+    """Large logits at init (PyTorch's default init gave 85 nats on char_lm) cost training steps but
+    cheat nobody: the check passes, and its detail says what is wrong and what to do."""
+    detail = CHECKS["initial_loss"](context(M.Overconfident))
+    assert re.fullmatch(r"warning: \d+\.\d nats at init on random tokens, far above ln\(vocab\) 7\.62 — large "
+                        r"initial logits waste training steps; scale the output layer down", detail), detail
 
 
 def test_leak_behind_zero_init_is_invisible_without_perturbation():
@@ -132,97 +139,6 @@ def test_helpers_catch_cheats_on_any_model():
 def test_build_model_must_return_a_module():
     with pytest.raises(CheckFailed, match="not a torch.nn.Module"):
         CHECKS["logits_shape"](context(lambda cfg: "a model"))
-
-
-# --- source policy ------------------------------------------------------------------------------
-
-def honest_files() -> list:
-    """Every candidate the project ships (task train.py files and candidates/), with its task's imports."""
-    tasks = [load_task(t) for t in [*ROOT.glob("tasks/*/task.toml"), ROOT / "tests" / "tiny_task" / "task.toml"]]
-    return [pytest.param(path, task.imports, id=str(path.relative_to(ROOT)))
-            for task in tasks for path in task.candidate_files()] + [
-        pytest.param(ROOT / "tests" / "cheats" / "models.py", ("torch", "math"), id="tests/cheats/models.py")]
-
-
-@pytest.mark.parametrize("path, imports", honest_files())
-def test_source_policy_accepts_shipped_candidates(path, imports):
-    assert checks.source_problems(path.read_text(), imports) == []
-
-
-HONEST_IDIOMS = '''
-import time
-from dataclasses import dataclass
-torch.backends.cuda.matmul.allow_tf32 = True
-torch._inductor.config.coordinate_descent_tuning = True
-compiled = torch.compile(build_model)
-class Config:
-    def __init__(self, **kw):
-        super().__init__()
-        for key, value in kw.items():
-            setattr(self, key, value)
-        self.name = self.__class__.__name__ + str(getattr(self, "n_embd", 0))
-if __name__ == "__main__":
-    print(time.time())
-'''
-
-
-def test_source_policy_accepts_common_idioms():
-    assert checks.source_problems(HONEST_SOURCE + HONEST_IDIOMS, ALLOWED) == []
-
-
-SOURCE_CHEATS = [
-    # snippet appended to the honest source, substring of the message
-    ("import os", "import of 'os' is forbidden"),
-    ("import sys", "import of 'sys' is forbidden"),
-    ("import subprocess", "import of 'subprocess' is forbidden"),
-    ("from os import path", "import of 'os' is forbidden"),
-    ("from autoresearch_bench import checks", "import of 'autoresearch_bench' is forbidden"),
-    ("import autoresearch_bench.evaluate as ev", "import of 'autoresearch_bench.evaluate' is forbidden"),
-    ("import importlib", "import of 'importlib' is forbidden"),
-    ("import numpy", "import of 'numpy' is not allowed (allowed: torch"),
-    ("from . import helpers", "relative import"),
-    ("data = open('/data/val.bin', 'rb').read()", "open() is forbidden"),
-    ("mod = __import__('o' + 's')", "__import__() is forbidden"),
-    ("eval('1 + 1')", "eval() is forbidden"),
-    ("exec('x = 1')", "exec() is forbidden"),
-    ("code = compile('x = 1', 'f', 'exec')", "compile() is forbidden"),
-    ("g = globals()", "globals() is forbidden"),
-    ("torch.nn.functional.cross_entropy = lambda *a, **k: torch.zeros(())", "imported module 'torch'"),
-    ("F.cross_entropy = lambda *a, **k: torch.zeros(())", "imported module 'torch.nn.functional'"),
-    ("torch.allclose = lambda *a, **k: True", "(.allclose) — monkeypatching"),
-    ("del torch.equal", "(.equal) — monkeypatching"),
-    ("torch.Tensor.__eq__ = lambda a, b: True", "dunder attribute '__eq__'"),
-    ("setattr(torch, 'allclose', lambda *a: True)", "imported module 'torch'"),
-    ("setattr(F, 'cross' + '_entropy', len)", "setattr() with a computed name"),
-    ("setattr(*[F, 'cross_entropy', len])", "setattr used other than as a direct call"),
-    ("patch = setattr", "setattr used other than as a direct call"),
-    ("g = F.cross_entropy.__globals__", "dunder attribute '__globals__'"),
-    ("g = getattr(F.cross_entropy, '__globals__')", "dunder attribute '__globals__'"),
-    ("subs = object.__subclasses__()", "dunder attribute '__subclasses__'"),
-    ("d = F.__dict__", "dunder attribute '__dict__'"),
-    ("b = __builtins__", "__builtins__ is forbidden"),
-    ("state = torch.load('/data/model.pt')", "torch.load is forbidden"),
-    ("from torch.utils.cpp_extension import load_inline", "torch.utils.cpp_extension"),
-    ("def __torch_function__(cls, func, types, args=(), kwargs=None): pass",
-     "defining __torch_function__ is forbidden"),
-]
-
-
-@pytest.mark.parametrize("snippet, message", SOURCE_CHEATS, ids=[s for s, _ in SOURCE_CHEATS])
-def test_source_policy_catches(snippet, message):
-    source = HONEST_SOURCE + "\n" + snippet + "\n"
-    line = source.count("\n")
-    with pytest.raises(CheckFailed) as failure:
-        CHECKS["source_policy"](context(source=source))
-    text = str(failure.value)
-    assert text.startswith(f"source_policy: line {line}: "), text
-    assert message in text, text
-
-
-def test_source_policy_reports_syntax_errors_and_counts_the_rest():
-    assert checks.source_problems("def f(:\n", ALLOWED)[0][1].startswith("syntax error")
-    with pytest.raises(CheckFailed, match=r"line 1: .*'os'.* \(and 2 more\)"):
-        CHECKS["source_policy"](context(source="import os\nimport sys\nopen('x')\n"))
 
 
 # --- tamper detection ---------------------------------------------------------------------------
