@@ -41,8 +41,8 @@ Choices:
 - Tokenizing once into memory-mapped arrays keeps the loader cheap: it copies slices, never encodes.
   The loader packs like autoresearch's (every row starts with BOS; best fit from a buffer of
   documents; crop only when nothing fits), except that a cropped document's rest is kept (see _Packer;
-  `crop = true` in [data] restores upstream's dropping, for comparisons with it), and, on CUDA, assembles batches in a background thread
-  into pinned buffers that are copied with non_blocking=True.
+  `crop = true` in [data] restores upstream's dropping, for comparisons with it). The feeder process
+  serves the rows (RowStream); the trainer's ctx copies them to the GPU (context.py).
 """
 from __future__ import annotations
 
@@ -57,12 +57,10 @@ import lzma
 import math
 import os
 import pickle
-import queue
 import random
 import shutil
 import stat
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -76,7 +74,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tiktoken
-import torch
 
 FORMAT_VERSION = 1  # bump when the cache layout or the preparation changes: old caches are ignored
 CACHE_ENV = "AR_CACHE_DIR"
@@ -123,7 +120,6 @@ ENCODE_THREADS = os.cpu_count() or 1
 DOWNLOAD_WORKERS = 8
 DOWNLOAD_CHUNK = 1 << 20
 DOC_BUFFER = 1000               # documents the packer chooses from (as upstream)
-PREFETCH = 3                    # batches prepared ahead on CUDA
 
 
 class DataError(Exception):
@@ -701,69 +697,22 @@ def _epochs(n_docs: int, seed: int) -> Iterator[int]:
         yield from rng.permutation(n_docs).tolist()
 
 
-class Loader:
-    """Infinite (x, y) int64 batches [batch_size, seq_len] of a token file; y is x shifted by one.
+class RowStream:
+    """Infinite int32 rows [batch_size, seq_len + 1] of a token file, packed BOS-aligned with best fit
+    from a shuffled document stream (reshuffled each epoch, from `seed`); a row's inputs are
+    row[:-1] and its targets row[1:]. The same array is refilled on each step (copy to keep one).
+    The feeder (feeder.py) serves training batches from it."""
 
-    Rows are packed BOS-aligned with best fit from a shuffled document stream (reshuffled each epoch,
-    from `seed`). On CUDA a background thread fills pinned buffers ahead of time and the copy to the
-    device is asynchronous, so batch assembly is off the GPU's critical path.
-    """
-
-    def __init__(self, tokens_path: Path, batch_size: int, seq_len: int, device: str = "cpu", seed: int = 0,
-                 crop: bool = False):
+    def __init__(self, tokens_path: Path, batch_size: int, seq_len: int, seed: int = 0, crop: bool = False):
         self.tokens, self.starts, self.lengths = _open_tokens(Path(tokens_path))
-        self.batch_size, self.seq_len, self.device, self.seed, self.crop = batch_size, seq_len, device, seed, crop
+        self.shape, self.seed, self.crop = (batch_size, seq_len + 1), seed, crop
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[np.ndarray]:
         packer = _Packer(self.tokens, self.starts, self.lengths, _epochs(len(self.starts), self.seed), self.crop)
-        rows = np.empty((self.batch_size, self.seq_len + 1), dtype=self.tokens.dtype)
-        if torch.device(self.device).type == "cuda":
-            yield from self._cuda_batches(packer, rows)
-            return
+        rows = np.empty(self.shape, dtype=np.int32)
         while True:
             packer.fill(rows)
-            xy = torch.from_numpy(_shifted(rows, np.empty((2, self.batch_size, self.seq_len), np.int64)))
-            yield (xy[0], xy[1]) if self.device == "cpu" else (xy[0].to(self.device), xy[1].to(self.device))
-
-    def _cuda_batches(self, packer: _Packer, rows: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        slots = [torch.empty((2, self.batch_size, self.seq_len), dtype=torch.int64, pin_memory=True)
-                 for _ in range(PREFETCH + 1)]
-        copied: list[torch.cuda.Event | None] = [None] * len(slots)  # when each slot's last copy is done
-        free, ready = queue.Queue(), queue.Queue()
-        for i in range(len(slots)):
-            free.put(i)
-
-        def produce() -> None:
-            try:
-                while (i := free.get()) is not None:
-                    if copied[i] is not None:
-                        copied[i].synchronize()
-                    packer.fill(rows)
-                    _shifted(rows, slots[i].numpy())
-                    ready.put(i)
-            except BaseException as e:  # hand the error to the consumer
-                ready.put(e)
-
-        threading.Thread(target=produce, name="ar-loader", daemon=True).start()
-        try:
-            while True:
-                i = ready.get()
-                if isinstance(i, BaseException):
-                    raise i
-                xy = slots[i].to(self.device, non_blocking=True)
-                copied[i] = torch.cuda.Event()
-                copied[i].record()
-                free.put(i)
-                yield xy[0], xy[1]
-        finally:
-            free.put(None)
-
-
-def _shifted(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out[0] = rows[:, :-1] (inputs), out[1] = rows[:, 1:] (targets)."""
-    out[0] = rows[:, :-1]
-    out[1] = rows[:, 1:]
-    return out
+            yield rows
 
 
 def eval_rows(tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False) -> np.ndarray:

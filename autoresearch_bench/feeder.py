@@ -3,7 +3,7 @@
     python -m autoresearch_bench.feeder SPEC.json
 
 It holds the train token file (the training process sees no data file at all), packs rows as
-data.Loader does (BOS-aligned best fit, a fresh shuffled order per stream from the run's seed) and
+data.RowStream does (BOS-aligned best fit, a fresh shuffled order per stream from the run's seed) and
 writes them to the trainer's batch pipe, one batch per request. It counts every token it serves and
 starts the clock at the first batch served, or at the spec's latest_start, whichever comes first; it
 serves nothing once the budget is spent: no more than max_tokens in fixed-token mode, no batch after
@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -32,8 +33,7 @@ class Count:
 
 
 def serve(spec: FeederSpec, count: Count) -> None:
-    tokens, starts, lengths = data._open_tokens(Path(spec.train_tokens))
-    streams: dict[int, tuple[data._Packer, np.ndarray]] = {}
+    streams: dict[int, Iterator[np.ndarray]] = {}
     while (raw := read_exact(spec.request_fd, BATCH_REQUEST.size)) is not None:
         stream, rows, seq_len = BATCH_REQUEST.unpack(raw)
         if stream == STARTED:
@@ -44,11 +44,12 @@ def serve(spec: FeederSpec, count: Count) -> None:
         if spent or rows < 1 or seq_len < 1:
             write_all(spec.batch_fd, BATCH_HEADER.pack(0, clock, count.tokens))
             continue
-        if stream not in streams or streams[stream][1].shape != (rows, seq_len + 1):
-            packer = data._Packer(tokens, starts, lengths, data._epochs(len(starts), spec.seed), spec.crop)
-            streams[stream] = packer, np.empty((rows, seq_len + 1), dtype=np.int32)
-        packer, buf = streams[stream]
-        packer.fill(buf)
+        if stream not in streams:
+            streams[stream] = iter(data.RowStream(Path(spec.train_tokens), rows, seq_len, spec.seed, spec.crop))
+        buf = next(streams[stream])
+        if buf.shape != (rows, seq_len + 1):  # a stream keeps its shape; another shape starts a stream of its own
+            streams[stream] = iter(data.RowStream(Path(spec.train_tokens), rows, seq_len, spec.seed, spec.crop))
+            buf = next(streams[stream])
         count.t0 = clock
         count.tokens += rows * seq_len
         count.batches += 1

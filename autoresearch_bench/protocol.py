@@ -14,9 +14,11 @@ Processes of one run (runner.py starts them; arrows are pipes the runner creates
   Feeder → trainer: BATCH_HEADER (payload bytes, clock start, tokens served so far) and the rows,
   int32 [rows, seq_len + 1]; 0 payload bytes means no more batches (budget spent). The feeder's own
   reports (tokens served, clock start) are the record's, whatever the trainer says.
-- Scorer → model: FORWARD frames (rows, seq_len) once the inputs are in the shared input buffer;
-  model → scorer: a DONE frame once the logits are in the shared logits buffer (0 = ok, else an
-  error, whose text is the model's own report to the scorer).
+- Model → scorer: DONE(1) once built; scorer → model: FORWARD (0, 0) once the weights are in its
+  folder; model → scorer: DONE(2) once loaded. Then FORWARD frames (rows, seq_len) once the inputs
+  are in the shared input buffer, each answered by DONE(n + 1) once the logits are in the shared
+  logits buffer; any other number breaks the protocol (a violation). A model process that fails
+  says why in its own report (to the scorer) and closes its pipes.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ RESULT_FD_ENV = "AR_RESULT_FD"
 BATCH_REQUEST = struct.Struct("<iii")    # stream, rows, seq_len
 BATCH_HEADER = struct.Struct("<qdq")     # payload bytes, clock start (perf_counter), tokens served
 FORWARD = struct.Struct("<ii")           # rows, seq_len
-DONE = struct.Struct("<i")               # 0 ok, 1 error
+DONE = struct.Struct("<i")               # how many frames the model has answered (1: built, 2: loaded)
 STARTED = -1                             # BATCH_REQUEST stream id: train(ctx) was called
 
 
@@ -90,9 +92,9 @@ class SharedSpec:
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """What the scorer gets (it runs outside the sandbox and imports no candidate code)."""
+    """What the scorer gets (it runs outside the sandbox and imports no candidate code); the weights'
+    path comes on its stdin once training is done."""
     candidate: str
-    weights: str
     cfg: dict[str, Any]
     device: str
     seed: int

@@ -143,26 +143,34 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     return None
 
 
-def _evaluate(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, weights: Path,
-              tmp: Path, plan: sandbox.Plan, prepared: data.PreparedData, seed: int, eval_split: str,
-              gpu: str | None, threads: int) -> None:
+def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path, plan: sandbox.Plan,
+                  prepared: data.PreparedData, seed: int, eval_split: str, gpu: str | None,
+                  threads: int) -> process.Child:
+    """The scorer, loading the rows and starting its model processes; it waits for the weights' path."""
     (tmp / "eval").mkdir()
     (tmp / "models").mkdir()
-    spec = ScorerSpec(candidate=str(candidate.path.resolve()), weights=str(weights), cfg=profile.model_config(),
+    spec = ScorerSpec(candidate=str(candidate.path.resolve()), cfg=profile.model_config(),
                       device=profile.device, seed=seed, val_tokens=str(prepared.val_tokens),
                       tokenizer_dir=str(prepared.tokenizer_dir), eval_tokens=profile.eval_tokens,
                       eval_batch_size=profile.eval_batch_size, eval_split=eval_split, metric=task.metric,
                       score=profile.data.get("score", "tokens"), crop=bool(profile.data.get("crop", False)),
                       max_params=task.max_params, sandbox_level=plan.level, sandbox_prefix=plan.prefix,
                       tmp=str(tmp / "models"), threads=threads)
+    return process.start(("scorer",), spec, tmp / "eval", sandbox.Plan("off", ()), device=profile.device,
+                         gpu=gpu, threads=threads, limits=False, stdin=subprocess.PIPE)
+
+
+def _evaluate(record: storage.RunRecord, profile: Profile, scorer: process.Child, weights: Path) -> None:
+    """The evaluation half of a run: hand the scorer the weights, take its result into the record."""
     t0 = time.perf_counter()
-    scorer = process.start(("scorer",), spec, tmp / "eval", sandbox.Plan("off", ()), device=profile.device,
-                           gpu=gpu, threads=threads, limits=False)
     try:
-        list(scorer.reports(t0 + profile.eval_timeout_s))
-        timed_out = scorer.proc.poll() is None
-    finally:
-        scorer.kill()
+        scorer.proc.stdin.write(f"{weights}\n".encode())
+        scorer.proc.stdin.close()
+    except BrokenPipeError:  # it failed before (a model process that could not start): its report says why
+        pass
+    list(scorer.reports(t0 + profile.eval_timeout_s))
+    timed_out = scorer.proc.poll() is None
+    scorer.kill()
     record.eval_seconds = time.perf_counter() - t0
     result = scorer.last("result")
     if attempt := scorer.last("violation"):
@@ -220,13 +228,22 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     record.extra.update(sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id)
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     digest = harness_digest(task)
-    with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
+        tmp = Path(name)
         os.chmod(tmp, 0o755)  # the sandbox's uid must reach the scratch folders below
-        weights = _train(record, task, profile, candidate, Path(tmp), plan, prepared, seed, budget_s, max_tokens,
-                         gpu, threads, on_progress)
-        if weights is not None:
-            _evaluate(record, task, profile, candidate, weights, Path(tmp), plan, prepared, seed, eval_split, gpu,
-                      threads)
+        scorer_args = (task, profile, candidate, tmp, plan, prepared, seed, eval_split, gpu, threads)
+        # the scorer starts while the model trains (its start is then off the experiment's critical path),
+        # except on a CPU in time mode, where it would take cores from the clocked training
+        scorer = _start_scorer(*scorer_args) if profile.device == "cuda" or max_tokens else None
+        try:
+            weights = _train(record, task, profile, candidate, tmp, plan, prepared, seed, budget_s, max_tokens,
+                             gpu, threads, on_progress)
+            if weights is not None:
+                scorer = scorer or _start_scorer(*scorer_args)
+                _evaluate(record, profile, scorer, weights)
+        finally:
+            if scorer is not None:
+                scorer.kill()
     tampered = [str(p) for p, m in marks.items() if not storage.appended_only(p, m)]
     if harness_digest(task) != digest:
         record.status, record.value = "violation", None

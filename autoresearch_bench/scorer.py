@@ -120,10 +120,8 @@ class ModelProcess:
         tmp.mkdir()
         plan = sandbox.Plan(spec.sandbox_level, tuple(spec.sandbox_prefix))
         scratch = sandbox.prepare_scratch(tmp, plan)
-        for source, target in ((spec.candidate, "candidate.py"), (spec.weights, "model.pt")):
-            shutil.copyfile(source, scratch / target)
-            if plan.uid is not None:
-                os.chown(scratch / target, plan.uid, plan.uid)
+        self.scratch, self.uid = scratch, plan.uid
+        self._copy(spec.candidate, "candidate.py")
         inner = Path(sandbox.SCRATCH) if plan.isolated else scratch
         self.inputs = SharedBuffer.create(max_rows * seq_len * 8, spec.device)
         self.logits = SharedBuffer.create(max_rows * seq_len * vocab * 4, spec.device)
@@ -139,18 +137,40 @@ class ModelProcess:
         os.close(command_r)
         os.close(done_w)
         self.pending: int | None = None
+        self.answered = 0
+
+    def _copy(self, source: str, name: str) -> None:
+        shutil.copyfile(source, self.scratch / name)
+        if self.uid is not None:
+            os.chown(self.scratch / name, self.uid, self.uid)
+
+    def load(self, weights: str) -> None:
+        """Hand the process the trained weights (a copy in its own folder)."""
+        self._copy(weights, "model.pt")
+        try:
+            write_all(self.command_w, FORWARD.pack(0, 0))
+        except BrokenPipeError:
+            self._died()
+
+    def _died(self) -> None:
+        """Raise what the process said before it went (its own report), or how it ended."""
+        list(self.child.reports(time.perf_counter() + 2, watch_processes=False))
+        status, error = process.failure(self.child, f"the {self.name} model")
+        if status == "violation":
+            raise Violation(error)
+        raise ModelCrashed(error, (self.child.last("error") or {}).get("traceback", ""))
 
     def _wait_done(self, deadline: float) -> None:
         ready, _, _ = select.select([self.done_r], [], [], max(0.0, deadline - time.perf_counter()))
         frame = read_exact(self.done_r, DONE.size) if ready else b""
-        if frame is None:  # the process is gone: its own report says why
-            list(self.child.reports(time.perf_counter() + 2, watch_processes=False))
-            status, error = process.failure(self.child, f"the {self.name} model")
-            if status == "violation":
-                raise Violation(error)
-            raise ModelCrashed(error, (self.child.last("error") or {}).get("traceback", ""))
+        if frame is None:
+            self._died()
         if not frame:
             raise TimeoutError(f"the {self.name} model process did not answer in time")
+        self.answered += 1
+        if DONE.unpack(frame)[0] != self.answered:
+            raise Violation(f"the {self.name} model process broke the protocol (answer {DONE.unpack(frame)[0]}, "
+                            f"expected {self.answered}): candidate code wrote to the harness's pipes")
 
     def ready(self) -> None:
         self._wait_done(time.perf_counter() + READY_TIMEOUT_S)
@@ -160,7 +180,10 @@ class ModelProcess:
         self.inputs.view(torch.int64, (rows, seq_len)).copy_(x)
         if self.device == "cuda":
             torch.cuda.synchronize()
-        write_all(self.command_w, FORWARD.pack(rows, seq_len))
+        try:
+            write_all(self.command_w, FORWARD.pack(rows, seq_len))
+        except BrokenPipeError:
+            self._died()
         self.pending = rows
 
     def receive(self, seq_len: int, vocab: int, deadline: float) -> torch.Tensor:
@@ -253,15 +276,22 @@ class Probes:
                 "causality_diff": self.worst["causality"], "batch_diff": self.worst["batch independence"]}
 
 
-def score(spec: ScorerSpec) -> dict:
+def score(spec: ScorerSpec, weights_ready) -> dict:
+    """Load the rows and start both model processes, then wait for weights_ready() (the runner's word
+    that training is done: the weights file's path) and score."""
     device, vocab, seq_len = spec.device, int(spec.cfg["vocab_size"]), int(spec.cfg["seq_len"])
-    params, digest = count_weights(spec.weights, spec.max_params)
     rows, targets = load_eval_data(spec)
     batch = min(spec.eval_batch_size, len(rows))
-    t0 = time.perf_counter()
     models = [ModelProcess(name, spec, batch, seq_len, vocab) for name in ("scoring", "probe")]
     scoring, prober = models
     try:
+        for model in models:
+            model.ready()
+        weights = weights_ready()
+        t0 = time.perf_counter()
+        params, digest = count_weights(weights, spec.max_params)
+        for model in models:
+            model.load(weights)
         for model in models:
             model.ready()
         started = time.perf_counter()
@@ -312,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(Path((sys.argv[1:] if argv is None else argv)[0]))
     emit = Emitter()
     try:
-        emit("result", **score(spec))
+        emit("result", **score(spec, lambda: sys.stdin.readline().strip()))
     except Violation as e:
         emit("violation", error=str(e))
         return 3

@@ -98,7 +98,8 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
 
 
 def run_model(spec: ModelSpec, emit: Emitter) -> None:
-    """Build the candidate's model with the trained weights, then answer FORWARD frames forever."""
+    """Build the candidate's model (DONE), load the weights at the first FORWARD frame, which has no
+    rows (DONE), then answer FORWARD frames until the scorer closes the pipe."""
     import torch
 
     from .shared import SharedBuffer
@@ -108,6 +109,10 @@ def run_model(spec: ModelSpec, emit: Emitter) -> None:
     model = module.build_model(dict(spec.cfg))
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"build_model returned {type(model).__name__}, not a torch.nn.Module")
+    answered = 1
+    write_all(spec.done_fd, DONE.pack(answered))  # built: the scorer may send the weights
+    if read_exact(spec.command_fd, FORWARD.size) is None:
+        return
     state = torch.load(spec.weights, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state, strict=True)
@@ -116,7 +121,8 @@ def run_model(spec: ModelSpec, emit: Emitter) -> None:
     model.to(spec.device).eval()
     inputs = SharedBuffer.open(spec.inputs)
     logits_out = SharedBuffer.open(spec.logits)
-    write_all(spec.done_fd, DONE.pack(0))  # ready
+    answered += 1
+    write_all(spec.done_fd, DONE.pack(answered))  # loaded
     cuda = spec.device == "cuda"
     while (frame := read_exact(spec.command_fd, FORWARD.size)) is not None:
         rows, seq_len = FORWARD.unpack(frame)
@@ -131,7 +137,8 @@ def run_model(spec: ModelSpec, emit: Emitter) -> None:
         logits_out.view(torch.float32, (rows, seq_len, spec.vocab)).copy_(logits)
         if cuda:
             torch.cuda.synchronize()
-        write_all(spec.done_fd, DONE.pack(0))
+        answered += 1
+        write_all(spec.done_fd, DONE.pack(answered))
 
 
 def serve_checks(spec: CheckSpec, emit: Emitter) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from hypothesis import given, strategies as st
 
 from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, RandomSearchProposer, Settings,
                                       float_constants, parse_reply)
-from autoresearch_bench.evaluate import load_eval_data
+from autoresearch_bench.protocol import ScorerSpec
+from autoresearch_bench.scorer import load_eval_data
 from autoresearch_bench.league import League, leaderboard, load_agents, Entry
 from autoresearch_bench.task import load_task
 from fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
@@ -249,14 +251,16 @@ def test_held_out_rows_follow_the_scored_rows_and_do_not_overlap(repo):
     task = load_task(repo / "tasks/tiny")
     profile = task.profile("cpu")
     prepared = data.prepare(profile.data, task.name, log=lambda m: None)
-    spec = {"val_tokens": str(prepared.val_tokens), "tokenizer_dir": str(prepared.tokenizer_dir),
-            "eval_tokens": profile.eval_tokens, "cfg": profile.model_config(), "crop": False}
+    spec = ScorerSpec(candidate="", cfg=profile.model_config(), device="cpu", seed=0,
+                      val_tokens=str(prepared.val_tokens), tokenizer_dir=str(prepared.tokenizer_dir),
+                      eval_tokens=profile.eval_tokens, eval_batch_size=8, eval_split="val", metric="val_bpb",
+                      score="tokens", crop=False, max_params=None, sandbox_level="off", sandbox_prefix=(), tmp="")
     val, _ = load_eval_data(spec)
-    test, _ = load_eval_data({**spec, "eval_split": "test"})
+    test, _ = load_eval_data(replace(spec, eval_split="test"))
     assert len(test) == len(val)
     assert not {tuple(r) for r in val.tolist()} & {tuple(r) for r in test.tolist()}
     with pytest.raises(ValueError, match="too few for a held-out test"):
-        load_eval_data({**spec, "eval_split": "test", "eval_tokens": prepared.n_val_tokens})
+        load_eval_data(replace(spec, eval_split="test", eval_tokens=prepared.n_val_tokens))
 
 
 def test_leaderboard_ranks_by_mean_held_out_improvement():

@@ -16,12 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoresearch_bench import data
-from autoresearch_bench.data import DataError, Loader, PreparedData, eval_rows, load_tokenizer, prepare
+from autoresearch_bench.data import DataError, PreparedData, RowStream, eval_rows, load_tokenizer, prepare
 
 EMBEDDED = {"source": "embedded", "vocab_size": 384, "seq_len": 64, "max_chars": 400_000}
 CHAPTERS = lzma.open(data.EMBEDDED_CORPUS, "rt", encoding="utf-8").read().split("\f")
@@ -232,32 +231,29 @@ def test_one_file_more_in_the_tree_is_other_data_by_its_data_id(cache, tmp_path)
 
 # --------------------------------------------------------------------------------------- loader, eval rows
 
-def test_loader_rows_start_with_bos_and_y_is_x_shifted(embedded):
+def test_row_streams_start_rows_with_bos_and_repeat_for_a_seed(embedded):
     train_docs = [tuple(d.tolist()) for d in docs_of(embedded.train_tokens)]
-    it = iter(Loader(embedded.train_tokens, batch_size=8, seq_len=64, seed=3))
+    it = iter(RowStream(embedded.train_tokens, batch_size=8, seq_len=64, seed=3))
     for _ in range(5):
-        x, y = next(it)
-        assert x.shape == y.shape == (8, 64) and x.dtype == y.dtype == torch.int64
-        assert x.is_contiguous() and y.is_contiguous()
-        assert (x[:, 0] == embedded.bos_id).all()
-        assert torch.equal(x[:, 1:], y[:, :-1])
-        for row in torch.cat([x, y[:, -1:]], dim=1).tolist():  # each row opens with a piece of a train document
+        rows = next(it)
+        assert rows.shape == (8, 65) and rows.dtype == np.int32
+        assert (rows[:, 0] == embedded.bos_id).all()
+        for row in rows.tolist():  # each row opens with a piece of a train document
             first = row[1:row.index(embedded.bos_id, 1)] if embedded.bos_id in row[1:] else row[1:]
             assert any(tuple(first) in _windows(doc[1:], len(first)) for doc in train_docs)
-    same = [next(iter(Loader(embedded.train_tokens, 8, 64, seed=3)))[0] for _ in range(2)]
-    other = next(iter(Loader(embedded.train_tokens, 8, 64, seed=4)))[0]
-    assert torch.equal(same[0], same[1]) and not torch.equal(same[0], other)
+    same = [next(iter(RowStream(embedded.train_tokens, 8, 64, seed=3))).copy() for _ in range(2)]
+    other = next(iter(RowStream(embedded.train_tokens, 8, 64, seed=4)))
+    assert np.array_equal(same[0], same[1]) and not np.array_equal(same[0], other)
 
 
 def _windows(doc: tuple, n: int) -> set:
     return {doc[i:i + n] for i in range(len(doc) - n + 1)}
 
 
-def test_loader_repeats_epochs_forever(tmp_path):
+def test_row_streams_repeat_epochs_forever(tmp_path):
     path = write_token_file(tmp_path, [3, 2, 4])
-    it = iter(Loader(path, batch_size=2, seq_len=4, seed=0))
-    batches = [next(it) for _ in range(50)]
-    assert all(x.shape == (2, 4) for x, _ in batches)
+    it = iter(RowStream(path, batch_size=2, seq_len=4, seed=0))
+    assert all(next(it).shape == (2, 5) for _ in range(50))
 
 
 def test_best_fit_takes_the_largest_piece_that_fits_and_crops_only_when_none_does(tmp_path):
@@ -295,11 +291,11 @@ def test_packing_property(lengths, batch_size, seq_len, seed):
         path = write_token_file(Path(tmp), lengths)
         starts = np.concatenate([[0], np.cumsum(lengths)])
         doc_of_start = {int(s): i for i, s in enumerate(starts[:-1])}
-        it = iter(Loader(path, batch_size, seq_len, seed=seed))
+        it = iter(RowStream(path, batch_size, seq_len, seed=seed))
         for _ in range(3):
-            x, y = next(it)
-            assert x.shape == (batch_size, seq_len) and torch.equal(x[:, 1:], y[:, :-1])
-            for row in torch.cat([x, y[:, -1:]], dim=1).tolist():
+            rows = next(it)
+            assert rows.shape == (batch_size, seq_len + 1)
+            for row in rows.tolist():
                 pos = 0
                 while pos < len(row):
                     assert row[pos] in doc_of_start, "a segment does not begin at a document's BOS"

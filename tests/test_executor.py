@@ -13,7 +13,8 @@ from gitrepo import commit_all
 
 from autoresearch_bench import executor as ex
 from autoresearch_bench import storage
-from autoresearch_bench.runner import Candidate, child_env
+from autoresearch_bench.process import child_env
+from autoresearch_bench.runner import Candidate
 from autoresearch_bench.session import BASE, BenchmarkSession, Options
 
 TINY = Path(__file__).parent / "tiny_task"
@@ -121,8 +122,8 @@ def test_local_slots_on_several_gpus_run_one_experiment_per_gpu_at_a_time(monkey
 
 def test_a_pinned_run_s_workers_see_only_their_gpu(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
-    assert child_env(tmp_path, gpu="2")["CUDA_VISIBLE_DEVICES"] == "2"
-    assert child_env(tmp_path)["CUDA_VISIBLE_DEVICES"] == "0,1,2"  # unpinned: what the harness sees
+    assert child_env(gpu="2")["CUDA_VISIBLE_DEVICES"] == "2"
+    assert child_env()["CUDA_VISIBLE_DEVICES"] == "0,1,2"  # unpinned: what the harness sees
 
 
 def test_local_slots_on_one_gpu_share_it_unpinned(monkeypatch, tiny_task):

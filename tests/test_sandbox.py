@@ -55,6 +55,23 @@ for path in ({paths}):
     subprocess.run(["sh", "-c", f"echo forged >> {{path}}"])"""  # a shell escapes the audit hook
 
 
+READS_ENVIRONMENTS = """
+import glob
+for path in glob.glob("/proc/*/environ"):
+    try:
+        if b"sk-secret" in open(path, "rb").read():
+            raise RuntimeError("FOUND the harness's API key in " + path)
+    except PermissionError:
+        pass"""
+CHECKS_PRIVILEGES = """
+status = open("/proc/self/status").read()
+caps = [line for line in status.splitlines() if line.startswith(("CapEff", "CapPrm", "CapBnd"))]
+if any(int(line.split()[1], 16) for line in caps) or "NoNewPrivs:\t1" not in status:
+    raise RuntimeError(f"privileged: uid {os.getuid()}, {caps}")
+if os.geteuid() == 0 and os.path.exists("/etc/shadow") and os.access("/etc/shadow", os.R_OK):
+    raise RuntimeError("can read /etc/shadow")"""
+
+
 def orphan_marker(isolation: str) -> str:
     return f"{os.getpid()}{len(isolation)}.4242"
 
@@ -88,7 +105,8 @@ def survived(shared_tiny_task_dir: Path) -> Iterator[Survived]:
     if sandbox.namespaces_available() is not None:
         writes = WRITES_REPO.format(paths=f"{str(task_dir / 'task.toml')!r}, {str(results)!r}")
         attacks.update(phones_home=("auto", PHONES_HOME.format(port=listener.getsockname()[1])),
-                       writes_repo=("auto", writes), leaves_orphan_auto=("auto", leaves_orphan("auto")))
+                       writes_repo=("auto", writes), leaves_orphan_auto=("auto", leaves_orphan("auto")),
+                       reads_parent_env=("auto", READS_ENVIRONMENTS), checks_privileges=("auto", CHECKS_PRIVILEGES))
     profile = replace(task.profile("cpu"), startup_allowance_s=8)
     runs = [Run(task, profile, hostile(task_dir, name, attack), 0,
                 dict(budget_s=1, isolation=isolation, results_paths=(results,) if name == "writes_repo" else ()))
@@ -107,17 +125,30 @@ def test_api_keys_do_not_reach_the_candidate(survived):
     assert record.status == "ok", record.error
 
 
-def test_the_parents_environment_is_closed(tiny_task, tiny_task_dir, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
-    attack = 'open(f"/proc/{os.getppid()}/environ", "rb").read()'
-    record = run(tiny_task, hostile(tiny_task_dir, "reads_parent_env", attack), isolation="off")
-    assert record.status == "violation" and "forbidden" in record.error
+@needs_namespaces
+def test_the_harness_s_processes_and_their_environment_are_out_of_sight(survived):
+    assert survived.records["reads_parent_env"].status == "ok", survived.records["reads_parent_env"].error
+
+
+@needs_namespaces
+def test_candidate_code_runs_without_root_and_without_capabilities(survived):
+    record = survived.records["checks_privileges"]
+    assert record.status == "ok", record.error
+
+
+@needs_namespaces
+def test_a_user_namespace_works_too(tiny_task, monkeypatch):
+    """Where the harness is an ordinary user: a user namespace, every capability dropped."""
+    userns = sandbox.Plan("userns", (sandbox.UNSHARE[0], "--user", "--map-root-user", *sandbox.UNSHARE[1:]))
+    monkeypatch.setattr(sandbox, "namespaces_available", lambda: userns)
+    record = run(tiny_task, Candidate("train", tiny_task.train_file), max_tokens=4096)
+    assert record.status == "ok" and record.extra["sandbox"] == "userns", record.error
 
 
 @needs_namespaces
 def test_no_network_even_to_localhost(survived):
     record = survived.records["phones_home"]
-    assert record.status == "ok" and record.extra["sandbox"] == "namespaces", record.error
+    assert record.status == "ok" and record.extra["sandbox"] in ("unprivileged", "userns"), record.error
     assert select.select([survived.listener], [], [], 0)[0] == []  # no connection waits to be accepted
 
 

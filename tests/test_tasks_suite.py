@@ -9,7 +9,8 @@ import torch
 
 from autoresearch_bench import data
 from autoresearch_bench.data import DataError, eval_rows_and_mask, modular_equations, prepare
-from autoresearch_bench.evaluate import EvalViolation, evaluate_model, load_eval_data
+from autoresearch_bench.protocol import ScorerSpec
+from autoresearch_bench.scorer import Violation, score
 from autoresearch_bench.plugin import summary_rows
 from autoresearch_bench.runner import Candidate
 from autoresearch_bench.session import CandidateResult
@@ -101,59 +102,72 @@ def test_byte_tokenizer_is_the_identity_on_utf8_bytes_and_max_train_chars_keeps_
         prepare({**spec, "vocab_size": 300}, "suite_bytes", **QUIET)
 
 
+ORACLE = """
+import torch
+
+P, VOCAB, WRONG = {p}, {vocab}, {wrong}
+
 class AddOracle(torch.nn.Module):
-    """Causal by construction: only the last position ('=') reads a and b, and predicts a + b mod p."""
-
-    def __init__(self, p: int, vocab: int, wrong: bool = False):
-        super().__init__()
-        self.p, self.vocab, self.wrong = p, vocab, wrong
-
+    \"\"\"Causal by construction: only the last position ('=') reads a and b, and predicts a + b mod p.\"\"\"
     def forward(self, idx):
-        logits = torch.zeros(*idx.shape, self.vocab)
+        logits = torch.zeros(*idx.shape, VOCAB)
         if idx.shape[1] == 5:
-            answer = (idx[:, 1] + idx[:, 3] + int(self.wrong)) % self.p
+            answer = (idx[:, 1] + idx[:, 3] + int(WRONG)) % P
             logits[torch.arange(len(idx)), 4, answer] = 10.0
         return logits
 
+class Peek(AddOracle):
+    def forward(self, idx):  # uses the next row's b: not batch independent
+        return super().forward(torch.cat([idx[:, :3], torch.roll(idx[:, 3:4], 1, 0), idx[:, 4:]], 1))
 
-def _eval_spec(tmp_path, prepared, metric, score, seq_len):
+class Uniform(torch.nn.Module):
+    def forward(self, idx):
+        return torch.zeros(*idx.shape, VOCAB)
+
+def build_model(cfg):
+    return {model}()
+
+def train(ctx):
+    return build_model(ctx.cfg)
+"""
+
+
+def scored(tmp_path, prepared, metric, score_mode, seq_len, model="AddOracle", p=13, wrong=False) -> dict:
+    """The scorer's result for a candidate whose build_model gives `model` (no weights to train)."""
+    candidate = tmp_path / f"{model}_{wrong}.py"
+    candidate.write_text(ORACLE.format(p=p, vocab=prepared.vocab_size, wrong=wrong, model=model))
     torch.save({}, tmp_path / "model.pt")
-    return {"device": "cpu", "cfg": {"vocab_size": prepared.vocab_size, "seq_len": seq_len}, "seed": 0,
-            "model_path": str(tmp_path / "model.pt"), "val_tokens": str(prepared.val_tokens),
-            "tokenizer_dir": str(prepared.tokenizer_dir), "eval_tokens": 200, "eval_batch_size": 8,
-            "crop": False, "metric": metric, "score": score}
+    models = tmp_path / f"models_{model}_{wrong}_{metric}"
+    models.mkdir()
+    spec = ScorerSpec(candidate=str(candidate), cfg={"vocab_size": prepared.vocab_size, "seq_len": seq_len},
+                      device="cpu", seed=0, val_tokens=str(prepared.val_tokens),
+                      tokenizer_dir=str(prepared.tokenizer_dir), eval_tokens=200, eval_batch_size=8,
+                      eval_split="val", metric=metric, score=score_mode, crop=False, max_params=None,
+                      sandbox_level="off", sandbox_prefix=(), tmp=str(models), threads=1)
+    return score(spec, lambda: str(tmp_path / "model.pt"))
 
 
 @pytest.mark.parametrize("wrong", [False, True])
 def test_val_accuracy_and_val_loss_score_only_the_answer(tmp_path, wrong):
     prepared = prepare(MODULAR, "suite_modular", **QUIET)
-    spec = _eval_spec(tmp_path, prepared, "val_accuracy", "answers", 5)
-    result = evaluate_model(lambda cfg: AddOracle(13, 16, wrong), spec, load_eval_data(spec))
+    result = scored(tmp_path, prepared, "val_accuracy", "answers", 5, wrong=wrong)
     assert result["scored_tokens"] == 40 and result["value"] == result["val_accuracy"] == (0.0 if wrong else 1.0)
     assert result["val_loss"] == pytest.approx(10 + np.log(1 + 15 * np.exp(-10)) if wrong else np.log(1 + 15 * np.exp(-10)), rel=1e-4)
     assert "val_bpb" not in result and result["causality_diff"] == 0.0
-    spec["metric"] = "val_loss"
-    assert evaluate_model(lambda cfg: AddOracle(13, 16, wrong), spec, load_eval_data(spec))["value"] == result["val_loss"]
+    assert scored(tmp_path, prepared, "val_loss", "answers", 5, wrong=wrong)["value"] == result["val_loss"]
 
 
 def test_val_bpb_of_a_uniform_byte_model_is_log2_257(tmp_path):
     prepared = prepare({"source": "embedded", "tokenizer": "bytes", "vocab_size": 257, "max_train_chars": 200_000},
                        "suite_bytes", **QUIET)
-    spec = _eval_spec(tmp_path, prepared, "val_bpb", "tokens", 32)
-    uniform = type("Uniform", (torch.nn.Module,), {"forward": lambda self, idx: torch.zeros(*idx.shape, 257)})
-    result = evaluate_model(lambda cfg: uniform(), spec, load_eval_data(spec))
+    result = scored(tmp_path, prepared, "val_bpb", "tokens", 32, model="Uniform")
     assert result["value"] == pytest.approx(np.log2(257)) and result["val_loss"] == pytest.approx(np.log(257))
 
 
 def test_the_probes_catch_a_model_that_reads_the_answer_of_another_row(tmp_path):
     prepared = prepare(MODULAR, "suite_modular", **QUIET)
-    spec = _eval_spec(tmp_path, prepared, "val_accuracy", "answers", 5)
-
-    class Peek(AddOracle):
-        def forward(self, idx):  # uses the next row's b: not batch independent
-            return super().forward(torch.cat([idx[:, :3], torch.roll(idx[:, 3:4], 1, 0), idx[:, 4:]], 1))
-    with pytest.raises(EvalViolation, match="batch independence|causality"):
-        evaluate_model(lambda cfg: Peek(13, 16), spec, load_eval_data(spec))
+    with pytest.raises(Violation, match="batch independence|causality"):
+        scored(tmp_path, prepared, "val_accuracy", "answers", 5, model="Peek")
 
 
 @pytest.mark.parametrize("task, message", [
