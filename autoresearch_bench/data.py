@@ -198,6 +198,42 @@ def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> P
     return _read_prepared(root)
 
 
+def validation_copies(prepared: PreparedData, roots: Iterable[str], log: Callable[[str], None] = print) -> list[str]:
+    """Files under roots (what a sandbox shows: the system and Python folders) whose bytes equal a
+    validation document. A corpus of the machine's own files (source "files", or parquet shards built
+    from them, as the offline h100 corpus of /usr and /opt) would otherwise lie readable beside the
+    candidate; the sandbox hides these. Computed once per data spec (val/visible_copies.json)."""
+    cache = prepared.root / "val" / "visible_copies.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    spec = json.loads((prepared.root / "spec.json").read_text())
+    shard = {"files": prepared.root / "val" / "val.parquet",
+             "parquet": Path(spec.get("dir", ".")).expanduser() / str(spec.get("val_shard"))}.get(spec["source"])
+    found: list[str] = []
+    if shard is not None and shard.exists():
+        t0 = time.perf_counter()
+        docs = {hashlib.blake2b(text.encode(), digest_size=16).digest()
+                for batch in _iter_texts([shard]) for text in batch}
+        sizes = {len(text.encode()) for batch in _iter_texts([shard]) for text in batch}
+        for top in roots:
+            for dirpath, _, filenames in os.walk(top):
+                for name in filenames:
+                    path = os.path.join(dirpath, name)
+                    try:
+                        st = os.lstat(path)
+                        if not stat.S_ISREG(st.st_mode) or st.st_size not in sizes:
+                            continue
+                        with open(path, "rb") as f:
+                            if hashlib.blake2b(f.read(), digest_size=16).digest() in docs:
+                                found.append(path)
+                    except OSError:
+                        continue
+        log(f"data: {len(found):,} files the sandbox shows hold validation documents; they are hidden from "
+            f"candidate code ({time.perf_counter() - t0:.1f} s, once)")
+    _atomic_write_bytes(cache, json.dumps(sorted(set(found))).encode())
+    return sorted(set(found))
+
+
 def _normalize(spec: dict) -> tuple[dict, dict]:
     """Split a [data] table into the keys that define the data (defaults filled) and runtime keys."""
     source = spec.get("source")

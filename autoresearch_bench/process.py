@@ -131,7 +131,8 @@ def _parse(line: bytes) -> dict | None:
 
 def start(entry: tuple[str, ...], spec, tmp: Path, plan: sandbox.Plan, *, device: str = "cpu", gpu: str | None = None,
           pass_fds: tuple[int, ...] = (), readonly: list[str] = (), threads: int | None = None,
-          stdin=subprocess.DEVNULL, name: str | None = None, limits: bool = True) -> Child:
+          stdin=subprocess.DEVNULL, name: str | None = None, limits: bool = True,
+          hidden: list[str] = ()) -> Child:
     """Start `python -m autoresearch_bench.ENTRY[0] *ENTRY[1:] SPEC` (sandboxed where plan says); tmp
     holds its scratch folder (tmp/work, the sandbox's /scratch), its spec and its log."""
     name = name or entry[-1]
@@ -147,7 +148,7 @@ def start(entry: tuple[str, ...], spec, tmp: Path, plan: sandbox.Plan, *, device
     if not plan.isolated:
         env.update(HOME=str(scratch), TMPDIR=str(scratch))
     command = sandbox.wrap([sys.executable, "-m", f"autoresearch_bench.{entry[0]}", *entry[1:], inner], plan, tmp, scratch,
-                           readonly=list(readonly))
+                           readonly=list(readonly), hidden=list(hidden))
     log = tmp / f"{name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=scratch, env=env, stdin=stdin, stdout=out, stderr=out,

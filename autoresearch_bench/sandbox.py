@@ -19,14 +19,16 @@ directories (/usr, /etc, /bin, /lib*, /sbin, /opt, /sys), the Python installatio
 package and whatever the runner lists; read-write: its own scratch folder (/scratch, also HOME).
 /tmp and /dev/shm are fresh tmpfs mounts of this run alone, /proc shows only the run's processes,
 /dev holds only null, zero, full, random, urandom, tty and the GPU's nodes. So the repository, the
-user's home, the data cache, the results files and every other run's files are not there at all.
+user's home, the data cache, the results files and every other run's files are not there at all;
+the harness's embedded corpus and any visible file that holds a validation document (a corpus made
+of the machine's own files, data.validation_copies) are covered by /dev/null.
 Network: none (loopback down). The PID namespace ends every process of the run with its first one.
 
 This is not a VM: a kernel or GPU driver exploit crosses it. For untrusted code at scale, run the
 whole harness in a container too: `docker run --rm --gpus all --network none -v $PWD:/work -w /work
 IMAGE pytest --autoresearch tasks/`.
 
-`python -m autoresearch_bench.sandbox --root DIR --scratch DIR [--ro PATH]... [--uid N] -- CMD...`
+`python -I sandbox.py --root DIR --scratch DIR --hide-list FILE [--ro PATH]... [--uid N] -- CMD...`
 is the entry that runs inside the new namespaces (as root there): it builds the new root under DIR,
 chroots into it and execs `setpriv ... CMD`.
 """
@@ -140,12 +142,22 @@ def prepare_scratch(tmp: Path, plan_: Plan) -> Path:
     return work
 
 
-def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: list[str] = ()) -> list[str]:
-    """The command, entered into the sandbox with tmp/root as its new root and scratch as /scratch."""
+def visible_roots() -> list[str]:
+    """The folders under which the sandbox shows files: what must hold no validation document."""
+    return [p for p in SYSTEM_DIRS if os.path.isdir(p) and not os.path.islink(p) and p != "/sys"] + readonly_paths()
+
+
+def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: list[str] = (),
+         hidden: list[str] = ()) -> list[str]:
+    """The command, entered into the sandbox with tmp/root as its new root and scratch as /scratch;
+    the files in `hidden` (and the harness's own corpus) are covered by /dev/null there."""
     if not plan_.isolated:
         return command
+    from . import __file__ as package_init
+    hide_list = tmp / "hidden.txt"
+    hide_list.write_text("\n".join([str(Path(package_init).resolve().parent / "corpus"), *hidden]))
     args = [*plan_.prefix, sys.executable, "-I", os.path.realpath(__file__), "--root", str(tmp / "root"),
-            "--scratch", str(scratch)]
+            "--scratch", str(scratch), "--hide-list", str(hide_list)]
     for path in sorted({*readonly_paths(), *readonly}):
         args += ["--ro", path]
     if plan_.uid is not None:
@@ -211,7 +223,21 @@ def _bind(source: str, target: str, writable: bool = False) -> None:
             _mount("-o", ",".join(["remount", "bind", "ro", *_locked_flags(point)]), point)
 
 
-def _build_root(root: str, scratch: str, readonly: list[str]) -> None:
+def _hide(root: str, paths: list[str]) -> None:
+    """Cover each path under the new root: a folder by an empty read-only tmpfs, a file by /dev/null.
+    Through mount(2) directly: a hidden corpus can be a thousand files."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    ms_bind, ms_rdonly = 4096, 1
+    for path in paths:
+        target = root + path
+        if os.path.isdir(target):
+            _mount("-t", "tmpfs", "-o", "ro,size=4k,mode=555", "ar-hidden", target)
+        elif os.path.exists(target) and libc.mount(b"/dev/null", target.encode(), None, ms_bind | ms_rdonly, None):
+            raise SystemExit(f"autoresearch-bench sandbox: cannot hide {path}: {os.strerror(ctypes.get_errno())}")
+
+
+def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str]) -> None:
     _mount("--make-rprivate", "/")
     _mount("-t", "tmpfs", "-o", "mode=755,size=64m", "ar-root", root)
     for path in SYSTEM_DIRS:
@@ -235,6 +261,7 @@ def _build_root(root: str, scratch: str, readonly: list[str]) -> None:
         os.symlink(target, f"{root}/dev/{name}")
     os.makedirs(root + "/proc", exist_ok=True)
     _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", root + "/proc")
+    _hide(root, hidden)
 
 
 def _enter(argv: list[str]) -> None:
@@ -243,7 +270,9 @@ def _enter(argv: list[str]) -> None:
     pairs = list(zip(options[::2], options[1::2]))
     single = dict(pairs)
     readonly = [value for flag, value in pairs if flag == "--ro"]
-    _build_root(single["--root"], single["--scratch"], readonly)
+    with open(single["--hide-list"]) as f:
+        hidden = [line for line in f.read().splitlines() if line]
+    _build_root(single["--root"], single["--scratch"], readonly, hidden)
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
     os.chroot(single["--root"])
     os.chdir(SCRATCH)

@@ -227,20 +227,31 @@ def test_train_py_accumulates_the_device_batch_it_is_given(gpt):
     spec.loader.exec_module(module)
     cfg = {**gpt.profile("cpu").model_config(), "depth": 1}  # one layer: the loop is under test, not the model
     half = cfg["device_batch_size"] // 2
-    sizes, log = [], io.StringIO()
+    log, max_tokens = io.StringIO(), 2 * cfg["total_batch_size"]
 
-    def loader(batch_size, seq_len):
-        sizes.append(batch_size)
-        while True:
-            x = torch.randint(0, cfg["vocab_size"], (batch_size, seq_len + 1))
-            yield x[:, :-1].contiguous(), x[:, 1:].contiguous()
+    class RandomBatches:
+        """The feeder's side of ctx, in process: random rows, counted, none past max_tokens."""
+        t0, tokens, streams, sizes = 0.0, 0, 0, []
+
+        def new_stream(self):
+            self.streams += 1
+            return self.streams
+
+        def fetch(self, stream, rows):
+            self.sizes.append(rows.shape[0])
+            if self.tokens >= max_tokens:
+                return False
+            rows[:] = torch.randint(0, cfg["vocab_size"], rows.shape).numpy()
+            self.tokens += rows.shape[0] * (rows.shape[1] - 1)
+            return True
 
     settings = {**choose_settings(cfg, None), "device_batch_size": half}
-    ctx = TrainContext(device="cpu", seed=0, cfg=cfg, budget_s=1e9, max_tokens=2 * cfg["total_batch_size"],
-                       make_loader=loader, progress_out=log, settings=settings)
+    batches = RandomBatches()
+    ctx = TrainContext(device="cpu", seed=0, cfg=cfg, budget_s=1e9, max_tokens=max_tokens, client=batches,
+                       progress_out=log, settings=settings)
     module.train(ctx)
     steps = [json.loads(line) for line in log.getvalue().splitlines()]
-    assert sizes == [half]
+    assert set(batches.sizes) == {half} and batches.streams == 1
     assert [s["step"] for s in steps] == [0, 1] and ctx.tokens == 2 * cfg["total_batch_size"]
     assert all("mfu" not in s for s in steps)  # no peak on CPU: no MFU number
 

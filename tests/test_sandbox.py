@@ -191,3 +191,30 @@ def test_strict_fails_clearly_without_namespaces(tiny_task, monkeypatch):
     monkeypatch.setattr(sandbox, "namespaces_available", lambda: None)
     record = run(tiny_task, Candidate("train", tiny_task.train_file), isolation="strict")
     assert record.status == "crash" and "--ar-sandbox strict" in record.error
+
+
+@needs_namespaces
+def test_hidden_files_read_as_empty_inside(tmp_path):
+    plan = sandbox.namespaces_available()
+    scratch = sandbox.prepare_scratch(tmp_path, plan)
+    command = sandbox.wrap(["cat", "/etc/hostname", "/etc/passwd"], plan, tmp_path, scratch, hidden=["/etc/hostname"])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == Path("/etc/passwd").read_text(), done.stderr
+
+
+def test_validation_copies_are_the_visible_files_that_hold_a_validation_document(tmp_path, monkeypatch):
+    from autoresearch_bench import data
+    monkeypatch.setenv("AR_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(40):
+        (corpus / f"f{i}.txt").write_text(f"document {i} " * 20)
+    spec = {"source": "files", "paths": [str(corpus)], "extensions": [".txt"], "val_fraction": 0.1,
+            "tokenizer": "bytes", "vocab_size": 257, "min_bytes": 1}
+    prepared = data.prepare(spec, "copies", log=lambda m: None)
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    val_texts = [t for batch in data._iter_texts([prepared.root / "val" / "val.parquet"]) for t in batch]
+    (copy / "same_bytes.py").write_text(val_texts[0])
+    found = data.validation_copies(prepared, [str(corpus), str(copy)], log=lambda m: None)
+    assert str(copy / "same_bytes.py") in found and len(found) == len(val_texts) + 1
