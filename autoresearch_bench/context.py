@@ -7,7 +7,7 @@
     ctx.progress()           fraction of the budget used, in [0, 1]: time, or tokens in fixed-token mode
     ctx.done()               True once the budget (time or tokens) is spent: stop and return the model
     ctx.log(step, loss, **k) progress for the terminal; never parsed for a score
-    ctx.tokens               tokens served so far (the feeder's count)
+    ctx.tokens               tokens handed to train() so far (batches fetched ahead not counted)
     ctx.settings             execution settings the harness chose for this device (device.py):
                              device_batch_size and grad_accum (memory-fitted, same total batch),
                              dtype, loss_scaling, attention (flex | sdpa), compile, peak_flops
@@ -44,7 +44,6 @@ class BatchClient:
     def __init__(self, request_fd: int, batch_fd: int, latest_start: float):
         self.request_fd, self.batch_fd = request_fd, batch_fd
         self.t0 = latest_start
-        self.tokens = 0
         self._streams = 0
         self._lock = threading.Lock()
 
@@ -62,7 +61,7 @@ class BatchClient:
             header = read_exact(self.batch_fd, BATCH_HEADER.size)
             if header is None:
                 return False
-            nbytes, self.t0, self.tokens = BATCH_HEADER.unpack(header)
+            nbytes, self.t0, _ = BATCH_HEADER.unpack(header)
             if nbytes == 0:
                 return False
             if nbytes != rows.nbytes or not read_into(self.batch_fd, memoryview(rows).cast("B")):
@@ -84,10 +83,11 @@ class TrainContext:
         self.max_tokens = max_tokens
         self._client = client
         self._progress_out = progress_out
+        self._taken = 0
 
     @property
     def tokens(self) -> int:
-        return self._client.tokens
+        return self._taken
 
     def elapsed(self) -> float:
         """Seconds of the budget used so far."""
@@ -116,6 +116,7 @@ class TrainContext:
     def _cpu_batches(self, stream: int, shape: tuple[int, int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rows = np.empty(shape, dtype=np.int32)
         while self._client.fetch(stream, rows):
+            self._taken += rows.shape[0] * (rows.shape[1] - 1)
             yield torch.from_numpy(rows[:, :-1].astype(np.int64)), torch.from_numpy(rows[:, 1:].astype(np.int64))
 
     def _cuda_batches(self, stream: int, shape: tuple[int, int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -147,6 +148,7 @@ class TrainContext:
                 copied[i] = torch.cuda.Event()
                 copied[i].record()
                 free.put(i)
+                self._taken += shape[0] * (shape[1] - 1)
                 yield xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
         finally:
             free.put(None)

@@ -200,9 +200,11 @@ def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> P
 
 def validation_copies(prepared: PreparedData, roots: Iterable[str], log: Callable[[str], None] = print) -> list[str]:
     """Files under roots (what a sandbox shows: the system and Python folders) whose bytes equal a
-    validation document. A corpus of the machine's own files (source "files", or parquet shards built
-    from them, as the offline h100 corpus of /usr and /opt) would otherwise lie readable beside the
-    candidate; the sandbox hides these. Computed once per data spec (val/visible_copies.json)."""
+    validation document: a corpus of the machine's own files (source "files", or parquet shards built
+    from them, as the offline h100 corpus of /usr and /opt) lies readable beside the candidate. They
+    cannot be hidden (the Python installation is among them: on the H200, ctypes/__init__.py was a
+    validation document), so records count them and --ar-sandbox strict refuses such data.
+    Computed once per data spec (val/visible_copies.json)."""
     cache = prepared.root / "val" / "visible_copies.json"
     if cache.exists():
         return json.loads(cache.read_text())
@@ -228,8 +230,10 @@ def validation_copies(prepared: PreparedData, roots: Iterable[str], log: Callabl
                                 found.append(path)
                     except OSError:
                         continue
-        log(f"data: {len(found):,} files the sandbox shows hold validation documents; they are hidden from "
-            f"candidate code ({time.perf_counter() - t0:.1f} s, once)")
+        if found:
+            log(f"data: warning: {len(found):,} files that candidate code can read (system and Python folders) "
+                f"hold validation documents, e.g. {found[0]}: this corpus is not secret from candidates "
+                f"({time.perf_counter() - t0:.1f} s, once)")
     _atomic_write_bytes(cache, json.dumps(sorted(set(found))).encode())
     return sorted(set(found))
 

@@ -111,7 +111,6 @@ class ScorerSpec:
     sandbox_prefix: tuple[str, ...]
     tmp: str                  # where the model processes' folders go
     threads: int | None = None
-    hidden: tuple[str, ...] = ()  # files the model processes' sandbox covers (data.validation_copies)
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ def read_spec(path: Path):
     cls = next(c for c in SPECS if c.__name__ == kind)
     if cls is ModelSpec:
         raw["inputs"], raw["logits"] = SharedSpec(**raw["inputs"]), SharedSpec(**raw["logits"])
-    for key in ("allowed_imports", "sandbox_prefix", "hidden"):
+    for key in ("allowed_imports", "sandbox_prefix"):
         if key in raw:
             raw[key] = tuple(raw[key])
     return cls(**raw)

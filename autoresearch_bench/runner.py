@@ -74,8 +74,7 @@ def _copy_candidate(candidate: Candidate, scratch: Path, plan: sandbox.Plan) -> 
 
 def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
            plan: sandbox.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
-           gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None,
-           hidden: list[str]) -> Path | None:
+           gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None) -> Path | None:
     """The training half of a run; fills the record's training fields, returns the weights or None."""
     (tmp / "feeder").mkdir()
     (tmp / "train").mkdir()
@@ -95,8 +94,7 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
             candidate=inner, cfg=profile.model_config(), device=profile.device, seed=seed, budget_s=budget_s,
             max_tokens=max_tokens, latest_start=latest_start, memory_per_row_gb=profile.memory_per_row_gb,
             memory_overhead_gb=profile.memory_overhead_gb, request_fd=request_w, batch_fd=batch_r),
-            tmp / "train", plan, device=profile.device, gpu=gpu, threads=threads, pass_fds=(request_w, batch_r),
-            hidden=hidden)
+            tmp / "train", plan, device=profile.device, gpu=gpu, threads=threads, pass_fds=(request_w, batch_r))
         for fd in (request_r, request_w, batch_r, batch_w):
             os.close(fd)
         limit = profile.startup_allowance_s + (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens
@@ -147,7 +145,7 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
 
 def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path, plan: sandbox.Plan,
                   prepared: data.PreparedData, seed: int, eval_split: str, gpu: str | None,
-                  threads: int, hidden: list[str]) -> process.Child:
+                  threads: int) -> process.Child:
     """The scorer, loading the rows and starting its model processes; it waits for the weights' path."""
     (tmp / "eval").mkdir()
     (tmp / "models").mkdir()
@@ -157,7 +155,7 @@ def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path,
                       eval_batch_size=profile.eval_batch_size, eval_split=eval_split, metric=task.metric,
                       score=profile.data.get("score", "tokens"), crop=bool(profile.data.get("crop", False)),
                       max_params=task.max_params, sandbox_level=plan.level, sandbox_prefix=plan.prefix,
-                      tmp=str(tmp / "models"), threads=threads, hidden=tuple(hidden))
+                      tmp=str(tmp / "models"), threads=threads)
     return process.start(("scorer",), spec, tmp / "eval", sandbox.Plan("off", ()), device=profile.device,
                          gpu=gpu, threads=threads, limits=False, stdin=subprocess.PIPE)
 
@@ -227,20 +225,26 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         record.error = str(e)
         return record
     threads = threads or process.usable_cores()
-    hidden = data.validation_copies(prepared, sandbox.visible_roots(), log) if plan.isolated else []
-    record.extra.update(sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id)
+    exposed = data.validation_copies(prepared, sandbox.visible_roots(), log) if plan.isolated else []
+    if exposed and isolation == "strict":
+        record.error = (f"--ar-sandbox strict: {len(exposed)} files the sandbox must show (the system and Python "
+                        f"folders) hold validation documents, e.g. {exposed[0]}; build the corpus from files "
+                        f"outside them (climbmix, or a parquet or files source under your home)")
+        return record
+    record.extra.update(sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id,
+                        visible_validation_files=len(exposed))
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     digest = harness_digest(task)
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
         tmp = Path(name)
         os.chmod(tmp, 0o755)  # the sandbox's uid must reach the scratch folders below
-        scorer_args = (task, profile, candidate, tmp, plan, prepared, seed, eval_split, gpu, threads, hidden)
+        scorer_args = (task, profile, candidate, tmp, plan, prepared, seed, eval_split, gpu, threads)
         # the scorer starts while the model trains (its start is then off the experiment's critical path),
         # except on a CPU in time mode, where it would take cores from the clocked training
         scorer = _start_scorer(*scorer_args) if profile.device == "cuda" or max_tokens else None
         try:
             weights = _train(record, task, profile, candidate, tmp, plan, prepared, seed, budget_s, max_tokens,
-                             gpu, threads, on_progress, hidden)
+                             gpu, threads, on_progress)
             if weights is not None:
                 scorer = scorer or _start_scorer(*scorer_args)
                 _evaluate(record, profile, scorer, weights)

@@ -20,8 +20,9 @@ package and whatever the runner lists; read-write: its own scratch folder (/scra
 /tmp and /dev/shm are fresh tmpfs mounts of this run alone, /proc shows only the run's processes,
 /dev holds only null, zero, full, random, urandom, tty and the GPU's nodes. So the repository, the
 user's home, the data cache, the results files and every other run's files are not there at all;
-the harness's embedded corpus and any visible file that holds a validation document (a corpus made
-of the machine's own files, data.validation_copies) are covered by /dev/null.
+the harness's embedded corpus (and whatever `wrap` is told to hide) is covered by /dev/null. A corpus
+made of files the sandbox must show (the system's own /usr and /opt) cannot be hidden: see
+data.validation_copies.
 Network: none (loopback down). The PID namespace ends every process of the run with its first one.
 
 This is not a VM: a kernel or GPU driver exploit crosses it. For untrusted code at scale, run the

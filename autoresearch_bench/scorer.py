@@ -132,7 +132,7 @@ class ModelProcess:
                                inputs=self.inputs.spec, logits=self.logits.spec, command_fd=command_r,
                                done_fd=done_w)
         self.child = process.start(("worker", "model"), model_spec, tmp, plan, device=spec.device,
-                                   threads=spec.threads, hidden=list(spec.hidden),
+                                   threads=spec.threads,
                                    pass_fds=(command_r, done_w, self.inputs.spec.fd, self.logits.spec.fd))
         os.close(command_r)
         os.close(done_w)
