@@ -17,7 +17,7 @@ agents.toml names the agents (kinds as in agent.AgentSpec) and, optionally, the 
     [agents.coder]
     kind = "command"
     cmd = "my-agent --edit train.py"
-    [settings]           # equal for every agent: profile, seeds, budget_s, max_tokens, min_improvement
+    [settings]           # equal for every agent: profile, seeds, confirm_seeds, budget_s, max_tokens, min_improvement
     profile = "cpu"
 
 Each agent runs `--experiments K` experiments after the baseline on each task, in its own worktree
@@ -70,7 +70,7 @@ from .patch import git
 from .runner import Candidate
 from .task import Task, find_tasks
 
-_SETTINGS_KEYS = {"profile", "seeds", "budget_s", "max_tokens", "min_improvement", "sandbox"}
+_SETTINGS_KEYS = {"profile", "seeds", "confirm_seeds", "budget_s", "max_tokens", "min_improvement", "sandbox"}
 
 
 def load_agents(path: str | Path) -> tuple[list[AgentSpec], dict]:

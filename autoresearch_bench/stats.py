@@ -27,8 +27,8 @@ Decisions (decide_by_seed; decide_family for several candidates against one base
 - Sequential (--ar-seeds auto): looks at start, start + 1, ..., stop seeds; by n seeds alpha * n / stop
   is spent, so each look tests at alpha / stop (the first at alpha * start / stop) and, by the union
   bound, a no-op gets a verdict at some look with probability <= alpha. A decision is open (more seeds
-  could still decide it) while it has no verdict, more seeds may come and its interval still reaches
-  past the threshold on a side.
+  could still decide it) while it has no verdict, more seeds may come and its (1 - alpha) interval
+  still reaches past the threshold on a side.
 - Inputs: NaN or inf is a ValueError naming the value; each comparison is computed on its values
   scaled by a power of two (exact), so values near the float range do not overflow.
 """
@@ -551,7 +551,8 @@ def _judge(f: _Found, p: float, family: int, rule: Rule, level: float, last: boo
         return Decision(_word(delta, rule.direction), delta, p, ci,
                         f"Δ {delta:+.4f}, {f.test}: p = {p:.3g}{holm_note} < {level:.3g}, |Δ| ≥ threshold "
                         f"{threshold:.4f}", **common)
-    settled = threshold > 0 and -threshold < ci[0] and ci[1] < threshold  # more seeds cannot reach the threshold
+    sure = t_quantile(1 - rule.alpha / 2, f.df) * se if se else 0.0  # at 1 - alpha: Δ inside ±threshold
+    settled = threshold > 0 and -threshold < delta - sure and delta + sure < threshold
     return Decision(verdict, delta, p, ci, why, open=not last and not settled, **common)
 
 
