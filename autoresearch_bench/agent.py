@@ -683,7 +683,7 @@ class AgentLoop:
         if kept is None:  # experiment 0 (or a baseline that crashed before): the unchanged file
             self.log(f"experiment {n}: baseline at {head}")
             m = self._evaluate(n, head, "baseline", "screen", rule.screen_seeds)
-            record = _outcome(n, head, "baseline", [m], rule.screen_seeds, started=started,
+            record = _outcome(n, head, "baseline", [m], rule.screen_seeds, started_at=started,
                               seconds=time.monotonic() - t0)
             if m.status != "ok":
                 self._record(replace(record, status="crash", reason=m.reason), history)
@@ -705,7 +705,7 @@ class AgentLoop:
             if status != "keep":
                 self._reset(kept.commit)
             e = _outcome(n, commit, proposal.description, stages, rule.screen_seeds, status, reason, p,
-                         started=started, seconds=time.monotonic() - t0, **tokens)
+                         started_at=started, seconds=time.monotonic() - t0, **tokens)
             self.log(f"experiment {n}: {status}" + (f" ({reason})" if reason else "")
                      + (f", {self.task.metric} {e.value:.6f}" if e.value is not None else ""))
             return e

@@ -112,7 +112,7 @@ def _simulate(args: argparse.Namespace) -> int:
         [rule.threshold(True), 2 * rule.threshold(True)]
     figures = simulate.simulate(rule, effects, args.gate_seeds, args.seeds, args.confirm_seeds, args.heldout_seeds,
                                 args.trials, args.experiments, args.seed)
-    print(f"{task.name}, profile {profile.name}, {mode} {budget:g}")
+    print(f"{task.name}, profile {profile.name}, " + (f"{budget:,.0f} tokens" if args.tokens else f"{budget:g} s"))
     print(simulate.format_figures(rule, figures, args.format))
     return 0
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     league.add_argument("--tasks", default="all", help="'all' or comma-separated task names")
     league.add_argument("--tasks-dir", default="tasks", help="folder holding the tasks (default tasks/)")
     league.add_argument("--experiments", type=int, required=True, help="experiments per agent and task")
-    league.add_argument("--heldout-seeds", type=int, default=3, help="seeds of the held-out scoring")
+    league.add_argument("--heldout-seeds", type=int, default=5, help="seeds of the held-out scoring (default 5)")
     league.add_argument("--name", default="league", help="league name (branches, records); rerun to resume")
     league.add_argument("--executor", choices=("local", "ray"), default="local",
                         help="where the held-out runs go: local (--slots at once, a free GPU each where there are "
