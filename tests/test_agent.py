@@ -87,6 +87,7 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     assert "raise the learning rate" in server.requests[0]["messages"][-1]["content"]  # resumed with history
 
     table = rows(second.results_tsv)
+    print(table)
     assert list(table[0]) == ["commit", "val_bpb", "memory_gb", "status", "description"]
     assert [r["status"] for r in table] == ["keep", "keep", "discard", "discard", "discard", "crash"]
     assert [r["description"] for r in table][:3] == ["baseline", "raise the learning rate to 3e-3", "Lower it again."]
@@ -100,7 +101,7 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
                                                          ("", []), ("screen", [0]), ("screen", [0])]
     assert [s for s, _ in full[1]["best_runs"]] == [1, 2] and full[1]["p"] < 0.05
     assert full[1]["reason"].startswith("confirm: ") and full[2]["reason"].startswith("screen: ")
-    assert all(e["gpu_seconds"] > 0 for e in full if e["seeds"]) and full[3]["gpu_seconds"] == 0
+    assert all(e["gpu_seconds"] > 0 for e in full if e["runs"]) and full[3]["gpu_seconds"] == 0
     assert "does not apply" in full[3]["reason"] and "boom" in full[5]["reason"]
     assert full[4]["reason"].startswith("test_causality[train]: ") and "sees the future" in full[4]["reason"]
     assert all(e["prompt_tokens"] == PROMPT_TOKENS and e["completion_tokens"] == COMPLETION_TOKENS for e in full[1:])
