@@ -14,7 +14,8 @@ Noise and rules:
   (paired decisions). An unknown pair_std is taken as sqrt(2) * seed_std, what two independent runs give.
 - Rule: the metric's direction, the noise, the task's practical floor and alpha. threshold(paired),
   the smallest |delta| that counts: the t-based detectable effect of REFERENCE_SEEDS seeds at that
-  noise (or an explicit min_effect), and never below the floor.
+  noise (paired, without a measured pair_std: the unpaired one), or an explicit min_effect; never
+  below the floor.
 
 Decisions (decide_by_seed; decide_family for several candidates against one baseline):
 - the test: paired t over the seeds both sides ran, where there are two or more; else Welch's test
@@ -93,7 +94,9 @@ class Noise:
 
     def or_else(self, default: Noise) -> Noise:
         """These figures, each missing one taken from default."""
-        if default == Noise():
+        taken = (self.seed_std is None and default.seed_std is not None) or (
+            self.pair_std is None and default.pair_std is not None)
+        if not taken:
             return self
         return Noise(self.seed_std if self.seed_std is not None else default.seed_std,
                      self.pair_std if self.pair_std is not None else default.pair_std,
@@ -151,9 +154,12 @@ class Rule:
         return self.noise.std(paired)
 
     def threshold(self, paired: bool) -> float:
-        """max(floor, min_effect or the REFERENCE_SEEDS-seed detectable effect at this noise)."""
+        """max(floor, min_effect or the REFERENCE_SEEDS-seed detectable effect at this noise); paired
+        without a measured pair noise, the unpaired one (pairing is not assumed to help)."""
         if self.min_effect is not None:
             return max(self.floor, self.min_effect)
+        if paired and self.noise.pair_std is None:
+            return self.threshold(paired=False)
         std = self.std(paired)
         if not std:
             return self.floor
