@@ -1,7 +1,7 @@
 """The decision rules simulated at the measured noise: the issue's targets, checked with the harness's own code.
 
 At 200 steps of gpt_pretrain in fixed-token mode on an H100 (BENCHMARKS.md) seeds differ with std
-0.0072 and a seed's rerun moves by about 0.0006 (the brief's figure; the std of the three measured
+0.0072 and a seed's rerun moves by about 0.0006 (the issue's figure; the std of the three measured
 rerun differences is 0.0009, the figure task.toml stores): the agent's keep rule must keep at most 1
 no-op in 1000 experiments, at least 90% of true 0.004 improvements, at no more than 2 runs per no-op
 experiment; crashes and failed checks stay one run (agent.AgentLoop: they end at the screen).
@@ -23,7 +23,7 @@ def test_the_stored_200_step_noise_is_the_measured_one():
 
 
 @pytest.mark.parametrize("rule", [stats.Rule(noise=stats.Noise(seed_std=0.0072, pair_std=0.0006), floor=0.001),
-                                  STORED], ids=["brief", "stored"])
+                                  STORED], ids=["issue", "stored"])
 def test_the_keep_rule_meets_the_targets_at_200_steps_noise(rule):
     trial = simulate.agent_trial(simulate.World(rule.noise), KeepRule(rule))
     figures = simulate.run("agent", trial, [0.004], trials=2000, no_op_trials=20000)
