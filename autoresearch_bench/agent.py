@@ -431,7 +431,7 @@ class KeepRule:
         seeds = ", ".join(map(str, self.screen_seeds))
         if gain > 0 and gain >= bar:
             return True, f"screen: Δ {d:+.4f} on seed {seeds} clears {bar:.4f}"
-        return False, f"screen: Δ {d:+.4f} on seed {seeds} against the best; not better by the screen threshold {bar:.4f}"
+        return False, f"screen: Δ {d:+.4f} on seed {seeds} against the best: not better by {bar:.4f}"
 
     def confirm(self, candidate: dict[int, float], best: dict[int, float]) -> stats.Decision:
         """The paired decision on the confirmation seeds."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence
 
 REFERENCE_SEEDS = 3  # thresholds are the detectable effect of this many seeds
@@ -390,20 +390,6 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
     return found.t, found.df, found.p
 
 
-def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(a) - mean(b) at the given level."""
-    import numpy as np
-    xa, xb = np.asarray(finite(a, "first"), dtype=float), np.asarray(finite(b, "second"), dtype=float)
-    if xa.size == 0 or xb.size == 0:
-        raise ValueError("bootstrap_diff_ci needs at least one value per side")
-    rng = np.random.default_rng(seed)
-    diffs = (xa[rng.integers(0, xa.size, (n_boot, xa.size))].mean(axis=1)
-             - xb[rng.integers(0, xb.size, (n_boot, xb.size))].mean(axis=1))
-    low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
-
-
 @dataclass(frozen=True)
 class _Found:
     """What a test measured, before a rule judges it; in units scaled by 2^-exponent."""
@@ -433,7 +419,7 @@ class _Found:
         return self.se / _shape(self.paired, self.n_candidate, self.n_baseline)[0]
 
 
-def _welch(c: list[float], b: list[float], test: str = "Welch") -> _Found:
+def _welch(c: list[float], b: list[float]) -> _Found:
     if len(c) < 2 or len(b) < 2:
         raise ValueError(f"Welch's test needs at least 2 values per side, got {len(c)} and {len(b)}")
     e = _exponent(c + b)
@@ -441,7 +427,7 @@ def _welch(c: list[float], b: list[float], test: str = "Welch") -> _Found:
     vc, vb = sc.std ** 2 / sc.n, sb.std ** 2 / sb.n
     se2 = vc + vb
     df = float(sc.n + sb.n - 2) if se2 == 0 else se2 ** 2 / (vc ** 2 / (sc.n - 1) + vb ** 2 / (sb.n - 1))
-    return _Found(sc.mean - sb.mean, math.sqrt(se2), df, test, False, sc.n, sb.n, e)
+    return _Found(sc.mean - sb.mean, math.sqrt(se2), df, "Welch", False, sc.n, sb.n, e)
 
 
 def _one_against_several(c: list[float], b: list[float]) -> _Found:

@@ -87,7 +87,6 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     assert "raise the learning rate" in server.requests[0]["messages"][-1]["content"]  # resumed with history
 
     table = rows(second.results_tsv)
-    print(table)
     assert list(table[0]) == ["commit", "val_bpb", "memory_gb", "status", "description"]
     assert [r["status"] for r in table] == ["keep", "keep", "discard", "discard", "discard", "crash"]
     assert [r["description"] for r in table][:3] == ["baseline", "raise the learning rate to 3e-3", "Lower it again."]

@@ -313,7 +313,8 @@ def test_auto_seeds_add_seeds_only_while_the_question_is_open(monkeypatch, tmp_p
     assert decided.decision.verdict == "worse" and runs("worse") == [0, 1, 2]
     assert runs("close") == runs(BASE) == list(range(6))  # by 6 seeds, Δ is inside ±0.01 at 95%: settled
     settled = session.results[(tiny_task.name, "close")].decision
-    assert settled.verdict == "no difference" and not settled.open and settled.test == "paired t, seeds 0, 1, 2, 3, 4, 5"
+    assert settled.verdict == "no difference" and not settled.open
+    assert settled.test == "paired t, seeds 0, 1, 2, 3, 4, 5"
 
 
 def test_auto_seeds_stop_where_the_stored_baseline_has_no_seed_to_pair_with(monkeypatch, tmp_path, tiny_task):

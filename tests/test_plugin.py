@@ -149,7 +149,8 @@ def test_one_seed_against_one_is_undecided_and_passes_the_gate(pytester, project
     commit_project(project)
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark and slow",
-                                        "--ar-fail-on-regression", *TOKENS[:2], "--ar-slots", "2", "-p", "no:cacheprovider")
+                                        "--ar-fail-on-regression", *TOKENS[:2], "--ar-slots", "2",
+                                        "-p", "no:cacheprovider")
     assert run.ret == 0  # worse-looking by far, but one run a side cannot tell it from noise
     table = run.stdout.str().split("autoresearch benchmark")[-1]
     assert "undecided" in next(line for line in table.splitlines() if line.split()[:2] == ["tiny", "slow_lr"])
