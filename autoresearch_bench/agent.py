@@ -70,13 +70,14 @@ class AgentError(Exception):
 
 @dataclass
 class AgentSpec:
-    """Who proposes changes: kind openai (model), command (cmd), null or random-search."""
+    """Who proposes changes: kind openai (model), command (cmd), null, random-search or replay (changes)."""
     name: str
     kind: str = "openai"
     model: str = ""
     base_url: str | None = None  # default: OPENAI_BASE_URL, as the openai client reads it
     api_key_env: str = "OPENAI_API_KEY"
     cmd: str = ""
+    changes: str = ""  # replay: a folder of changes, applied one per experiment in name order
     timeout_s: float = 1800.0  # an external command's limit per experiment
     seed: int = 0
     temperature: float | None = None
@@ -97,6 +98,9 @@ class AgentSpec:
             raise AgentError(f"agent {name!r}: kind openai needs a model (--model or model = \"...\")")
         if spec.kind == "command" and not spec.cmd:
             raise AgentError(f"agent {name!r}: kind command needs cmd (--agent-cmd or cmd = \"...\")")
+        if spec.kind == "replay" and not Path(spec.changes).is_dir():
+            raise AgentError(f"agent {name!r}: kind replay needs changes, a folder of *.diff / *.patch / *.py files "
+                             f"(--changes DIR or changes = \"...\"), not {spec.changes!r}")
         return spec
 
 
@@ -381,6 +385,28 @@ class RandomSearchProposer:
         return Proposal(f"random search: {target} {old:g} -> {new:g}", files={name: "".join(lines)})
 
 
+class ReplayProposer:
+    """The reference that replays given changes: experiment n applies the n-th file of the folder in
+    name order, a unified diff (*.diff, *.patch) or a complete editable file (*.py); then nothing.
+    With known changes (a no-op, a change measured before) it tests the keep rule on real runs."""
+
+    def __init__(self, spec: AgentSpec):
+        self.changes = replay_changes(spec.changes)
+
+    def propose(self, ctx: Context) -> Proposal:
+        if ctx.n > len(self.changes):
+            return Proposal("replay: nothing left", error=f"all {len(self.changes)} changes were replayed")
+        path = self.changes[ctx.n - 1]
+        if path.suffix == ".py":
+            return Proposal(f"replay {path.name}", files={ctx.task.editable[0]: path.read_text()})
+        return Proposal(f"replay {path.name}", diff=path.read_text())
+
+
+def replay_changes(folder: str | Path) -> list[Path]:
+    """The change files of a replay folder, in name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix in (".diff", ".patch", ".py"))
+
+
 def float_constants(source: str) -> list[tuple[str, ast.Constant]]:
     """(name, literal) of each module constant and class field whose value is a float literal."""
     found, tree = [], ast.parse(source)
@@ -396,7 +422,7 @@ def float_constants(source: str) -> list[tuple[str, ast.Constant]]:
 
 
 PROPOSERS = {"openai": OpenAIProposer, "command": CommandProposer, "null": NullProposer,
-             "random-search": RandomSearchProposer}
+             "random-search": RandomSearchProposer, "replay": ReplayProposer}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -815,15 +841,21 @@ def write_progress_plot(history: list[Experiment], path: Path, task: Task, title
     return True
 
 
-def command_spec(name: str, model: str | None, agent_cmd: str | None, builtin: str | None, **extra) -> AgentSpec:
-    """The AgentSpec of the `agent` command's flags: --model, --agent-cmd or --agent null|random-search."""
+def command_spec(name: str, model: str | None, agent_cmd: str | None, builtin: str | None, changes: str | None = None,
+                 **extra) -> AgentSpec:
+    """The AgentSpec of the `agent` command's flags: --model, --agent-cmd or --agent null|random-search|replay
+    (with --changes DIR)."""
     chosen = [x for x in (model, agent_cmd, builtin) if x]
     if len(chosen) != 1:
-        raise AgentError("choose exactly one of --model M, --agent-cmd CMD, --agent null|random-search")
+        raise AgentError("choose exactly one of --model M, --agent-cmd CMD, --agent null|random-search|replay")
+    if (builtin == "replay") != bool(changes):
+        raise AgentError("--changes DIR goes with --agent replay, and --agent replay needs it")
     if model:
         return AgentSpec.from_dict(name, {"kind": "openai", "model": model, **extra})
     if agent_cmd:
         return AgentSpec.from_dict(name, {"kind": "command", "cmd": agent_cmd})
+    if changes:
+        return AgentSpec.from_dict(name, {"kind": "replay", "changes": str(Path(changes).resolve())})
     return AgentSpec.from_dict(name, {"kind": builtin, "seed": extra.get("seed", 0)})
 
 

@@ -3,7 +3,8 @@
     autoresearch-bench run [PYTEST ARGS]       pytest --autoresearch (default: the tasks/ folder)
     autoresearch-bench tasks [DIR]             list tasks, their profiles and budgets
     autoresearch-bench prepare TASK [-p NAME]  build a task's data and tokenizer into the cache
-    autoresearch-bench agent --task T --tag TAG (--model M | --agent-cmd CMD | --agent null|random-search)
+    autoresearch-bench agent --task T --tag TAG (--model M | --agent-cmd CMD | --agent null|random-search
+                                               | --agent replay --changes DIR)
                                                the autoresearch loop on branch autoresearch/TAG
     autoresearch-bench league --agents agents.toml --tasks all --experiments K [--slots N]
                                                agents × tasks, ranked on held-out data; N loops at once
@@ -23,7 +24,7 @@ from tabulate import tabulate
 
 from . import data
 from .compare import CompareError, compare
-from .agent import AgentError, AgentLoop, Settings, command_spec
+from .agent import AgentError, AgentLoop, Settings, command_spec, replay_changes
 from .executor import ExecutorError
 from .task import TaskError, find_tasks, load_task
 
@@ -61,11 +62,13 @@ def _settings(args: argparse.Namespace, defaults: dict | None = None) -> Setting
 
 
 def _agent(args: argparse.Namespace) -> int:
-    spec = command_spec(args.name or args.tag, args.model, args.agent_cmd, args.agent, seed=args.seed,
+    spec = command_spec(args.name or args.tag, args.model, args.agent_cmd, args.agent, args.changes, seed=args.seed,
                         **({"base_url": args.base_url} if args.base_url else {}),
                         **({"price_in": args.price_in, "price_out": args.price_out} if args.model else {}))
     settings = _settings(args)
     settings.max_experiments = args.max_experiments
+    if spec.kind == "replay" and args.max_experiments is None:
+        settings.max_experiments = len(replay_changes(spec.changes))
     history = AgentLoop(args.task, spec, args.tag, settings, out_dir=args.out).run()
     kept = [e for e in history if e.status == "keep"]
     print(f"{len(history)} experiments, {len(kept)} kept; best {kept[-1].value if kept else '-'} at "
@@ -150,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("--tag", required=True, help="run name: branch autoresearch/TAG; rerun to resume")
     agent.add_argument("--model", help="model name at the OpenAI-compatible endpoint (OPENAI_BASE_URL)")
     agent.add_argument("--agent-cmd", help="an external coding-agent command that edits the worktree")
-    agent.add_argument("--agent", choices=("null", "random-search"), help="a built-in reference agent")
+    agent.add_argument("--agent", choices=("null", "random-search", "replay"), help="a built-in reference agent")
+    agent.add_argument("--changes", help="replay: a folder of *.diff / *.patch / *.py changes, one per experiment "
+                                         "in name order (default --max-experiments: their number)")
     agent.add_argument("--name", help="agent name in the records (default: the tag)")
     agent.add_argument("--base-url", help="endpoint URL (default: OPENAI_BASE_URL)")
     agent.add_argument("--price-in", type=float, default=0.0, help="dollars per million prompt tokens")

@@ -17,6 +17,9 @@ agents.toml names the agents (kinds as in agent.AgentSpec) and, optionally, the 
     [agents.coder]
     kind = "command"
     cmd = "my-agent --edit train.py"
+    [agents.known]
+    kind = "replay"      # applies changes/*.diff, *.patch, *.py one per experiment, in name order
+    changes = "changes"
     [settings]           # equal for every agent: profile, seeds, confirm_seeds, budget_s, max_tokens, min_improvement
     profile = "cpu"
 

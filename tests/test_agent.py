@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, RandomSearchProposer,
-                                      Settings, _best_runs, float_constants, parse_reply)
+                                      ReplayProposer, Settings, _best_runs, command_spec, float_constants, parse_reply)
 from autoresearch_bench.evaluate import load_eval_data
 from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics
 from autoresearch_bench.stats import Noise, Rule
@@ -264,6 +264,23 @@ def test_random_search_changes_one_float_constant_reproducibly():
     assert {ask(0, n).files["train.py"] for n in range(1, 8)} != {p.files["train.py"]}
     # the profile's config sets beta: its default in the file is dead, so only LR moves
     assert all("random search: LR " in ask(0, n, frozenset({"beta"})).description for n in range(1, 8))
+
+
+def test_replay_applies_the_given_changes_one_per_experiment_in_name_order(tmp_path):
+    (tmp_path / "02_whole_file.py").write_text("LR = 3e-3\n")
+    (tmp_path / "01_lr.diff").write_text("--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-LR = 1e-05\n+LR = 3e-3\n")
+    (tmp_path / "notes.txt").write_text("not a change")
+    spec = command_spec("known", None, None, "replay", str(tmp_path))
+    proposer = ReplayProposer(spec)
+    ctx = lambda n: type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "n": n})
+    first, second, third = (proposer.propose(ctx(n)) for n in (1, 2, 3))
+    assert first.description == "replay 01_lr.diff" and first.diff.startswith("--- a/train.py") and not first.files
+    assert second.files == {"train.py": "LR = 3e-3\n"} and not second.diff
+    assert third.error == "all 2 changes were replayed"
+    with pytest.raises(AgentError, match="--changes DIR goes with --agent replay"):
+        command_spec("x", None, None, "replay", None)
+    with pytest.raises(AgentError, match="kind replay needs changes"):
+        AgentSpec.from_dict("x", {"kind": "replay", "changes": str(tmp_path / "missing")})
 
 
 @given(value=st.floats(1e-6, 1e3), seed=st.integers(0, 10_000))
