@@ -778,7 +778,7 @@ def _best_runs(history: list[Experiment], kept: Experiment) -> dict[int, float]:
 
 
 def _outcome(n: int, commit: str, description: str, stages: list[Measured], screen_seeds: tuple[int, ...],
-             status: str = "", reason: str = "", p: float | None = None, **fields) -> Experiment:
+             status: str = "", reason: str = "", p: float | None = None, **extra) -> Experiment:
     """The record of an experiment from its stages: value = the mean over the screening seeds (none for
     a crash), the seeds and per-seed values of both sides, memory and device seconds over all runs."""
     runs = {seed: v for m in stages for seed, v in m.runs.items()}
@@ -789,7 +789,7 @@ def _outcome(n: int, commit: str, description: str, stages: list[Measured], scre
                       seeds=[seed for m in stages for seed in m.seeds],
                       runs=[[seed, v] for seed, v in sorted(runs.items())],
                       best_runs=[[seed, v] for m in stages for seed, v in sorted(m.best_runs.items())], p=p,
-                      gpu_seconds=math.fsum(m.seconds for m in stages), **fields)
+                      gpu_seconds=math.fsum(m.seconds for m in stages), **extra)
 
 
 def _first_failure(junit: Path) -> str:

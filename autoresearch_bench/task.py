@@ -135,10 +135,6 @@ class Task:
             raise TaskError(f"{self.name}: no profile {name!r}; choose one of "
                             f"{', '.join(self.profiles)} (--ar-profile)") from None
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether metric value a is better than b under this task's direction."""
-        return a < b if self.direction == "lower" else a > b
-
 
 _PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "eval_batch_size",
                  "eval_timeout_s", "min_effect", "data", "config", "match", "min_memory_gb",
