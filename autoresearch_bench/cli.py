@@ -26,6 +26,7 @@ from . import data
 from .compare import CompareError, compare
 from .agent import AgentError, AgentLoop, Settings, command_spec, replay_changes
 from .executor import ExecutorError
+from .stats import NotFinite
 from .task import TaskError, find_tasks, load_task
 
 
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (TaskError, data.DataError, AgentError, ExecutorError, CompareError) as e:
+    except (TaskError, data.DataError, AgentError, ExecutorError, CompareError, NotFinite) as e:
         print(f"autoresearch-bench: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

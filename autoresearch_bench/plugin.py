@@ -378,7 +378,10 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
         if session.executor.per_item and base:  # the surface item ran in one worker only: check here too
             if error := _surface_error(request.config, [t for t in state.tasks.values() if t], base):
                 session.skip(ar_task, candidate, error)
-        result = session.result(ar_task, candidate)
+        try:
+            result = session.result(ar_task, candidate)
+        except stats.NotFinite as e:  # a score or a stored baseline value that is NaN or inf: no verdict
+            pytest.fail(f"{candidate.name}: {e}", pytrace=False)
         if _xdist_role(request.config) == "worker":  # the controller's table needs it (XdistResults)
             base_entry = session.results.get((ar_task.name, BASE))
             names = [candidate.name] + ([BASE] if base_entry and base_entry.records

@@ -30,7 +30,7 @@ Decisions (decide_by_seed; decide_family for several candidates against one base
   bound, a no-op gets a verdict at some look with probability <= alpha. A decision is open (more seeds
   could still decide it) while it has no verdict, more seeds may come and its (1 - alpha) interval
   still reaches past the threshold on a side.
-- Inputs: NaN or inf is a ValueError naming the value; each comparison is computed on its values
+- Inputs: NaN or inf is an error (NotFinite, a ValueError) naming the value; each comparison is computed on its values
   scaled by a power of two (exact), so values near the float range do not overflow.
 """
 from __future__ import annotations
@@ -43,6 +43,10 @@ from typing import Sequence
 REFERENCE_SEEDS = 3  # thresholds are the detectable effect of this many seeds
 POWER = 0.8
 Runs = Sequence[tuple[int | None, float]]  # (seed, value); a seed of None pairs with nothing
+
+
+class NotFinite(ValueError):
+    """A value that is NaN or infinite where a score must be a finite number."""
 
 
 def _check_direction(direction: str) -> None:
@@ -347,11 +351,11 @@ def seeds_needed(effect: float, std: float, paired: bool, alpha: float, threshol
 # ---------------------------------------------------------------------------------------------------
 
 def finite(values: Sequence[float], what: str) -> list[float]:
-    """The values as floats; ValueError naming the first one that is NaN or infinite."""
+    """The values as floats; NotFinite naming the first one that is NaN or infinite."""
     xs = [float(v) for v in values]
     for i, x in enumerate(xs):
         if not math.isfinite(x):
-            raise ValueError(f"{what} value {i + 1} of {len(xs)} is {x}, not a finite number: a score must be "
+            raise NotFinite(f"{what} value {i + 1} of {len(xs)} is {x}, not a finite number: a score must be "
                              f"finite (a run that diverged is a crash, not a score)")
     return xs
 

@@ -12,7 +12,7 @@ import pytest
 from gitrepo import commit_all
 
 from autoresearch_bench import executor as ex
-from autoresearch_bench import storage
+from autoresearch_bench import stats, storage
 from autoresearch_bench.runner import Candidate, child_env
 from autoresearch_bench.session import BASE, BenchmarkSession, Options
 
@@ -342,3 +342,16 @@ def test_candidates_of_a_task_are_one_holm_family(monkeypatch, tmp_path, tiny_ta
     decisions = {name: session.results[(tiny_task.name, name)].decision for name in "abc"}
     assert {n: d.verdict for n, d in decisions.items()} == {"a": "worse", "b": "no difference", "c": "better"}
     assert all("Holm over 3" in d.reason for d in decisions.values() if d.verdict != "no difference")
+
+
+def test_a_nan_in_a_stored_baseline_is_an_error_that_names_it_never_a_verdict(monkeypatch, tmp_path, tiny_task):
+    FakeRuns(monkeypatch)
+    session = _session(tmp_path, tiny_task, ex.make_executor("local"), baseline="auto",
+                       baselines_dir=tmp_path / "baselines")
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    stored = [FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed) for seed in (0, 1)]
+    path = storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    path.write_text(path.read_text().replace('"values": [\n    2.0,', '"values": [\n    NaN,'))
+    session.plan(tiny_task, profile, Candidate("train", train))
+    with pytest.raises(stats.NotFinite, match="baseline value 1 of 2 is nan, not a finite number"):
+        session.result(tiny_task, Candidate("train", train))

@@ -236,7 +236,7 @@ def test_seeds_on_one_side_only_are_left_out_of_the_pairs():
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_nan_or_inf_is_an_error_never_a_verdict(bad):
-    with pytest.raises(ValueError, match=rf"candidate value 3 of 3 is {bad}, not a finite number"):
+    with pytest.raises(stats.NotFinite, match=rf"candidate value 3 of 3 is {bad}, not a finite number"):
         stats.decide([0.64, 0.65, bad], [0.60, 0.61, 0.62])
     with pytest.raises(ValueError, match="baseline value 1 of 2 is"):
         stats.decide_by_seed(seeded([0.6, 0.7]), seeded([bad, 0.7]))
