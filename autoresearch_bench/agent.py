@@ -13,12 +13,18 @@ Where things live (REPO = the git repository holding the task):
 
 One experiment: ask the proposer (an OpenAI-compatible model, an external command, or a built-in
 reference agent) → apply the change (a unified diff, or a complete file) → reject it unless only the
-task's editable files changed → commit → `pytest --autoresearch <task> -k [<file>]` in the worktree
-→ keep when the metric beats the best kept value by more than `min_improvement` (default: the
-profile's min_effect, the measured noise; 0 reproduces autoresearch's greedy rule), else reset the
-branch to the last kept commit. Statuses are autoresearch's: keep, discard (no improvement, a reply
-that does not apply, a failed check, a rule violation) and crash (the run crashed or timed out).
-Experiment 0 is the unchanged baseline.
+task's editable files changed → commit → KeepRule, screen then confirm, each stage one
+`pytest --autoresearch <task>` run in the worktree: the screen runs the candidate on the screening
+seed(s) and compares it, seed by seed, with the best kept commit's stored runs; a change that looks
+better there (by the screen threshold) is confirmed on fresh seeds, paired with the best on the same
+seeds (its stored runs, or re-measured beside the candidate when it has none), and kept only when the
+paired t-test at alpha says better and |Δ| is at least the paired threshold (the task's rule: the
+measured pair noise, the practical floor, or `min_improvement`). Otherwise the branch is reset to the
+last kept commit. Statuses are autoresearch's: keep, discard (not better, a reply that does not apply,
+a failed check, a rule violation) and crash (the run crashed or timed out); crashes and failed checks
+cost the screen run only. Experiment 0 is the unchanged baseline on the screening seeds. Each record
+says the stage it ended at, the seeds, the per-seed values, the confirmation's p and the device
+seconds of its runs.
 
 Robustness: rows are appended atomically (storage.append_lines) only after an experiment ends, and
 the branch is reset to the last kept commit on start, so a crash or Ctrl-C at any moment loses at
@@ -42,12 +48,13 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from statistics import NormalDist
 from typing import Callable, Iterator
 
-from . import storage
+from . import stats, storage
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
 from .process import kill_group
 from .task import Task, default_profile, load_task
@@ -63,13 +70,14 @@ class AgentError(Exception):
 
 @dataclass
 class AgentSpec:
-    """Who proposes changes: kind openai (model), command (cmd), null or random-search."""
+    """Who proposes changes: kind openai (model), command (cmd), null, random-search or replay (changes)."""
     name: str
     kind: str = "openai"
     model: str = ""
     base_url: str | None = None  # default: OPENAI_BASE_URL, as the openai client reads it
     api_key_env: str = "OPENAI_API_KEY"
     cmd: str = ""
+    changes: str = ""  # replay: a folder of changes, applied one per experiment in name order
     timeout_s: float = 1800.0  # an external command's limit per experiment
     seed: int = 0
     temperature: float | None = None
@@ -90,6 +98,9 @@ class AgentSpec:
             raise AgentError(f"agent {name!r}: kind openai needs a model (--model or model = \"...\")")
         if spec.kind == "command" and not spec.cmd:
             raise AgentError(f"agent {name!r}: kind command needs cmd (--agent-cmd or cmd = \"...\")")
+        if spec.kind == "replay" and not Path(spec.changes).is_dir():
+            raise AgentError(f"agent {name!r}: kind replay needs changes, a folder of *.diff / *.patch / *.py files "
+                             f"(--changes DIR or changes = \"...\"), not {spec.changes!r}")
         return spec
 
 
@@ -97,7 +108,7 @@ class AgentSpec:
 class Experiment:
     n: int
     commit: str
-    value: float | None
+    value: float | None  # mean over the screening seeds: every row on the same seeds
     memory_gb: float
     status: str  # keep | discard | crash
     description: str
@@ -107,6 +118,12 @@ class Experiment:
     cost: float = 0.0
     seconds: float = 0.0
     started_at: str = ""
+    stage: str = ""  # screen | confirm: the last stage that ran ("" when nothing ran)
+    seeds: list[int] = field(default_factory=list)  # the candidate's seeds, over both stages
+    runs: list[list] = field(default_factory=list)  # the candidate's [seed, value] pairs
+    best_runs: list[list] = field(default_factory=list)  # the best's [seed, value] pairs, re-measured here
+    p: float | None = None  # the confirmation's paired p
+    gpu_seconds: float = 0.0  # device time of the runs (training, evaluation, start-up), both sides
 
     def tsv_row(self) -> str:
         cells = (self.commit, f"{self.value if self.value is not None else 0.0:.6f}", f"{self.memory_gb:.1f}",
@@ -368,6 +385,28 @@ class RandomSearchProposer:
         return Proposal(f"random search: {target} {old:g} -> {new:g}", files={name: "".join(lines)})
 
 
+class ReplayProposer:
+    """The reference that replays given changes: experiment n applies the n-th file of the folder in
+    name order, a unified diff (*.diff, *.patch) or a complete editable file (*.py); then nothing.
+    With known changes (a no-op, a change measured before) it tests the keep rule on real runs."""
+
+    def __init__(self, spec: AgentSpec):
+        self.changes = replay_changes(spec.changes)
+
+    def propose(self, ctx: Context) -> Proposal:
+        if ctx.n > len(self.changes):
+            return Proposal("replay: nothing left", error=f"all {len(self.changes)} changes were replayed")
+        path = self.changes[ctx.n - 1]
+        if path.suffix == ".py":
+            return Proposal(f"replay {path.name}", files={ctx.task.editable[0]: path.read_text()})
+        return Proposal(f"replay {path.name}", diff=path.read_text())
+
+
+def replay_changes(folder: str | Path) -> list[Path]:
+    """The change files of a replay folder, in name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix in (".diff", ".patch", ".py"))
+
+
 def float_constants(source: str) -> list[tuple[str, ast.Constant]]:
     """(name, literal) of each module constant and class field whose value is a float literal."""
     found, tree = [], ast.parse(source)
@@ -383,26 +422,81 @@ def float_constants(source: str) -> list[tuple[str, ast.Constant]]:
 
 
 PROPOSERS = {"openai": OpenAIProposer, "command": CommandProposer, "null": NullProposer,
-             "random-search": RandomSearchProposer}
+             "random-search": RandomSearchProposer, "replay": ReplayProposer}
 
 
 # ---------------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class KeepRule:
+    """Screen, then confirm: the agent's keep rule, a pure function of per-seed values ({seed: value}).
+
+    screen: the candidate on the screening seeds against the best's runs on the same seeds; it passes
+    when the mean difference is better by at least the screen threshold: the task's floor, and where
+    the pair noise is known the difference that a no-op beats with probability `screen_rate` (so a
+    no-op costs 1 + screen_rate * confirmation runs on average).
+    confirm: the candidate on fresh seeds, paired with the best on them: stats.decide_by_seed under the
+    rule (paired t at alpha, |Δ| >= the paired threshold); kept only when that says better."""
+    rule: stats.Rule
+    screen_seeds: tuple[int, ...] = (0,)
+    confirm_seeds: tuple[int, ...] = (1, 2, 3)
+    screen_rate: float = 0.1
+
+    @property
+    def screen_threshold(self) -> float:
+        std = self.rule.std(paired=True)
+        z = NormalDist().inv_cdf(1 - self.screen_rate)
+        return max(self.rule.floor, z * std / math.sqrt(len(self.screen_seeds)) if std else 0.0)
+
+    def screen(self, candidate: dict[int, float], best: dict[int, float]) -> tuple[bool, str]:
+        """(passes, why) of the screening seeds."""
+        d = math.fsum(candidate[s] - best[s] for s in self.screen_seeds) / len(self.screen_seeds)
+        gain, bar = (-d if self.rule.direction == "lower" else d), self.screen_threshold
+        seeds = ", ".join(map(str, self.screen_seeds))
+        if gain > 0 and gain >= bar:
+            return True, f"screen: Δ {d:+.4f} on seed {seeds} clears {bar:.4f}"
+        return False, f"screen: Δ {d:+.4f} on seed {seeds} against the best: not better by {bar:.4f}"
+
+    def confirm(self, candidate: dict[int, float], best: dict[int, float]) -> stats.Decision:
+        """The paired decision on the confirmation seeds."""
+        return stats.decide_by_seed([(s, candidate[s]) for s in self.confirm_seeds],
+                                    [(s, best[s]) for s in self.confirm_seeds], self.rule)
+
+
 @dataclass
 class Settings:
     """How each experiment is run and judged; equal for every agent of a league."""
     profile: str = "auto"
-    seeds: int = 1
+    seeds: int = 1  # screening seeds (0 …)
+    confirm_seeds: int = 3  # fresh seeds that confirm a change that passed the screen
     budget_s: float | None = None
     max_tokens: int | None = None  # fixed-token mode of the harness
     sandbox: str = "auto"
-    min_improvement: float | None = None  # default: the profile's min_effect
+    min_improvement: float | None = None  # the paired threshold (still floored); default: from the noise
     max_experiments: int | None = None  # after the baseline, counting earlier sessions of this tag
     max_hours: float | None = None  # this invocation's wall clock
     max_api_tokens: int | None = None  # prompt + completion tokens over the tag's whole run
     run_timeout_s: float | None = None  # limit of one pytest run; default from the profile
+
+    @property
+    def mode(self) -> tuple[str, float | None]:
+        """(time | tokens, the budget given; None: the profile's)."""
+        return ("tokens", self.max_tokens) if self.max_tokens else ("time", self.budget_s)
+
+
+@dataclass
+class Measured:
+    """What one run of the task's suite on some seeds gave: a status (ok | crash | discard), the
+    candidate's and the re-measured best's {seed: value}, peak memory and the runs' device seconds."""
+    status: str
+    seeds: tuple[int, ...]
+    reason: str = ""
+    memory_gb: float = 0.0
+    runs: dict[int, float] = field(default_factory=dict)
+    best_runs: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 _WORKTREES = threading.Lock()
@@ -438,8 +532,11 @@ class AgentLoop:
         import torch
         self.profile = default_profile(self.task, torch.cuda.is_available()) if profile_name == "auto" \
             else self.task.profile(profile_name)
-        self.min_improvement = settings.min_improvement if settings.min_improvement is not None \
-            else self.profile.min_effect
+        mode, budget = settings.mode
+        screen = tuple(range(settings.seeds))
+        self.keep_rule = KeepRule(self.task.rule(self.profile, mode, budget or self.profile.budget_s,
+                                                 min_effect=settings.min_improvement),
+                                  screen, tuple(range(len(screen), len(screen) + settings.confirm_seeds)))
         self.proposer = CommandProposer(spec, self.out / "logs", self.children) if spec.kind == "command" \
             else PROPOSERS[spec.kind](spec)
 
@@ -504,24 +601,30 @@ class AgentLoop:
                             self.log)
 
     # -- one experiment -------------------------------------------------------------------------------
-    def _evaluate(self, n: int, commit: str, description: str) -> tuple[str, float | None, float, str]:
-        """Run the task's suite on the worktree's file: (status, value, memory_gb, reason)."""
+    def _evaluate(self, n: int, commit: str, description: str, stage: str, seeds: tuple[int, ...],
+                  best: str | None = None) -> Measured:
+        """One run of the task's suite on the worktree's file with these seeds (a screen runs the checks
+        too, a confirmation the benchmark only); with the best kept commit `best` beside it, seed by seed
+        interleaved, where the best's runs on these seeds are to be re-measured."""
         s, p = self.settings, self.profile
         before = len(storage.read_results(self.bench_tsv.with_suffix(".jsonl")))
-        junit = self.out / "logs" / f"{n}.xml"
+        name = f"{n}" if stage == "screen" else f"{n}.{stage}"
+        junit, log_path = self.out / "logs" / f"{name}.xml", self.out / "logs" / f"{name}.log"
         own = Path(self.task.editable[0]).stem
-        cmd = [sys.executable, "-m", "pytest", self.task_rel, "--autoresearch", "-k", f"[{own}]",
-               "--ar-profile", p.name, "--ar-seeds", str(s.seeds), "--ar-results", str(self.bench_tsv),
+        cmd = [sys.executable, "-m", "pytest", self.task_rel, "--autoresearch",
+               "-k", f"[{own}]" + (f" or [{best}]" if best else ""), "--ar-profile", p.name,
+               "--ar-seed-base", str(seeds[0]), "--ar-seeds", str(len(seeds)), "--ar-results", str(self.bench_tsv),
                "--ar-baseline", "none", "--ar-sandbox", s.sandbox, "--ar-description", description,
                f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", "-rN"]
+        cmd += (["--ar-candidate", best] if best else []) + (["-m", "autoresearch"] if stage == "confirm" else [])
         if s.budget_s:
             cmd += ["--ar-budget", str(s.budget_s)]
         if s.max_tokens:
             cmd += ["--ar-tokens", str(s.max_tokens)]
         budget = s.budget_s or p.budget_s
-        limit = s.run_timeout_s or s.seeds * (budget * (4 if s.max_tokens else 1) + p.startup_allowance_s
-                                              + p.eval_timeout_s) + 300
-        log_path = self.out / "logs" / f"{n}.log"
+        runs = len(seeds) * (2 if best else 1)
+        limit = s.run_timeout_s or runs * (budget * (4 if s.max_tokens else 1) + p.startup_allowance_s
+                                           + p.eval_timeout_s) + 300
         expired = threading.Event()
         with open(log_path, "w") as log_file, self.children.start(
                 cmd, env={"PYTHONDONTWRITEBYTECODE": "1"}, cwd=self.worktree, stdout=subprocess.PIPE,
@@ -538,19 +641,25 @@ class AgentLoop:
                 timer.cancel()
         records = [r for r in storage.read_results(self.bench_tsv.with_suffix(".jsonl"))[before:]
                    if r.task == self.task.name]
+        memory = max((r.peak_mem_gb for r in records), default=0.0)
+        seconds = math.fsum(r.seconds + r.overhead_seconds for r in records)
+        measured = lambda status, reason="", mine=(), theirs=(): Measured(status, seeds, reason, memory, dict(mine),
+                                                                          dict(theirs), seconds)
         if expired.is_set():
-            return "crash", None, 0.0, f"the suite ran past {limit:.0f} s and was killed (log: {log_path})"
+            return measured("crash", f"{stage}: the suite ran past {limit:.0f} s and was killed (log: {log_path})")
         if code not in (0, 1):
             raise AgentError(f"pytest could not run the task's suite (exit code {code}); see {log_path}")
-        memory = max((r.peak_mem_gb for r in records), default=0.0)
-        bad = [r for r in records if r.status != "ok"]
-        if bad:
-            status = "discard" if bad[0].status == "violation" else "crash"
-            return status, None, memory, f"{bad[0].status}: {bad[0].error}"
-        if not records:
-            return "discard", None, 0.0, _first_failure(junit) or f"no benchmark ran (log: {log_path})"
-        values = [r.value for r in records]
-        return "ok", sum(values) / len(values), memory, ""
+        if bad := [r for r in records if r.status != "ok"]:
+            whose = "" if bad[0].candidate == own else f"the best ({best}), re-measured: "
+            return measured("discard" if bad[0].status == "violation" else "crash",
+                            f"{stage}: {whose}{bad[0].status}: {bad[0].error}")
+        mine = {r.seed: r.value for r in records if r.candidate == own}
+        theirs = {r.seed: r.value for r in records if r.candidate == best}
+        if set(mine) != set(seeds):
+            return measured("discard", _first_failure(junit) or f"no benchmark ran (log: {log_path})")
+        if best and set(theirs) != set(seeds):
+            return measured("discard", f"{stage}: the best ({best}) could not be re-measured (log: {log_path})")
+        return measured("ok", "", mine, theirs)
 
     def run(self) -> list[Experiment]:
         self._prepare_worktree()
@@ -593,19 +702,20 @@ class AgentLoop:
         t0 = time.monotonic()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         head = self._git("rev-parse", "--short=7", "HEAD").strip()
+        rule = self.keep_rule
         if kept is None and self.baseline and self.baseline.commit == head and not history:
             self.log(f"experiment {n}: baseline at {head}, measured once for all agents")
             return Experiment(**{**asdict(self.baseline), "description": "baseline (shared)", "started_at": started})
         if kept is None:  # experiment 0 (or a baseline that crashed before): the unchanged file
             self.log(f"experiment {n}: baseline at {head}")
-            status, value, memory, reason = self._evaluate(n, head, "baseline")
-            if status != "ok":
-                self._record(Experiment(n, head, None, memory, "crash", "baseline", reason, started_at=started,
-                                        seconds=time.monotonic() - t0), history)
-                raise AgentError(f"the baseline {self.task_rel}/{self.task.editable[0]} at {head} does not run "
-                                 f"({reason}); fix it before starting the agent")
-            return Experiment(n, head, value, memory, "keep", "baseline", started_at=started,
+            m = self._evaluate(n, head, "baseline", "screen", rule.screen_seeds)
+            record = _outcome(n, head, "baseline", [m], rule.screen_seeds, started_at=started,
                               seconds=time.monotonic() - t0)
+            if m.status != "ok":
+                self._record(replace(record, status="crash", reason=m.reason), history)
+                raise AgentError(f"the baseline {self.task_rel}/{self.task.editable[0]} at {head} does not run "
+                                 f"({m.reason}); fix it before starting the agent")
+            return replace(record, status="keep")
         files = {name: (self.worktree / self.task_rel / name).read_text() for name in self.task.editable}
         program = self.worktree / self.task_rel / "program.md"
         ctx = Context(self.task, self.worktree / self.task_rel, program.read_text() if program.is_file() else "",
@@ -615,14 +725,16 @@ class AgentLoop:
         tokens = {"prompt_tokens": proposal.prompt_tokens, "completion_tokens": proposal.completion_tokens,
                   "cost": (proposal.prompt_tokens * self.spec.price_in
                            + proposal.completion_tokens * self.spec.price_out) / 1e6}
+        stages: list[Measured] = []
 
-        def end(status: str, reason: str, commit: str = head, value: float | None = None, memory: float = 0.0):
+        def end(status: str, reason: str, commit: str = head, p: float | None = None) -> Experiment:
             if status != "keep":
                 self._reset(kept.commit)
+            e = _outcome(n, commit, proposal.description, stages, rule.screen_seeds, status, reason, p,
+                         started_at=started, seconds=time.monotonic() - t0, **tokens)
             self.log(f"experiment {n}: {status}" + (f" ({reason})" if reason else "")
-                     + (f", {self.task.metric} {value:.6f}" if value is not None else ""))
-            return Experiment(n, commit, value, memory, status, proposal.description, reason, started_at=started,
-                              seconds=time.monotonic() - t0, **tokens)
+                     + (f", {self.task.metric} {e.value:.6f}" if e.value is not None else ""))
+            return e
 
         if proposal.error:
             return end("discard", proposal.error)
@@ -640,15 +752,44 @@ class AgentLoop:
         if not paths:
             return end("discard", "the change is empty")
         commit = self._commit(kept.commit, f"experiment {n}: {proposal.description}")
-        self.log(f"experiment {n}: {proposal.description} ({commit}); running the suite")
-        status, value, memory, reason = self._evaluate(n, commit, proposal.description)
-        if status != "ok":
-            return end(status, reason, commit, value, memory)
-        margin = self.min_improvement if self.task.direction == "lower" else -self.min_improvement
-        if self.task.better(value, kept.value - margin):
-            return end("keep", "", commit, value, memory)
-        return end("discard", f"not better than {kept.value:.6f} by more than {self.min_improvement:g}",
-                   commit, value, memory)
+        best = _best_runs(history, kept)
+        for stage, seeds in (("screen", rule.screen_seeds), ("confirm", rule.confirm_seeds)):
+            self.log(f"experiment {n}: {proposal.description} ({commit}); {stage}, seeds {', '.join(map(str, seeds))}")
+            missing = any(seed not in best for seed in seeds)  # the best is re-measured beside it
+            stages.append(self._evaluate(n, commit, proposal.description, stage, seeds,
+                                         kept.commit if missing else None))
+            best.update(stages[-1].best_runs)
+            if stages[-1].status != "ok":
+                return end(stages[-1].status, stages[-1].reason, commit)
+            if stage == "screen" and not (screened := rule.screen(stages[0].runs, best))[0]:
+                return end("discard", screened[1], commit)
+        decision = rule.confirm(stages[1].runs, best)
+        return end("keep" if decision.verdict == "better" else "discard", f"confirm: {decision.reason}", commit,
+                   decision.p)
+
+
+def _best_runs(history: list[Experiment], kept: Experiment) -> dict[int, float]:
+    """The best kept commit's {seed: value}: its own runs, then its re-measures in the experiments since."""
+    best = {int(seed): value for seed, value in kept.runs}
+    for e in history:
+        if e.n > kept.n:
+            best.update({int(seed): value for seed, value in e.best_runs})
+    return best
+
+
+def _outcome(n: int, commit: str, description: str, stages: list[Measured], screen_seeds: tuple[int, ...],
+             status: str = "", reason: str = "", p: float | None = None, **extra) -> Experiment:
+    """The record of an experiment from its stages: value = the mean over the screening seeds (none for
+    a crash), the seeds and per-seed values of both sides, memory and device seconds over all runs."""
+    runs = {seed: v for m in stages for seed, v in m.runs.items()}
+    screen = [runs[seed] for seed in screen_seeds if seed in runs]
+    value = math.fsum(screen) / len(screen) if screen and status != "crash" else None
+    return Experiment(n, commit, value, max((m.memory_gb for m in stages), default=0.0), status, description, reason,
+                      stage=("", "screen", "confirm")[len(stages)],
+                      seeds=[seed for m in stages for seed in m.seeds],
+                      runs=[[seed, v] for seed, v in sorted(runs.items())],
+                      best_runs=[[seed, v] for m in stages for seed, v in sorted(m.best_runs.items())], p=p,
+                      gpu_seconds=math.fsum(m.seconds for m in stages), **extra)
 
 
 def _first_failure(junit: Path) -> str:
@@ -700,15 +841,21 @@ def write_progress_plot(history: list[Experiment], path: Path, task: Task, title
     return True
 
 
-def command_spec(name: str, model: str | None, agent_cmd: str | None, builtin: str | None, **extra) -> AgentSpec:
-    """The AgentSpec of the `agent` command's flags: --model, --agent-cmd or --agent null|random-search."""
+def command_spec(name: str, model: str | None, agent_cmd: str | None, builtin: str | None, changes: str | None = None,
+                 **extra) -> AgentSpec:
+    """The AgentSpec of the `agent` command's flags: --model, --agent-cmd or --agent null|random-search|replay
+    (with --changes DIR)."""
     chosen = [x for x in (model, agent_cmd, builtin) if x]
     if len(chosen) != 1:
-        raise AgentError("choose exactly one of --model M, --agent-cmd CMD, --agent null|random-search")
+        raise AgentError("choose exactly one of --model M, --agent-cmd CMD, --agent null|random-search|replay")
+    if (builtin == "replay") != bool(changes):
+        raise AgentError("--changes DIR goes with --agent replay, and --agent replay needs it")
     if model:
         return AgentSpec.from_dict(name, {"kind": "openai", "model": model, **extra})
     if agent_cmd:
         return AgentSpec.from_dict(name, {"kind": "command", "cmd": agent_cmd})
+    if changes:
+        return AgentSpec.from_dict(name, {"kind": "replay", "changes": str(Path(changes).resolve())})
     return AgentSpec.from_dict(name, {"kind": builtin, "seed": extra.get("seed", 0)})
 
 

@@ -3,24 +3,30 @@
     autoresearch-bench run [PYTEST ARGS]       pytest --autoresearch (default: the tasks/ folder)
     autoresearch-bench tasks [DIR]             list tasks, their profiles and budgets
     autoresearch-bench prepare TASK [-p NAME]  build a task's data and tokenizer into the cache
-    autoresearch-bench agent --task T --tag TAG (--model M | --agent-cmd CMD | --agent null|random-search)
+    autoresearch-bench agent --task T --tag TAG (--model M | --agent-cmd CMD | --agent null|random-search
+                                               | --agent replay --changes DIR)
                                                the autoresearch loop on branch autoresearch/TAG
     autoresearch-bench league --agents agents.toml --tasks all --experiments K [--slots N]
                                                agents × tasks, ranked on held-out data; N loops at once
     autoresearch-bench compare A.jsonl B.jsonl  the same runs from two results files (two GPUs, two
                                                days), group by group, paired by seed; see compare.py
+    autoresearch-bench simulate --task T [--profile P] [--tokens N] [--seed-std X --pair-std Y]
+                                               the gate, keep and league rules at a given or stored
+                                               noise: no-op verdicts, power, runs; see simulate.py
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from tabulate import tabulate
 
 from . import data
 from .compare import CompareError, compare
-from .agent import AgentError, AgentLoop, Settings, command_spec
+from .agent import AgentError, AgentLoop, Settings, command_spec, replay_changes
 from .executor import ExecutorError
+from .stats import NotFinite
 from .task import TaskError, find_tasks, load_task
 
 
@@ -48,19 +54,22 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace, defaults: dict | None = None) -> Settings:
     """Run settings from the flags; a flag left out takes the default (a league's [settings] table)."""
-    given = {"profile": args.profile, "seeds": args.seeds, "budget_s": args.budget, "max_tokens": args.tokens,
-             "sandbox": args.sandbox, "min_improvement": args.min_improvement}
+    given = {"profile": args.profile, "seeds": args.seeds, "confirm_seeds": args.confirm_seeds,
+             "budget_s": args.budget, "max_tokens": args.tokens, "sandbox": args.sandbox,
+             "min_improvement": args.min_improvement}
     merged = {**(defaults or {}), **{k: v for k, v in given.items() if v is not None}}
     return Settings(**merged, max_hours=getattr(args, "max_hours", None),
                     max_api_tokens=getattr(args, "max_api_tokens", None))
 
 
 def _agent(args: argparse.Namespace) -> int:
-    spec = command_spec(args.name or args.tag, args.model, args.agent_cmd, args.agent, seed=args.seed,
+    spec = command_spec(args.name or args.tag, args.model, args.agent_cmd, args.agent, args.changes, seed=args.seed,
                         **({"base_url": args.base_url} if args.base_url else {}),
                         **({"price_in": args.price_in, "price_out": args.price_out} if args.model else {}))
     settings = _settings(args)
     settings.max_experiments = args.max_experiments
+    if spec.kind == "replay" and args.max_experiments is None:
+        settings.max_experiments = len(replay_changes(spec.changes))
     history = AgentLoop(args.task, spec, args.tag, settings, out_dir=args.out).run()
     kept = [e for e in history if e.status == "keep"]
     print(f"{len(history)} experiments, {len(kept)} kept; best {kept[-1].value if kept else '-'} at "
@@ -85,15 +94,44 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from . import simulate, stats, storage
+    from .task import default_profile
+    task = load_task(args.task)
+    if args.profile == "auto":
+        import torch
+        profile = default_profile(task, torch.cuda.is_available())
+    else:
+        profile = task.profile(args.profile)
+    mode, budget = ("tokens", args.tokens) if args.tokens else ("time", args.budget or profile.budget_s)
+    stored = storage.Baseline.from_file(args.baseline).noise if args.baseline else stats.Noise()
+    given = stats.Noise(args.seed_std, args.pair_std, "given") if args.seed_std or args.pair_std else stats.Noise()
+    rule = task.rule(profile, mode, budget, given.or_else(stored), args.min_effect)
+    if args.floor is not None:
+        rule = dataclasses.replace(rule, floor=args.floor)
+    if rule.noise.std(paired=True) is None:
+        raise TaskError(f"{task.name}/{profile.name}: no noise measured for {mode} {budget:g}; give --seed-std and "
+                        f"--pair-std, a --baseline with noise, or a [profiles.{profile.name}.noise] table")
+    effects = [float(e) for e in args.effects.split(",")] if args.effects else \
+        [rule.threshold(True), 2 * rule.threshold(True)]
+    figures = simulate.simulate(rule, effects, args.gate_seeds, args.seeds, args.confirm_seeds, args.heldout_seeds,
+                                args.trials, args.experiments, args.seed)
+    print(f"{task.name}, profile {profile.name}, " + (f"{budget:,.0f} tokens" if args.tokens else f"{budget:g} s"))
+    print(simulate.format_figures(rule, figures, args.format))
+    return 0
+
+
 def _add_run_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None, help="task profile (default: auto)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default 1)")
+    p.add_argument("--seeds", type=int, default=None, help="screening seeds per experiment (default 1)")
+    p.add_argument("--confirm-seeds", type=int, default=None,
+                   help="fresh seeds that confirm a change that passed the screen (default 3)")
     p.add_argument("--budget", type=float, default=None, help="override the profile's time budget (s)")
     p.add_argument("--tokens", type=int, default=None, help="fixed-token mode: train for N tokens")
     p.add_argument("--sandbox", choices=("off", "auto", "strict"), default=None)
     p.add_argument("--min-improvement", type=float, default=None,
-                   help="keep a change only if it beats the best by more than this (default: the profile's "
-                        "min_effect; 0 = autoresearch's greedy rule)")
+                   help="the paired threshold a confirmed change must clear (default: from the profile's measured "
+                        "noise; never below the task's floor)")
     p.add_argument("--out", default=None, help="folder for the records")
 
 
@@ -116,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("--tag", required=True, help="run name: branch autoresearch/TAG; rerun to resume")
     agent.add_argument("--model", help="model name at the OpenAI-compatible endpoint (OPENAI_BASE_URL)")
     agent.add_argument("--agent-cmd", help="an external coding-agent command that edits the worktree")
-    agent.add_argument("--agent", choices=("null", "random-search"), help="a built-in reference agent")
+    agent.add_argument("--agent", choices=("null", "random-search", "replay"), help="a built-in reference agent")
+    agent.add_argument("--changes", help="replay: a folder of *.diff / *.patch / *.py changes, one per experiment "
+                                         "in name order (default --max-experiments: their number)")
     agent.add_argument("--name", help="agent name in the records (default: the tag)")
     agent.add_argument("--base-url", help="endpoint URL (default: OPENAI_BASE_URL)")
     agent.add_argument("--price-in", type=float, default=0.0, help="dollars per million prompt tokens")
@@ -132,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     league.add_argument("--tasks", default="all", help="'all' or comma-separated task names")
     league.add_argument("--tasks-dir", default="tasks", help="folder holding the tasks (default tasks/)")
     league.add_argument("--experiments", type=int, required=True, help="experiments per agent and task")
-    league.add_argument("--heldout-seeds", type=int, default=3, help="seeds of the held-out scoring")
+    league.add_argument("--heldout-seeds", type=int, default=5, help="seeds of the held-out scoring (default 5)")
     league.add_argument("--name", default="league", help="league name (branches, records); rerun to resume")
     league.add_argument("--executor", choices=("local", "ray"), default="local",
                         help="where the held-out runs go: local (--slots at once, a free GPU each where there are "
@@ -152,10 +192,31 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("--tasks-dir", default="tasks", help="where the tasks' task.toml files are (default tasks/)")
     comp.add_argument("--format", default="simple", help="tabulate table format, e.g. github for Markdown")
     comp.set_defaults(func=_compare)
+    sim = sub.add_parser("simulate", help="the decision rules at a given or stored noise: no-op verdicts, power, runs")
+    sim.add_argument("--task", required=True, help="task folder: its direction, floor and profiles' noise tables")
+    sim.add_argument("--profile", default="auto", help="task profile (default: auto)")
+    sim.add_argument("--tokens", type=int, default=None, help="fixed-token mode: the noise of N tokens")
+    sim.add_argument("--budget", type=float, default=None, help="time mode: the noise of this budget (s)")
+    sim.add_argument("--baseline", default=None, help="a stored baseline file whose measured noise comes first")
+    sim.add_argument("--seed-std", type=float, default=None, help="given seed-to-seed std (before any stored one)")
+    sim.add_argument("--pair-std", type=float, default=None, help="given std of a seed's rerun difference")
+    sim.add_argument("--floor", type=float, default=None, help="override the task's practical floor")
+    sim.add_argument("--min-effect", type=float, default=None, help="override the thresholds (still floored)")
+    sim.add_argument("--effects", default=None, help="true improvements to simulate, comma-separated "
+                                                      "(default: the paired threshold and twice it)")
+    sim.add_argument("--gate-seeds", type=int, default=3, help="seeds of the gate's fixed-seed rows (default 3)")
+    sim.add_argument("--seeds", type=int, default=1, help="the agent's screening seeds (default 1)")
+    sim.add_argument("--confirm-seeds", type=int, default=3, help="the agent's confirmation seeds (default 3)")
+    sim.add_argument("--heldout-seeds", type=int, default=5, help="the league's held-out seeds (default 5)")
+    sim.add_argument("--trials", type=int, default=2000, help="trials per row and effect (default 2000)")
+    sim.add_argument("--experiments", type=int, default=20000, help="no-op agent experiments (default 20000)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
+    sim.add_argument("--format", default="simple", help="tabulate table format, e.g. github for Markdown")
+    sim.set_defaults(func=_simulate)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (TaskError, data.DataError, AgentError, ExecutorError, CompareError) as e:
+    except (TaskError, data.DataError, AgentError, ExecutorError, CompareError, NotFinite) as e:
         print(f"autoresearch-bench: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

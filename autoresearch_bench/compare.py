@@ -5,9 +5,9 @@
 
 The ok records of each file are grouped by task, candidate, profile, mode and budget (with
 `--candidates A_NAME B_NAME`, A's runs of one candidate against B's of another); a group found in
-both files is one row: B against A, with the verdict of `stats.decide_by_seed` (as the gate's) and
-the minimum effect of the task's profile, read from `<tasks-dir>/<task>/task.toml` (0 when that
-folder is not there; `--min-effect` overrides).
+both files is one row: B against A, with the verdict of `stats.decide_by_seed` (as the gate's) under
+the task's rule, read from `<tasks-dir>/<task>/task.toml`: its floor and the profile's measured noise
+for that mode and budget (no threshold when that folder is not there; `--min-effect` overrides).
 
 Runs with the same seed start from the same weights and see the same batches, so the difference of a
 seed's two runs cancels most of the seed-to-seed noise. Where two or more seeds ran on both sides, Δ
@@ -84,13 +84,14 @@ def read_sides(path: str | Path, candidate: str | None = None) -> dict[GroupKey,
     return sides
 
 
-def _yardstick(task: str, profile: str, metric: str, tasks_dir: Path) -> tuple[str, float]:
-    """(direction, min_effect) from the task's folder; the metric's own direction and 0 without it."""
+def _rule(key: GroupKey, metric: str, tasks_dir: Path, min_effect: float | None) -> stats.Rule:
+    """The task's rule for this group, from its folder; the metric's own direction and no threshold without it."""
+    task, _, profile, mode, budget = key
     try:
         spec = load_task(tasks_dir / task)
-        return spec.direction, spec.profile(profile).min_effect
+        return spec.rule(spec.profile(profile), mode, budget, min_effect=min_effect)
     except TaskError:
-        return METRICS.get(metric, "lower"), 0.0
+        return stats.Rule(METRICS.get(metric, "lower"), min_effect=min_effect)
 
 
 def _data(a: Side, b: Side) -> str:
@@ -141,11 +142,10 @@ def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = N
         task, candidate, profile, mode, budget = key
         a, b = a_sides[key], b_sides[key]
         data = _data(a, b)
-        direction, effect = _yardstick(task, profile, a.metric, Path(tasks_dir))
-        decision, test = stats.decide_by_seed(b.runs, a.runs, direction, effect if min_effect is None else min_effect)
+        decision = stats.decide_by_seed(b.runs, a.runs, _rule(key, a.metric, Path(tasks_dir), min_effect))
         rows.append({"task": task, "candidate": " → ".join(candidates) if candidates else candidate,
                      "profile": profile, "mode": _mode(mode, budget), "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{decision.delta:+.4f}",
-                     "95% CI": _interval(decision.ci), "test": test,
+                     "95% CI": _interval(decision.ci), "test": decision.test,
                      "verdict (B vs A)": NOT_COMPARABLE if data == "differ" else decision.verdict, "data": data})
     devices = tuple(sorted(set().union(*(s.devices for s in sides.values()))) for sides in (a_sides, b_sides))
     return Comparison(rows, devices)

@@ -17,7 +17,10 @@ agents.toml names the agents (kinds as in agent.AgentSpec) and, optionally, the 
     [agents.coder]
     kind = "command"
     cmd = "my-agent --edit train.py"
-    [settings]           # equal for every agent: profile, seeds, budget_s, max_tokens, min_improvement
+    [agents.known]
+    kind = "replay"      # applies changes/*.diff, *.patch, *.py one per experiment, in name order
+    changes = "changes"
+    [settings]           # equal for every agent: profile, seeds, confirm_seeds, budget_s, max_tokens, min_improvement
     profile = "cpu"
 
 Each agent runs `--experiments K` experiments after the baseline on each task, in its own worktree
@@ -42,10 +45,18 @@ split's rows *after* the ones the agents were scored on (evaluate.py, split "tes
 ever got a number from. Identical files are scored once; every held-out run is appended to
 <out>/heldout.tsv and .jsonl.
 
-Ranking: improvement over the baseline on the held-out rows, in units of the measured noise (the
-seed-to-seed std of the baseline's held-out scores; the profile's min_effect when that cannot be
-measured), averaged over tasks. Also shown: experiments to the first keep, crash rate, API tokens
-and cost. Written to <out>/league.json (atomically) and printed as a table.
+Statistics, per task (stats.decide_family over the agents, Holm-adjusted): each final file against
+the baseline file on the same held-out seeds, paired by seed: Δ, its 95% interval and a verdict. The
+noise unit σ is the measured seed-to-seed std of the baseline: the stored baseline's own (baselines/ of
+the repository, this machine's fingerprint, mode and budget), else the task profile's noise table;
+only without either the std of the baseline's held-out runs, and the table says so. A final file
+whose held-out runs crash or break a rule counts as no gain at best (its measured loss where some
+seeds ran), shown in the `held-out` column. `gap (σ)`: the agent's gain on the validation rows (its
+best kept value against the baseline's, as its loop measured them) minus its held-out gain: how much
+of what it found did not carry over to new seeds and rows.
+
+Ranking: the mean held-out improvement in σ over tasks. Also shown: experiments to the first keep,
+crash rate, API tokens and cost. Written to <out>/league.json (atomically) and printed as a table.
 """
 from __future__ import annotations
 
@@ -70,7 +81,7 @@ from .patch import git
 from .runner import Candidate
 from .task import Task, find_tasks
 
-_SETTINGS_KEYS = {"profile", "seeds", "budget_s", "max_tokens", "min_improvement", "sandbox"}
+_SETTINGS_KEYS = {"profile", "seeds", "confirm_seeds", "budget_s", "max_tokens", "min_improvement", "sandbox"}
 
 
 def load_agents(path: str | Path) -> tuple[list[AgentSpec], dict]:
@@ -103,8 +114,15 @@ class Entry:
     api_tokens: int = 0
     cost: float = 0.0
     final_commit: str = ""
-    heldout: list[float] = field(default_factory=list)
-    improvement_sigma: float | None = None
+    best_value: float | None = None  # the last kept value in the loop (validation rows, screening seeds)
+    baseline_value: float | None = None  # the loop's baseline value there
+    heldout: list[float] = field(default_factory=list)  # ok values of the final file's held-out runs
+    heldout_status: str = ""  # ok, or the first failed held-out run's status and error
+    delta: float | None = None  # final - baseline on the held-out seeds, paired
+    ci: tuple[float, float] | None = None  # its 95% interval
+    verdict: str = ""  # of the paired test, Holm-adjusted over the task's agents
+    improvement_sigma: float | None = None  # held-out gain / σ (0 at best for a file that failed)
+    gap_sigma: float | None = None  # (validation gain - held-out gain) / σ
     error: str = ""
 
 
@@ -118,20 +136,25 @@ def summarize_history(entry: Entry, history: list[Experiment]) -> None:
     entry.cost = sum(e.cost for e in history)
     kept = [e for e in history if e.status == "keep"]
     entry.final_commit = kept[-1].commit if kept else ""
+    entry.best_value = kept[-1].value if kept else None
+    entry.baseline_value = history[0].value if history else None
 
 
 def leaderboard(entries: list[Entry], tasks: list[str]) -> list[dict]:
     """One row per agent, best mean held-out improvement first."""
     rows = []
+    mean = lambda xs: sum(xs) / len(xs) if xs else None
     for agent in dict.fromkeys(e.agent for e in entries):
         mine = {e.task: e for e in entries if e.agent == agent}
-        scores = [e.improvement_sigma for e in mine.values() if e.improvement_sigma is not None]
         n_exp = sum(e.experiments for e in mine.values())
         firsts = [e.first_keep for e in mine.values() if e.first_keep is not None]
+        failed = [t for t, e in mine.items() if e.heldout_status not in ("", "ok")]
         rows.append({
             "agent": agent,
-            "improvement (σ)": sum(scores) / len(scores) if scores else None,
-            **{f"{t} (σ)": (mine[t].improvement_sigma if t in mine else None) for t in tasks},
+            "improvement (σ)": mean([e.improvement_sigma for e in mine.values() if e.improvement_sigma is not None]),
+            **{key: value for t in tasks for key, value in _task_cells(t, mine.get(t))},
+            "gap (σ)": mean([e.gap_sigma for e in mine.values() if e.gap_sigma is not None]),
+            "held-out": "failed on " + ", ".join(failed) if failed else "ok",
             "first keep": f"{sum(firsts) / len(firsts):.1f}" if firsts else "never",
             "keeps": sum(e.keeps for e in mine.values()),
             "crash rate": f"{sum(e.crashes for e in mine.values()) / n_exp:.0%}" if n_exp else "-",
@@ -140,6 +163,35 @@ def leaderboard(entries: list[Entry], tasks: list[str]) -> list[dict]:
             "cost $": round(sum(e.cost for e in mine.values()), 4),
             "errors": "; ".join(e.error for e in mine.values() if e.error)[:120]})
     return sorted(rows, key=lambda r: -(r["improvement (σ)"] if r["improvement (σ)"] is not None else -1e9))
+
+
+def heldout_statistics(entries: list[Entry], base: stats.Runs, finals: dict[str, list[storage.RunRecord]],
+                       rule: stats.Rule, unit: float) -> None:
+    """Each entry's held-out figures: its final file's runs against the baseline's on the same seeds,
+    paired, one Holm family (rule); the gain and the gap in units of σ = unit. A file with a failed
+    run counts as no gain at best (its measured loss where some seeds ran)."""
+    for e in entries:
+        e.heldout = [r.value for r in finals[e.agent] if r.status == "ok"]
+        bad = next((r for r in finals[e.agent] if r.status != "ok"), None)
+        e.heldout_status = f"{bad.status}: {bad.error}"[:200] if bad else "ok"
+    tested = [e for e in entries if e.heldout]
+    runs = [[(r.seed, r.value) for r in finals[e.agent] if r.status == "ok"] for e in tested]
+    for e, d in zip(tested, stats.decide_family(runs, base, rule)):
+        e.delta, e.ci, e.verdict = d.delta, d.ci, d.verdict
+    sign = 1 if rule.direction == "lower" else -1  # a gain is a lower value for "lower"
+    for e in entries:
+        gain = -sign * e.delta if e.delta is not None else 0.0
+        if e.heldout_status != "ok":
+            gain, e.verdict = min(0.0, gain), e.heldout_status.split(":")[0]
+        e.improvement_sigma = gain / unit + 0.0  # no -0.0
+        if e.best_value is not None and e.baseline_value is not None:
+            e.gap_sigma = (sign * (e.baseline_value - e.best_value) - gain) / unit + 0.0
+
+
+def _task_cells(task: str, e: Entry | None) -> list[tuple[str, object]]:
+    """A task's columns of an agent's row: the improvement in σ and the paired interval of Δ with its verdict."""
+    interval = f"[{e.ci[0]:+.4f}, {e.ci[1]:+.4f}] {e.verdict}" if e and e.ci else (e.verdict if e else None)
+    return [(f"{task} (σ)", e.improvement_sigma if e else None), (f"{task} Δ 95% CI", interval or None)]
 
 
 @dataclass
@@ -154,7 +206,7 @@ class League:
     """Agents × tasks; `slots` (agent, task) loops run at once, each pinned to its own GPU."""
 
     def __init__(self, agents: list[AgentSpec], tasks: list[Task], experiments: int, settings: Settings,
-                 name: str = "league", heldout_seeds: int = 3, out_dir: str | Path | None = None,
+                 name: str = "league", heldout_seeds: int = 5, out_dir: str | Path | None = None,
                  executor: str = "local", slots: int | None = None, log: Callable[[str], None] = print):
         """executor, slots: where the held-out runs go (executor.make_executor) and how many loops
         (and local held-out runs) run at once; default 1, one after the other."""
@@ -163,6 +215,7 @@ class League:
         self.agents, self.tasks, self.experiments = agents, tasks, experiments
         self.settings = Settings(**{**asdict(settings), "max_experiments": experiments})
         self.name, self.heldout_seeds = name, heldout_seeds
+        self.units: dict[str, dict] = {}  # task → its noise unit σ and where it comes from
         self.executor = make_executor(executor, slots)  # the held-out runs: N slots or GPUs, N at once
         self.slots = self.executor.slots  # the agents' loops: N at once, on this machine
         self.out = (Path(out_dir) if out_dir else Path(".ar") / "league" / name).resolve()
@@ -269,7 +322,8 @@ class League:
                 break
 
     def _heldout(self, task: Task, entries: list[Entry], loops: dict[str, AgentLoop]) -> None:
-        """Score the baseline and each agent's final file on the held-out rows; fill improvement_sigma."""
+        """Score the baseline and each agent's final file on the held-out rows, paired by seed; fill in
+        each entry's statistics."""
         done = [e for e in entries if e.final_commit and e.agent in loops]
         if not done:
             return
@@ -290,7 +344,7 @@ class League:
         extract("baseline", first, first.history()[0].commit)
         for e in done:
             extract(e.agent, loops[e.agent], e.final_commit)
-        scores: dict[str, list[float]] = {d: [] for d in files}
+        records: dict[str, list[storage.RunRecord]] = {d: [] for d in files}
         s, results = self.settings, (self.out / "heldout.tsv", self.out / "heldout.jsonl")
         options = {"budget_s": s.budget_s, "max_tokens": s.max_tokens, "isolation": s.sandbox, "eval_split": "test",
                    "results_paths": results}
@@ -303,19 +357,33 @@ class League:
             storage.append_results(rec, *results)
             self.log(f"league: {task.name} {run.candidate.name} seed {run.seed}: {rec.status} "
                      f"{rec.value if rec.value is not None else rec.error}")
-            if rec.status == "ok":
-                scores[run.candidate.name.removeprefix("heldout-")].append(rec.value)
+            records[run.candidate.name.removeprefix("heldout-")].append(rec)
         self.executor.map(runs, on_record=record, log=self.log)
-        base = scores[owner["baseline"]]
-        noise = stats.summarize(base).std if len(base) > 1 else 0.0
-        noise = noise or first.profile.min_effect
-        for e in done:
-            e.heldout = scores[owner[e.agent]]
-            if e.heldout and base and noise:
-                delta = stats.summarize(base).mean - stats.summarize(e.heldout).mean
-                e.improvement_sigma = (delta if task.direction == "lower" else -delta) / noise + 0.0  # no -0.0
-            elif not e.heldout:
-                e.error = e.error or "the final file crashed on the held-out runs"
+        base = [(r.seed, r.value) for r in records[owner["baseline"]] if r.status == "ok"]
+        if not base:
+            for e in done:
+                e.error = e.error or "the baseline file crashed on the held-out runs: nothing to compare with"
+            return
+        rule, unit = self._noise_unit(task, first, [v for _, v in base])
+        heldout_statistics(done, base, {e.agent: records[owner[e.agent]] for e in done}, rule, unit)
+
+    def _noise_unit(self, task: Task, loop: AgentLoop, base: list[float]) -> tuple[stats.Rule, float]:
+        """The task's rule and its noise unit σ: the measured seed-to-seed std (the stored baseline's, then
+        the profile's), else the std of the baseline's held-out runs."""
+        s, profile = self.settings, loop.profile
+        mode, budget = s.mode[0], s.mode[1] or profile.budget_s
+        fingerprint = {**storage.machine_fingerprint(profile.name, profile.device), "mode": mode, "budget": budget}
+        stored = storage.load_baseline(loop.repo / "baselines", task.name, fingerprint)
+        rule = task.rule(profile, mode, budget, stored.noise if stored else stats.Noise(),
+                         s.min_improvement)
+        if rule.noise.seed_std:
+            self.units[task.name] = {"sigma": rule.noise.seed_std, "source": rule.noise.source or "measured"}
+            return rule, rule.noise.seed_std
+        spread = stats.summarize(base).std if len(base) > 1 else 0.0
+        unit = spread or 1.0
+        self.units[task.name] = {"sigma": unit, "source": f"the baseline's {len(base)} held-out runs (no measured "
+                                                          f"noise)" if spread else "none: improvements in metric units"}
+        return rule, unit
 
     def _write(self, entries: list[Entry], rows: list[dict]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -323,6 +391,7 @@ class League:
         tmp = path.with_name(".league.json.tmp")
         tmp.write_text(json.dumps({"league": self.name, "experiments": self.experiments,
                                    "heldout_seeds": self.heldout_seeds, "settings": asdict(self.settings),
+                                   "noise_units": self.units,
                                    "entries": [asdict(e) for e in entries], "leaderboard": rows}, indent=1))
         os.replace(tmp, path)
         self.log(f"league: results in {path}")

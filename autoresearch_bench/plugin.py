@@ -22,6 +22,7 @@ table and the Markdown summary. Workers write the results files (under a lock) a
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -36,7 +37,7 @@ from .device import mfu_cell
 from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
 from .patch import surface_violations, repo_root
 from .runner import Candidate, CheckServer
-from .session import BASE, BenchmarkSession, CandidateResult, Options, resolve_candidates
+from .session import AUTO, BASE, BenchmarkSession, CandidateResult, Options, resolve_candidates
 from .task import Profile, Task, TaskError, default_profile, load_task
 
 SESSION = pytest.StashKey[BenchmarkSession]()
@@ -51,7 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ar-profile", default="auto", metavar="NAME",
                     help="task profile: auto (the first cuda profile whose `match` names this GPU, else a "
                          "generic cuda profile, else cpu; see task.py) or a name")
-    group.addoption("--ar-seeds", type=int, default=1, metavar="N", help="seeds per candidate (default 1)")
+    group.addoption("--ar-seeds", type=_seeds, default=1, metavar="N|auto",
+                    help="seeds per candidate (default 1); auto: 3, then one more at a time while the verdict is "
+                         "open, up to 8")
     group.addoption("--ar-seed-base", type=int, default=0, metavar="S", help="first seed (default 0)")
     group.addoption("--ar-budget", type=float, default=None, metavar="SECONDS",
                     help="override the profile's training time budget")
@@ -73,7 +76,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ar-min-effect", type=float, default=None, metavar="X",
                     help="smallest metric change that counts (default: the profile's min_effect, from measured noise)")
     group.addoption("--ar-fail-on-regression", action="store_true",
-                    help="fail a candidate's benchmark when it is judged worse than the baseline")
+                    help="fail a candidate's benchmark only when it is decided worse than the baseline (or not "
+                         "comparable with it); no difference and undecided pass")
     group.addoption("--ar-sandbox", default="auto", choices=("off", "auto", "strict"),
                     help="candidate isolation: auto (namespaces where Linux allows, default), strict "
                          "(fail without them) or off; see autoresearch_bench/sandbox.py")
@@ -86,6 +90,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="runs at once: local, N child processes (default 1), each on a free GPU of its own where "
                          "there are several, else sharing the device (then compare in fixed-token mode); "
                          "ray, the most in flight")
+
+
+def _seeds(value: str) -> int | str:
+    """--ar-seeds: a count >= 1 or auto."""
+    if value == AUTO:
+        return AUTO
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of seeds (1 or more) or auto")
+    return int(value)
 
 
 class PluginState:
@@ -365,7 +378,10 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
         if session.executor.per_item and base:  # the surface item ran in one worker only: check here too
             if error := _surface_error(request.config, [t for t in state.tasks.values() if t], base):
                 session.skip(ar_task, candidate, error)
-        result = session.result(ar_task, candidate)
+        try:
+            result = session.result(ar_task, candidate)
+        except stats.NotFinite as e:  # a score or a stored baseline value that is NaN or inf: no verdict
+            pytest.fail(f"{candidate.name}: {e}", pytrace=False)
         if _xdist_role(request.config) == "worker":  # the controller's table needs it (XdistResults)
             base_entry = session.results.get((ar_task.name, BASE))
             names = [candidate.name] + ([BASE] if base_entry and base_entry.records
@@ -399,6 +415,7 @@ def summary_rows(results: list[CandidateResult]) -> list[dict]:
             "95% CI": "[{:.4f}, {:.4f}]".format(*stats.summarize(values).ci95) if len(values) > 1 else "-",
             "seeds": f"{len(values)}/{len(recs)}",
             "baseline": r.baseline or "-", "delta": f"{d.delta:+.4f}" if d and math.isfinite(d.delta) else "-", "verdict": d.verdict if d else "-",
+            "detectable": f"{d.detectable:.4f}" if d and math.isfinite(d.detectable) else "-",
             "seconds": f"{mean('seconds'):.1f}", "tokens": f"{mean('tokens'):,.0f}", "steps": f"{mean('steps'):.0f}",
             "peak mem GB": f"{max((x.peak_mem_gb for x in recs), default=0):.2f}",
             "MFU": mfu_cell([x.extra for x in recs if x.status == "ok"]),

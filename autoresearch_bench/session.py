@@ -12,18 +12,22 @@ The plugin owns pytest; this module owns the experiment.
 - Each candidate is compared with a baseline: the stored one for this task × machine fingerprint ×
   mode (`baselines/<task>/<fingerprint>.json`), or, when none matches and `--ar-base-ref REF` is
   given, the task's editable file at REF, measured side by side in the same interleaved schedule.
-- The verdict (better / worse / no difference) comes from stats.decide_by_seed: a t-test plus a
-  minimum effect (the profile's `min_effect`, from the measured seed-to-seed noise, unless
-  --ar-min-effect overrides it). The test is paired by seed where two or more seeds ran on both
-  sides (the base at --ar-base-ref runs the candidates' seeds; stored baselines keep their seeds),
-  else Welch's. Why paired, beyond the Welch test the gating issue names: a seed fixes the
-  initialization and batch order, and on an H100 a seed's rerun moved gpt_pretrain by about 0.001
-  where seeds differ by 0.007 (BENCHMARKS.md), so per-seed differences see a change that the
-  seeds' spread hides from Welch's test; without that correlation the paired test loses only
-  degrees of freedom. A stored baseline scored on other data (its data id, the hash of the
-  validation tokens and tokenizer, differs from the run's) gives the verdict "not comparable"
-  instead, which fails the regression gate: the same data spec can yield other validation text on
-  another machine, and a number measured on other text proves nothing about this one.
+- The verdict (better / worse / no difference / undecided) comes from stats.decide_family: a t-test
+  (Holm-adjusted over a task's candidates) plus a threshold from the measured noise (the stored
+  baseline's own, else the profile's `noise` table for this mode and budget; --ar-min-effect
+  overrides), never below the task's practical floor. The test is paired by seed where two or more
+  seeds ran on both sides (the base at --ar-base-ref runs the candidates' seeds; stored baselines keep
+  their seeds), else Welch's; one run against one decides nothing ("undecided", with the seeds a
+  decision needs). A seed fixes the initialization and batch order: on an H100 a seed's rerun moved
+  gpt_pretrain by about 0.001 where seeds differ by 0.007 (BENCHMARKS.md), so per-seed differences
+  see what the seeds' spread hides from Welch's test. A stored baseline scored on other data (its
+  data id, the hash of the validation tokens and tokenizer, differs from the run's) gives the verdict
+  "not comparable" instead, which fails the regression gate: the same data spec can yield other
+  validation text on another machine, and a number measured on other text proves nothing about this one.
+- `--ar-seeds auto` (stats.Sequential): every candidate starts with 3 seeds; while a decision is open
+  (undecided, and its interval still reaches past the threshold) the open candidates, and the base
+  beside them, run one more seed, up to 8 (or the seeds a stored baseline has). Each look tests at its
+  share of alpha, so a no-op gets a verdict at some look with probability <= alpha.
 """
 from __future__ import annotations
 
@@ -43,13 +47,24 @@ from .task import Profile, Task, TaskError
 
 BASE = "base"  # name of the candidate measured from --ar-base-ref
 NOT_COMPARABLE = "not comparable"  # the verdict against a baseline scored on other data
+AUTO = "auto"  # --ar-seeds auto
+SEQUENTIAL = stats.Sequential()  # its looks
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What candidates are compared with: a stored baseline's runs, or the base's."""
+    runs: list[tuple[int | None, float]]
+    label: str
+    data_id: str | None = None
+    noise: stats.Noise = stats.Noise()
 
 
 @dataclass
 class Options:
     enabled: bool = False
     profile: str = "auto"
-    seeds: int = 1
+    seeds: int | str = 1  # or AUTO
     seed_base: int = 0
     budget_s: float | None = None
     max_tokens: int | None = None
@@ -71,7 +86,8 @@ class Options:
 
     @property
     def seed_list(self) -> list[int]:
-        return list(range(self.seed_base, self.seed_base + self.seeds))
+        """The seeds every candidate runs (under --ar-seeds auto, the first look's)."""
+        return list(range(self.seed_base, self.seed_base + (SEQUENTIAL.start if self.seeds == AUTO else self.seeds)))
 
 
 @dataclass
@@ -160,8 +176,7 @@ class BenchmarkSession:
         self.on_progress = on_progress
         self.results: dict[tuple[str, str], CandidateResult] = {}
         self.pending: dict[str, list[CandidateResult]] = defaultdict(list)  # task → not yet run
-        # task → the stored baseline's (seed, value) runs, label and data id, or None
-        self.baselines: dict[str, tuple[list[tuple[int | None, float]], str, str | None] | None] = {}
+        self.baselines: dict[str, Reference | None] = {}  # task → its stored baseline, or None
 
     def plan(self, task: Task, profile: Profile, candidate: Candidate) -> CandidateResult:
         key = (task.name, candidate.name)
@@ -182,11 +197,15 @@ class BenchmarkSession:
 
     def fingerprint(self, profile: Profile) -> dict:
         """The machine fingerprint plus the training mode and budget: baselines match on all of it."""
-        o = self.options
-        return {**storage.machine_fingerprint(profile.name, profile.device),
-                "mode": "tokens" if o.max_tokens else "time", "budget": o.max_tokens or o.budget_s or profile.budget_s}
+        mode, budget = self.mode(profile)
+        return {**storage.machine_fingerprint(profile.name, profile.device), "mode": mode, "budget": budget}
 
-    def _stored_baseline(self, task: Task, profile: Profile) -> tuple[list[tuple[int | None, float]], str, str | None] | None:
+    def mode(self, profile: Profile) -> tuple[str, float]:
+        """The training mode (time | tokens) and its budget (seconds or tokens)."""
+        o = self.options
+        return ("tokens" if o.max_tokens else "time"), o.max_tokens or o.budget_s or profile.budget_s
+
+    def _stored_baseline(self, task: Task, profile: Profile) -> Reference | None:
         choice = self.options.baseline
         if choice == "none":
             return None
@@ -194,7 +213,7 @@ class BenchmarkSession:
             found = storage.load_baseline(self.options.baselines_dir, task.name, self.fingerprint(profile))
         else:
             found = storage.Baseline.from_file(Path(choice))
-        return (found.runs, f"stored baseline @{found.commit}", found.data_id) if found else None
+        return Reference(found.runs, f"stored baseline @{found.commit}", found.data_id, found.noise) if found else None
 
     def skip(self, task: Task, candidate: Candidate, reason: str) -> None:
         result = self.results.get((task.name, candidate.name))
@@ -212,16 +231,31 @@ class BenchmarkSession:
             pending = [r for r in pending if r.candidate.name in wanted]
         queue = [r for r in pending if not r.skipped]
         if queue:
-            self._run(queue)
-            self._decide(task)
+            self._run(queue, self.options.seed_list)
+            self._decide(task, queue)
+            if self.options.seeds == AUTO:
+                self._add_seeds(task, queue)
         return mine
 
-    def _run(self, queue: list[CandidateResult]) -> None:
-        """Every seed of every entry, interleaved (seed 0 of each, then seed 1, …), on the executor."""
+    def _add_seeds(self, task: Task, queue: list[CandidateResult]) -> None:
+        """--ar-seeds auto: one more seed at a time for the candidates whose question is open (and the
+        base beside them), until none is open, the last look, or a seed the stored baseline lacks."""
+        o = self.options
+        for seed in range(o.seed_base + SEQUENTIAL.start, o.seed_base + SEQUENTIAL.stop):
+            still = [e for e in queue if e.decision and e.decision.open]
+            if not still:
+                break
+            base = self.results.get((task.name, BASE))
+            beside = [base] if base and seed not in {r.seed for r in base.records} else []
+            self._run(still + beside, [seed])
+            self._decide(task, still)
+
+    def _run(self, queue: list[CandidateResult], seeds: list[int]) -> None:
+        """These seeds of every entry, interleaved (seed 0 of each, then seed 1, …), on the executor."""
         o = self.options
         options = dict(budget_s=o.budget_s, max_tokens=o.max_tokens, results_paths=(o.results_tsv, o.results_jsonl),
                        description=o.description, isolation=o.isolation)
-        runs = [Run(e.task, e.profile, e.candidate, seed, options) for seed in o.seed_list for e in queue]
+        runs = [Run(e.task, e.profile, e.candidate, seed, options) for seed in seeds for e in queue]
         entry = lambda run: self.results[(run.task.name, run.candidate.name)]
 
         def record_done(run: Run, record: storage.RunRecord) -> None:
@@ -255,27 +289,39 @@ class BenchmarkSession:
             entry.baseline = report["baseline"]
         return entry
 
-    def _decide(self, task: Task) -> None:
+    def _decide(self, task: Task, entries: list[CandidateResult]) -> None:
+        """The verdicts of these entries (a task's candidates at one look) against the task's reference,
+        as one Holm family."""
         base = self.results.get((task.name, BASE))
         reference = self.baselines.get(task.name) or (
-            (base.runs, f"{BASE} @{self.options.base_ref}", None) if base and base.values else None)
-        if reference is None:
+            Reference(base.runs, f"{BASE} @{self.options.base_ref}") if base and base.values else None)
+        family = [e for e in entries if e.candidate.name != BASE and e.values]
+        if reference is None or not family:
             return
-        runs, label, data_id = reference
-        for entry in self.results.values():
-            if entry.task.name == task.name and entry.candidate.name != BASE and entry.values:
-                min_effect = self.options.min_effect if self.options.min_effect is not None \
-                    else entry.profile.min_effect
-                entry.baseline = label
-                ids = sorted({r.extra.get("data_id") for r in entry.records if r.status == "ok"} - {data_id})
-                if data_id and ids:  # another validation text or tokenizer: the numbers do not compare
-                    entry.decision = stats.Decision(
-                        NOT_COMPARABLE, math.nan, math.nan, (-math.inf, math.inf),
-                        f"the {label} was scored on other data (data id {data_id}, this run {', '.join(map(str, ids))}): "
-                        f"record it again here with --ar-save-baseline, or measure the base side by side "
-                        f"with --ar-baseline none --ar-base-ref REF")
-                    continue
-                entry.decision, _ = stats.decide_by_seed(entry.runs, runs, task.direction, min_effect)
+        o, comparable = self.options, []
+        for entry in family:
+            entry.baseline = reference.label
+            ids = sorted({r.extra.get("data_id") for r in entry.records if r.status == "ok"} - {reference.data_id})
+            if reference.data_id and ids:  # another validation text or tokenizer: the numbers do not compare
+                entry.decision = stats.Decision(
+                    NOT_COMPARABLE, math.nan, math.nan, (-math.inf, math.inf),
+                    f"the {reference.label} was scored on other data (data id {reference.data_id}, this run "
+                    f"{', '.join(map(str, ids))}): record it again here with --ar-save-baseline, or measure the base "
+                    f"side by side with --ar-baseline none --ar-base-ref REF")
+            else:
+                comparable.append(entry)
+        if not comparable:
+            return
+        rule = task.rule(comparable[0].profile, *self.mode(comparable[0].profile), reference.noise, o.min_effect)
+        seeds = len({r.seed for r in comparable[0].records})
+        level, last = rule.alpha, True
+        if o.seeds == AUTO:
+            stored = self.baselines.get(task.name)  # its runs must have the next seed to pair with it
+            level = SEQUENTIAL.level(seeds, rule.alpha)
+            last = seeds >= SEQUENTIAL.stop or bool(stored and o.seed_base + seeds not in {s for s, _ in stored.runs})
+        decisions = stats.decide_family([e.runs for e in comparable], reference.runs, rule, level, last)
+        for entry, decision in zip(comparable, decisions):
+            entry.decision = decision
 
     def save_baselines(self) -> list[Path]:
         """Store each task's own train.py results as the baseline for this machine and mode."""

@@ -16,7 +16,9 @@
 - read_results skips unreadable lines (a torn last line after a crash) with a warning.
 - A machine fingerprint names what makes scores comparable: device kind and model, torch and CUDA
   versions, profile (the session adds training mode and budget). Its id is a readable file name;
-  baselines are stored per task × fingerprint as baselines/<task>/<fingerprint id>.json.
+  baselines are stored per task × fingerprint as baselines/<task>/<fingerprint id>.json, with the
+  noise measured from their runs (stats.Noise: the seeds' spread, and a seed's rerun difference
+  where a seed ran twice), which thresholds take before the task profile's figures.
 """
 from __future__ import annotations
 
@@ -294,6 +296,7 @@ class Baseline:
     commit: str
     data_id: str | None = None  # data.PreparedData.data_id of its runs; None in files from before it existed
     seeds: list[int] | None = None  # the seed of each value; None in files from before they were stored
+    noise: stats.Noise = field(default_factory=stats.Noise)  # measured from its runs; empty in older files
 
     @property
     def runs(self) -> list[tuple[int | None, float]]:
@@ -306,8 +309,9 @@ class Baseline:
             d = json.loads(Path(path).read_text())
             seeds = d.get("seeds")
             return cls(list(d["values"]), d["mean"], d["std"], d["n"], d["fingerprint"], d["commit"],
-                       d.get("data_id"), list(seeds) if seeds and len(seeds) == len(d["values"]) else None)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+                       d.get("data_id"), list(seeds) if seeds and len(seeds) == len(d["values"]) else None,
+                       stats.Noise.from_dict(d.get("noise", {}), f"{path}: noise"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}: not a usable baseline file ({e!r}); delete it and record a new "
                              f"one with --ar-save-baseline") from None
 
@@ -324,11 +328,13 @@ def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, recor
         raise ValueError(f"{task}: no run with a value to store as a baseline")
     summary = stats.summarize([r.value for r in scored])
     path = _baseline_path(baselines_dir, task, fingerprint)
+    noise = stats.Noise.measure([(r.seed, r.value) for r in scored], f"{len(scored)} runs of this baseline")
     path.parent.mkdir(parents=True, exist_ok=True)
     data_ids = {r.extra.get("data_id") for r in scored}
     content = {"task": task, "metric": scored[0].metric, "values": [r.value for r in scored],
                "data_id": data_ids.pop() if len(data_ids) == 1 else None,
                "seeds": [r.seed for r in scored], "mean": summary.mean, "std": summary.std, "n": summary.n,
+               "noise": noise.to_dict(),
                "fingerprint": fingerprint, "fingerprint_id": path.stem, "commit": scored[0].commit,
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -6,13 +6,19 @@ optionally `candidates/*.py`. The toml file has these tables (see tasks/gpt_pret
     [task]      name, description, editable (files an agent may change), metric (val_bpb |
                 val_loss | val_accuracy, see METRICS), direction (optional: the metric's own),
                 checks (names from autoresearch_bench.checks that apply to this task),
-                imports (modules a candidate may import; the source policy check enforces it)
+                imports (modules a candidate may import; the source policy check enforces it),
+                floor (the practical floor: no change smaller than this is better or worse,
+                however small the noise; default 0)
     [data]      source (embedded | files | climbmix | parquet | modular), vocab_size, seq_len,
                 score (tokens | answers: the scored positions), source options (see data.py)
     [limits]    max_params, max_vram_gb
     [profiles.<name>]          device (cpu | cuda), budget_s, startup_allowance_s, eval_tokens,
-                               eval_batch_size, eval_timeout_s, min_effect (smallest metric change
-                               that counts, from the measured noise); optional
+                               eval_batch_size, eval_timeout_s; optional min_effect (the
+                               smallest metric change that counts; default: from the noise);
+                               optional [profiles.<name>.noise."<mode>-<budget>"] tables (e.g.
+                               "time-300", "tokens-104857600") with seed_std, pair_std and
+                               source: the measured noise that thresholds come from (a stored
+                               baseline's own noise comes first; see stats.Noise); optional
                                [profiles.<name>.data] overrides the task's data table;
                                `extends = "other"` starts from another profile's keys
                                optional device keys (cuda profiles):
@@ -39,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import stats
 from .device import DeviceInfo, detect, name_matches
 
 
@@ -59,13 +66,18 @@ class Profile:
     eval_tokens: int
     eval_batch_size: int
     eval_timeout_s: float
-    min_effect: float
+    min_effect: float | None  # None: the thresholds come from the noise
     data: dict[str, Any]
     config: dict[str, Any]
     match: tuple[str, ...] = ()
     min_memory_gb: float = 0.0
     memory_per_row_gb: float | None = None
     memory_overhead_gb: float = 0.0
+    noise: dict[str, stats.Noise] = field(default_factory=dict)  # by noise_key(mode, budget)
+
+    def noise_for(self, mode: str, budget: float) -> stats.Noise:
+        """The measured noise of this profile in that mode and budget (empty if not measured)."""
+        return self.noise.get(noise_key(mode, budget), stats.Noise())
 
     def suits(self, device: DeviceInfo) -> bool:
         """Whether this cuda profile may run on device: enough memory, and its name matches (if match is set)."""
@@ -98,6 +110,15 @@ class Task:
     max_params: int | None
     max_vram_gb: float | None
     profiles: dict[str, Profile] = field(repr=False)
+    floor: float = 0.0  # the practical floor of the metric
+
+    def rule(self, profile: Profile, mode: str, budget: float, noise: stats.Noise = stats.Noise(),
+             min_effect: float | None = None) -> stats.Rule:
+        """How comparisons of this task are decided in that profile, mode and budget: `noise` (a
+        stored baseline's) first, the profile's measured noise for the rest; min_effect overrides the
+        profile's."""
+        return stats.Rule(self.direction, noise.or_else(profile.noise_for(mode, budget)), self.floor,
+                          profile.min_effect if min_effect is None else min_effect)
 
     @property
     def train_file(self) -> Path:
@@ -114,14 +135,34 @@ class Task:
             raise TaskError(f"{self.name}: no profile {name!r}; choose one of "
                             f"{', '.join(self.profiles)} (--ar-profile)") from None
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether metric value a is better than b under this task's direction."""
-        return a < b if self.direction == "lower" else a > b
-
 
 _PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "eval_batch_size",
                  "eval_timeout_s", "min_effect", "data", "config", "match", "min_memory_gb",
-                 "memory_per_row_gb", "memory_overhead_gb"}
+                 "memory_per_row_gb", "memory_overhead_gb", "noise"}
+
+
+def noise_key(mode: str, budget: float) -> str:
+    """'time-300', 'tokens-104857600': how noise tables name a mode and budget."""
+    return f"{mode}-{int(budget) if float(budget).is_integer() else budget}"
+
+
+def _noise(p: dict, where: str, path: Path) -> dict[str, stats.Noise]:
+    """The [profiles.<name>.noise] tables, by noise_key."""
+    found = {}
+    for key, figures in p.get("noise", {}).items():
+        mode, _, budget = key.partition("-")
+        try:
+            valid = mode in ("time", "tokens") and 0 < float(budget) < float("inf") and isinstance(figures, dict)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise TaskError(f"{path}: [{where}.noise] key {key!r} must be \"time-<seconds>\" or \"tokens-<count>\" "
+                            f"naming a table of seed_std and pair_std")
+        try:
+            found[noise_key(mode, float(budget))] = stats.Noise.from_dict(figures, f'{path}: [{where}.noise."{key}"]')
+        except ValueError as e:
+            raise TaskError(str(e)) from None
+    return found
 
 
 def _require(table: dict, key: str, where: str, path: Path):
@@ -207,7 +248,7 @@ def load_task(path: str | Path) -> Task:
             eval_tokens=int(_require(p, "eval_tokens", where, toml_path)),
             eval_batch_size=int(p.get("eval_batch_size", 8)),
             eval_timeout_s=float(p.get("eval_timeout_s", 300)),
-            min_effect=float(p.get("min_effect", 0.0)),
+            min_effect=float(p["min_effect"]) if "min_effect" in p else None, noise=_noise(p, where, toml_path),
             data=pdata, config=dict(p.get("config", {})), match=_match(p, where, toml_path),
             min_memory_gb=float(p.get("min_memory_gb", 0)), memory_overhead_gb=float(p.get("memory_overhead_gb", 0)),
             memory_per_row_gb=float(p["memory_per_row_gb"]) if "memory_per_row_gb" in p else None)
@@ -217,7 +258,15 @@ def load_task(path: str | Path) -> Task:
                 metric=metric, direction=direction,
                 checks=tuple(meta.get("checks", ())), imports=tuple(meta.get("imports", ())),
                 max_params=limits.get("max_params"), max_vram_gb=limits.get("max_vram_gb"),
-                profiles=profiles)
+                profiles=profiles, floor=_floor(meta, toml_path))
+
+
+def _floor(meta: dict, path: Path) -> float:
+    floor = meta.get("floor", 0.0)
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < float("inf"):
+        raise TaskError(f"{path}: [task] floor must be a number >= 0 (the smallest change that matters), "
+                        f"not {floor!r}")
+    return float(floor)
 
 
 def find_tasks(root: str | Path) -> list[Task]:

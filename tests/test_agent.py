@@ -19,16 +19,18 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, RandomSearchProposer, Settings,
-                                      float_constants, parse_reply)
+from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, RandomSearchProposer,
+                                      ReplayProposer, Settings, _best_runs, command_spec, float_constants, parse_reply)
+from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import load_eval_data
-from autoresearch_bench.league import League, leaderboard, load_agents, Entry
+from autoresearch_bench.stats import Noise, Rule
 from autoresearch_bench.task import load_task
 from fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
 from gitrepo import commit_all, git
+from test_storage import record
 
-FAST = Settings(profile="cpu", max_tokens=32 * 1024)  # fixed-token mode: the same training under any load
+FAST = Settings(profile="cpu", max_tokens=32 * 1024, confirm_seeds=2)  # fixed tokens: the same training under any load
 PROGRAM = "Lower val_bpb. Only train.py may change."
 
 
@@ -94,6 +96,13 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     assert values[1] < values[0] - 0.1 and values[2] > values[1]
     full = experiments(second)
     assert [e["n"] for e in full] == [0, 1, 2, 3, 4, 5]
+    # screen on seed 0 against the best's stored run, then confirm on seeds 1 and 2 with the baseline
+    # re-measured beside it (it had run seed 0 only); a worse change and a crash cost one run
+    assert [(e["stage"], e["seeds"]) for e in full] == [("screen", [0]), ("confirm", [0, 1, 2]), ("screen", [0]),
+                                                         ("", []), ("screen", [0]), ("screen", [0])]
+    assert [s for s, _ in full[1]["best_runs"]] == [1, 2] and full[1]["p"] < 0.05
+    assert full[1]["reason"].startswith("confirm: ") and full[2]["reason"].startswith("screen: ")
+    assert all(e["gpu_seconds"] > 0 for e in full if e["runs"]) and full[3]["gpu_seconds"] == 0
     assert "does not apply" in full[3]["reason"] and "boom" in full[5]["reason"]
     assert full[4]["reason"].startswith("test_causality[train]: ") and "sees the future" in full[4]["reason"]
     assert all(e["prompt_tokens"] == PROMPT_TOKENS and e["completion_tokens"] == COMPLETION_TOKENS for e in full[1:])
@@ -132,7 +141,8 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
     marker = helper / "marker"
     cli = [sys.executable, "-m", "autoresearch_bench.cli", "agent", "--task", str(repo / "tasks/tiny"),
            "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}",
-           "--profile", "cpu", "--tokens", "32768", "--max-experiments", "3", "--out", "records"]  # relative to cwd
+           "--profile", "cpu", "--tokens", "32768", "--confirm-seeds", "2", "--max-experiments", "3",
+           "--out", "records"]  # relative to cwd
     proc = subprocess.Popen(cli, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -168,7 +178,9 @@ def test_league_of_null_and_random_search_ranks_on_held_out_rows(repo):
     assert math.isfinite(board["random"]["improvement (σ)"])
     saved = json.loads((repo / ".ar/league/league.json").read_text())
     assert [r["agent"] for r in saved["leaderboard"]] == list(board)
-    assert all(len(e["heldout"]) == 2 for e in saved["entries"])
+    assert all(len(e["heldout"]) == 2 and e["heldout_status"] == "ok" for e in saved["entries"])
+    assert board["null"]["tiny Δ 95% CI"] == "[+0.0000, +0.0000] no difference" and board["null"]["gap (σ)"] == 0.0
+    assert saved["noise_units"]["tiny"]["source"] == "the baseline's 2 held-out runs (no measured noise)"
     heldout = [json.loads(l) for l in (repo / ".ar/league/heldout.jsonl").read_text().splitlines()]
     assert heldout and all(r["extra"]["eval_split"] == "test" and r["seed"] >= 1000 for r in heldout)
     null, random = rows(repo / ".ar/league/tiny/null/results.tsv"), rows(repo / ".ar/league/tiny/random/results.tsv")
@@ -177,6 +189,29 @@ def test_league_of_null_and_random_search_ranks_on_held_out_rows(repo):
 
 
 # --- the pieces, without training ------------------------------------------------------------------
+
+def test_a_change_that_looks_better_on_the_screen_is_kept_only_when_the_paired_confirmation_says_better():
+    rule = KeepRule(Rule(noise=Noise(seed_std=0.0072, pair_std=0.0006), floor=0.001))
+    best = {0: 0.6431, 1: 0.6367, 2: 0.6510, 3: 0.6424}
+    assert rule.screen_threshold == 0.001  # the floor; a no-op beats 0.00077 one time in ten
+    assert not rule.screen({0: 0.6425}, best)[0]  # 0.0006 better: not enough to spend confirmation runs
+    passes, why = rule.screen({0: 0.6401}, best)
+    assert passes and why == "screen: Δ -0.0030 on seed 0 clears 0.0010"
+    better = rule.confirm({s: v - 0.004 + e for (s, v), e in zip(best.items(), (0, 3e-4, -2e-4, 1e-4))}, best)
+    assert better.verdict == "better" and better.test == "paired t, seeds 1, 2, 3"
+    lucky = rule.confirm({s: v - 0.0015 for s, v in best.items()}, best)  # significant, below the paired threshold
+    assert lucky.verdict == "no difference" and "below the threshold 0.0020" in lucky.reason
+    higher = KeepRule(Rule("higher"), confirm_seeds=(1, 2))
+    assert higher.screen({0: 0.5}, {0: 0.4})[0] and not higher.screen({0: 0.4}, {0: 0.4})[0]
+
+
+def test_the_best_s_runs_are_its_own_then_its_re_measures_since():
+    kept = Experiment(3, "k", 0.6, 0.1, "keep", "x", runs=[[0, 0.6]])
+    history = [Experiment(0, "b", 0.7, 0.1, "keep", "baseline", runs=[[0, 0.7]]), kept,
+               Experiment(4, "c", 0.61, 0.1, "discard", "y", runs=[[0, 0.61], [1, 0.6]], best_runs=[[1, 0.62]])]
+    assert _best_runs(history, kept) == {0: 0.6, 1: 0.62}  # experiment 4 re-measured it on seed 1
+    assert _best_runs(history[:2], kept) == {0: 0.6}
+
 
 def test_reply_with_a_diff_block_is_a_diff():
     p = parse_reply("DESCRIPTION: wider\n```diff\n--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-a\n+b\n```",
@@ -233,6 +268,23 @@ def test_random_search_changes_one_float_constant_reproducibly():
     assert all("random search: LR " in ask(0, n, frozenset({"beta"})).description for n in range(1, 8))
 
 
+def test_replay_applies_the_given_changes_one_per_experiment_in_name_order(tmp_path):
+    (tmp_path / "02_whole_file.py").write_text("LR = 3e-3\n")
+    (tmp_path / "01_lr.diff").write_text("--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-LR = 1e-05\n+LR = 3e-3\n")
+    (tmp_path / "notes.txt").write_text("not a change")
+    spec = command_spec("known", None, None, "replay", str(tmp_path))
+    proposer = ReplayProposer(spec)
+    ctx = lambda n: type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "n": n})
+    first, second, third = (proposer.propose(ctx(n)) for n in (1, 2, 3))
+    assert first.description == "replay 01_lr.diff" and first.diff.startswith("--- a/train.py") and not first.files
+    assert second.files == {"train.py": "LR = 3e-3\n"} and not second.diff
+    assert third.error == "all 2 changes were replayed"
+    with pytest.raises(AgentError, match="--changes DIR goes with --agent replay"):
+        command_spec("x", None, None, "replay", None)
+    with pytest.raises(AgentError, match="kind replay needs changes"):
+        AgentSpec.from_dict("x", {"kind": "replay", "changes": str(tmp_path / "missing")})
+
+
 @given(value=st.floats(1e-6, 1e3), seed=st.integers(0, 10_000))
 def test_random_search_keeps_fractions_in_0_1_and_scales_others_by_at_most_2(value, seed):
     source = f"X = {value!r}\n"
@@ -261,6 +313,29 @@ def test_held_out_rows_follow_the_scored_rows_and_do_not_overlap(repo):
     assert not {tuple(r) for r in val.tolist()} & {tuple(r) for r in test.tolist()}
     with pytest.raises(ValueError, match="too few for a held-out test"):
         load_eval_data(replace(spec, eval_split="test", eval_tokens=prepared.n_val_tokens))
+
+
+def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap():
+    seeds = {1000: 0.60, 1001: 0.64, 1002: 0.62, 1003: 0.66, 1004: 0.61}  # the seeds spread by 0.025
+    base = list(seeds.items())
+    wiggle = (0.0004, -0.0003, 0.0002, -0.0001, -0.0002)  # a seed rerun moves by this much; mean 0
+
+    def final(shift: float, crash_at: int | None = None) -> list:
+        return [record(seed=s, value=v + shift + w) if s != crash_at else
+                record(seed=s, value=None, status="crash", error="boom") for (s, v), w in zip(base, wiggle)]
+    entries = [Entry("good", "t", best_value=0.55, baseline_value=0.62), Entry("broken", "t"),
+               Entry("broken_and_worse", "t")]
+    finals = {"good": final(-0.01), "broken": final(0.0, 1002), "broken_and_worse": final(0.02, 1001)}
+    heldout_statistics(entries, base, finals, Rule(noise=Noise(seed_std=0.02, pair_std=0.002)), unit=0.02)
+    good, broken, worse = entries
+    assert good.verdict == "better" and good.ci[0] < good.delta < good.ci[1] < 0  # paired: the seeds cancel
+    assert good.improvement_sigma == pytest.approx(0.5) and good.heldout_status == "ok"
+    assert good.gap_sigma == pytest.approx((0.07 - 0.01) / 0.02)  # it found 0.07 on validation, 0.01 held out
+    assert broken.improvement_sigma == 0.0 and broken.verdict == "crash" and broken.heldout_status == "crash: boom"
+    assert worse.improvement_sigma == pytest.approx(-1.0, abs=0.01)  # no gain at best: its measured loss counts
+    board = leaderboard(entries, ["t"])
+    assert [r["held-out"] for r in board] == ["ok", "failed on t", "failed on t"]
+    assert board[0]["t Δ 95% CI"].endswith("better")
 
 
 def test_leaderboard_ranks_by_mean_held_out_improvement():

@@ -12,7 +12,7 @@ import pytest
 from gitrepo import commit_all
 
 from autoresearch_bench import executor as ex
-from autoresearch_bench import storage
+from autoresearch_bench import stats, storage
 from autoresearch_bench.process import child_env
 from autoresearch_bench.runner import Candidate
 from autoresearch_bench.session import BASE, BenchmarkSession, Options
@@ -284,3 +284,75 @@ def test_the_gate_pairs_runs_by_seed_with_a_stored_baseline(monkeypatch, tmp_pat
     decision = session.result(tiny_task, Candidate("train", train)).decision
     assert decision.verdict == verdict and decision.delta == pytest.approx(-0.05)
     assert ("paired t" if stored_seeds else "Welch") in decision.reason
+
+
+def _scored(monkeypatch, values) -> FakeRuns:
+    """FakeRuns whose candidate `name` scores values(name, seed)."""
+    fake, plain = FakeRuns(monkeypatch), FakeRuns.record
+    monkeypatch.setattr(FakeRuns, "record", staticmethod(
+        lambda task, candidate, profile, metric, seed: replace(
+            plain(task, candidate, profile, metric, seed), value=values(candidate, seed))))
+    return fake
+
+
+def test_auto_seeds_add_seeds_only_while_the_question_is_open(monkeypatch, tmp_path, tiny_task):
+    """--ar-seeds auto: 3 seeds each; a clear regression is decided there; a small noisy difference
+    gets one more seed at a time (and the base beside it) until it is settled or has 8."""
+    wiggle = [0.004, -0.006, 0.005, -0.003, 0.006, -0.005, 0.002, -0.004]
+    seed_effect = lambda seed: 0.05 * (seed % 3)
+    fake = _scored(monkeypatch, lambda name, seed: 2.0 + seed_effect(seed) + {
+        BASE: 0.0, "worse": 0.5, "close": 0.004 + wiggle[seed]}[name])
+    commit_all(tmp_path)
+    session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds="auto", base_ref="HEAD",
+                       min_effect=0.01)
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    worse, close = Candidate("worse", train), Candidate("close", train)
+    for c in (worse, close):
+        session.plan(tiny_task, profile, c)
+    decided = session.result(tiny_task, worse)
+    runs = lambda name: [seed for n, seed, _ in fake.calls if n == name]
+    assert decided.decision.verdict == "worse" and runs("worse") == [0, 1, 2]
+    assert runs("close") == runs(BASE) == list(range(6))  # by 6 seeds, Δ is inside ±0.01 at 95%: settled
+    settled = session.results[(tiny_task.name, "close")].decision
+    assert settled.verdict == "no difference" and not settled.open
+    assert settled.test == "paired t, seeds 0, 1, 2, 3, 4, 5"
+
+
+def test_auto_seeds_stop_where_the_stored_baseline_has_no_seed_to_pair_with(monkeypatch, tmp_path, tiny_task):
+    fake = _scored(monkeypatch, lambda name, seed: 2.0 + [0.004, -0.006, 0.005][seed % 3])
+    session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds="auto", baseline="auto",
+                       baselines_dir=tmp_path / "baselines", min_effect=0.01)
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    stored = [replace(FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed), value=2.0 + 0.001 * seed)
+              for seed in (0, 1, 2)]
+    storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    session.plan(tiny_task, profile, Candidate("train", train))
+    decision = session.result(tiny_task, Candidate("train", train)).decision
+    assert [seed for _, seed, _ in fake.calls] == [0, 1, 2] and not decision.open
+
+
+def test_candidates_of_a_task_are_one_holm_family(monkeypatch, tmp_path, tiny_task):
+    _scored(monkeypatch, lambda name, seed: 2.0 + 0.1 * seed + {BASE: 0.0, "a": 0.3, "b": 0.0, "c": -0.3}[name]
+            + 0.001 * (seed % 2) * (name != BASE))
+    commit_all(tmp_path)
+    session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds=3, base_ref="HEAD", min_effect=0.01)
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    for name in "abc":
+        session.plan(tiny_task, profile, Candidate(name, train))
+    session.result(tiny_task, Candidate("a", train))
+    decisions = {name: session.results[(tiny_task.name, name)].decision for name in "abc"}
+    assert {n: d.verdict for n, d in decisions.items()} == {"a": "worse", "b": "no difference", "c": "better"}
+    assert all("Holm over 3" in d.reason for d in decisions.values() if d.verdict != "no difference")
+
+
+def test_a_nan_in_a_stored_baseline_is_an_error_that_names_it_never_a_verdict(monkeypatch, tmp_path, tiny_task):
+    FakeRuns(monkeypatch)
+    session = _session(tmp_path, tiny_task, ex.make_executor("local"), baseline="auto",
+                       baselines_dir=tmp_path / "baselines")
+    profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
+    stored = [FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed) for seed in (0, 1)]
+    path = storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    path.write_text(path.read_text().replace('"values": [\n    2.0,', '"values": [\n    NaN,'))
+    session.plan(tiny_task, profile, Candidate("train", train))
+    with pytest.raises(stats.NotFinite, match="baseline value 1 of 2 is nan, not a finite number"):
+        session.result(tiny_task, Candidate("train", train))

@@ -145,6 +145,23 @@ def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
     assert all(json.loads(line)["mode"] == "tokens" for line in (project / "results.jsonl").read_text().splitlines())
 
 
+def test_one_seed_against_one_is_undecided_and_passes_the_gate(pytester, project):
+    commit_project(project)
+    add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark and slow",
+                                        "--ar-fail-on-regression", *TOKENS[:2], "--ar-slots", "2",
+                                        "-p", "no:cacheprovider")
+    assert run.ret == 0  # worse-looking by far, but one run a side cannot tell it from noise
+    table = run.stdout.str().split("autoresearch benchmark")[-1]
+    assert "undecided" in next(line for line in table.splitlines() if line.split()[:2] == ["tiny", "slow_lr"])
+
+
+def test_seeds_are_a_count_or_auto(pytester, project):
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-seeds", "0", "-p", "no:cacheprovider")
+    run.stderr.fnmatch_lines(["*--ar-seeds: '0': give a number of seeds (1 or more) or auto*"])
+    assert run.ret != 0 and not (project / "results.tsv").exists()
+
+
 def test_saved_baseline_gates_a_later_run(pytester, project):
     saved = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-save-baseline", *TOKENS)
     saved.assert_outcomes(passed=1, deselected=3)
