@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
+from . import process
 from .runner import Candidate, run_candidate
 from .storage import RunRecord
 from .task import Profile, Task
@@ -121,7 +122,14 @@ class LocalExecutor:
                 free.put(gpu)
         with ThreadPoolExecutor(self.slots, thread_name_prefix="ar-run") as pool:
             futures = [pool.submit(run_on_a_free_gpu, run) for run in runs]
-            yield from (f.result() for f in futures)
+            try:
+                for future in futures:
+                    yield future.result()
+            except BaseException:  # Ctrl-C: end the runs of the other threads too, record none of them
+                for future in futures:
+                    future.cancel()
+                process.kill_all()
+                raise
 
 
 def _bind(on_progress: OnProgress | None, run: Run) -> Callable[[dict], None] | None:

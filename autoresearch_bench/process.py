@@ -2,7 +2,8 @@
 
 `start(entry, spec, tmp, plan, ...)` runs `python -m autoresearch_bench.ENTRY SPEC` in its own
 session (so its process group can be killed whole), with PR_SET_PDEATHSIG so that it dies with the
-thread that started it (Ctrl-C, SIGTERM or a crash of the harness leaves nothing running), inside
+thread that started it (SIGTERM, SIGKILL or a crash of the harness leaves nothing running; Ctrl-C
+unwinds the waiting thread, whose `finally` kills its children, and `kill_all` ends the others), inside
 the sandbox when `plan` has namespaces (then the PID namespace takes every process of it along).
 Its JSON-line reports arrive on a private pipe (`Child.reports`); its stdout and stderr go to a log
 file and are never parsed.
@@ -17,6 +18,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ ENV_KEEP = {"PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "PYTHONP
             "CUDA_HOME", "CUDA_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED"}
 ENV_KEEP_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_")
 _PR_SET_PDEATHSIG = 1
+_live: set["Child"] = set()   # started and not yet killed: what kill_all() ends
+_live_lock = threading.Lock()
 
 
 def child_env(gpu: str | None = None, threads: int | None = None) -> dict[str, str]:
@@ -59,7 +63,18 @@ def _preexec(device: str, limits: bool) -> None:
         sandbox.set_limits(device)
 
 
-@dataclass
+def kill_all() -> int:
+    """SIGKILL every child still running (Ctrl-C with runs in other threads); how many there were.
+    Their threads then see them gone and return their records, which the caller drops."""
+    with _live_lock:
+        children = list(_live)
+    for child in children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, signal.SIGKILL)
+    return len(children)
+
+
+@dataclass(eq=False)
 class Child:
     """A started child: its process, its report pipe and its log."""
     proc: subprocess.Popen
@@ -106,6 +121,8 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL the child's process group (orphans included), reap it, close the pipe."""
+        with _live_lock:
+            _live.discard(self)
         kill_group(self.proc)
         with contextlib.suppress(OSError):
             os.close(self.reports_fd)
@@ -155,7 +172,10 @@ def start(entry: tuple[str, ...], spec, tmp: Path, plan: sandbox.Plan, *, device
                                 pass_fds=(write_fd, *pass_fds), start_new_session=True,
                                 preexec_fn=lambda: _preexec(device, limits))
     os.close(write_fd)
-    return Child(proc, read_fd, log)
+    child = Child(proc, read_fd, log)
+    with _live_lock:
+        _live.add(child)
+    return child
 
 
 def failure(child: Child, what: str) -> tuple[str, str]:

@@ -1,0 +1,83 @@
+"""Ctrl-C and SIGTERM: within 5 s nothing of the session is left running, and nothing interrupted is `ok`.
+
+The session trains two candidates at once (--ar-slots 2): the task's own and one that never logs and
+ignores ctx.done(), training on cached batches forever. Every process of the session is found by a
+marker in its environment (PYTHONHASHSEED, which the harness passes on to its children).
+"""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+RUNAWAY = '''
+
+def train(ctx):
+    model = build_model(ctx.cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = [b for _, b in zip(range(4), ctx.batches(ctx.cfg["batch_size"]))]
+    while True:                    # never logs, never looks at ctx.done()
+        for x, y in batches:
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+'''
+
+
+def marked(marker: str) -> list[int]:
+    """Processes whose environment holds PYTHONHASHSEED=marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if f"PYTHONHASHSEED={marker}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def training(marker: str) -> bool:
+    for pid in marked(marker):
+        try:
+            if b"autoresearch_bench.worker\0train" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_nothing_outlives_an_interrupted_session(sig, tiny_task_dir, tmp_path):
+    source = (tiny_task_dir / "train.py").read_text().replace("def train(ctx):", "def honest_train(ctx):")
+    (tiny_task_dir / "candidates" / "runaway.py").write_text(source + RUNAWAY)
+    marker = str(4000 + os.getpid() % 1000 * 2 + (sig == signal.SIGTERM))
+    results = tmp_path / "results.tsv"
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", str(tiny_task_dir),
+               "--autoresearch", "-k", "benchmark", "--ar-budget", "60", "--ar-slots", "2",
+               "--ar-results", str(results), "--ar-baseline", "none"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONHASHSEED": marker},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not training(marker) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert training(marker), proc.communicate()[0]
+        time.sleep(1)
+        proc.send_signal(sig)
+        sent = time.monotonic()
+        while (marked(marker) or proc.poll() is None) and time.monotonic() < sent + 5:
+            time.sleep(0.1)
+        left = marked(marker)
+        assert left == [] and proc.poll() is not None, (left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left])
+    finally:
+        proc.kill()
+        output = proc.communicate()[0]
+    rows = list(csv.DictReader(results.open(), delimiter="\t")) if results.exists() else []
+    assert not [r for r in rows if r["status"] == "ok" and "runaway" in r["description"]], output
