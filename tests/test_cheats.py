@@ -88,17 +88,21 @@ def timed(shared_tiny_task_dir: Path) -> tuple[dict[str, RunRecord], Path]:
     task = load_task(shared_tiny_task_dir)
     results = shared_tiny_task_dir.parent.parent / "results.tsv"
     results.write_bytes(RESULTS_HEADER)
-    # a runaway is killed sooner: ignores_the_clock trains until then, on a core that the others need
-    profiles = {name: replace(task.profile("cpu"), startup_allowance_s=3 if name == "ignores_the_clock" else 8)
-                for name in CHEATS}
+    # Fixed tokens and a generous start-up allowance: on a loaded machine the runs still finish and
+    # are caught for what they do, not killed for being slow. Only ignores_the_clock is about the
+    # clock: it runs a short time budget and is killed at its limit however slowly it started.
+    generous = replace(task.profile("cpu"), startup_allowance_s=60)
     # sandbox off: the in-process guards must catch the cheat on their own (the OS sandbox, where
     # available, hides the files altogether; tests/test_sandbox.py covers that layer)
-    cheat = dict(budget_s=1.5, isolation="off", results_paths=(results,))
-    runs = [Run(task, profiles[name], write_cheat(shared_tiny_task_dir, name), 0, cheat) for name in CHEATS]
+    cheat = dict(budget_s=1.5, max_tokens=8192, isolation="off", results_paths=(results,))
+    clock = {**cheat, "max_tokens": None}
+    runs = [Run(task, replace(generous, startup_allowance_s=3), write_cheat(shared_tiny_task_dir, name), 0, clock)
+            if name == "ignores_the_clock" else Run(task, generous, write_cheat(shared_tiny_task_dir, name), 0, cheat)
+            for name in CHEATS]
     fake = shared_tiny_task_dir / "candidates" / "prints_fake_score.py"
     fake.write_text((shared_tiny_task_dir / "train.py").read_text().replace(
         "    return model\n", '    print("val_bpb: 0.000100")\n    print("---\\nval_bpb:          0.000100")\n    return model\n'))
-    runs.append(Run(task, task.profile("cpu"), Candidate("prints_fake_score", fake), 0, dict(budget_s=1.5)))
+    runs.append(Run(task, generous, Candidate("prints_fake_score", fake), 0, dict(budget_s=1.5, max_tokens=8192)))
     records = make_executor("local", slots=2).map(runs, log=lambda m: None)
     return {run.candidate.name: record for run, record in zip(runs, records)}, results
 

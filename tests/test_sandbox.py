@@ -35,10 +35,18 @@ def hostile(task_dir, name: str, attack: str) -> Candidate:
     return Candidate(name, path)
 
 
+# Fixed tokens and a generous start-up allowance: a run on a loaded machine finishes (or is caught)
+# for what it does, not killed for starting slowly; the clock only stops a runaway (10 × 1 s + 60 s).
+FIXED_TOKENS = dict(budget_s=1, max_tokens=8192)
+
+
+def generous(task):
+    return replace(task.profile("cpu"), startup_allowance_s=60)
+
+
 def run(task, candidate, isolation="auto", **kw):
-    profile = replace(task.profile("cpu"), startup_allowance_s=8)
-    return run_candidate(task, profile, candidate, seed=0, budget_s=1, isolation=isolation,
-                         log=lambda m: None, **kw)
+    return run_candidate(task, generous(task), candidate, seed=0, isolation=isolation, log=lambda m: None,
+                         **FIXED_TOKENS, **kw)
 
 
 STEALS_KEYS = """
@@ -89,9 +97,8 @@ def survived(shared_tiny_task_dir: Path) -> Iterator[Survived]:
         writes = WRITES_REPO.format(paths=f"{str(task_dir / 'task.toml')!r}, {str(results)!r}")
         attacks.update(phones_home=("auto", PHONES_HOME.format(port=listener.getsockname()[1])),
                        writes_repo=("auto", writes), leaves_orphan_auto=("auto", leaves_orphan("auto")))
-    profile = replace(task.profile("cpu"), startup_allowance_s=8)
-    runs = [Run(task, profile, hostile(task_dir, name, attack), 0,
-                dict(budget_s=1, isolation=isolation, results_paths=(results,) if name == "writes_repo" else ()))
+    runs = [Run(task, generous(task), hostile(task_dir, name, attack), 0,
+                dict(**FIXED_TOKENS, isolation=isolation, results_paths=(results,) if name == "writes_repo" else ()))
             for name, (isolation, attack) in attacks.items()]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_API_KEY", "sk-secret")
