@@ -352,21 +352,20 @@ def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
             f"only the tasks' editable files and candidates/*.py may change") if outside else ""
 
 
-def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task]) -> list[str]:
+def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], cuda: bool) -> list[str]:
     """What keeps the collected tasks from running as asked: the problems met while collecting,
     --ar-tasks names that match no task folder, profiles the tasks lack, a cuda profile without a GPU."""
-    import torch
     errors = list(state.errors)
     if unknown := sorted(_wanted_tasks(config) - state.seen):
-        errors.append(f"--ar-tasks: no task named {', '.join(unknown)} among the collected folders "
-                      f"(known: {', '.join(sorted(state.seen)) or 'none'}); give task names, or the task folders' paths")
+        errors.append(f"--ar-tasks: no task named {', '.join(unknown)} among the collected folders (known: "
+                      f"{', '.join(sorted(state.seen)) or 'none'}); give task names, or the task folders' paths")
     for task in tasks:
         try:
             profile = state.profile_for(task)
         except TaskError as e:
             errors.append(str(e))
             continue
-        if (config.getoption("autoresearch") and profile.device == "cuda" and not torch.cuda.is_available()
+        if (config.getoption("autoresearch") and profile.device == "cuda" and not cuda
                 and config.getoption("ar_executor") != "ray"):  # Ray may run it on another node
             errors.append(f"{task.name}: profile {profile.name!r} needs a CUDA GPU and none is visible; "
                           f"run on a GPU machine or pass --ar-profile cpu")
@@ -377,30 +376,29 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task]) -
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check the tasks; surface check first, benchmarks after all checks; plan the benchmark of each
     selected candidate, bounded by the harness's limits for its task's runs."""
-    state, bench = config.stash[STATE], config.stash[SESSION]
+    import torch
+    state, bench, cuda = config.stash[STATE], config.stash[SESSION], torch.cuda.is_available()
     base = config.getoption("ar_base_ref")
     tasks = {t.name: t for t in (state.task_for(i.path) for i in items) if t is not None}
-    if errors := _task_errors(config, state, list(tasks.values())):
+    if errors := _task_errors(config, state, list(tasks.values()), cuda):
         raise pytest.UsageError(*errors)
     if base and tasks:
         items.insert(0, EditableSurface.from_parent(session, name="editable_surface",
                                                     tasks=list(tasks.values()), base=base))
     benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
     items[:] = [i for i in items if not i.get_closest_marker("autoresearch")] + benchmarks
+    if not bench.options.enabled:
+        for item in benchmarks:
+            item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
     planned = [(i, state.task_for(i.path), c) for i in benchmarks if (c := _item_candidate(i)) is not None]
     for item, task, candidate in planned if bench.options.enabled else ():
         try:
             bench.plan(task, state.profile_for(task), candidate)
         except (TaskError, ValueError) as e:  # the base ref lacks the task's file; a broken stored baseline
             raise pytest.UsageError(str(e)) from None
-    for item in benchmarks:
-        if not bench.options.enabled:
-            item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
-    if config.pluginmanager.hasplugin("timeout"):
-        for item, task, _ in planned if bench.options.enabled else ():
-            item.add_marker(pytest.mark.timeout(bench.time_limit(task)))
-    import torch
-    if not torch.cuda.is_available():
+    for item, task, _ in planned if bench.options.enabled and config.pluginmanager.hasplugin("timeout") else ():
+        item.add_marker(pytest.mark.timeout(bench.time_limit(task)))  # after planning: all the task's runs
+    if not cuda:
         for item in items:
             if item.get_closest_marker("gpu"):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible"))

@@ -58,7 +58,8 @@ from .task import Profile, Task, TaskError
 BASE = "@base"  # internal name of the candidate measured from --ar-base-ref; no candidate's name has "@"
 NOT_COMPARABLE = "not comparable"  # the verdict where the numbers do not compare (other data, other speed)
 # Advice of a time-mode verdict that machine speed made not comparable.
-SPEED_ADVICE = "use fixed-token mode --ar-tokens N, or record the baseline again with --ar-save-baseline on an idle machine"
+SPEED_ADVICE = ("use fixed-token mode --ar-tokens N, or record the baseline again with --ar-save-baseline "
+                "on an idle machine")
 DRIFT_ADVICE = "use fixed-token mode --ar-tokens N, or rerun on an idle machine"
 # A benchmark item's time limit beyond its runs' own limits: per run (process start-up, hashing the
 # results files) and once per task (data preparation on first use, downloads included; calibrations).
@@ -133,7 +134,9 @@ class CandidateResult:
 
 
 def display_name(candidate: Candidate) -> str:
-    return f"base @{git_ref(candidate)[0]}" if candidate.name == BASE else candidate.name
+    """A candidate's name for people: "base @REF" for the base."""
+    ref = git_ref(candidate)
+    return f"base @{ref[0]}" if candidate.name == BASE and ref else candidate.name
 
 
 def git_ref(candidate: Candidate) -> tuple[str, str] | None:

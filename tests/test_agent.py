@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, RandomSearchProposer, Settings,
-                                      float_constants, parse_reply)
+from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Proposal, RandomSearchProposer, Settings,
+                                      apply_proposal, float_constants, parse_reply)
 from autoresearch_bench.evaluate import load_eval_data
 from autoresearch_bench.league import League, leaderboard, load_agents, Entry
 from autoresearch_bench.task import load_task
@@ -267,3 +267,15 @@ def test_leaderboard_ranks_by_mean_held_out_improvement():
     board = leaderboard(entries, ["t1", "t2"])
     assert [r["agent"] for r in board] == ["b", "a"]
     assert board[1]["improvement (σ)"] == 2.0 and board[1]["crash rate"] == "12%" and board[1]["first keep"] == "2.0"
+
+
+def test_a_diff_that_does_not_apply_says_why_in_git_s_words(tmp_path):
+    """Written relative to the repository (the third way of reading its paths), with stale context:
+    the reason is git's for the way that found the file, not 'No such file' of the first way."""
+    (tmp_path / "tasks" / "t").mkdir(parents=True)
+    (tmp_path / "tasks" / "t" / "train.py").write_text("a = 1\nb = 2\nc = 3\n")
+    commit_all(tmp_path)
+    stale = "--- a/tasks/t/train.py\n+++ b/tasks/t/train.py\n@@ -1,3 +1,3 @@\n a = 1\n-b = 5\n+b = 3\n c = 3\n"
+    why = apply_proposal(tmp_path, "tasks/t", Proposal("stale", diff=stale), tmp_path / "p.diff")
+    assert why == ("the diff does not apply to the current file (git apply: patch failed: tasks/t/train.py:1; "
+                   "tasks/t/train.py: patch does not apply)")

@@ -139,11 +139,13 @@ def usage_error(run, project: Path) -> str:
     (["--ar-results", "a_file/results.tsv"], "cannot write */a_file/results.tsv (Not a directory): free space, "
                                              "or choose another path with --ar-results"),
     (["--ar-candidate", "missing.py"], "--ar-candidate missing.py: no such file, and no commit of that name in the "
-                                       "git repository at *; give a file with the task contract, or a branch, tag or commit"),
+                                       "git repository at *; give a file with the task contract, or a branch, tag "
+                                       "or commit"),
     (["--ar-base-ref", "nosuch"], "--ar-base-ref nosuch: no commit of that name in the git repository at *; "
                                   "give a branch, tag or commit (e.g. origin/main)"),
     (["--ar-baseline", "missing.json"], "--ar-baseline missing.json: no such baseline file; pass a file that "
-                                        "--ar-save-baseline wrote (baselines/<task>/*.json), or --ar-baseline auto or none"),
+                                        "--ar-save-baseline wrote (baselines/<task>/*.json), or --ar-baseline auto "
+                                        "or none"),
 ])
 def test_bad_inputs_stop_the_session_at_once_with_one_line_that_says_what_to_do(pytester, project, args, message):
     (project / "a_file").write_text("")
@@ -159,8 +161,10 @@ def test_a_cuda_profile_without_a_gpu_stops_the_session_before_any_check(pyteste
 
 
 @pytest.mark.parametrize("toml_edit, message", [
-    (("budget_s = 3\n", 'budget_s = "30s"\n'), "tasks/tiny/task.toml: [profiles.cpu] budget_s must be a number, got '30s'"),
-    (("[profiles.cpu]", "[profiles.cpu"), "tasks/tiny/task.toml: malformed TOML (* (at line *, column *)); fix the syntax"),
+    (("budget_s = 3\n", 'budget_s = "30s"\n'),
+     "tasks/tiny/task.toml: [profiles.cpu] budget_s must be a number, got '30s'"),
+    (("[profiles.cpu]", "[profiles.cpu"),
+     "tasks/tiny/task.toml: malformed TOML (* (at line *, column *)); fix the syntax"),
 ])
 def test_a_broken_task_toml_is_one_line_naming_the_file(pytester, project, toml_edit, message):
     toml = project / "tasks" / "tiny" / "task.toml"

@@ -66,7 +66,8 @@ def test_a_schedule_that_fails_marks_every_candidate_that_lacks_runs_with_the_re
     second = bench.result(tiny_task, wide)  # nothing runs again
     for result in (first, second):
         assert len(result.records) == 1 and result.status == "interrupted"
-        assert result.error == "the schedule stopped after 1 of its 2 run(s) (OSError: [Errno 28] disk full while appending)"
+        assert result.error == ("the schedule stopped after 1 of its 2 run(s) "
+                                "(OSError: [Errno 28] disk full while appending)")
     assert [r.seed for r in storage.read_results(tmp_path / "results.jsonl")] == [0, 0]
 
 
@@ -77,7 +78,8 @@ def test_an_interrupted_schedule_marks_the_candidates_and_goes_on_up(monkeypatch
     with pytest.raises(KeyboardInterrupt):
         bench.result(tiny_task, train)
     done = bench.results[(tiny_task.name, "wide")]
-    assert done.status == "interrupted" and done.error == "the schedule stopped after 0 of its 2 run(s) (KeyboardInterrupt)"
+    assert done.status == "interrupted"
+    assert done.error == "the schedule stopped after 0 of its 2 run(s) (KeyboardInterrupt)"
     assert bench.results[(tiny_task.name, "train")].stopped.startswith("the schedule stopped after 1 of its 2")
 
 

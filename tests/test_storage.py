@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,9 @@ def test_check_writable_says_why_rows_could_not_be_appended_and_leaves_nothing_b
         f"cannot write {tmp_path / 'a_file' / 'results.tsv'} (")
     full = storage.check_writable(tmp_path / "results.tsv", min_free=1 << 60)  # more than any disk has
     assert full.startswith(f"only ") and f"MB free for {tmp_path / 'results.tsv'} (at least" in full
+
+
+def test_the_readme_lists_the_results_columns_as_written():
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert f"has {len(storage.TSV_COLUMNS)} tab-separated columns: `{' '.join(storage.TSV_COLUMNS[:5])}`" in readme
+    assert f"then `{' '.join(storage.TSV_COLUMNS[5:])}`" in readme
