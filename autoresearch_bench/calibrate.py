@@ -7,16 +7,22 @@ record (`extra["calibration"]`) and with a saved baseline, and calls a compariso
 when the speed now departs from the baseline's, or the two measurements disagree, by more than
 TOLERANCE (the session: autoresearch_bench/session.py).
 
-    measure(device)              {"cpu": GFLOP/s} (plus "cuda": GFLOP/s for device "cuda"), measured
-                                 by `python -m autoresearch_bench.calibrate DEVICE`: it imports torch
-                                 and nothing of a candidate, and inherits this process's environment
-                                 (OMP_NUM_THREADS, CUDA_VISIBLE_DEVICES), as the runs do
+    measure(device)              GFLOP/s per part of the machine, measured by `python -m
+                                 autoresearch_bench.calibrate DEVICE`, which imports torch and
+                                 nothing of a candidate and inherits this process's environment
+                                 (OMP_NUM_THREADS, CUDA_VISIBLE_DEVICES), as the runs do: {"cpu": …}
+                                 with the threads the runs get, or {"cuda": …} for the GPU
     mean(a, b)                   per-device mean of two measurements (before and after the runs)
     mismatch(now, then, what)    why speed `now` departs from `then` by more than TOLERANCE, or ""
 
 The loop multiplies two fixed square matrices (float32 on the CPU; bfloat16, else float16 on a
 GPU) for WINDOWS windows of WINDOW_S seconds each and reports the median rate, so that one blip
-does not decide; it takes about WINDOWS × WINDOW_S seconds plus the torch import.
+does not decide; it takes about WINDOWS × WINDOW_S seconds plus the torch (and CUDA) start.
+Measured, four processes one after another on idle machines: a 2-core CPU within 1% (512²), down
+to an eighth with two other busy processes; an H200 machine's GPU within 1%, its 16 shared cores
+within 8% (1024²; 512² within 12%), but one thread of them 20% apart, too noisy for TOLERANCE: so a
+GPU's calibration measures the GPU alone, and the steps of the task's own train.py (session.py)
+stand for the rest of the machine.
 """
 from __future__ import annotations
 
@@ -28,12 +34,12 @@ import time
 
 TOLERANCE = 0.15  # a speed that departs from another by more than this fraction does not compare
 WINDOWS, WINDOW_S = 5, 0.2
-SIZES = {"cpu": 512, "cuda": 4096}
-BATCH = 8  # matmuls per timing step (one synchronization per batch on a GPU)
+SIZES = {"cpu": 1024, "cuda": 4096}
+BATCHES = {"cpu": 1, "cuda": 8}  # matmuls per timing step (one synchronization per batch on a GPU)
 
 
 def _rate(device: str) -> float:
-    """GFLOP/s of the fixed matmul loop on device (this process)."""
+    """GFLOP/s of the fixed matmul loop on device (this process, with its threads)."""
     import torch
     n = SIZES[device]
     dtype = torch.float32 if device == "cpu" else (
@@ -44,7 +50,7 @@ def _rate(device: str) -> float:
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def batch() -> None:
-        for _ in range(BATCH):
+        for _ in range(BATCHES[device]):
             torch.mm(a, b, out=out)
         sync()
     batch()  # warm-up: allocation, kernel selection
@@ -53,14 +59,14 @@ def _rate(device: str) -> float:
         count, t0 = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - t0) < WINDOW_S:
             batch()
-            count += BATCH
+            count += BATCHES[device]
         rates.append(count * 2 * n ** 3 / elapsed / 1e9)
     return statistics.median(rates)
 
 
 def measure(device: str = "cpu", timeout_s: float = 120) -> dict[str, float]:
-    """The machine's speed now, in GFLOP/s per device kind: the CPU always, the GPU too for "cuda".
-    Raises RuntimeError with a one-line reason when the measuring process fails."""
+    """The machine's speed now: {device: GFLOP/s} (see the module's docstring). Raises
+    RuntimeError with a one-line reason when the measuring process fails."""
     try:
         done = subprocess.run([sys.executable, "-m", "autoresearch_bench.calibrate", device], capture_output=True,
                               text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
@@ -93,5 +99,5 @@ def mismatch(now: dict[str, float], then: dict[str, float], what: str) -> str:
 
 
 if __name__ == "__main__":
-    kinds = ["cpu"] + (["cuda"] if sys.argv[1:] == ["cuda"] else [])
-    print(json.dumps({kind: round(_rate(kind), 3) for kind in kinds}))
+    device = sys.argv[1]
+    print(json.dumps({device: round(_rate(device), 3)}))
