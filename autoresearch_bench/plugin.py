@@ -359,16 +359,25 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], c
     if unknown := sorted(_wanted_tasks(config) - state.seen):
         errors.append(f"--ar-tasks: no task named {', '.join(unknown)} among the collected folders (known: "
                       f"{', '.join(sorted(state.seen)) or 'none'}); give task names, or the task folders' paths")
+    name, lacking, need_gpu = config.getoption("ar_profile"), [], []
     for task in tasks:
+        if name != "auto" and name not in task.profiles:
+            lacking.append(f"{task.name} (profiles: {', '.join(task.profiles)})")
+            continue
         try:
             profile = state.profile_for(task)
-        except TaskError as e:
+        except TaskError as e:  # auto: no profile suits this machine
             errors.append(str(e))
             continue
         if (config.getoption("autoresearch") and profile.device == "cuda" and not cuda
                 and config.getoption("ar_executor") != "ray"):  # Ray may run it on another node
-            errors.append(f"{task.name}: profile {profile.name!r} needs a CUDA GPU and none is visible; "
-                          f"run on a GPU machine or pass --ar-profile cpu")
+            need_gpu.append(task.name)
+    if lacking:
+        errors.append(f"--ar-profile {name}: no such profile in {', '.join(lacking)}; choose one of theirs, "
+                      f"or select tasks with --ar-tasks")
+    if need_gpu:
+        errors.append(f"--ar-profile {name} needs a CUDA GPU and none is visible ({', '.join(need_gpu)}); "
+                      f"run on a GPU machine or pass --ar-profile cpu")
     return list(dict.fromkeys(errors))
 
 

@@ -135,7 +135,8 @@ def usage_error(run, project: Path) -> str:
     (["--ar-budget", "0"], "--ar-budget 0.0: the time budget must be a positive number of seconds"),
     (["--ar-tasks", "nosuch"], "--ar-tasks: no task named nosuch among the collected folders (known: tiny); "
                                "give task names, or the task folders' paths"),
-    (["--ar-profile", "h200"], "tiny: no profile 'h200'; choose one of cpu, gpu (--ar-profile)"),
+    (["--ar-profile", "h200"], "--ar-profile h200: no such profile in tiny (profiles: cpu, gpu); choose one of "
+                               "theirs, or select tasks with --ar-tasks"),
     (["--ar-results", "a_file/results.tsv"], "cannot write */a_file/results.tsv (Not a directory): free space, "
                                              "or choose another path with --ar-results"),
     (["--ar-candidate", "missing.py"], "--ar-candidate missing.py: no such file, and no commit of that name in the "
@@ -156,8 +157,8 @@ def test_bad_inputs_stop_the_session_at_once_with_one_line_that_says_what_to_do(
 def test_a_cuda_profile_without_a_gpu_stops_the_session_before_any_check(pytester, project):
     pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has a GPU")
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-profile", "gpu", *FAST)
-    assert usage_error(run, project) == ("tiny: profile 'gpu' needs a CUDA GPU and none is visible; run on a GPU "
-                                         "machine or pass --ar-profile cpu")
+    assert usage_error(run, project) == ("--ar-profile gpu needs a CUDA GPU and none is visible (tiny); run on a "
+                                         "GPU machine or pass --ar-profile cpu")
 
 
 @pytest.mark.parametrize("toml_edit, message", [
