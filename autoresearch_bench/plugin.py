@@ -224,9 +224,9 @@ def _option_errors(config: pytest.Config) -> list[str]:
         results = Path(get("ar_results"))
         results = results if results.is_absolute() else root / results
         if why := storage.check_writable(results) or storage.check_writable(results.with_suffix(".jsonl")):
-            errors.append(f"{why}: free space, or choose another path with --ar-results")
+            errors.append(f"{why}: give --ar-results a writable path on a disk with room")
         if get("ar_save_baseline") and (why := storage.check_writable(root / "baselines")):
-            errors.append(f"{why}: free space, or leave out --ar-save-baseline")
+            errors.append(f"{why}: make baselines/ writable, on a disk with room, or leave out --ar-save-baseline")
     return errors
 
 
@@ -327,22 +327,47 @@ def _item_candidate(item: pytest.Item) -> Candidate | None:
     return callspec.params.get("candidate") if callspec else None
 
 
-class EditableSurface(pytest.Item):
-    """Fails when the change since --ar-base-ref touches files outside the tasks' editable surface."""
+class SessionGate(pytest.Item):
+    """An item about the session as a whole, run first: it fails with error(), if that is not ""."""
 
-    def __init__(self, *, tasks: list[Task], base: str, **kwargs):
-        super().__init__(**kwargs)
-        self.tasks, self.base = tasks, base
+    def error(self) -> str:
+        raise NotImplementedError
 
     def runtest(self) -> None:
-        if error := _surface_error(self.config, self.tasks, self.base):
+        if error := self.error():
             raise AssertionError(error)
 
     def repr_failure(self, excinfo, style=None) -> str:
         return str(excinfo.value)
 
     def reportinfo(self):
+        return self.path, None, self.name
+
+
+class EditableSurface(SessionGate):
+    """Fails when the change since --ar-base-ref touches files outside the tasks' editable surface."""
+
+    def __init__(self, *, tasks: list[Task], base: str, **kwargs):
+        super().__init__(**kwargs)
+        self.tasks, self.base = tasks, base
+
+    def error(self) -> str:
+        return _surface_error(self.config, self.tasks, self.base)
+
+    def reportinfo(self):
         return self.path, None, f"editable surface since {self.base}"
+
+
+class InputErrors(SessionGate):
+    """In a pytest-xdist worker, whose usage errors the controller never shows: the session's only
+    item, failing with them."""
+
+    def __init__(self, *, errors: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.errors = errors
+
+    def error(self) -> str:
+        return "\n".join(self.errors)
 
 
 def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
@@ -383,30 +408,35 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], c
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Check the tasks; surface check first, benchmarks after all checks; plan the benchmark of each
-    selected candidate, bounded by the harness's limits for its task's runs."""
+    """Check the tasks and plan the benchmark of each selected candidate (bounded by the harness's
+    limits for its task's runs); then the surface check first, benchmarks after all checks."""
     import torch
     state, bench, cuda = config.stash[STATE], config.stash[SESSION], torch.cuda.is_available()
     base = config.getoption("ar_base_ref")
     tasks = {t.name: t for t in (state.task_for(i.path) for i in items) if t is not None}
-    if errors := _task_errors(config, state, list(tasks.values()), cuda):
-        raise pytest.UsageError(*errors)
-    if base and tasks:
-        items.insert(0, EditableSurface.from_parent(session, name="editable_surface",
-                                                    tasks=list(tasks.values()), base=base))
+    errors = _task_errors(config, state, list(tasks.values()), cuda)
     benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
-    items[:] = [i for i in items if not i.get_closest_marker("autoresearch")] + benchmarks
-    if not bench.options.enabled:
-        for item in benchmarks:
-            item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
     planned = [(i, state.task_for(i.path), c) for i in benchmarks if (c := _item_candidate(i)) is not None]
-    for item, task, candidate in planned if bench.options.enabled else ():
+    for item, task, candidate in planned if bench.options.enabled and not errors else ():
         try:
             bench.plan(task, state.profile_for(task), candidate)
         except (TaskError, ValueError) as e:  # the base ref lacks the task's file; a broken stored baseline
-            raise pytest.UsageError(str(e)) from None
+            errors.append(str(e))
+            break
+    if errors:
+        if _xdist_role(config) != "worker":
+            raise pytest.UsageError(*errors)
+        items[:] = [InputErrors.from_parent(session, name="autoresearch_inputs", errors=errors)]
+        return
+    if base and tasks:
+        items.insert(0, EditableSurface.from_parent(session, name="editable_surface",
+                                                    tasks=list(tasks.values()), base=base))
+    items[:] = [i for i in items if not i.get_closest_marker("autoresearch")] + benchmarks
     for item, task, _ in planned if bench.options.enabled and config.pluginmanager.hasplugin("timeout") else ():
         item.add_marker(pytest.mark.timeout(bench.time_limit(task)))  # after planning: all the task's runs
+    if not bench.options.enabled:
+        for item in benchmarks:
+            item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
     if not cuda:
         for item in items:
             if item.get_closest_marker("gpu"):

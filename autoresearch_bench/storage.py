@@ -288,7 +288,7 @@ def check_writable(path: str | Path, min_free: int = MIN_FREE_BYTES) -> str:
     except OSError as e:
         return f"cannot write {path} ({e.strerror or e})"
     if disk.f_bavail * disk.f_frsize < min_free:
-        return f"only {disk.f_bavail * disk.f_frsize >> 20} MB free for {path} (at least {min_free >> 20} MB needed)"
+        return f"only {disk.f_bavail * disk.f_frsize >> 20} MB free for {path}, at least {min_free >> 20} MB needed"
     return ""
 
 

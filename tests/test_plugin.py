@@ -6,13 +6,11 @@ import csv
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 from gitrepo import commit_all, git
 
-from autoresearch_bench import executor
 from autoresearch_bench.session import RUN_SLACK_S, TASK_SLACK_S
 
 from test_session import FakeRuns
@@ -137,8 +135,8 @@ def usage_error(run, project: Path) -> str:
                                "give task names, or the task folders' paths"),
     (["--ar-profile", "h200"], "--ar-profile h200: no such profile in tiny (profiles: cpu, gpu); choose one of "
                                "theirs, or select tasks with --ar-tasks"),
-    (["--ar-results", "a_file/results.tsv"], "cannot write */a_file/results.tsv (Not a directory): free space, "
-                                             "or choose another path with --ar-results"),
+    (["--ar-results", "a_file/results.tsv"], "cannot write */a_file/results.tsv (Not a directory): give "
+                                             "--ar-results a writable path on a disk with room"),
     (["--ar-candidate", "missing.py"], "--ar-candidate missing.py: no such file, and no commit of that name in the "
                                        "git repository at *; give a file with the task contract, or a branch, tag "
                                        "or commit"),
@@ -173,6 +171,16 @@ def test_a_broken_task_toml_is_one_line_naming_the_file(pytester, project, toml_
     for args in (["tasks"], ["tasks", "--ar-tasks", "tiny"]):  # checks only, or a selection by name
         line = usage_error(pytester.runpytest_inprocess(*args, *FAST), project)
         assert like(line, message), line
+
+
+def test_under_xdist_a_bad_task_input_fails_one_item_that_says_it(pytester, project):
+    """pytest-xdist's controller collects nothing and shows no worker's usage error."""
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed: pip install autoresearch-bench[xdist]")
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-n", "2", "--ar-executor", "xdist",
+                                        "--ar-tasks", "nosuch", *FAST)
+    run.assert_outcomes(failed=1)
+    run.stdout.fnmatch_lines(["*_ autoresearch_inputs _*", "*", "--ar-tasks: no task named nosuch among *"])
+    assert not (project / "results.tsv").exists()
 
 
 def commit_project(project: Path) -> None:
@@ -237,9 +245,7 @@ def test_the_ini_timeout_does_not_cut_a_benchmark_short(pytester, project, monke
     """pytest-timeout's ini timeout is for checks; a benchmark item is bounded by the harness's own
     limits for its task's runs (three seeds here: 3 × (budget + allowance + evaluation + slack))."""
     pytester.makeini("[pytest]\ntimeout = 1\n")
-    fake = FakeRuns(monkeypatch)
-    slow = fake.__call__
-    monkeypatch.setattr(executor, "run_candidate", lambda *a, **kw: (time.sleep(0.5), slow(*a, **kw))[1])
+    fake = FakeRuns(monkeypatch, seconds=0.5)
     items, _ = pytester.inline_genitems("--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "3", *TIMED)
     tiny = [i for i in items if i.get_closest_marker("autoresearch")][0]
     assert tiny.get_closest_marker("timeout").args == (3 * (1 + 60 + 60 + RUN_SLACK_S) + TASK_SLACK_S,)

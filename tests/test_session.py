@@ -1,5 +1,6 @@
 """The benchmark session: every run accounted for, machine speed in time-mode verdicts, git
 candidates' provenance, the base as a role. run_candidate is replaced by a fake (no training)."""
+import time
 from dataclasses import replace
 
 import pytest
@@ -14,17 +15,19 @@ from test_storage import record
 
 
 class FakeRuns:
-    """Stands in for run_candidate: seed s scores 2.0 + 0.01 s in `steps` steps, as a run in the
-    checkout would record it (commit "checkout", dirty); the run number `fail_at` raises `error`."""
+    """Stands in for run_candidate: seed s scores 2.0 + 0.01 s in `steps` steps and `seconds`, as a
+    run in the checkout would record it (commit "checkout", dirty); run number `fail_at` raises `error`."""
 
-    def __init__(self, monkeypatch, steps: int = 100, fail_at: int = 0, error: BaseException | None = None):
-        self.steps, self.fail_at, self.error, self.calls = steps, fail_at, error, []
+    def __init__(self, monkeypatch, steps: int = 100, seconds: float = 0.0, fail_at: int = 0,
+                 error: BaseException | None = None):
+        self.steps, self.seconds, self.fail_at, self.error, self.calls = steps, seconds, fail_at, error, []
         monkeypatch.setattr(ex, "run_candidate", self)
 
     def __call__(self, task, profile, candidate, seed, *, on_progress=None, log=print, **options):
         self.calls.append((candidate.name, candidate.path, seed))
         if len(self.calls) == self.fail_at:
             raise self.error
+        time.sleep(self.seconds)
         return record(task=task.name, candidate=candidate.name, profile=profile.name, seed=seed, commit="checkout",
                       dirty=True, value=2.0 + 0.01 * seed, steps=self.steps, extra={"data_id": "d0"},
                       description=options.get("description") or candidate.name)
