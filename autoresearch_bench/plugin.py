@@ -46,7 +46,7 @@ from .device import mfu_cell
 from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
 from .patch import surface_violations, repo_root
 from .runner import Candidate, CheckServer
-from .session import BASE, BenchmarkSession, CandidateResult, Options, resolve_candidates
+from .session import BASE, NOT_COMPARABLE, BenchmarkSession, CandidateResult, Options, resolve_candidates
 from .task import Profile, Task, TaskError, default_profile, load_task
 
 SESSION = pytest.StashKey[BenchmarkSession]()
@@ -563,8 +563,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.config.stash[STATE].write(f"[autoresearch] baseline saved: {path}")
     markdown = session.config.getoption("ar_markdown")
     if markdown and role != "worker" and (shown := _reported(bench)):
+        notes = "".join(f"\n- {line}" for line in _not_comparable_notes(shown))
         Path(markdown).write_text("## autoresearch benchmark\n\n" +
-                                  tabulate(summary_rows(shown), headers="keys", tablefmt="github") + "\n")
+                                  tabulate(summary_rows(shown), headers="keys", tablefmt="github") + "\n" + notes)
 
 
 def _reported(bench: BenchmarkSession) -> list[CandidateResult]:
@@ -573,11 +574,19 @@ def _reported(bench: BenchmarkSession) -> list[CandidateResult]:
     return [r for r in bench.ranked() if r.records or r.skipped or r.stopped]
 
 
+def _not_comparable_notes(shown: list[CandidateResult]) -> list[str]:
+    """Why each `not comparable` verdict is so (other data, another machine speed) and what to do."""
+    return [f"{r.task.name}/{r.label}: {NOT_COMPARABLE}: {r.decision.reason}" for r in shown
+            if r.decision and r.decision.verdict == NOT_COMPARABLE]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     bench = config.stash[SESSION]
     if not (shown := _reported(bench)):
         return
     terminalreporter.write_sep("=", "autoresearch benchmark")
     terminalreporter.write_line(tabulate(summary_rows(shown), headers="keys"))
+    for line in _not_comparable_notes(shown):
+        terminalreporter.write_line(line)
     if any(r.records for r in shown):
         terminalreporter.write_line(f"records appended to {bench.options.results_tsv} and {bench.options.results_jsonl}")

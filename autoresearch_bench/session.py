@@ -196,12 +196,12 @@ class BenchmarkSession:
     def __init__(self, options: Options, log: Callable[[str], None] = print,
                  on_progress: Callable[[CandidateResult, int, dict], None] | None = None,
                  executor: LocalExecutor | None = None,
-                 measure_speed: Callable[[str], dict[str, float]] = calibrate.measure):
+                 measure_speed: Callable[[str], dict[str, float]] | None = None):
         self.options = options
         self.executor = executor or LocalExecutor()
         self.log = log
         self.on_progress = on_progress
-        self.measure_speed = measure_speed
+        self.measure_speed = measure_speed or calibrate.measure
         self.results: dict[tuple[str, str], CandidateResult] = {}
         self.pending: dict[str, list[CandidateResult]] = defaultdict(list)  # task → not yet run
         self.baselines: dict[str, storage.Baseline | None] = {}  # task → its stored baseline, if any

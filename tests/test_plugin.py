@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from gitrepo import commit_all, git
 
+from autoresearch_bench import calibrate, storage
 from autoresearch_bench.session import RUN_SLACK_S, TASK_SLACK_S
 
 from test_session import FakeRuns
+from test_storage import record
 
 TINY = Path(__file__).parent / "tiny_task"
 # Fixed tokens wherever a test is not about the clock: the same runs on an idle or a loaded machine.
@@ -265,6 +267,23 @@ def test_a_candidate_file_named_base_is_a_candidate_beside_the_base_ref(pytester
     assert sorted(re.split(r"\s{2,}", line)[1] for line in table.splitlines() if line.startswith("tiny")) == [
         "base", "base @HEAD", "train"]
     assert [r["description"] for r in results(project)] == ["base @HEAD", "train", "base"]
+
+
+def test_a_time_budget_on_a_slower_machine_is_not_comparable_and_says_why_under_the_table(pytester, project,
+                                                                                        monkeypatch):
+    FakeRuns(monkeypatch)
+    monkeypatch.setattr(calibrate, "measure", lambda device: {"cpu": 50.0})  # half the speed of the baseline's
+    fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "time", "budget": 1.0}
+    storage.save_baseline(project / "baselines", "tiny", fingerprint,
+                          [record(task="tiny", value=2.0, extra={"data_id": "d0"})],
+                          calibration={"before": {"cpu": 100.0}, "after": {"cpu": 100.0}})
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression",
+                                       "--ar-markdown", "summary.md", *TIMED)
+    run.assert_outcomes(failed=1, deselected=3)
+    why = ("tiny/train: not comparable: the cpu ran 50% slower than when the stored baseline @abc1234 was recorded "
+           "(50.0 against 100.0 GFLOP/s): use fixed-token mode --ar-tokens N, or record the baseline again with "
+           "--ar-save-baseline on an idle machine")
+    assert why in run.stdout.str().split("autoresearch benchmark")[-1] and f"- {why}" in (project / "summary.md").read_text()
 
 
 def test_a_git_ref_candidate_is_recorded_at_the_ref_s_commit(pytester, project, monkeypatch):
