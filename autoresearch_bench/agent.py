@@ -197,15 +197,18 @@ def apply_proposal(worktree: Path, task_rel: str, proposal: Proposal, patch: Pat
     if not proposal.diff:
         return ""
     patch.write_text(proposal.diff if proposal.diff.endswith("\n") else proposal.diff + "\n")
-    tried = []
+    reasons = []
     # Models write paths relative to the task folder or to the repository, with or without a/ b/.
     for extra in ([f"--directory={task_rel}", "-p1"], [f"--directory={task_rel}", "-p0"], ["-p1"], ["-p0"]):
         done = subprocess.run(["git", "apply", "--recount", "--whitespace=nowarn", *extra, str(patch)],
                               cwd=worktree, capture_output=True, text=True)
         if done.returncode == 0:
             return ""
-        tried.append(done.stderr.strip().splitlines()[0] if done.stderr.strip() else "failed")
-    return f"the diff does not apply to the current file ({tried[0]})"
+        reasons.append("; ".join(line.removeprefix("error: ") for line in done.stderr.strip().splitlines())
+                       or f"exit code {done.returncode}")
+    # git's reason from the way of reading the paths that found the file, if one did
+    found = [r for r in reasons if "No such file or directory" not in r]
+    return f"the diff does not apply to the current file (git apply: {(found or reasons)[0]})"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """`autoresearch-bench`: the command line beside the pytest plugin.
 
-    autoresearch-bench run [PYTEST ARGS]       pytest --autoresearch (default: the tasks/ folder)
+    autoresearch-bench run [PYTEST ARGS]       pytest --autoresearch PYTEST ARGS, every option passed through
+                                               (run -h: pytest's help); the tasks/ folder when no
+                                               argument is a path
     autoresearch-bench tasks [DIR]             list tasks, their profiles and budgets
     autoresearch-bench prepare TASK [-p NAME]  build a task's data and tokenizer into the cache
     autoresearch-bench agent --task T --tag TAG (--model M | --agent-cmd CMD | --agent null|random-search
@@ -30,9 +32,10 @@ from .stats import NotFinite
 from .task import TaskError, find_tasks, load_task
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(pytest_args: list[str]) -> int:
+    """pytest --autoresearch with these arguments; without a path, the tasks/ folder (as testpaths)."""
     import pytest
-    return int(pytest.main(["--autoresearch", *(args.pytest_args or ["tasks"])]))
+    return int(pytest.main(["--autoresearch", "-o", "testpaths=tasks", *pytest_args]))
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -139,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autoresearch-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="pytest --autoresearch")
-    run.add_argument("pytest_args", nargs=argparse.REMAINDER)
-    run.set_defaults(func=_run)
+    sub.add_parser("run", help="pytest --autoresearch [PYTEST ARGS] (every pytest and --ar- option passes through)",
+                   usage="autoresearch-bench run [PYTEST ARGS]", add_help=False)
     tasks = sub.add_parser("tasks", help="list tasks and profiles")
     tasks.add_argument("dir", nargs="?", default="tasks")
     tasks.set_defaults(func=_tasks)
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
     sim.add_argument("--format", default="simple", help="tabulate table format, e.g. github for Markdown")
     sim.set_defaults(func=_simulate)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # pytest parses the rest (argparse would take its options for its own)
+        return _run(argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

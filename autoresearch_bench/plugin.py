@@ -11,7 +11,16 @@ name the candidate (`test_causality[wider_mlp]`) and `-k wider_mlp` selects one.
     ar_task, ar_profile       the task spec and the profile chosen for this session
 
 Benchmarks run after every check of the session; a candidate whose check failed is not benchmarked
-and its benchmark item fails with the reason. The terminal summary ranks the candidates per task.
+and its benchmark item fails with the reason, as does one whose runs did not all finish (a schedule
+that failed or was interrupted): a benchmark item passes only with all its runs. The terminal
+summary ranks the candidates per task.
+
+Inputs are checked before anything runs, each problem one line (pytest.UsageError): the options in
+pytest_configure (seeds, tokens, budget, --ar-baseline file, --ar-candidate files and refs,
+--ar-base-ref, the results files writable with room on their disk), the tasks at the end of
+collection (task.toml errors, --ar-tasks names, --ar-profile names, a GPU for a cuda profile).
+Benchmark items are bounded by the harness's own limits (BenchmarkSession.time_limit, as their
+pytest-timeout), not by the ini `timeout`, which is for checks.
 
 `--ar-executor` picks where runs happen (autoresearch_bench.executor). With `xdist`
 (`pytest -n N --ar-executor xdist`): the controller sends each worker the GPU list and switches
@@ -26,6 +35,7 @@ import argparse
 import contextlib
 import json
 import math
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -33,12 +43,12 @@ from pathlib import Path
 import pytest
 from tabulate import tabulate
 
-from . import stats
+from . import stats, storage
 from .device import mfu_cell
 from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
 from .patch import surface_violations, repo_root
 from .runner import Candidate, CheckServer
-from .session import AUTO, BASE, BenchmarkSession, CandidateResult, Options, resolve_candidates
+from .session import AUTO, BASE, NOT_COMPARABLE, BenchmarkSession, CandidateResult, Options, resolve_candidates
 from .task import Profile, Task, TaskError, default_profile, load_task
 
 SESSION = pytest.StashKey[BenchmarkSession]()
@@ -103,7 +113,9 @@ def _seeds(value: str) -> int | str:
 
 
 class PluginState:
-    """Per-session caches: tasks by folder, candidates by task, check processes by candidate."""
+    """Per-session caches: tasks by folder, candidates by task, check processes by candidate; the
+    problems met while collecting (a broken task.toml, a ref without the task's file), reported
+    together at the end of collection."""
 
     def __init__(self, config: pytest.Config):
         self.config = config
@@ -112,18 +124,35 @@ class PluginState:
         self.check_servers: dict[tuple[str, str], CheckServer] = {}
         self.last_progress: dict[tuple[str, str], float] = {}
         self.sent: set[tuple[str, str]] = set()  # xdist worker: results already sent to the controller
+        self.errors: list[str] = []
+        self.seen: set[str] = set()  # names (folder and task) of every task folder met, selected or not
+
+    def task_at(self, folder: Path) -> Task | None:
+        """The task of this folder (None outside task folders, or when its task.toml is broken)."""
+        if folder not in self.tasks:
+            self.tasks[folder] = None
+            if (folder / "task.toml").is_file():
+                self.seen.add(folder.name)
+                try:
+                    self.tasks[folder] = load_task(folder)
+                    self.seen.add(self.tasks[folder].name)
+                except TaskError as e:
+                    self.errors.append(str(e))
+        return self.tasks[folder]
 
     def task_for(self, path: Path) -> Task | None:
-        """The task whose folder holds this test file (None outside task folders)."""
-        folder = path.parent
-        if folder not in self.tasks:
-            self.tasks[folder] = load_task(folder) if (folder / "task.toml").is_file() else None
-        return self.tasks[folder]
+        """The task whose folder holds this test file."""
+        return self.task_at(path.parent)
 
     def candidates_for(self, task: Task) -> list[Candidate]:
         if task.name not in self.candidates:
             scratch = Path(self.config.rootpath) / ".ar"
-            self.candidates[task.name] = resolve_candidates(task, tuple(self.config.getoption("ar_candidate")), scratch)
+            try:
+                found = resolve_candidates(task, tuple(self.config.getoption("ar_candidate")), scratch)
+            except TaskError as e:
+                self.errors.append(f"{task.name}: --ar-candidate {e}")
+                found = []
+            self.candidates[task.name] = found
         return self.candidates[task.name]
 
     def profile_for(self, task: Task) -> Profile:
@@ -146,7 +175,7 @@ class PluginState:
 
     def progress(self, entry: CandidateResult, seed: int, record: dict) -> None:
         """Throttled progress line: step, loss, tokens/s, time left."""
-        key = (entry.task.name, entry.candidate.name)
+        key = (entry.task.name, entry.label)
         budget = self.config.getoption("ar_budget") or entry.profile.budget_s
         now = time.monotonic()
         if now - self.last_progress.get(key, 0.0) < max(2.0, budget / 20):
@@ -155,7 +184,7 @@ class PluginState:
         elapsed = max(record.get("elapsed", 0.0), 1e-9)
         loss = record.get("loss")
         left = (1 - record.get("progress", 0.0)) * (elapsed / max(record.get("progress", 0.0), 1e-9))
-        self.write(f"  {entry.task.name}/{entry.candidate.name} seed {seed} | step {record.get('step', 0)} | "
+        self.write(f"  {entry.task.name}/{entry.label} seed {seed} | step {record.get('step', 0)} | "
                    f"loss {loss if loss is None else f'{loss:.4f}'} | "
                    f"{record.get('tokens', 0) / elapsed / 1e3:,.1f}k tok/s | {left:.0f} s left")
 
@@ -165,6 +194,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped when none is visible")
     state = PluginState(config)
     config.stash[STATE] = state
+    if errors := _option_errors(config):
+        raise pytest.UsageError(*errors)
     results = Path(config.getoption("ar_results"))
     options = Options(
         enabled=config.getoption("autoresearch"), profile=config.getoption("ar_profile"),
@@ -180,6 +211,46 @@ def pytest_configure(config: pytest.Config) -> None:
                                              on_progress=state.progress, executor=_executor(config))
     if _xdist_role(config) == "controller":
         config.pluginmanager.register(XdistResults(config), "autoresearch-xdist-results")
+
+
+def _option_errors(config: pytest.Config) -> list[str]:
+    """What is wrong with the --ar- options, one line each with what to do."""
+    get, root = config.getoption, Path(config.rootpath)
+    errors = [f"{flag} {value}: {rule}" for flag, value, bad, rule in [
+        ("--ar-seeds", get("ar_seeds"), get("ar_seeds") < 1, "run at least 1 seed"),
+        ("--ar-tokens", get("ar_tokens"), get("ar_tokens") is not None and get("ar_tokens") <= 0,
+         "fixed-token mode needs a positive number of tokens; leave the option out for a time budget"),
+        ("--ar-budget", get("ar_budget"), get("ar_budget") is not None and not get("ar_budget") > 0,
+         "the time budget must be a positive number of seconds")] if bad]
+    if get("ar_baseline") not in ("auto", "none"):
+        try:
+            storage.Baseline.from_file(get("ar_baseline"))
+        except ValueError as e:
+            errors.append(f"--ar-baseline {e}")
+    for value in get("ar_candidate"):
+        if not Path(value).is_file() and not _is_commit(root, value):
+            errors.append(f"--ar-candidate {value}: no such file, and no commit of that name in the git repository "
+                          f"at {root}; give a file with the task contract, or a branch, tag or commit")
+    if (base := get("ar_base_ref")) and not _is_commit(root, base):
+        errors.append(f"--ar-base-ref {base}: no commit of that name in the git repository at {root}; "
+                      f"give a branch, tag or commit (e.g. origin/main)")
+    if get("autoresearch"):
+        results = Path(get("ar_results"))
+        results = results if results.is_absolute() else root / results
+        if why := storage.check_writable(results) or storage.check_writable(results.with_suffix(".jsonl")):
+            errors.append(f"{why}: give --ar-results a writable path on a disk with room")
+        if get("ar_save_baseline") and (why := storage.check_writable(root / "baselines")):
+            errors.append(f"{why}: make baselines/ writable, on a disk with room, or leave out --ar-save-baseline")
+    return errors
+
+
+def _is_commit(root: Path, ref: str) -> bool:
+    """Whether ref names a commit in the git repository holding root."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=root,
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
 
 
 def _xdist_role(config: pytest.Config) -> str:
@@ -235,11 +306,17 @@ class XdistResults:
                     self.config.stash[SESSION].merge_report(task, result)
 
 
+def _wanted_tasks(config: pytest.Config) -> set[str]:
+    return {n.strip() for n in (config.getoption("ar_tasks") or "").split(",") if n.strip()}
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    wanted = config.getoption("ar_tasks")
-    if wanted and (collection_path / "task.toml").is_file():
-        names = {n.strip() for n in wanted.split(",")}
-        return collection_path.name not in names and load_task(collection_path).name not in names
+    """With --ar-tasks, task folders of other tasks (by folder or task name) are not collected."""
+    if (wanted := _wanted_tasks(config)) and (collection_path / "task.toml").is_file():
+        if collection_path.name in wanted:
+            return False
+        task = config.stash[STATE].task_at(collection_path)
+        return task is None or task.name not in wanted
     return None
 
 
@@ -248,6 +325,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     state = metafunc.config.stash[STATE]
     task = state.task_for(metafunc.definition.path)
+    if task is None and (metafunc.definition.path.parent / "task.toml").is_file():
+        return  # its task.toml is broken: reported at the end of collection
     if task is None:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: the candidate fixture works only in a "
                                 f"task folder (one with a task.toml)")
@@ -262,22 +341,47 @@ def _item_candidate(item: pytest.Item) -> Candidate | None:
     return callspec.params.get("candidate") if callspec else None
 
 
-class EditableSurface(pytest.Item):
-    """Fails when the change since --ar-base-ref touches files outside the tasks' editable surface."""
+class SessionGate(pytest.Item):
+    """An item about the session as a whole, run first: it fails with error(), if that is not ""."""
 
-    def __init__(self, *, tasks: list[Task], base: str, **kwargs):
-        super().__init__(**kwargs)
-        self.tasks, self.base = tasks, base
+    def error(self) -> str:
+        raise NotImplementedError
 
     def runtest(self) -> None:
-        if error := _surface_error(self.config, self.tasks, self.base):
+        if error := self.error():
             raise AssertionError(error)
 
     def repr_failure(self, excinfo, style=None) -> str:
         return str(excinfo.value)
 
     def reportinfo(self):
+        return self.path, None, self.name
+
+
+class EditableSurface(SessionGate):
+    """Fails when the change since --ar-base-ref touches files outside the tasks' editable surface."""
+
+    def __init__(self, *, tasks: list[Task], base: str, **kwargs):
+        super().__init__(**kwargs)
+        self.tasks, self.base = tasks, base
+
+    def error(self) -> str:
+        return _surface_error(self.config, self.tasks, self.base)
+
+    def reportinfo(self):
         return self.path, None, f"editable surface since {self.base}"
+
+
+class InputErrors(SessionGate):
+    """In a pytest-xdist worker, whose usage errors the controller never shows: the session's only
+    item, failing with them."""
+
+    def __init__(self, *, errors: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.errors = errors
+
+    def error(self) -> str:
+        return "\n".join(self.errors)
 
 
 def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
@@ -287,28 +391,67 @@ def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
             f"only the tasks' editable files and candidates/*.py may change") if outside else ""
 
 
+def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], cuda: bool) -> list[str]:
+    """What keeps the collected tasks from running as asked: the problems met while collecting,
+    --ar-tasks names that match no task folder, profiles the tasks lack, a cuda profile without a GPU."""
+    errors = list(state.errors)
+    if unknown := sorted(_wanted_tasks(config) - state.seen):
+        errors.append(f"--ar-tasks: no task named {', '.join(unknown)} among the collected folders (known: "
+                      f"{', '.join(sorted(state.seen)) or 'none'}); give task names, or the task folders' paths")
+    name, lacking, need_gpu = config.getoption("ar_profile"), [], []
+    for task in tasks:
+        if name != "auto" and name not in task.profiles:
+            lacking.append(f"{task.name} (profiles: {', '.join(task.profiles)})")
+            continue
+        try:
+            profile = state.profile_for(task)
+        except TaskError as e:  # auto: no profile suits this machine
+            errors.append(str(e))
+            continue
+        if (config.getoption("autoresearch") and profile.device == "cuda" and not cuda
+                and config.getoption("ar_executor") != "ray"):  # Ray may run it on another node
+            need_gpu.append(task.name)
+    if lacking:
+        errors.append(f"--ar-profile {name}: no such profile in {', '.join(lacking)}; choose one of theirs, "
+                      f"or select tasks with --ar-tasks")
+    if need_gpu:
+        errors.append(f"--ar-profile {name} needs a CUDA GPU and none is visible ({', '.join(need_gpu)}); "
+                      f"run on a GPU machine or pass --ar-profile cpu")
+    return list(dict.fromkeys(errors))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Surface check first, benchmarks after all checks; plan the benchmark of each selected candidate."""
-    state, bench = config.stash[STATE], config.stash[SESSION]
+    """Check the tasks and plan the benchmark of each selected candidate (bounded by the harness's
+    limits for its task's runs); then the surface check first, benchmarks after all checks."""
+    import torch
+    state, bench, cuda = config.stash[STATE], config.stash[SESSION], torch.cuda.is_available()
     base = config.getoption("ar_base_ref")
     tasks = {t.name: t for t in (state.task_for(i.path) for i in items) if t is not None}
+    errors = _task_errors(config, state, list(tasks.values()), cuda)
+    benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
+    planned = [(i, state.task_for(i.path), c) for i in benchmarks if (c := _item_candidate(i)) is not None]
+    for item, task, candidate in planned if bench.options.enabled and not errors else ():
+        try:
+            bench.plan(task, state.profile_for(task), candidate)
+        except (TaskError, ValueError) as e:  # the base ref lacks the task's file; a broken stored baseline
+            errors.append(str(e))
+            break
+    if errors:
+        if _xdist_role(config) != "worker":
+            raise pytest.UsageError(*errors)
+        items[:] = [InputErrors.from_parent(session, name="autoresearch_inputs", errors=errors)]
+        return
     if base and tasks:
         items.insert(0, EditableSurface.from_parent(session, name="editable_surface",
                                                     tasks=list(tasks.values()), base=base))
-    benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
     items[:] = [i for i in items if not i.get_closest_marker("autoresearch")] + benchmarks
-    for item in benchmarks:
-        if not bench.options.enabled:
+    for item, task, _ in planned if bench.options.enabled and config.pluginmanager.hasplugin("timeout") else ():
+        item.add_marker(pytest.mark.timeout(bench.time_limit(task)))  # after planning: all the task's runs
+    if not bench.options.enabled:
+        for item in benchmarks:
             item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
-        elif (candidate := _item_candidate(item)) is not None:
-            task = state.task_for(item.path)
-            try:
-                bench.plan(task, state.profile_for(task), candidate)
-            except TaskError:
-                pass  # reported by the ar_profile fixture when the item runs
-    import torch
-    if not torch.cuda.is_available():
+    if not cuda:
         for item in items:
             if item.get_closest_marker("gpu"):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible"))
@@ -398,6 +541,11 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
                 {"path": str(request.path), "results": [session.to_report(ar_task, n) for n in names]})))
         if result.skipped:
             pytest.fail(f"not benchmarked: {result.skipped}", pytrace=False)
+        if result.stopped:
+            pytest.fail(f"{candidate.name}: {result.stopped}", pytrace=False)
+        if len(result.records) < session.options.seeds:  # a benchmark that passes has all its runs
+            pytest.fail(f"{candidate.name}: {len(result.records)} of {session.options.seeds} run(s) recorded",
+                        pytrace=False)
         if result.status != "ok":
             pytest.fail(f"{candidate.name}: {result.status}: {result.error}", pytrace=False)
         if session.options.fail_on_regression and result in session.regressions():
@@ -416,7 +564,7 @@ def summary_rows(results: list[CandidateResult]) -> list[dict]:
         mean = lambda attr: sum(getattr(x, attr) for x in recs) / len(recs) if recs else 0.0
         d = r.decision
         rows.append({
-            "task": r.task.name, "candidate": r.candidate.name,
+            "task": r.task.name, "candidate": r.label,
             "commit": (recs[0].commit + ("+dirty" if recs[0].dirty else "")) if recs else "-",
             "profile": r.profile.name, **metrics, r.task.metric: stats.summarize(values).fmt() if values else "-",
             "95% CI": "[{:.4f}, {:.4f}]".format(*stats.summarize(values).ci95) if len(values) > 1 else "-",
@@ -439,13 +587,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.config.stash[STATE].write(f"[autoresearch] baseline saved: {path}")
     markdown = session.config.getoption("ar_markdown")
     if markdown and role != "worker" and (shown := _reported(bench)):
+        notes = "".join(f"\n- {line}" for line in _not_comparable_notes(shown))
         Path(markdown).write_text("## autoresearch benchmark\n\n" +
-                                  tabulate(summary_rows(shown), headers="keys", tablefmt="github") + "\n")
+                                  tabulate(summary_rows(shown), headers="keys", tablefmt="github") + "\n" + notes)
 
 
 def _reported(bench: BenchmarkSession) -> list[CandidateResult]:
-    """The candidates that ran or were stopped by a check, best first (none under --collect-only)."""
-    return [r for r in bench.ranked() if r.records or r.skipped]
+    """The candidates that ran, were stopped by a check or whose schedule stopped, best first (none
+    under --collect-only)."""
+    return [r for r in bench.ranked() if r.records or r.skipped or r.stopped]
+
+
+def _not_comparable_notes(shown: list[CandidateResult]) -> list[str]:
+    """Why each `not comparable` verdict is so (other data, another machine speed) and what to do."""
+    return [f"{r.task.name}/{r.label}: {NOT_COMPARABLE}: {r.decision.reason}" for r in shown
+            if r.decision and r.decision.verdict == NOT_COMPARABLE]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -454,5 +610,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     terminalreporter.write_sep("=", "autoresearch benchmark")
     terminalreporter.write_line(tabulate(summary_rows(shown), headers="keys"))
+    for line in _not_comparable_notes(shown):
+        terminalreporter.write_line(line)
     if any(r.records for r in shown):
         terminalreporter.write_line(f"records appended to {bench.options.results_tsv} and {bench.options.results_jsonl}")

@@ -28,6 +28,20 @@ The plugin owns pytest; this module owns the experiment.
   (undecided, and its interval still reaches past the threshold) the open candidates, and the base
   beside them, run one more seed, up to 8 (or the seeds a stored baseline has). Each look tests at its
   share of alpha, so a no-op gets a verdict at some look with probability <= alpha.
+- Under a time budget the machine's speed is part of the score. A time-mode schedule measures it
+  before and after its runs (autoresearch_bench.calibrate, a plain subprocess); each record carries
+  the speed before (`extra["calibration"]`), a saved baseline both, with its steps and the digest
+  of the train.py it ran. The verdict is "not comparable", with the measured change and what to do,
+  when the two measurements disagree, when the speed departs from the stored baseline's, or when
+  the task's own train.py, unchanged since the stored baseline, ran far fewer (or more) steps: each
+  by more than calibrate.TOLERANCE. Fixed-token mode is not measured and not affected.
+- Every run of a schedule is accounted for: when the schedule stops early (an error, Ctrl-C, a
+  timeout), each candidate that lacks runs is marked `stopped` with the reason, so that its item
+  fails with it instead of passing with no runs.
+- The base is a role: its internal name BASE cannot be a candidate's (names are slugs of file
+  stems and refs, which never hold "@"), so a candidates/base.py runs as itself; tables show it as
+  "base @REF". A candidate taken from a git ref (--ar-candidate REF, the base) records the ref's
+  commit, not the checkout's.
 """
 from __future__ import annotations
 
@@ -40,13 +54,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import stats, storage
+from . import calibrate, stats, storage
 from .executor import LocalExecutor, Run
-from .runner import Candidate
+from .runner import TOKEN_MODE_TIME_FACTOR, Candidate
 from .task import Profile, Task, TaskError
 
-BASE = "base"  # name of the candidate measured from --ar-base-ref
-NOT_COMPARABLE = "not comparable"  # the verdict against a baseline scored on other data
+BASE = "@base"  # internal name of the candidate measured from --ar-base-ref; no candidate's name has "@"
+NOT_COMPARABLE = "not comparable"  # the verdict where the numbers do not compare (other data, other speed)
+# Advice of a time-mode verdict that machine speed made not comparable.
+SPEED_ADVICE = ("use fixed-token mode --ar-tokens N, or record the baseline again with --ar-save-baseline "
+                "on an idle machine")
+DRIFT_ADVICE = "use fixed-token mode --ar-tokens N, or rerun on an idle machine"
+# A benchmark item's time limit beyond its runs' own limits: per run (process start-up, hashing the
+# results files) and once per task (data preparation on first use, downloads included; calibrations).
+RUN_SLACK_S, TASK_SLACK_S = 60, 1800
 AUTO = "auto"  # --ar-seeds auto
 SEQUENTIAL = stats.Sequential()  # its looks
 
@@ -97,8 +118,15 @@ class CandidateResult:
     candidate: Candidate
     records: list[storage.RunRecord] = field(default_factory=list)
     skipped: str = ""  # why it was not benchmarked (a failed check)
+    stopped: str = ""  # why its schedule stopped before all its runs were in
     decision: stats.Decision | None = None
     baseline: str = ""  # what it was compared with
+    calibration: dict | None = None  # machine speed around its schedule: {"before": …, "after": …}
+
+    @property
+    def label(self) -> str:
+        """The candidate's name in tables and records: "base @REF" for the base."""
+        return display_name(self.candidate)
 
     @property
     def runs(self) -> list[tuple[int, float]]:
@@ -114,11 +142,23 @@ class CandidateResult:
         if self.skipped:
             return "not run"
         bad = [r.status for r in self.records if r.status != "ok"]
-        return bad[0] if bad else "ok"
+        return bad[0] if bad else "interrupted" if self.stopped else "ok"
 
     @property
     def error(self) -> str:
-        return self.skipped or next((r.error for r in self.records if r.error), "")
+        return self.skipped or next((r.error for r in self.records if r.error), self.stopped)
+
+
+def display_name(candidate: Candidate) -> str:
+    """A candidate's name for people: "base @REF" for the base."""
+    ref = git_ref(candidate)
+    return f"base @{ref[0]}" if candidate.name == BASE and ref else candidate.name
+
+
+def git_ref(candidate: Candidate) -> tuple[str, str] | None:
+    """(ref, commit) of a candidate taken from git (origin "git:REF@COMMIT" or "base:REF@COMMIT")."""
+    kind, _, rest = candidate.origin.partition(":")
+    return tuple(rest.rsplit("@", 1)) if kind in ("git", "base") and "@" in rest else None
 
 
 def _slug(text: str) -> str:
@@ -142,18 +182,19 @@ def resolve_candidates(task: Task, cli_values: tuple[str, ...], scratch: Path) -
         if Path(value).is_file():
             found.append(Candidate(_unique(_slug(Path(value).stem), taken), Path(value), "cli"))
         else:
-            found.append(Candidate(_unique(_slug(value), taken), file_at_ref(task, value, scratch), f"git:{value}"))
+            path, commit = file_at_ref(task, value, scratch)
+            found.append(Candidate(_unique(_slug(value), taken), path, f"git:{value}@{commit}"))
     return found
 
 
-def file_at_ref(task: Task, ref: str, scratch: Path) -> Path:
-    """Extract the task's editable file as it is at a git ref."""
+def file_at_ref(task: Task, ref: str, scratch: Path) -> tuple[Path, str]:
+    """Extract the task's editable file as it is at a git ref: (the file, the ref's short commit)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=task.root, capture_output=True, text=True, check=True).stdout
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=task.root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        rel = task.train_file.resolve().relative_to(Path(top).resolve())
-        source = subprocess.run(["git", "show", f"{ref}:{rel.as_posix()}"], cwd=task.root,
-                                capture_output=True, text=True, check=True).stdout
+        rel = task.train_file.resolve().relative_to(Path(git("rev-parse", "--show-toplevel").strip()).resolve())
+        commit = git("rev-parse", "--short=7", "--verify", f"{ref}^{{commit}}").strip()
+        source = git("show", f"{commit}:{rel.as_posix()}")
     except (subprocess.CalledProcessError, FileNotFoundError, ValueError) as e:
         detail = (getattr(e, "stderr", "") or str(e)).strip().splitlines()
         raise TaskError(f"{ref!r} is neither a file nor a git ref holding {task.train_file.name} "
@@ -161,22 +202,25 @@ def file_at_ref(task: Task, ref: str, scratch: Path) -> Path:
     out = scratch / "candidates" / task.name / _slug(ref) / task.train_file.name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(source)
-    return out
+    return out, commit
 
 
 class BenchmarkSession:
-    """Runs the benchmark schedule of each task once and keeps every candidate's records."""
+    """Runs the benchmark schedule of each task once and keeps every candidate's records.
+    measure_speed(device) gives the machine's speed (calibrate.measure) around a time-mode schedule."""
 
     def __init__(self, options: Options, log: Callable[[str], None] = print,
                  on_progress: Callable[[CandidateResult, int, dict], None] | None = None,
-                 executor: LocalExecutor | None = None):
+                 executor: LocalExecutor | None = None,
+                 measure_speed: Callable[[str], dict[str, float]] | None = None):
         self.options = options
         self.executor = executor or LocalExecutor()
         self.log = log
         self.on_progress = on_progress
+        self.measure_speed = measure_speed or calibrate.measure
         self.results: dict[tuple[str, str], CandidateResult] = {}
         self.pending: dict[str, list[CandidateResult]] = defaultdict(list)  # task → not yet run
-        self.baselines: dict[str, Reference | None] = {}  # task → its stored baseline, or None
+        self.baselines: dict[str, storage.Baseline | None] = {}  # task → its stored baseline, if any
 
     def plan(self, task: Task, profile: Profile, candidate: Candidate) -> CandidateResult:
         key = (task.name, candidate.name)
@@ -184,9 +228,9 @@ class BenchmarkSession:
             if task.name not in self.baselines:
                 self.baselines[task.name] = self._stored_baseline(task, profile)
                 if self.baselines[task.name] is None and self.options.base_ref:
-                    base = Candidate(BASE, file_at_ref(task, self.options.base_ref, self.options.scratch),
-                                     f"base:{self.options.base_ref}")
-                    self._add(task, profile, base)
+                    ref = self.options.base_ref
+                    path, commit = file_at_ref(task, ref, self.options.scratch)
+                    self._add(task, profile, Candidate(BASE, path, f"base:{ref}@{commit}"))
             self._add(task, profile, candidate)
         return self.results[key]
 
@@ -205,15 +249,23 @@ class BenchmarkSession:
         o = self.options
         return ("tokens" if o.max_tokens else "time"), o.max_tokens or o.budget_s or profile.budget_s
 
-    def _stored_baseline(self, task: Task, profile: Profile) -> Reference | None:
+    def _stored_baseline(self, task: Task, profile: Profile) -> storage.Baseline | None:
         choice = self.options.baseline
         if choice == "none":
             return None
         if choice == "auto":
-            found = storage.load_baseline(self.options.baselines_dir, task.name, self.fingerprint(profile))
-        else:
-            found = storage.Baseline.from_file(Path(choice))
-        return Reference(found.runs, f"stored baseline @{found.commit}", found.data_id, found.noise) if found else None
+            return storage.load_baseline(self.options.baselines_dir, task.name, self.fingerprint(profile))
+        return storage.Baseline.from_file(Path(choice))
+
+    def time_limit(self, task: Task) -> float:
+        """The most seconds the task's planned runs may take by the harness's own clocks: per run,
+        training (budget, or TOKEN_MODE_TIME_FACTOR × it in fixed-token mode, + startup allowance)
+        and evaluation (eval_timeout_s), plus RUN_SLACK_S; plus TASK_SLACK_S once."""
+        o = self.options
+        per_run = [(o.budget_s or e.profile.budget_s) * (TOKEN_MODE_TIME_FACTOR if o.max_tokens else 1)
+                   + e.profile.startup_allowance_s + e.profile.eval_timeout_s + RUN_SLACK_S
+                   for e in self.results.values() if e.task.name == task.name]
+        return (SEQUENTIAL.stop if o.seeds == AUTO else o.seeds) * sum(per_run) + TASK_SLACK_S
 
     def skip(self, task: Task, candidate: Candidate, reason: str) -> None:
         result = self.results.get((task.name, candidate.name))
@@ -222,7 +274,9 @@ class BenchmarkSession:
 
     def result(self, task: Task, candidate: Candidate) -> CandidateResult:
         """This candidate's result, running the task's interleaved schedule first if needed (with a
-        per-item executor, only this candidate's part of it, plus the base's if not yet run here)."""
+        per-item executor, only this candidate's part of it, plus the base's if not yet run here).
+        A schedule that fails leaves the candidates that lack runs `stopped`; Ctrl-C and pytest's
+        own interruptions (a timeout) do the same and go on up."""
         mine = self.results[(task.name, candidate.name)]
         pending = self.pending.pop(task.name, [])
         if self.executor.per_item:
@@ -231,10 +285,22 @@ class BenchmarkSession:
             pending = [r for r in pending if r.candidate.name in wanted]
         queue = [r for r in pending if not r.skipped]
         if queue:
-            self._run(queue, self.options.seed_list)
-            self._decide(task, queue)
-            if self.options.seeds == AUTO:
-                self._add_seeds(task, queue)
+            planned = len(self.options.seed_list)
+            try:
+                self._run(queue, self.options.seed_list)
+                self._decide(task, queue)
+                if self.options.seeds == AUTO:
+                    self._add_seeds(task, queue)
+            except BaseException as e:
+                why = f"{type(e).__name__}: {e}".rstrip(": ")
+                for entry in queue:
+                    if len(entry.records) < planned:
+                        entry.stopped = (f"the schedule stopped after {len(entry.records)} of its "
+                                         f"{planned} run(s) ({why})")
+                self.log(f"{task.name}: the schedule stopped ({why})")
+                if not isinstance(e, Exception):
+                    raise
+                self._decide(task, queue)
         return mine
 
     def _add_seeds(self, task: Task, queue: list[CandidateResult]) -> None:
@@ -251,28 +317,48 @@ class BenchmarkSession:
             self._decide(task, still)
 
     def _run(self, queue: list[CandidateResult], seeds: list[int]) -> None:
-        """These seeds of every entry, interleaved (seed 0 of each, then seed 1, …), on the executor."""
+        """These seeds of every entry, interleaved (seed 0 of each, then seed 1, …), on the executor;
+        in time mode with the machine's speed measured before and after."""
         o = self.options
         options = dict(budget_s=o.budget_s, max_tokens=o.max_tokens, results_paths=(o.results_tsv, o.results_jsonl),
                        description=o.description, isolation=o.isolation)
-        runs = [Run(e.task, e.profile, e.candidate, seed, options) for seed in seeds for e in queue]
+        runs = [Run(e.task, e.profile, e.candidate, seed, {**options, "description": o.description or e.label})
+                for seed in seeds for e in queue]
         entry = lambda run: self.results[(run.task.name, run.candidate.name)]
+        device = queue[0].profile.device
+        before = None if o.max_tokens else self._speed(device)
 
         def record_done(run: Run, record: storage.RunRecord) -> None:
+            if ref := git_ref(run.candidate):  # the file came from the ref's commit, not the checkout
+                record.commit, record.dirty = ref[1], False
+            if before:
+                record.extra["calibration"] = before
             storage.append_results(record, o.results_tsv, o.results_jsonl)
             entry(run).records.append(record)
             value = f"{record.value:.4f}" if record.value is not None else "-"
-            self.log(f"{run.task.name}/{run.candidate.name} seed {run.seed}: {record.metric} {value} "
+            self.log(f"{run.task.name}/{entry(run).label} seed {run.seed}: {record.metric} {value} "
                      f"[{record.status}] {record.error}".rstrip())
         self.executor.map(runs, on_record=record_done, log=self.log,
                           on_progress=(lambda run, r: self.on_progress(entry(run), run.seed, r))
                           if self.on_progress else None)
+        if before and (after := self._speed(device)):
+            for e in queue:
+                e.calibration = {"before": before, "after": after}
+
+    def _speed(self, device: str) -> dict[str, float] | None:
+        """The machine's speed now; None (logged) when it cannot be measured."""
+        try:
+            return self.measure_speed(device)
+        except RuntimeError as e:
+            self.log(f"machine speed not measured: {e}; time-mode verdicts do not account for it")
+            return None
 
     def to_report(self, task: Task, name: str) -> dict:
         """A candidate's result as plain data, for a pytest report (xdist worker → controller)."""
         r = self.results[(task.name, name)]
         return {"profile": r.profile.name, "candidate": dataclasses.asdict(r.candidate) | {"path": str(r.candidate.path)},
-                "records": [x.to_dict() for x in r.records], "skipped": r.skipped, "baseline": r.baseline,
+                "records": [x.to_dict() for x in r.records], "skipped": r.skipped, "stopped": r.stopped,
+                "baseline": r.baseline, "calibration": r.calibration,
                 "decision": dataclasses.asdict(r.decision) if r.decision else None}
 
     def merge_report(self, task: Task, report: dict) -> CandidateResult:
@@ -284,6 +370,8 @@ class BenchmarkSession:
                                         CandidateResult(task, task.profile(report["profile"]), candidate))
         entry.records += [storage.RunRecord.from_dict(d) for d in report["records"]]
         entry.skipped = entry.skipped or report["skipped"]
+        entry.stopped = entry.stopped or report["stopped"]
+        entry.calibration = entry.calibration or report["calibration"]
         if report["decision"]:
             entry.decision = stats.Decision(**{**report["decision"], "ci": tuple(report["decision"]["ci"])})
             entry.baseline = report["baseline"]
@@ -291,10 +379,10 @@ class BenchmarkSession:
 
     def _decide(self, task: Task, entries: list[CandidateResult]) -> None:
         """The verdicts of these entries (a task's candidates at one look) against the task's reference,
-        as one Holm family."""
-        base = self.results.get((task.name, BASE))
-        reference = self.baselines.get(task.name) or (
-            Reference(base.runs, f"{BASE} @{self.options.base_ref}") if base and base.values else None)
+        as one Holm family: not comparable where the data or the machine's speed differ."""
+        base, stored = self.results.get((task.name, BASE)), self.baselines.get(task.name)
+        reference = (Reference(stored.runs, f"stored baseline @{stored.commit}", stored.data_id, stored.noise)
+                     if stored else Reference(base.runs, base.label) if base and base.values else None)
         family = [e for e in entries if e.candidate.name != BASE and e.values]
         if reference is None or not family:
             return
@@ -303,11 +391,12 @@ class BenchmarkSession:
             entry.baseline = reference.label
             ids = sorted({r.extra.get("data_id") for r in entry.records if r.status == "ok"} - {reference.data_id})
             if reference.data_id and ids:  # another validation text or tokenizer: the numbers do not compare
-                entry.decision = stats.Decision(
-                    NOT_COMPARABLE, math.nan, math.nan, (-math.inf, math.inf),
+                entry.decision = _not_comparable(
                     f"the {reference.label} was scored on other data (data id {reference.data_id}, this run "
                     f"{', '.join(map(str, ids))}): record it again here with --ar-save-baseline, or measure the base "
                     f"side by side with --ar-baseline none --ar-base-ref REF")
+            elif reason := self._speed_mismatch(entry, stored, reference.label):
+                entry.decision = _not_comparable(reason)
             else:
                 comparable.append(entry)
         if not comparable:
@@ -315,22 +404,48 @@ class BenchmarkSession:
         rule = task.rule(comparable[0].profile, *self.mode(comparable[0].profile), reference.noise, o.min_effect)
         seeds = len({r.seed for r in comparable[0].records})
         level, last = rule.alpha, True
-        if o.seeds == AUTO:
-            stored = self.baselines.get(task.name)  # its runs must have the next seed to pair with it
+        if o.seeds == AUTO:  # a stored baseline's runs must have the next seed to pair with it
             level = SEQUENTIAL.level(seeds, rule.alpha)
             last = seeds >= SEQUENTIAL.stop or bool(stored and o.seed_base + seeds not in {s for s, _ in stored.runs})
         decisions = stats.decide_family([e.runs for e in comparable], reference.runs, rule, level, last)
         for entry, decision in zip(comparable, decisions):
             entry.decision = decision
 
+    def _speed_mismatch(self, entry: CandidateResult, stored: storage.Baseline | None, label: str) -> str:
+        """Why machine speed keeps entry's time-mode runs from comparing with the reference, or ""."""
+        if self.options.max_tokens:
+            return ""
+        if entry.calibration and (drift := calibrate.mismatch(
+                entry.calibration["after"], entry.calibration["before"], "before the runs")):
+            return f"the machine's speed changed during the runs: {drift}: {DRIFT_ADVICE}"
+        if stored is None:
+            return ""
+        if entry.calibration and stored.calibration and (slower := calibrate.mismatch(
+                calibrate.mean(entry.calibration["before"], entry.calibration["after"]),
+                calibrate.mean(stored.calibration["before"], stored.calibration["after"]),
+                f"when the {label} was recorded")):
+            return f"{slower}: {SPEED_ADVICE}"
+        own = next((e for e in self.results.values() if e.task.name == entry.task.name and e.candidate.origin == "task"
+                    and e.values and stored.source == storage.file_digest(e.candidate.path)), None)
+        if own and stored.steps:
+            now, then = _mean([r.steps for r in own.records if r.status == "ok"]), _mean(stored.steps)
+            if then and abs(now / then - 1) > calibrate.TOLERANCE:
+                return (f"the task's own {own.candidate.path.name}, unchanged since the {label}, ran {now:.0f} steps "
+                        f"against {then:.0f} then ({abs(now / then - 1):.0%} {'fewer' if now < then else 'more'}): "
+                        f"{SPEED_ADVICE}")
+        return ""
+
     def save_baselines(self) -> list[Path]:
-        """Store each task's own train.py results as the baseline for this machine and mode."""
+        """Store each task's own train.py results as the baseline for this machine and mode, with the
+        machine's speed around its runs and the digest of the file."""
         saved = []
         for entry in self.results.values():
             if entry.candidate.origin == "task" and entry.values:
                 saved.append(storage.save_baseline(self.options.baselines_dir, entry.task.name,
                                                    self.fingerprint(entry.profile),
-                                                   [r for r in entry.records if r.status == "ok"]))
+                                                   [r for r in entry.records if r.status == "ok"],
+                                                   calibration=entry.calibration,
+                                                   source=storage.file_digest(entry.candidate.path)))
         return saved
 
     def regressions(self) -> list[CandidateResult]:
@@ -345,3 +460,11 @@ class BenchmarkSession:
             mean = stats.summarize(r.values).mean
             return (r.task.name, 0, mean if r.task.direction == "lower" else -mean)
         return sorted(self.results.values(), key=key)
+
+
+def _not_comparable(reason: str) -> stats.Decision:
+    return stats.Decision(NOT_COMPARABLE, math.nan, math.nan, (-math.inf, math.inf), reason)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

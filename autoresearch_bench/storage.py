@@ -18,7 +18,10 @@
   versions, profile (the session adds training mode and budget). Its id is a readable file name;
   baselines are stored per task × fingerprint as baselines/<task>/<fingerprint id>.json, with the
   noise measured from their runs (stats.Noise: the seeds' spread, and a seed's rerun difference
-  where a seed ran twice), which thresholds take before the task profile's figures.
+  where a seed ran twice), which thresholds take before the task profile's figures, and the
+  machine's speed when they were recorded (time mode), each run's steps and the digest of the file
+  that ran, so that a later time-mode run can tell whether it ran at the same speed.
+- check_writable tells before a session starts whether its results files can be written.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import os
 import platform
 import re
 import subprocess
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -40,6 +44,7 @@ from . import stats
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",
                "task", "profile", "seed", "tokens", "steps", "seconds", "machine", "metric")
+MIN_FREE_BYTES = 64 << 20  # free space a session needs beside its results files (check_writable)
 
 
 @dataclass
@@ -267,6 +272,28 @@ def append_lines(entries: list[tuple[Path, str, str]]) -> None:
                 os.close(a.fd)
 
 
+def check_writable(path: str | Path, min_free: int = MIN_FREE_BYTES) -> str:
+    """Why files cannot be written at path (a file to append to, or a folder to write files in),
+    or "": the file, or else the folder (or its nearest existing ancestor, for one that does not
+    exist yet), must open for writing, and its file system must have min_free bytes free. Leaves
+    nothing behind."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if path.is_file():
+            open(path, "a").close()
+        else:
+            tempfile.TemporaryFile(dir=folder).close()
+        disk = os.statvfs(folder)
+    except OSError as e:
+        return f"cannot write {path} ({e.strerror or e})"
+    if disk.f_bavail * disk.f_frsize < min_free:
+        return f"only {disk.f_bavail * disk.f_frsize >> 20} MB free for {path}, at least {min_free >> 20} MB needed"
+    return ""
+
+
 def read_results(jsonl_path: str | Path) -> list[RunRecord]:
     """Every complete record of results.jsonl ([] if it does not exist); an unreadable line, such as
     a torn last line after a crash, is skipped with a warning."""
@@ -297,6 +324,9 @@ class Baseline:
     data_id: str | None = None  # data.PreparedData.data_id of its runs; None in files from before it existed
     seeds: list[int] | None = None  # the seed of each value; None in files from before they were stored
     noise: stats.Noise = field(default_factory=stats.Noise)  # measured from its runs; empty in older files
+    steps: list[int] | None = None  # the steps of each run; None in files from before they were stored
+    calibration: dict | None = None  # machine speed around its runs (time mode), {"before": …, "after": …}
+    source: str | None = None  # sha256 of the file its runs trained with
 
     @property
     def runs(self) -> list[tuple[int | None, float]]:
@@ -305,12 +335,17 @@ class Baseline:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Baseline:
+        """Read a baseline file; raises ValueError with a one-line reason and what to do."""
         try:
             d = json.loads(Path(path).read_text())
-            seeds = d.get("seeds")
+            per_run = {k: list(d[k]) if d.get(k) and len(d[k]) == len(d["values"]) else None
+                       for k in ("seeds", "steps")}
             return cls(list(d["values"]), d["mean"], d["std"], d["n"], d["fingerprint"], d["commit"],
-                       d.get("data_id"), list(seeds) if seeds and len(seeds) == len(d["values"]) else None,
-                       stats.Noise.from_dict(d.get("noise", {}), f"{path}: noise"))
+                       d.get("data_id"), **per_run, noise=stats.Noise.from_dict(d.get("noise", {}), f"{path}: noise"),
+                       calibration=d.get("calibration"), source=d.get("source"))
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such baseline file; pass a file that --ar-save-baseline wrote "
+                             f"(baselines/<task>/*.json), or --ar-baseline auto or none") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}: not a usable baseline file ({e!r}); delete it and record a new "
                              f"one with --ar-save-baseline") from None
@@ -320,9 +355,11 @@ def _baseline_path(baselines_dir: str | Path, task: str, fingerprint: dict) -> P
     return Path(baselines_dir) / task / f"{fingerprint_id(fingerprint)}.json"
 
 
-def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, records: list[RunRecord]) -> Path:
+def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, records: list[RunRecord],
+                  calibration: dict | None = None, source: str | None = None) -> Path:
     """Write baselines/<task>/<fingerprint id>.json atomically (temp file, fsync, rename) from the
-    records that have a value; returns its path."""
+    records that have a value, with the machine's speed around them and the digest of their file;
+    returns its path."""
     scored = [r for r in records if r.value is not None]
     if not scored:
         raise ValueError(f"{task}: no run with a value to store as a baseline")
@@ -333,7 +370,8 @@ def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, recor
     data_ids = {r.extra.get("data_id") for r in scored}
     content = {"task": task, "metric": scored[0].metric, "values": [r.value for r in scored],
                "data_id": data_ids.pop() if len(data_ids) == 1 else None,
-               "seeds": [r.seed for r in scored], "mean": summary.mean, "std": summary.std, "n": summary.n,
+               "seeds": [r.seed for r in scored], "steps": [r.steps for r in scored], "calibration": calibration,
+               "source": source, "mean": summary.mean, "std": summary.std, "n": summary.n,
                "noise": noise.to_dict(),
                "fingerprint": fingerprint, "fingerprint_id": path.stem, "commit": scored[0].commit,
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}

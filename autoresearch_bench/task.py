@@ -146,7 +146,7 @@ def noise_key(mode: str, budget: float) -> str:
     return f"{mode}-{int(budget) if float(budget).is_integer() else budget}"
 
 
-def _noise(p: dict, where: str, path: Path) -> dict[str, stats.Noise]:
+def _noise(p: dict, where: str, path: str) -> dict[str, stats.Noise]:
     """The [profiles.<name>.noise] tables, by noise_key."""
     found = {}
     for key, figures in p.get("noise", {}).items():
@@ -165,15 +165,39 @@ def _noise(p: dict, where: str, path: Path) -> dict[str, stats.Noise]:
     return found
 
 
-def _require(table: dict, key: str, where: str, path: Path):
+_MISSING = object()
+# What a task.toml value must be, by the word its error message uses.
+_KINDS = {"a number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "a string": lambda v: isinstance(v, str),
+          "a list of strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+          "a table": lambda v: isinstance(v, dict)}
+
+
+def _get(table: dict, key: str, kind: str, where: str, path: str, default: Any = _MISSING) -> Any:
+    """table[key], which must be of `kind` (a key of _KINDS); default when absent (else an error).
+    where names the table in messages ("" for the top level)."""
+    place = f"[{where}] " if where else ""
     if key not in table:
-        raise TaskError(f"{path}: [{where}] lacks '{key}'; add it (see tasks/gpt_pretrain/task.toml)")
+        if default is _MISSING:
+            raise TaskError(f"{path}: {place}lacks '{key}'; add it (see tasks/gpt_pretrain/task.toml)")
+        return default
+    if not _KINDS[kind](table[key]):
+        raise TaskError(f"{path}: {place}{key} must be {kind}, got {table[key]!r}")
     return table[key]
 
 
-def _resolve_extends(profiles: dict, name: str, toml_path: Path, seen: tuple[str, ...] = ()) -> dict:
+def _shown(path: Path) -> str:
+    """path as messages show it: relative to the working directory when it lies below it."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _resolve_extends(profiles: dict, name: str, toml_path: str, seen: tuple[str, ...] = ()) -> dict:
     """A profile's table with the keys of the profiles it extends filled in (data and config merged)."""
-    p = profiles[name]
+    p = _get(profiles, name, "a table", "profiles", toml_path)
     if "extends" not in p:
         return p
     base_name = p["extends"]
@@ -181,87 +205,96 @@ def _resolve_extends(profiles: dict, name: str, toml_path: Path, seen: tuple[str
         raise TaskError(f"{toml_path}: [profiles.{name}] extends {base_name!r}, which is "
                         f"{'part of a cycle' if base_name in seen else 'not a profile'}")
     base = _resolve_extends(profiles, base_name, toml_path, (*seen, name))
-    merged = {**base, **p, "data": {**base.get("data", {}), **p.get("data", {})},
-              "config": {**base.get("config", {}), **p.get("config", {})}}
+    tables = {k: {**_get(base, k, "a table", f"profiles.{base_name}", toml_path, {}),
+                  **_get(p, k, "a table", f"profiles.{name}", toml_path, {})} for k in ("data", "config")}
+    merged = {**base, **p, **tables}
     del merged["extends"]
     return merged
 
 
-def _match(p: dict, where: str, path: Path) -> tuple[str, ...]:
+def _match(p: dict, where: str, path: str) -> tuple[str, ...]:
     match = p.get("match", [])
-    if isinstance(match, str) or not all(isinstance(m, str) and m for m in match):
+    if isinstance(match, str) or not isinstance(match, list) or not all(isinstance(m, str) and m for m in match):
         raise TaskError(f"{path}: [{where}] match must be a list of words of device names, "
                         f"e.g. match = [\"H100\", \"H200\"]")
     return tuple(match)
 
 
 def load_task(path: str | Path) -> Task:
-    """Parse a task folder (or its task.toml) into a Task; raise TaskError with a one-line fix."""
+    """Parse a task folder (or its task.toml) into a Task; raise TaskError with a one-line fix that
+    names the file, the table and the key."""
     path = Path(path)
     toml_path = path if path.name == "task.toml" else path / "task.toml"
+    shown = _shown(toml_path)
     if not toml_path.is_file():
-        raise TaskError(f"{toml_path}: not found; a task folder needs a task.toml")
+        raise TaskError(f"{shown}: not found; a task folder needs a task.toml")
     try:
         raw = tomllib.loads(toml_path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise TaskError(f"{toml_path}: malformed TOML ({e}); fix the syntax") from None
+        raise TaskError(f"{shown}: malformed TOML ({e}); fix the syntax") from None
     root = toml_path.parent
-    meta = raw.get("task", {})
-    name = meta.get("name", root.name)
-    editable = tuple(meta.get("editable", ["train.py"]))
+    meta, data, limits, raw_profiles = (_get(raw, key, "a table", "", shown, {})
+                                        for key in ("task", "data", "limits", "profiles"))
+    name = _get(meta, "name", "a string", "task", shown, root.name)
+    editable = tuple(_get(meta, "editable", "a list of strings", "task", shown, ["train.py"]))
     for rel in editable:
         if not (root / rel).is_file():
-            raise TaskError(f"{toml_path}: editable file {rel!r} does not exist in {root}")
-    metric = meta.get("metric", "val_bpb")
+            raise TaskError(f"{shown}: editable file {rel!r} does not exist in {root}")
+    metric = _get(meta, "metric", "a string", "task", shown, "val_bpb")
     if metric not in METRICS:
-        raise TaskError(f"{toml_path}: unknown metric {metric!r}; set [task] metric to one of {', '.join(METRICS)}")
+        raise TaskError(f"{shown}: unknown metric {metric!r}; set [task] metric to one of {', '.join(METRICS)}")
     direction = meta.get("direction", METRICS[metric])
     if direction not in ("lower", "higher"):
-        raise TaskError(f"{toml_path}: direction must be 'lower' or 'higher', not {direction!r}")
+        raise TaskError(f"{shown}: direction must be 'lower' or 'higher', not {direction!r}")
     if direction != METRICS[metric]:
-        raise TaskError(f"{toml_path}: {metric} is better when {METRICS[metric]}; set direction = "
+        raise TaskError(f"{shown}: {metric} is better when {METRICS[metric]}; set direction = "
                         f"\"{METRICS[metric]}\" (or leave it out)")
-    data = raw.get("data", {})
-    limits = raw.get("limits", {})
     profiles = {}
-    raw_profiles = raw.get("profiles", {})
-    for pname, p in raw_profiles.items():
+    for pname in raw_profiles:
         where = f"profiles.{pname}"
-        p = _resolve_extends(raw_profiles, pname, toml_path)
+        p = _resolve_extends(raw_profiles, pname, shown)
         unknown = set(p) - _PROFILE_KEYS
         if unknown:
-            raise TaskError(f"{toml_path}: [{where}] has unknown keys {sorted(unknown)}; "
+            raise TaskError(f"{shown}: [{where}] has unknown keys {sorted(unknown)}; "
                             f"allowed: {sorted(_PROFILE_KEYS)}")
-        device = _require(p, "device", where, toml_path)
+        device = _get(p, "device", "a string", where, shown)
         if device not in ("cpu", "cuda"):
-            raise TaskError(f"{toml_path}: [{where}] device must be 'cpu' or 'cuda', not {device!r}")
-        pdata = {**data, **p.get("data", {})}
-        for key in ("source", "vocab_size", "seq_len"):
-            _require(pdata, key, f"data] or [{where}.data", toml_path)
-        if metric == "val_bpb" and pdata["source"] == "modular":
-            raise TaskError(f"{toml_path}: [{where}] source \"modular\" has no bytes to score val_bpb on; "
+            raise TaskError(f"{shown}: [{where}] device must be 'cpu' or 'cuda', not {device!r}")
+        pdata = {**data, **_get(p, "data", "a table", where, shown, {})}
+        data_where = f"data] or [{where}.data"
+        source = _get(pdata, "source", "a string", data_where, shown)
+        for key in ("vocab_size", "seq_len"):
+            _get(pdata, key, "an integer", data_where, shown)
+        if metric == "val_bpb" and source == "modular":
+            raise TaskError(f"{shown}: [{where}] source \"modular\" has no bytes to score val_bpb on; "
                             f"set [task] metric to val_accuracy or val_loss")
+
+        def number(key: str, default: Any = _MISSING, kind: str = "a number") -> Any:
+            return _get(p, key, kind, where, shown, default)
+        per_row = number("memory_per_row_gb", None)
         profiles[pname] = Profile(
-            name=pname, device=device,
-            budget_s=float(_require(p, "budget_s", where, toml_path)),
-            startup_allowance_s=float(p.get("startup_allowance_s", 30)),
-            eval_tokens=int(_require(p, "eval_tokens", where, toml_path)),
-            eval_batch_size=int(p.get("eval_batch_size", 8)),
-            eval_timeout_s=float(p.get("eval_timeout_s", 300)),
-            min_effect=float(p["min_effect"]) if "min_effect" in p else None, noise=_noise(p, where, toml_path),
-            data=pdata, config=dict(p.get("config", {})), match=_match(p, where, toml_path),
-            min_memory_gb=float(p.get("min_memory_gb", 0)), memory_overhead_gb=float(p.get("memory_overhead_gb", 0)),
-            memory_per_row_gb=float(p["memory_per_row_gb"]) if "memory_per_row_gb" in p else None)
+            name=pname, device=device, budget_s=float(number("budget_s")),
+            startup_allowance_s=float(number("startup_allowance_s", 30)),
+            eval_tokens=number("eval_tokens", kind="an integer"),
+            eval_batch_size=number("eval_batch_size", 8, "an integer"),
+            eval_timeout_s=float(number("eval_timeout_s", 300)),
+            min_effect=None if (effect := number("min_effect", None)) is None else float(effect),
+            noise=_noise(p, where, shown),
+            data=pdata, config=dict(_get(p, "config", "a table", where, shown, {})), match=_match(p, where, shown),
+            min_memory_gb=float(number("min_memory_gb", 0)), memory_overhead_gb=float(number("memory_overhead_gb", 0)),
+            memory_per_row_gb=None if per_row is None else float(per_row))
     if not profiles:
-        raise TaskError(f"{toml_path}: no [profiles.<name>] table; add at least a cpu profile")
-    return Task(name=name, root=root, description=meta.get("description", ""), editable=editable,
-                metric=metric, direction=direction,
-                checks=tuple(meta.get("checks", ())), imports=tuple(meta.get("imports", ())),
-                max_params=limits.get("max_params"), max_vram_gb=limits.get("max_vram_gb"),
-                profiles=profiles, floor=_floor(meta, toml_path))
+        raise TaskError(f"{shown}: no [profiles.<name>] table; add at least a cpu profile")
+    return Task(name=name, root=root, description=_get(meta, "description", "a string", "task", shown, ""),
+                editable=editable, metric=metric, direction=direction,
+                checks=tuple(_get(meta, "checks", "a list of strings", "task", shown, [])),
+                imports=tuple(_get(meta, "imports", "a list of strings", "task", shown, [])),
+                max_params=_get(limits, "max_params", "an integer", "limits", shown, None),
+                max_vram_gb=_get(limits, "max_vram_gb", "a number", "limits", shown, None),
+                profiles=profiles, floor=_floor(meta, shown))
 
 
-def _floor(meta: dict, path: Path) -> float:
+def _floor(meta: dict, path: str) -> float:
     floor = meta.get("floor", 0.0)
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < float("inf"):
         raise TaskError(f"{path}: [task] floor must be a number >= 0 (the smallest change that matters), "

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, RandomSearchProposer,
-                                      ReplayProposer, Settings, _best_runs, command_spec, float_constants, parse_reply)
+from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, Proposal,
+                                      RandomSearchProposer, ReplayProposer, Settings, _best_runs, apply_proposal,
+                                      command_spec, float_constants, parse_reply)
 from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import load_eval_data
@@ -346,3 +347,15 @@ def test_leaderboard_ranks_by_mean_held_out_improvement():
     board = leaderboard(entries, ["t1", "t2"])
     assert [r["agent"] for r in board] == ["b", "a"]
     assert board[1]["improvement (σ)"] == 2.0 and board[1]["crash rate"] == "12%" and board[1]["first keep"] == "2.0"
+
+
+def test_a_diff_that_does_not_apply_says_why_in_git_s_words(tmp_path):
+    """Written relative to the repository (the third way of reading its paths), with stale context:
+    the reason is git's for the way that found the file, not 'No such file' of the first way."""
+    (tmp_path / "tasks" / "t").mkdir(parents=True)
+    (tmp_path / "tasks" / "t" / "train.py").write_text("a = 1\nb = 2\nc = 3\n")
+    commit_all(tmp_path)
+    stale = "--- a/tasks/t/train.py\n+++ b/tasks/t/train.py\n@@ -1,3 +1,3 @@\n a = 1\n-b = 5\n+b = 3\n c = 3\n"
+    why = apply_proposal(tmp_path, "tasks/t", Proposal("stale", diff=stale), tmp_path / "p.diff")
+    assert why == ("the diff does not apply to the current file (git apply: patch failed: tasks/t/train.py:1; "
+                   "tasks/t/train.py: patch does not apply)")

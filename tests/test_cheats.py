@@ -59,7 +59,7 @@ class Cheat:
     caught: str = "violation"    # status it must end with: violation | timeout | honest (ok, value = honest's)
     message: str = ""            # a word the error must hold
     mode: str = "tokens"         # tokens | time
-    allowance: float = 3         # startup allowance: the clock's limit is allowance + budget + grace
+    allowance: float = 60        # startup allowance, generous: a loaded machine must not turn a cheat into a timeout
 
 
 CHEATS = {
@@ -231,14 +231,14 @@ def train(ctx):
             opt.zero_grad()
             loss.backward()
             opt.step()
-''', caught="timeout", message="ran past its limit", mode="time"),
+''', caught="timeout", message="ran past its limit", mode="time", allowance=3),
     "trains_on_after_the_budget": Cheat((RENAME_TRAIN,), '''
 def train(ctx):
     import time
     model = honest_train(ctx)
     time.sleep(12)                           # the last "epochs" on cached batches, past the budget
     return model
-''', caught="violation", message="after the", mode="time", allowance=20),
+''', caught="violation", message="after the", mode="time"),
     # -- 7. root inside the namespaces --------------------------------------------------------------
     "remounts_and_rewrites_the_harness": Cheat((RENAME_TRAIN,), '''
 def train(ctx):
@@ -352,7 +352,7 @@ def attacked(shared_tiny_task_dir: Path) -> Attacked:
     task = load_task(task_dir)
     results = task_dir.parent.parent / "results.tsv"
     results.write_bytes(RESULTS_HEADER + b"1234567\t1.000000\t0.0\tkeep\tan earlier record\n")
-    profile = replace(task.profile("cpu"), startup_allowance_s=3)
+    profile = replace(task.profile("cpu"), startup_allowance_s=60)
     before = tree_bytes(PACKAGE, task_dir.parent.parent)
 
     def runs_of(cheats: dict[str, Cheat], **options) -> list[Run]:

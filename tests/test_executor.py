@@ -138,7 +138,8 @@ def test_local_slots_on_one_gpu_share_it_unpinned(monkeypatch, tiny_task):
 def _session(tmp_path, tiny_task, executor, **options):
     opts = Options(**{"enabled": True, "seeds": 2, "results_tsv": tmp_path / "results.tsv", "baseline": "none",
                       "scratch": tmp_path / ".ar", **options})
-    return BenchmarkSession(opts, log=lambda m: None, executor=executor)
+    # a machine of constant speed: these tests are about scheduling and decisions (test_session.py: speed)
+    return BenchmarkSession(opts, log=lambda m: None, executor=executor, measure_speed=lambda device: {"cpu": 1.0})
 
 
 def test_session_submits_the_interleaved_schedule_and_appends_in_that_order(monkeypatch, tmp_path, tiny_task):
@@ -173,7 +174,7 @@ def test_per_item_executor_runs_only_its_candidate_and_the_base_once(monkeypatch
     merged = copy.merge_report(tiny_task, json.loads(json.dumps(session.to_report(tiny_task, "worse"))))
     original = session.results[(tiny_task.name, "worse")]
     assert merged.records == original.records and merged.decision == original.decision
-    assert merged.baseline == original.baseline == f"{BASE} @HEAD"
+    assert merged.baseline == original.baseline == "base @HEAD"
 
 
 # --- end to end through pytest: xdist workers, Ray tasks -------------------------------------------

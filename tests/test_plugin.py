@@ -4,16 +4,26 @@ The pytest sessions run in this process (candidate code runs only in the harness
 anyway), which saves a Python and torch start-up per session."""
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
-from gitrepo import commit_all
+from gitrepo import commit_all, git
+
+from autoresearch_bench import calibrate, storage
+from autoresearch_bench.session import RUN_SLACK_S, TASK_SLACK_S
+
+from test_session import FakeRuns
+from test_storage import record
 
 TINY = Path(__file__).parent / "tiny_task"
-FAST = ["--ar-budget", "1", "-p", "no:cacheprovider"]
-# Fixed tokens: exact repeats whatever the load, so two runs may share the machine (--ar-slots 2).
+# Fixed tokens wherever a test is not about the clock: the same runs on an idle or a loaded machine.
+FAST = ["--ar-tokens", "8192", "-p", "no:cacheprovider"]
+# Two seeds, two runs sharing the machine at once (--ar-slots 2): fixed tokens keep them exact repeats.
 TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "2", "--ar-slots", "2", "-p", "no:cacheprovider"]
+# A time budget, for what is about the clock: 1 s, with the tiny task's start-up allowance (60 s).
+TIMED = ["--ar-budget", "1", "-p", "no:cacheprovider"]
 
 
 @pytest.fixture
@@ -49,7 +59,7 @@ def test_collect_only_runs_nothing_and_claims_no_records(pytester, project):
 
 
 def test_autoresearch_trains_scores_records_and_shows_progress(pytester, project):
-    run = pytester.runpytest_inprocess("--autoresearch", "tasks", *FAST)  # no -s: progress must show anyway
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", *TIMED)  # no -s: progress must show anyway
     run.assert_outcomes(passed=4)
     run.stdout.fnmatch_lines(["*tiny/train seed 0 | step * | loss * | *tok/s | * s left*"])
     run.stdout.fnmatch_lines(["*autoresearch benchmark*", "*task*candidate*commit*profile*val_bpb*status*",
@@ -61,7 +71,8 @@ def test_autoresearch_trains_scores_records_and_shows_progress(pytester, project
     assert row["status"] == "ok" and row["task"] == "tiny" and row["profile"] == "cpu"
     assert 0 < float(row["val_bpb"]) < 20 and int(row["tokens"]) > 0
     record = json.loads((project / "results.jsonl").read_text().splitlines()[0])
-    assert record["value"] == pytest.approx(float(row["val_bpb"]), rel=1e-5)
+    assert record["value"] == pytest.approx(float(row["val_bpb"]), rel=1e-5) and record["mode"] == "time"
+    assert record["extra"]["calibration"]["cpu"] > 0  # the machine's speed, measured before the run
 
 
 def test_candidates_are_ranked_interleaved_and_a_failed_check_skips_only_its_benchmark(pytester, project):
@@ -102,17 +113,76 @@ def test_candidate_that_does_not_import_fails_its_checks_and_is_not_run(pytester
     assert not (project / "results.tsv").exists()
 
 
-def test_malformed_task_toml_is_one_clear_line(pytester, project):
-    (project / "tasks" / "tiny" / "task.toml").write_text("[task\nname = 'tiny'\n")
-    run = pytester.runpytest_inprocess("tasks")
-    assert run.ret != 0
-    run.stdout.fnmatch_lines(["*task.toml: malformed TOML*fix the syntax*"])
+def like(text: str, pattern: str) -> bool:
+    """Whether text matches pattern, in which only * is a wildcard."""
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), text) is not None
 
 
-def test_gpu_profile_without_gpu_is_recorded_as_crash(pytester, project):
-    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-profile", "gpu", "-k", "benchmark", *FAST)
-    run.stdout.fnmatch_lines(["*needs a CUDA GPU and none is visible; run on a GPU machine or pass --ar-profile cpu*"])
-    assert [r["status"] for r in results(project)] == ["crash"]
+def usage_error(run, project: Path) -> str:
+    """The one line that a session stopped by a usage error printed, having run nothing."""
+    assert run.ret == pytest.ExitCode.USAGE_ERROR, run.stdout.str() + run.stderr.str()
+    lines = [line for line in run.stderr.str().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ERROR: "), lines
+    assert "Traceback" not in run.stdout.str() + run.stderr.str() and not (project / "results.tsv").exists()
+    return lines[0].removeprefix("ERROR: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ar-seeds", "0"], "--ar-seeds 0: run at least 1 seed"),
+    (["--ar-seeds", "-2"], "--ar-seeds -2: run at least 1 seed"),
+    (["--ar-tokens", "0"], "--ar-tokens 0: fixed-token mode needs a positive number of tokens; leave the option out "
+                           "for a time budget"),
+    (["--ar-budget", "0"], "--ar-budget 0.0: the time budget must be a positive number of seconds"),
+    (["--ar-tasks", "nosuch"], "--ar-tasks: no task named nosuch among the collected folders (known: tiny); "
+                               "give task names, or the task folders' paths"),
+    (["--ar-profile", "h200"], "--ar-profile h200: no such profile in tiny (profiles: cpu, gpu); choose one of "
+                               "theirs, or select tasks with --ar-tasks"),
+    (["--ar-results", "a_file/results.tsv"], "cannot write */a_file/results.tsv (Not a directory): give "
+                                             "--ar-results a writable path on a disk with room"),
+    (["--ar-candidate", "missing.py"], "--ar-candidate missing.py: no such file, and no commit of that name in the "
+                                       "git repository at *; give a file with the task contract, or a branch, tag "
+                                       "or commit"),
+    (["--ar-base-ref", "nosuch"], "--ar-base-ref nosuch: no commit of that name in the git repository at *; "
+                                  "give a branch, tag or commit (e.g. origin/main)"),
+    (["--ar-baseline", "missing.json"], "--ar-baseline missing.json: no such baseline file; pass a file that "
+                                        "--ar-save-baseline wrote (baselines/<task>/*.json), or --ar-baseline auto "
+                                        "or none"),
+])
+def test_bad_inputs_stop_the_session_at_once_with_one_line_that_says_what_to_do(pytester, project, args, message):
+    (project / "a_file").write_text("")
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", *FAST, *args)  # the last value counts
+    assert like(usage_error(run, project), message), usage_error(run, project)
+
+
+def test_a_cuda_profile_without_a_gpu_stops_the_session_before_any_check(pytester, project):
+    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has a GPU")
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-profile", "gpu", *FAST)
+    assert usage_error(run, project) == ("--ar-profile gpu needs a CUDA GPU and none is visible (tiny); run on a "
+                                         "GPU machine or pass --ar-profile cpu")
+
+
+@pytest.mark.parametrize("toml_edit, message", [
+    (("budget_s = 3\n", 'budget_s = "30s"\n'),
+     "tasks/tiny/task.toml: [profiles.cpu] budget_s must be a number, got '30s'"),
+    (("[profiles.cpu]", "[profiles.cpu"),
+     "tasks/tiny/task.toml: malformed TOML (* (at line *, column *)); fix the syntax"),
+])
+def test_a_broken_task_toml_is_one_line_naming_the_file(pytester, project, toml_edit, message):
+    toml = project / "tasks" / "tiny" / "task.toml"
+    toml.write_text(toml.read_text().replace(*toml_edit, 1))
+    for args in (["tasks"], ["tasks", "--ar-tasks", "tiny"]):  # checks only, or a selection by name
+        line = usage_error(pytester.runpytest_inprocess(*args, *FAST), project)
+        assert like(line, message), line
+
+
+def test_under_xdist_a_bad_task_input_fails_one_item_that_says_it(pytester, project):
+    """pytest-xdist's controller collects nothing and shows no worker's usage error."""
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed: pip install autoresearch-bench[xdist]")
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-n", "2", "--ar-executor", "xdist",
+                                        "--ar-tasks", "nosuch", *FAST)
+    run.assert_outcomes(failed=1)
+    run.stdout.fnmatch_lines(["*_ autoresearch_inputs _*", "*", "--ar-tasks: no task named nosuch among *"])
+    assert not (project / "results.tsv").exists()
 
 
 def commit_project(project: Path) -> None:
@@ -141,7 +211,7 @@ def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
     table = run.stdout.str().split("autoresearch benchmark")[-1]
     verdicts = {line.split()[1]: line for line in table.splitlines() if line.startswith("tiny")}
     assert "no difference" in verdicts["train"] and "worse" in verdicts["slow_lr"]
-    assert {r["description"] for r in results(project)} == {"base", "train", "slow_lr"}
+    assert {r["description"] for r in results(project)} == {"base @HEAD", "train", "slow_lr"}
     assert all(json.loads(line)["mode"] == "tokens" for line in (project / "results.jsonl").read_text().splitlines())
 
 
@@ -173,3 +243,74 @@ def test_saved_baseline_gates_a_later_run(pytester, project):
     gated.assert_outcomes(passed=1, failed=1, deselected=6)
     summary = (project / "summary.md").read_text()
     assert "| tiny" in summary and "no difference" in summary and "worse" in summary
+
+
+# --- every benchmark item has its runs (run_candidate replaced: no training) -----------------------
+
+def test_a_schedule_that_stops_fails_every_item_whose_runs_are_missing_and_shows_them(pytester, project, monkeypatch):
+    add_candidate(project, "slow_lr")
+    add_candidate(project, "wide")
+    FakeRuns(monkeypatch, fail_at=2, error=RuntimeError("the GPU fell off the bus"))
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", *FAST)
+    run.assert_outcomes(passed=1, failed=2, deselected=9)  # train has its run; the others have none
+    why = "the schedule stopped after 0 of its 1 run(s) (RuntimeError: the GPU fell off the bus)"
+    run.stdout.fnmatch_lines([f"slow_lr: {why}", f"wide: {why}"], consecutive=False)
+    table = run.stdout.str().split("autoresearch benchmark")[-1]
+    rows = {re.split(r"\s{2,}", line)[1]: line for line in table.splitlines() if line.startswith("tiny")}
+    assert rows["train"].endswith("  ok") and all(f"interrupted  {why}" in rows[n] for n in ("slow_lr", "wide"))
+
+
+def test_the_ini_timeout_does_not_cut_a_benchmark_short(pytester, project, monkeypatch):
+    """pytest-timeout's ini timeout is for checks; a benchmark item is bounded by the harness's own
+    limits for its task's runs (three seeds here: 3 × (budget + allowance + evaluation + slack))."""
+    pytester.makeini("[pytest]\ntimeout = 1\n")
+    fake = FakeRuns(monkeypatch, seconds=0.5)
+    items, _ = pytester.inline_genitems("--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "3", *TIMED)
+    tiny = [i for i in items if i.get_closest_marker("autoresearch")][0]
+    assert tiny.get_closest_marker("timeout").args == (3 * (1 + 60 + 60 + RUN_SLACK_S) + TASK_SLACK_S,)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "3",
+                                       "--ar-tokens", "8192", "-p", "no:cacheprovider")
+    run.assert_outcomes(passed=1, deselected=3)  # 1.5 s of runs under a 1 s ini timeout
+    assert len(fake.calls) == 3
+
+
+def test_a_candidate_file_named_base_is_a_candidate_beside_the_base_ref(pytester, project, monkeypatch):
+    commit_project(project)
+    add_candidate(project, "base")
+    FakeRuns(monkeypatch)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-base-ref", "HEAD", *FAST)
+    run.assert_outcomes(passed=3, deselected=6)
+    table = run.stdout.str().split("autoresearch benchmark")[-1]
+    assert sorted(re.split(r"\s{2,}", line)[1] for line in table.splitlines() if line.startswith("tiny")) == [
+        "base", "base @HEAD", "train"]
+    assert [r["description"] for r in results(project)] == ["base @HEAD", "train", "base"]
+
+
+def test_a_time_budget_on_a_slower_machine_is_not_comparable_and_says_why_under_the_table(pytester, project,
+                                                                                        monkeypatch):
+    FakeRuns(monkeypatch)
+    monkeypatch.setattr(calibrate, "measure", lambda device: {"cpu": 50.0})  # half the speed of the baseline's
+    fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "time", "budget": 1.0}
+    storage.save_baseline(project / "baselines", "tiny", fingerprint,
+                          [record(task="tiny", value=2.0, extra={"data_id": "d0"})],
+                          calibration={"before": {"cpu": 100.0}, "after": {"cpu": 100.0}})
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression",
+                                       "--ar-markdown", "summary.md", *TIMED)
+    run.assert_outcomes(failed=1, deselected=3)
+    why = ("tiny/train: not comparable: the cpu ran 50% slower than when the stored baseline @abc1234 was recorded "
+           "(50.0 against 100.0 GFLOP/s): use fixed-token mode --ar-tokens N, or record the baseline again with "
+           "--ar-save-baseline on an idle machine")
+    assert why in run.stdout.str().split("autoresearch benchmark")[-1]
+    assert f"- {why}" in (project / "summary.md").read_text()
+
+
+def test_a_git_ref_candidate_is_recorded_at_the_ref_s_commit(pytester, project, monkeypatch):
+    commit_project(project)
+    git(project, "branch", "idea")
+    (project / "tasks" / "tiny" / "train.py").write_text((project / "tasks" / "tiny" / "train.py").read_text() + "\n")
+    git(project, "commit", "-qam", "the checkout moves on")
+    FakeRuns(monkeypatch)
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-candidate", "idea", *FAST)
+    run.assert_outcomes(passed=2, deselected=6)
+    commits = {r["description"]: r["commit"] for r in results(project)}
+    assert commits == {"idea": git(project, "rev-parse", "--short=7", "idea").strip(), "train": "checkout+dirty"}

@@ -35,10 +35,18 @@ def hostile(task_dir, name: str, attack: str) -> Candidate:
     return Candidate(name, path)
 
 
+# Fixed tokens and a generous start-up allowance: a run on a loaded machine finishes (or is caught)
+# for what it does, not killed for starting slowly; the clock only stops a runaway (10 × 1 s + 60 s).
+FIXED_TOKENS = dict(budget_s=1, max_tokens=8192)
+
+
+def generous(task):
+    return replace(task.profile("cpu"), startup_allowance_s=60)
+
+
 def run(task, candidate, isolation="auto", **kw):
-    profile = replace(task.profile("cpu"), startup_allowance_s=8)
-    return run_candidate(task, profile, candidate, seed=0, budget_s=1, isolation=isolation,
-                         log=lambda m: None, **kw)
+    return run_candidate(task, generous(task), candidate, seed=0, isolation=isolation, log=lambda m: None,
+                         **FIXED_TOKENS, **kw)
 
 
 STEALS_KEYS = """
@@ -107,9 +115,8 @@ def survived(shared_tiny_task_dir: Path) -> Iterator[Survived]:
         attacks.update(phones_home=("auto", PHONES_HOME.format(port=listener.getsockname()[1])),
                        writes_repo=("auto", writes), leaves_orphan_auto=("auto", leaves_orphan("auto")),
                        reads_parent_env=("auto", READS_ENVIRONMENTS), checks_privileges=("auto", CHECKS_PRIVILEGES))
-    profile = replace(task.profile("cpu"), startup_allowance_s=8)
-    runs = [Run(task, profile, hostile(task_dir, name, attack), 0,
-                dict(budget_s=1, isolation=isolation, results_paths=(results,) if name == "writes_repo" else ()))
+    runs = [Run(task, generous(task), hostile(task_dir, name, attack), 0,
+                dict(**FIXED_TOKENS, isolation=isolation, results_paths=(results,) if name == "writes_repo" else ()))
             for name, (isolation, attack) in attacks.items()]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_API_KEY", "sk-secret")
@@ -141,7 +148,7 @@ def test_a_user_namespace_works_too(tiny_task, monkeypatch):
     """Where the harness is an ordinary user: a user namespace, every capability dropped."""
     userns = sandbox.Plan("userns", (sandbox.UNSHARE[0], "--user", "--map-root-user", *sandbox.UNSHARE[1:]))
     monkeypatch.setattr(sandbox, "namespaces_available", lambda: userns)
-    record = run(tiny_task, Candidate("train", tiny_task.train_file), max_tokens=4096)
+    record = run(tiny_task, Candidate("train", tiny_task.train_file))
     assert record.status == "ok" and record.extra["sandbox"] == "userns", record.error
 
 

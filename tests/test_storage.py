@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -149,10 +150,29 @@ def test_baseline_round_trips_and_matches_only_its_fingerprint(tmp_path):
     assert storage.load_baseline(tmp_path, "other", fp) is None
 
 
+def test_a_baseline_keeps_the_machine_speed_the_steps_and_the_file_it_was_measured_with(tmp_path):
+    fp = {**storage.machine_fingerprint("cpu"), "mode": "time", "budget": 45.0}
+    speed = {"before": {"cpu": 100.0}, "after": {"cpu": 98.0}}
+    path = storage.save_baseline(tmp_path, "tiny", fp, [record(steps=50), record(seed=1, steps=52)],
+                                 calibration=speed, source="ab12")
+    found = storage.Baseline.from_file(path)
+    assert (found.steps, found.calibration, found.source) == ([50, 52], speed, "ab12")
+    content = json.loads(path.read_text())
+    for key in ("steps", "calibration", "source"):
+        del content[key]
+    path.write_text(json.dumps(content))  # a file from before they were stored
+    old = storage.Baseline.from_file(path)
+    assert (old.steps, old.calibration, old.source) == (None, None, None) and old.values == [2.5, 2.5]
+
+
 def test_a_broken_baseline_file_says_what_to_do(tmp_path):
     (tmp_path / "b.json").write_text("{")
     with pytest.raises(ValueError, match="delete it"):
         storage.Baseline.from_file(tmp_path / "b.json")
+    with pytest.raises(ValueError) as missing:
+        storage.Baseline.from_file(tmp_path / "missing.json")
+    assert "no such baseline file" in str(missing.value) and "--ar-save-baseline" in str(missing.value)
+    assert "delete" not in str(missing.value)
     with pytest.raises(ValueError, match="no run with a value"):
         storage.save_baseline(tmp_path, "tiny", storage.machine_fingerprint("cpu"), [record(value=None)])
 
@@ -197,3 +217,24 @@ def test_git_state_reports_commit_and_dirt_but_ignores_untracked_files(tmp_path)
     assert storage.git_state(tmp_path) == (commit, False)
     (tmp_path / "train.py").write_text("x = 2\n")
     assert storage.git_state(tmp_path) == (commit, True)
+
+
+def test_check_writable_says_why_rows_could_not_be_appended_and_leaves_nothing_behind(tmp_path):
+    assert storage.check_writable(tmp_path / "results.tsv") == ""  # a new file in a folder that exists
+    assert storage.check_writable(tmp_path / "new" / "deeper" / "results.tsv") == ""  # folders made later
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "results.tsv").write_text("commit\n")
+    assert storage.check_writable(tmp_path / "results.tsv") == ""
+    assert (tmp_path / "results.tsv").read_text() == "commit\n"
+    (tmp_path / "a_file").write_text("")
+    assert storage.check_writable(tmp_path / "a_file" / "results.tsv").startswith(
+        f"cannot write {tmp_path / 'a_file' / 'results.tsv'} (")
+    full = storage.check_writable(tmp_path / "results.tsv", min_free=1 << 60)  # more than any disk has
+    assert full.startswith("only ") and full.endswith(f"MB free for {tmp_path / 'results.tsv'}, at least 1099511627776 "
+                                                      f"MB needed")
+
+
+def test_the_readme_lists_the_results_columns_as_written():
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert f"has {len(storage.TSV_COLUMNS)} tab-separated columns: `{' '.join(storage.TSV_COLUMNS[:5])}`" in readme
+    assert f"then `{' '.join(storage.TSV_COLUMNS[5:])}`" in readme
