@@ -104,12 +104,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _seeds(value: str) -> int | str:
-    """--ar-seeds: a count >= 1 or auto."""
+    """--ar-seeds: a count or auto (a count below 1 is reported with the other bad options)."""
     if value == AUTO:
         return AUTO
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: give a number of seeds (1 or more) or auto")
-    return int(value)
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of seeds (1 or more) or auto") from None
 
 
 class PluginState:
@@ -217,7 +218,7 @@ def _option_errors(config: pytest.Config) -> list[str]:
     """What is wrong with the --ar- options, one line each with what to do."""
     get, root = config.getoption, Path(config.rootpath)
     errors = [f"{flag} {value}: {rule}" for flag, value, bad, rule in [
-        ("--ar-seeds", get("ar_seeds"), get("ar_seeds") < 1, "run at least 1 seed"),
+        ("--ar-seeds", get("ar_seeds"), get("ar_seeds") != AUTO and get("ar_seeds") < 1, "run at least 1 seed"),
         ("--ar-tokens", get("ar_tokens"), get("ar_tokens") is not None and get("ar_tokens") <= 0,
          "fixed-token mode needs a positive number of tokens; leave the option out for a time budget"),
         ("--ar-budget", get("ar_budget"), get("ar_budget") is not None and not get("ar_budget") > 0,
