@@ -184,6 +184,8 @@ def failure(child: Child, what: str) -> tuple[str, str]:
     if record:
         return ("violation" if record["kind"] == "violation" else "crash"), f"{what}: {record['error']}"
     code = child.proc.returncode
+    if code is not None and code > 128 and code - 128 in signal.valid_signals():
+        code = -(code - 128)  # the sandbox's pid 1 reports a worker killed by signal N as 128 + N
     if code is not None and code < 0:
         name = signal.Signals(-code).name
         return "crash", f"{what}: killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")

@@ -282,7 +282,18 @@ def _enter(argv: list[str]) -> None:
         uid = single["--uid"]
         drop[1:1] = [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
     os.environ.update(HOME=SCRATCH, TMPDIR="/tmp")
-    os.execv(setpriv, [*drop, "--", *command])
+    # This process stays, as pid 1 of the namespace, and the worker is its child: setpriv's change of
+    # uid clears the worker's parent-death signal, but this one keeps unshare's (--kill-child), and when
+    # pid 1 of a PID namespace ends, the kernel ends every process in it. So a harness that dies,
+    # even by SIGKILL, takes the whole run along.
+    worker = os.fork()
+    if worker == 0:
+        os.execv(setpriv, [*drop, "--", *command])
+    while True:
+        pid, status = os.wait()
+        if pid == worker:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)  # killed by signal N: 128 + N, as a shell says
 
 
 if __name__ == "__main__":

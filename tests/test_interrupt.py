@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM: within 5 s nothing of the session is left running, and nothing interrupted is `ok`.
+"""Ctrl-C, SIGTERM, SIGKILL: within 5 s nothing of the session is left running, nothing interrupted is `ok`.
 
 The session trains two candidates at once (--ar-slots 2): the task's own and one that never logs and
 ignores ctx.done(), training on cached batches forever. Every process of the session is found by a
@@ -52,11 +52,11 @@ def training(marker: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
 def test_nothing_outlives_an_interrupted_session(sig, tiny_task_dir, tmp_path):
     source = (tiny_task_dir / "train.py").read_text().replace("def train(ctx):", "def honest_train(ctx):")
     (tiny_task_dir / "candidates" / "runaway.py").write_text(source + RUNAWAY)
-    marker = str(4000 + os.getpid() % 1000 * 2 + (sig == signal.SIGTERM))
+    marker = str(4000 + os.getpid() % 1000 * 3 + [signal.SIGINT, signal.SIGTERM, signal.SIGKILL].index(sig))
     results = tmp_path / "results.tsv"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", str(tiny_task_dir),
                "--autoresearch", "-k", "benchmark", "--ar-budget", "60", "--ar-slots", "2",
