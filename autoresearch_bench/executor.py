@@ -109,9 +109,15 @@ class LocalExecutor:
         for gpu in gpus:
             free.put(gpu)
 
+        # runs that share the CPU share its cores: torch threads per child, so that N runs do not
+        # start N × cores threads (oversubscribed, a run on a shared machine went 40 times slower)
+        threads = max(1, process.usable_cores() // min(self.slots, len(runs)))
+
         def run_on_a_free_gpu(run: Run) -> RunRecord:
             callbacks = _bind(on_progress and locked(on_progress), run), locked(log)
-            if len(gpus) < 2 or run.profile.device != "cuda":  # one GPU or none: nothing to choose
+            if run.profile.device != "cuda":
+                return replace(run, options={"threads": threads, **run.options})(*callbacks)
+            if len(gpus) < 2:  # one GPU: nothing to choose
                 return run(*callbacks)
             gpu = free.get()  # blocks while every GPU is busy (more slots than GPUs)
             try:

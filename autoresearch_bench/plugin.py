@@ -544,11 +544,13 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
             pytest.fail(f"not benchmarked: {result.skipped}", pytrace=False)
         if result.stopped:
             pytest.fail(f"{candidate.name}: {result.stopped}", pytrace=False)
-        if len(result.records) < session.options.seeds:  # a benchmark that passes has all its runs
-            pytest.fail(f"{candidate.name}: {len(result.records)} of {session.options.seeds} run(s) recorded",
-                        pytrace=False)
+        planned = len(session.options.seed_list)
+        if len(result.records) < planned:  # a benchmark that passes has all its runs
+            pytest.fail(f"{candidate.name}: {len(result.records)} of {planned} run(s) recorded", pytrace=False)
         if result.status != "ok":
-            pytest.fail(f"{candidate.name}: {result.status}: {result.error}", pytrace=False)
+            trace = next((r.extra["traceback"] for r in result.records if r.extra.get("traceback")), "")
+            pytest.fail(f"{candidate.name}: {result.status}: {result.error}" + (f"\n\n{trace}" if trace else ""),
+                        pytrace=False)
         if session.options.fail_on_regression and result in session.regressions():
             relation = "worse than" if result.decision.verdict == "worse" else f"{result.decision.verdict} with"
             pytest.fail(f"{candidate.name}: {relation} the {result.baseline}: {result.decision.reason}", pytrace=False)

@@ -227,8 +227,8 @@ def test_one_seed_against_one_is_undecided_and_passes_the_gate(pytester, project
 
 
 def test_seeds_are_a_count_or_auto(pytester, project):
-    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-seeds", "0", "-p", "no:cacheprovider")
-    run.stderr.fnmatch_lines(["*--ar-seeds: '0': give a number of seeds (1 or more) or auto*"])
+    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-seeds", "many", "-p", "no:cacheprovider")
+    run.stderr.fnmatch_lines(["*--ar-seeds: 'many': give a number of seeds (1 or more) or auto*"])
     assert run.ret != 0 and not (project / "results.tsv").exists()
 
 
