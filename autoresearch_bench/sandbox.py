@@ -55,6 +55,7 @@ SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/li
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*")
 SCRATCH = "/scratch"            # the run's own folder inside the sandbox: cwd and HOME
+PACKAGE = Path(__file__).resolve().parent  # the harness's package: shown read-only, its corpus covered
 UNSHARE = ("unshare", "--mount", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--uts")
 
 
@@ -79,9 +80,7 @@ class Plan:
 
 def readonly_paths() -> list[str]:
     """What every sandboxed Python needs to read: its installation and the harness's package."""
-    from . import __file__ as package_init
-    paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-             str(Path(package_init).resolve().parent)}
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), str(PACKAGE)}
     paths.update(p for p in sys.path if p and os.path.isdir(p) and "-packages" in p)
     paths.update(p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p and os.path.isdir(p))
     return sorted(p for p in paths if not any(p == s or p.startswith(s + "/") for s in SYSTEM_DIRS))
@@ -154,9 +153,8 @@ def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: li
     the files in `hidden` (and the harness's own corpus) are covered by /dev/null there."""
     if not plan_.isolated:
         return command
-    from . import __file__ as package_init
     hide_list = tmp / "hidden.txt"
-    hide_list.write_text("\n".join([str(Path(package_init).resolve().parent / "corpus"), *hidden]))
+    hide_list.write_text("\n".join([str(PACKAGE / "corpus"), *hidden]))
     args = [*plan_.prefix, sys.executable, "-I", os.path.realpath(__file__), "--root", str(tmp / "root"),
             "--scratch", str(scratch), "--hide-list", str(hide_list)]
     for path in sorted({*readonly_paths(), *readonly}):
@@ -246,14 +244,15 @@ def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str])
             os.symlink(os.readlink(path), root + path)
         elif os.path.isdir(path):
             _bind(path, root + path)
-    for path in readonly:
-        if os.path.exists(path) and not os.path.exists(root + path):
-            _bind(path, root + path)
-    _bind(scratch, root + SCRATCH, writable=True)
+    # the run's own /tmp and /dev first: what is bound below may live under them (a checkout in /tmp)
     for path, size in (("/tmp", TMPFS_SIZE), ("/dev", "1m"), ("/dev/shm", TMPFS_SIZE)):
         os.makedirs(root + path, exist_ok=True)
         _mount("-t", "tmpfs", "-o", f"mode={'1777' if 'tmp' in path or 'shm' in path else '755'},size={size},nosuid",
                "ar-" + path.strip("/").replace("/", "-"), root + path)
+    for path in readonly:
+        if os.path.exists(path) and not os.path.exists(root + path):
+            _bind(path, root + path)
+    _bind(scratch, root + SCRATCH, writable=True)
     for node in [f"/dev/{name}" for name in DEVICES] + [p for pattern in GPU_DEVICES for p in glob.glob(pattern)]:
         if os.path.exists(node) and not os.path.isdir(node):
             _bind(node, root + node, writable=True)

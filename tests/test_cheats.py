@@ -293,8 +293,9 @@ def train(ctx):
         FOUND(found)
     return honest_train(ctx)
 ''', caught="honest")
-# real attacks: with the sandbox off they find what they look for
-UNSANDBOXED = ("reads_validation_data_from_disk", "forges_rows_in_the_results_files", "reads_the_embedded_corpus")
+# real attacks: with the sandbox off they find what they look for (only those that read: the others,
+# run unsandboxed as root, would write to whatever the machine holds)
+UNSANDBOXED = ("reads_validation_data_from_disk", "reads_the_embedded_corpus")
 
 HONEST_CHANGES = {
     "label_smoothing": [("F.cross_entropy(model(x).flatten(0, 1), y.flatten())",
@@ -347,7 +348,10 @@ class Attacked:
 @pytest.fixture(scope="module")
 def attacked(shared_tiny_task_dir: Path) -> Attacked:
     """One timed run of every cheat and honest change (two at a time), then the leftover reader;
-    the harness's files and a results file with an earlier record, hashed before and after."""
+    the harness's files and a results file with an earlier record, hashed before and after. Never
+    without namespaces: these attacks, run unsandboxed as root, would hit the machine itself."""
+    if sandbox.namespaces_available() is None:
+        pytest.skip("Linux namespaces are not available on this machine")
     task_dir = shared_tiny_task_dir
     task = load_task(task_dir)
     results = task_dir.parent.parent / "results.tsv"
