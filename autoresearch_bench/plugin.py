@@ -190,6 +190,20 @@ class PluginState:
                    f"{record.get('tokens', 0) / elapsed / 1e3:,.1f}k tok/s | {left:.0f} s left")
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """The sandbox candidate code will run in, said before anything runs (a fallback to `off` loudly)."""
+    if not config.getoption("autoresearch"):
+        return None
+    from . import sandbox
+    level = config.getoption("ar_sandbox")
+    found = sandbox.namespaces_available() if level != "off" else None
+    if found is not None:
+        return f"autoresearch: sandbox {found.level} (candidate code {'as uid 65534, ' if found.uid else ''}" \
+               f"without capabilities, network or the data cache; on CUDA checked per run)"
+    return ("autoresearch: sandbox off: candidate code runs unisolated, as this user"
+            + ("" if level == "off" else " (no Linux namespaces here; --ar-sandbox strict refuses to run)"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "autoresearch: a timed benchmark; runs only with --autoresearch")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped when none is visible")

@@ -144,7 +144,9 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
            "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}",
            "--profile", "cpu", "--tokens", "32768", "--confirm-seeds", "2", "--max-experiments", "3",
            "--out", "records"]  # relative to cwd
-    proc = subprocess.Popen(cli, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIG_DFL: Ctrl-C reaches the loop even when these tests run as a job that ignores SIGINT
+    proc = subprocess.Popen(cli, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
