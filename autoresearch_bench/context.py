@@ -33,7 +33,7 @@ from typing import IO, Any, Iterator
 import numpy as np
 import torch
 
-from .protocol import BATCH_HEADER, BATCH_REQUEST, STARTED, read_exact, read_into, write_all
+from .protocol import BATCH_HEADER, BATCH_REQUEST, read_exact, read_into, write_all
 
 PREFETCH = 3  # batches fetched ahead on CUDA, so the pipe and the copy stay off the GPU's critical path
 
@@ -46,9 +46,6 @@ class BatchClient:
         self.t0 = latest_start
         self._streams = 0
         self._lock = threading.Lock()
-
-    def started(self) -> None:
-        write_all(self.request_fd, BATCH_REQUEST.pack(STARTED, 0, 0))
 
     def new_stream(self) -> int:
         self._streams += 1

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from . import data
-from .protocol import BATCH_HEADER, BATCH_REQUEST, STARTED, Emitter, FeederSpec, read_exact, read_spec, write_all
+from .protocol import BATCH_HEADER, BATCH_REQUEST, Emitter, FeederSpec, read_exact, read_spec, write_all
 
 
 @dataclass
@@ -36,8 +36,6 @@ def serve(spec: FeederSpec, count: Count) -> None:
     streams: dict[int, Iterator[np.ndarray]] = {}
     while (raw := read_exact(spec.request_fd, BATCH_REQUEST.size)) is not None:
         stream, rows, seq_len = BATCH_REQUEST.unpack(raw)
-        if stream == STARTED:
-            continue
         now = time.perf_counter()
         clock = count.t0 if count.t0 is not None else min(now, spec.latest_start)
         spent = count.tokens >= spec.max_tokens if spec.max_tokens else now >= clock + spec.budget_s

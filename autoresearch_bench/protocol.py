@@ -10,7 +10,7 @@ Processes of one run (runner.py starts them; arrows are pipes the runner creates
 - Every process gets one frozen spec as JSON (`write_spec` / `read_spec`) and reports to the runner
   as JSON lines on the fd named by RESULT_FD_ENV: {"kind": "progress" | "result" | "error" |
   "violation" | "ready" | "check", ...}. Nothing a process prints is parsed.
-- Trainer → feeder: BATCH_REQUEST frames (stream id, rows, seq_len); stream -1 marks train() called.
+- Trainer → feeder: BATCH_REQUEST frames (stream id, rows, seq_len), one per batch wanted.
   Feeder → trainer: BATCH_HEADER (payload bytes, clock start, tokens served so far) and the rows,
   int32 [rows, seq_len + 1]; 0 payload bytes means no more batches (budget spent). The feeder's own
   reports (tokens served, clock start) are the record's, whatever the trainer says.
@@ -34,7 +34,6 @@ BATCH_REQUEST = struct.Struct("<iii")    # stream, rows, seq_len
 BATCH_HEADER = struct.Struct("<qdq")     # payload bytes, clock start (perf_counter), tokens served
 FORWARD = struct.Struct("<ii")           # rows, seq_len
 DONE = struct.Struct("<i")               # how many frames the model has answered (1: built, 2: loaded)
-STARTED = -1                             # BATCH_REQUEST stream id: train(ctx) was called
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,6 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
     client = BatchClient(spec.request_fd, spec.batch_fd, spec.latest_start)
     ctx = TrainContext(device=spec.device, seed=spec.seed, cfg=spec.cfg, budget_s=spec.budget_s,
                        max_tokens=spec.max_tokens, client=client, settings=settings, progress_out=Progress())
-    client.started()
     model = module.train(ctx)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"train(ctx) returned {type(model).__name__}, not a torch.nn.Module")
