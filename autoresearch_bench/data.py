@@ -214,9 +214,9 @@ def validation_copies(prepared: PreparedData, roots: Iterable[str], log: Callabl
     found: list[str] = []
     if shard is not None and shard.exists():
         t0 = time.perf_counter()
-        docs = {hashlib.blake2b(text.encode(), digest_size=16).digest()
-                for batch in _iter_texts([shard]) for text in batch}
-        sizes = {len(text.encode()) for batch in _iter_texts([shard]) for text in batch}
+        raw = [text.encode() for batch in _iter_texts([shard]) for text in batch]
+        docs = {hashlib.blake2b(b, digest_size=16).digest() for b in raw}
+        sizes = {len(b) for b in raw}
         for top in roots:
             for dirpath, _, filenames in os.walk(top):
                 for name in filenames:

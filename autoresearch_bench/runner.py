@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -64,14 +63,6 @@ def harness_digest(task: Task) -> str:
     return h.hexdigest()
 
 
-def _copy_candidate(candidate: Candidate, scratch: Path, plan: sandbox.Plan) -> str:
-    """The candidate file copied into a child's scratch folder; its path as the child sees it."""
-    shutil.copyfile(candidate.path, scratch / "candidate.py")
-    if plan.uid is not None:
-        os.chown(scratch / "candidate.py", plan.uid, plan.uid)
-    return f"{sandbox.SCRATCH}/candidate.py" if plan.isolated else str(scratch / "candidate.py")
-
-
 def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
            plan: sandbox.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
            gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None) -> Path | None:
@@ -79,7 +70,7 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     (tmp / "feeder").mkdir()
     (tmp / "train").mkdir()
     scratch = sandbox.prepare_scratch(tmp / "train", plan)
-    inner = _copy_candidate(candidate, scratch, plan)
+    inner = sandbox.place(candidate.path, scratch, "candidate.py", plan)
     started = time.perf_counter()
     latest_start = started + profile.startup_allowance_s
     request_r, request_w = os.pipe()
@@ -283,7 +274,7 @@ class CheckServer:
         tmp = Path(self._tmp.name)
         os.chmod(tmp, 0o755)
         plan = sandbox.plan(isolation)
-        inner = _copy_candidate(candidate, sandbox.prepare_scratch(tmp, plan), plan)
+        inner = sandbox.place(candidate.path, sandbox.prepare_scratch(tmp, plan), "candidate.py", plan)
         spec = CheckSpec(candidate=inner, cfg=profile.model_config(), seed=seed,
                          allowed_imports=tuple(task.imports), max_params=task.max_params)
         self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=1, stdin=subprocess.PIPE)

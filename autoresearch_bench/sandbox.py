@@ -147,6 +147,15 @@ def visible_roots() -> list[str]:
     return [p for p in SYSTEM_DIRS if os.path.isdir(p) and not os.path.islink(p) and p != "/sys"] + readonly_paths()
 
 
+def place(source: str | Path, scratch: Path, name: str, plan_: Plan) -> str:
+    """Copy a file into a child's scratch folder, owned by the uid the child runs as; its path as the
+    child sees it."""
+    shutil.copyfile(source, scratch / name)
+    if plan_.uid is not None:
+        os.chown(scratch / name, plan_.uid, plan_.uid)
+    return f"{SCRATCH}/{name}" if plan_.isolated else str(scratch / name)
+
+
 def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: list[str] = (),
          hidden: list[str] = ()) -> list[str]:
     """The command, entered into the sandbox with tmp/root as its new root and scratch as /scratch;

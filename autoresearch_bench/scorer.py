@@ -33,7 +33,6 @@ import math
 import os
 import secrets
 import select
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -120,9 +119,8 @@ class ModelProcess:
         tmp.mkdir()
         plan = sandbox.Plan(spec.sandbox_level, tuple(spec.sandbox_prefix))
         scratch = sandbox.prepare_scratch(tmp, plan)
-        self.scratch, self.uid = scratch, plan.uid
-        self._copy(spec.candidate, "candidate.py")
-        inner = Path(sandbox.SCRATCH) if plan.isolated else scratch
+        self.scratch, self.plan = scratch, plan
+        inner = Path(sandbox.place(spec.candidate, scratch, "candidate.py", plan)).parent
         self.inputs = SharedBuffer.create(max_rows * seq_len * 8, spec.device)
         self.logits = SharedBuffer.create(max_rows * seq_len * vocab * 4, spec.device)
         command_r, self.command_w = os.pipe()
@@ -139,14 +137,9 @@ class ModelProcess:
         self.pending: int | None = None
         self.answered = 0
 
-    def _copy(self, source: str, name: str) -> None:
-        shutil.copyfile(source, self.scratch / name)
-        if self.uid is not None:
-            os.chown(self.scratch / name, self.uid, self.uid)
-
     def load(self, weights: str) -> None:
         """Hand the process the trained weights (a copy in its own folder)."""
-        self._copy(weights, "model.pt")
+        sandbox.place(weights, self.scratch, "model.pt", self.plan)
         try:
             write_all(self.command_w, FORWARD.pack(0, 0))
         except BrokenPipeError:
