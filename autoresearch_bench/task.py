@@ -40,6 +40,7 @@ memory_per_row_gb re-measured from the run's peak_mem_gb).
 """
 from __future__ import annotations
 
+import ast
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,14 @@ class Profile:
         """The cfg dict a candidate's build_model(cfg) receives."""
         return {**self.config, "vocab_size": self.vocab_size, "seq_len": self.seq_len}
 
+    def dead_edits(self, source: str, reference: str) -> list[str]:
+        """The config keys this profile sets whose default `source` changed from `reference`'s (the
+        file it was edited from): such an edit has no effect on this profile. Defaults are the
+        constant class-level fields of the files (train.py's `Hyper`)."""
+        mine, theirs = _defaults(source), _defaults(reference)
+        return [f"{k}={v!r} (the file says {mine[k]!r})" for k, v in self.config.items()
+                if k in mine and k in theirs and mine[k] != theirs[k] and mine[k] != v]
+
 
 @dataclass(frozen=True)
 class Task:
@@ -139,6 +148,18 @@ class Task:
 _PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "eval_batch_size",
                  "eval_timeout_s", "min_effect", "data", "config", "match", "min_memory_gb",
                  "memory_per_row_gb", "memory_overhead_gb", "noise"}
+
+
+def _defaults(source: str) -> dict[str, Any]:
+    """name → value of every `name: type = constant` in a class body of a Python source ({} if it
+    does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    return {node.target.id: node.value.value for cls in ast.walk(tree) if isinstance(cls, ast.ClassDef)
+            for node in cls.body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and isinstance(node.value, ast.Constant)}
 
 
 def noise_key(mode: str, budget: float) -> str:

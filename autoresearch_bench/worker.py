@@ -86,6 +86,7 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
     client = BatchClient(spec.request_fd, spec.batch_fd, spec.latest_start)
     ctx = TrainContext(device=spec.device, seed=spec.seed, cfg=spec.cfg, budget_s=spec.budget_s,
                        max_tokens=spec.max_tokens, client=client, settings=settings, progress_out=Progress())
+    emit("started")  # the process is up (imports, CUDA, the candidate): train()'s own setup follows
     model = module.train(ctx)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"train(ctx) returned {type(model).__name__}, not a torch.nn.Module")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Where an agent experiment's time goes on a GPU machine without internet (the device machine of
+# BENCHMARKS.md): the random-search agent on gpt_pretrain, fixed tokens, N experiments after the
+# baseline; the experiments' records (experiments.jsonl: `seconds`, `split`), the runs' (bench.jsonl)
+# and the loop's log to $OUT.
+#   bash benchmarks/agent_split.sh [PROFILE] [TOKENS] [EXPERIMENTS] [AGENT ARGS...]
+# rustbpe's cp312 wheel in .whl/ (the `files` corpus needs it); the harness from this checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
+PROFILE=${1:-h100}; TOKENS=${2:-26214400}; EXPERIMENTS=${3:-3}; shift $(( $# < 3 ? $# : 3 ))
+python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | grep -v WARNING || true
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTEST_PLUGINS=autoresearch_bench.plugin
+export AR_CACHE_DIR=${AR_CACHE_DIR:-/tmp/arcache}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+[ -d .git ] || { git init -q && git add -A && git -c user.name=bench -c user.email=bench@localhost commit -qm snapshot; }
+python -m autoresearch_bench.cli agent --task tasks/gpt_pretrain --tag split --agent random-search \
+  --profile "$PROFILE" --tokens "$TOKENS" --max-experiments "$EXPERIMENTS" --out .ar/agent "$@" 2>&1 | tee "$OUT/agent.log" \
+  | grep -v " | step " | tail -40
+cp .ar/agent/experiments.jsonl .ar/agent/bench.jsonl "$OUT"/
