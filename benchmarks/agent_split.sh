@@ -10,11 +10,15 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
 PROFILE=${1:-h100}; TOKENS=${2:-26214400}; EXPERIMENTS=${3:-3}; shift $(( $# < 3 ? $# : 3 ))
 python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | grep -v WARNING || true
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTEST_PLUGINS=autoresearch_bench.plugin
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+pip show -q autoresearch-bench 2>/dev/null || export PYTEST_PLUGINS=autoresearch_bench.plugin  # not installed: load it by name
 export AR_CACHE_DIR=${AR_CACHE_DIR:-/tmp/arcache}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-[ -d .git ] || { git init -q && git add -A && git -c user.name=bench -c user.email=bench@localhost commit -qm snapshot; }
-python -m autoresearch_bench.cli agent --task tasks/gpt_pretrain --tag split --agent random-search \
-  --profile "$PROFILE" --tokens "$TOKENS" --max-experiments "$EXPERIMENTS" --out .ar/agent "$@" 2>&1 | tee "$OUT/agent.log" \
-  | grep -v " | step " | tail -40
-cp .ar/agent/experiments.jsonl .ar/agent/bench.jsonl "$OUT"/
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" || true
+# the agent's repository: this checkout's task folders, committed as they are
+REPO=$(mktemp -d /tmp/agent-repo.XXXX); cp -r tasks "$REPO"/
+git -C "$REPO" init -q && git -C "$REPO" add -A && git -C "$REPO" -c user.name=bench -c user.email=bench@localhost commit -qm snapshot
+RECORDS=$REPO/.ar/agent
+python -m autoresearch_bench.cli agent --task "$REPO/tasks/gpt_pretrain" --tag split --agent random-search \
+  --profile "$PROFILE" --tokens "$TOKENS" --max-experiments "$EXPERIMENTS" --out "$RECORDS" "$@" 2>&1 \
+  | tee "$OUT/agent.log" | grep -v " | step " | tail -40 || true
+cp "$RECORDS"/experiments.jsonl "$RECORDS"/bench.jsonl "$OUT"/ || tail -40 "$RECORDS"/logs/*.log
