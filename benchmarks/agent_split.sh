@@ -18,7 +18,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 REPO=$(mktemp -d /tmp/agent-repo.XXXX); cp -r tasks "$REPO"/
 git -C "$REPO" init -q && git -C "$REPO" add -A && git -C "$REPO" -c user.name=bench -c user.email=bench@localhost commit -qm snapshot
 RECORDS=$REPO/.ar/agent
+# the records reach $OUT while the loop runs, so a run cut short still brings back what it measured
+( while sleep 10; do cp "$RECORDS"/experiments.jsonl "$RECORDS"/bench.jsonl "$RECORDS"/logs/[01].xml "$OUT"/ 2>/dev/null; done ) &
 python -m autoresearch_bench.cli agent --task "$REPO/tasks/gpt_pretrain" --tag split --agent random-search \
   --profile "$PROFILE" --tokens "$TOKENS" --max-experiments "$EXPERIMENTS" --out "$RECORDS" "$@" 2>&1 \
-  | tee "$OUT/agent.log" | grep -v " | step " | tail -40 || true
+  | while IFS= read -r line; do echo "$(date +%T) $line"; done | tee "$OUT/agent.log" | grep -v " | step " | tail -40 || true
+kill %1 2>/dev/null || true
 cp "$RECORDS"/experiments.jsonl "$RECORDS"/bench.jsonl "$OUT"/ || tail -40 "$RECORDS"/logs/*.log
