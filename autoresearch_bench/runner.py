@@ -226,7 +226,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         record.error = f"data: {e}"
         return record
     try:
-        plan = sandbox.plan(isolation, profile.device)
+        plan = sandbox.plan(isolation, profile.device, memo_dir=data.cache_root() / "probes")
     except sandbox.SandboxError as e:
         record.error = str(e)
         return record
@@ -307,7 +307,8 @@ class CheckServer:
         inner = sandbox.place(candidate.path, sandbox.prepare_scratch(tmp, plan), "candidate.py", plan)
         spec = CheckSpec(candidate=inner, cfg=profile.model_config(), seed=seed,
                          allowed_imports=tuple(task.imports), max_params=task.max_params)
-        self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=1, stdin=subprocess.PIPE)
+        self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=process.usable_cores(),
+                                   stdin=subprocess.PIPE)
         ready = next(self.child.reports(time.perf_counter() + start_timeout_s), None)
         self.start_error = None if ready and ready.get("kind") == "ready" else self._crash("starting")
 
