@@ -41,6 +41,8 @@ memory_per_row_gb re-measured from the run's peak_mem_gb).
 from __future__ import annotations
 
 import ast
+import contextlib
+import operator
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +103,7 @@ class Profile:
         """The config keys this profile sets whose default `source` changed from `reference`'s (the
         file it was edited from): such an edit has no effect on this profile. Defaults are the
         constant class-level fields of the files (train.py's `Hyper`)."""
-        mine, theirs = _defaults(source), _defaults(reference)
+        mine, theirs = source_defaults(source), source_defaults(reference)
         return [f"{k}={v!r} (the file says {mine[k]!r})" for k, v in self.config.items()
                 if k in mine and k in theirs and mine[k] != theirs[k] and mine[k] != v]
 
@@ -150,16 +152,46 @@ _PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "ev
                  "memory_per_row_gb", "memory_overhead_gb", "noise"}
 
 
-def _defaults(source: str) -> dict[str, Any]:
-    """name → value of every `name: type = constant` in a class body of a Python source ({} if it
-    does not parse)."""
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+               ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.USub: operator.neg}
+
+
+def _constant(node: ast.AST) -> Any:
+    """The value of a constant or of arithmetic on numeric constants (2**19, 3e-4 * 2); else a
+    ValueError. Nothing is executed."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _ARITHMETIC:
+        return _ARITHMETIC[type(node.op)](_number(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        left, right = _number(node.left), _number(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:
+            raise ValueError("exponent too large")
+        return _ARITHMETIC[type(node.op)](left, right)
+    raise ValueError("not a constant")
+
+
+def _number(node: ast.AST) -> int | float:
+    value = _constant(node)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("not a number")
+    return value
+
+
+def source_defaults(source: str) -> dict[str, Any]:
+    """name → value of every `name: type = constant` in a class body of a Python source (train.py's
+    Hyper), arithmetic on numbers included; {} if it does not parse."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return {}
-    return {node.target.id: node.value.value for cls in ast.walk(tree) if isinstance(cls, ast.ClassDef)
-            for node in cls.body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-            and isinstance(node.value, ast.Constant)}
+    found = {}
+    for cls in ast.walk(tree):
+        for node in cls.body if isinstance(cls, ast.ClassDef) else ():
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                with contextlib.suppress(ValueError, ArithmeticError):
+                    found[node.target.id] = _constant(node.value)
+    return found
 
 
 def noise_key(mode: str, budget: float) -> str:
