@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
+import copy
 import math
 import sys
 from collections import Counter
@@ -83,6 +85,7 @@ class CheckContext:
     seed: int = 0
     examples: int = 20   # hypothesis examples per model and mode (causality)
     device: str = "cpu"
+    built: dict = field(default_factory=dict, repr=False)  # (seed, perturbed) → the model first built: see _build
 
     @property
     def vocab(self) -> int:
@@ -431,7 +434,22 @@ def check_source_policy(ctx: CheckContext) -> str:
 
 def _build(ctx: CheckContext, perturbed: bool = False) -> torch.nn.Module:
     """build_model(cfg) under ctx.seed, on ctx.device; perturbed: every parameter gets noise of
-    default-init size, so zero-initialised paths (output projections, gates) carry signal."""
+    default-init size, so zero-initialised paths (output projections, gates) carry signal. The first
+    model built for a seed is kept in ctx.built and each later check gets a copy of it (as the
+    scorer's processes, each check sees a first build; building a 50M-parameter model on a CPU costs
+    about a second); a model that cannot be copied is built anew."""
+    key = (ctx.seed, perturbed)
+    if key in ctx.built:
+        model, rng = ctx.built[key]
+        torch.set_rng_state(rng)  # the random state a fresh build leaves, for what the check draws next
+        return copy.deepcopy(model)
+    model = _build_new(ctx, perturbed)
+    with contextlib.suppress(Exception):
+        ctx.built[key] = copy.deepcopy(model), torch.get_rng_state()
+    return model
+
+
+def _build_new(ctx: CheckContext, perturbed: bool) -> torch.nn.Module:
     torch.manual_seed(ctx.seed)
     model = ctx.build_model(dict(ctx.cfg))
     if not isinstance(model, torch.nn.Module):

@@ -156,6 +156,7 @@ def serve_checks(spec: CheckSpec, emit: Emitter) -> None:
     except Exception as e:  # reported per request, so each check item says why
         module, import_error = None, f"candidate failed to import: {type(e).__name__}: {e}"
     emit("ready")
+    built: dict = {}  # the models the checks built, kept across requests (checks._build)
     for line in sys.stdin:
         request = json.loads(line)
         name = request.pop("check")
@@ -168,7 +169,7 @@ def serve_checks(spec: CheckSpec, emit: Emitter) -> None:
             ctx = checks.CheckContext(
                 build_model=module.build_model if module else None, cfg=spec.cfg, source=source,
                 allowed_imports=spec.allowed_imports, max_params=spec.max_params,
-                seed=request.pop("seed", spec.seed), **request)
+                seed=request.pop("seed", spec.seed), built=built, **request)
             detail = checks.CHECKS[name](ctx)
             checks.verify_untampered(snapshot)
             emit("check", name=name, ok=True, detail=detail, seconds=time.perf_counter() - t0)
