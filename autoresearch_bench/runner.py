@@ -16,6 +16,7 @@ what the candidate logged. Nothing the candidate prints is parsed.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import tempfile
@@ -63,6 +64,30 @@ def harness_digest(task: Task) -> str:
     return h.hexdigest()
 
 
+class Curve:
+    """The loss curve of a run from its progress reports, kept with its record (extra["curve"]):
+    [step, elapsed seconds, loss] points, at most MAX_POINTS (every other point is dropped when
+    full, so the curve stays spread over the whole run however often the candidate logs). The
+    reports come from candidate code: only numbers are kept, for display; nothing is scored on them."""
+    MAX_POINTS = 256
+
+    def __init__(self):
+        self.points: list[list[float | None]] = []
+        self.stride, self.seen = 1, 0
+
+    def add(self, report: dict) -> None:
+        step, elapsed, loss = (report.get(k) for k in ("step", "elapsed", "loss"))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (step, elapsed)):
+            return
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            return
+        finite = isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss)
+        self.points.append([int(step), round(float(elapsed), 3), float(loss) if finite else None])
+        if len(self.points) >= self.MAX_POINTS:
+            self.points, self.stride = self.points[::2], self.stride * 2
+
+
 def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
            plan: sandbox.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
            gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None) -> Path | None:
@@ -90,10 +115,11 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
             os.close(fd)
         limit = profile.startup_allowance_s + (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens
                                                else budget_s + grace_s(budget_s))
-        done_at, last_step = None, -1
+        done_at, last_step, curve = None, -1, Curve()
         for report in trainer.reports(started + limit):
             if report.get("kind") == "progress":
                 last_step = report.get("step", last_step)
+                curve.add(report)
                 if on_progress:
                     on_progress(report)
             elif report.get("kind") == "result":
@@ -110,6 +136,8 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     t0 = float(served.get("t0", latest_start))
     record.steps = last_step + 1
     record.extra["train_wall"] = time.perf_counter() - started
+    if curve.points:
+        record.extra["curve"] = curve.points
     result = trainer.last("result")
     if attempt := trainer.last("violation"):
         record.status, record.error = "violation", f"training: {attempt['error']}"

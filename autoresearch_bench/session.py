@@ -207,13 +207,16 @@ def file_at_ref(task: Task, ref: str, scratch: Path) -> tuple[Path, str]:
 
 class BenchmarkSession:
     """Runs the benchmark schedule of each task once and keeps every candidate's records.
-    measure_speed(device) gives the machine's speed (calibrate.measure) around a time-mode schedule."""
+    measure_speed(device) gives the machine's speed (calibrate.measure) around a time-mode schedule;
+    on_record(record) sees each record before it is appended to the results files."""
 
     def __init__(self, options: Options, log: Callable[[str], None] = print,
                  on_progress: Callable[[CandidateResult, int, dict], None] | None = None,
                  executor: LocalExecutor | None = None,
-                 measure_speed: Callable[[str], dict[str, float]] | None = None):
+                 measure_speed: Callable[[str], dict[str, float]] | None = None,
+                 on_record: Callable[[storage.RunRecord], None] | None = None):
         self.options = options
+        self.on_record = on_record
         self.executor = executor or LocalExecutor()
         self.log = log
         self.on_progress = on_progress
@@ -333,6 +336,8 @@ class BenchmarkSession:
                 record.commit, record.dirty = ref[1], False
             if before:
                 record.extra["calibration"] = before
+            if self.on_record:
+                self.on_record(record)
             storage.append_results(record, o.results_tsv, o.results_jsonl)
             entry(run).records.append(record)
             value = f"{record.value:.4f}" if record.value is not None else "-"
