@@ -24,11 +24,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from . import data, process, sandbox, storage
+from . import process, sandbox, storage
 from .protocol import CheckSpec, FeederSpec, ScorerSpec, TrainSpec
 from .task import Profile, Task
+
+if TYPE_CHECKING:  # imported where a run needs it: numpy, pyarrow and tiktoken cost every pytest session
+    from . import data
 
 TOKEN_MODE_TIME_FACTOR = 10  # in fixed-token mode the clock only stops runaways: 10 × the time budget
 FEEDER_REPORT_S = 10         # the feeder's final count, once the trainer is gone
@@ -218,6 +221,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     held-out rows that follow the validation rows (the league's; see scorer.load_eval_data).
     gpu: run the children on that GPU alone (a CUDA_VISIBLE_DEVICES entry); None: as this process.
     threads: torch threads per child (default: the cores this process may use)."""
+    from . import data
     t_start = time.perf_counter()
     commit, dirty = storage.git_state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)
