@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 RUN_SETTINGS = ("task", "candidate", "seed", "profile", "mode", "budget", "commit", "status", "machine")
@@ -44,10 +45,11 @@ def write_tensorboard(doc: dict, folder: str | Path) -> int:
             for run in candidate["runs"]:
                 name = f"seed{run['seed']}-{_slug(run['started_at'])}"
                 writer = SummaryWriter(log_dir=str(Path(folder) / _slug(task["task"]) / _slug(candidate["label"]) / name))
+                start = datetime.fromisoformat(run["started_at"]).timestamp()  # TensorBoard's relative time axis
                 try:
                     for step, elapsed, loss in run.get("extra", {}).get("curve") or []:
                         if loss is not None:
-                            writer.add_scalar("loss", loss, step)
+                            writer.add_scalar("loss", loss, step, walltime=start + elapsed)
                     settings = {k: run[k] for k in RUN_SETTINGS} | {"candidate": candidate["label"]}
                     writer.add_text("settings", "\n".join(f"    {k}: {v}" for k, v in settings.items())
                                     + f"\n\n    session: {json.dumps(doc['settings'])}")

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -188,6 +189,13 @@ def test_junit_xml_properties_carry_each_benchmark_s_metric_delta_and_verdict(py
     assert properties["ar.metric"] == "val_bpb" and properties["ar.value"] == "2.005"
     assert properties["ar.delta"] == "0" and properties["ar.verdict"] == "no difference"
     assert properties["ar.baseline"] == "base @HEAD" and properties["ar.status"] == "ok"
+    # the example workflow's annotation step reads them
+    workflow = (Path(__file__).parents[1] / ".github" / "workflows" / "autoresearch.yml").read_text()
+    script = textwrap.dedent(workflow.split("python - <<'EOF'\n")[1].split("EOF\n")[0])
+    (project / "benchmark.xml").write_bytes((project / "junit.xml").read_bytes())
+    annotations = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True, text=True, check=True)
+    assert annotations.stdout.splitlines() == [
+        "::notice title=test_benchmark[train]::val_bpb 2.005 (delta 0 vs base @HEAD): no difference"]
 
 
 def test_under_github_actions_the_summary_is_appended_to_the_step_summary(pytester, project, monkeypatch):
