@@ -109,11 +109,12 @@ class Plot:
         self.shapes.append(f'<line x1="{self.x(a[0]):.1f}" y1="{self.y(a[1]):.1f}" x2="{self.x(b[0]):.1f}" '
                            f'y2="{self.y(b[1]):.1f}" stroke="{color}" stroke-width="{width}">{self._title(tip)}</line>')
 
-    def line(self, points: list[tuple[float, float]], color: str, tip: str = "", step: bool = False) -> None:
+    def line(self, points: list[tuple[float, float]], color: str, tip: str = "", step: bool = False,
+             cls: str = "series") -> None:
         if step:  # hold each value until the next point
             points = [p for a, b in zip(points, points[1:]) for p in (a, (b[0], a[1]))] + points[-1:]
         path = " ".join(f"{self.x(x):.1f},{self.y(y):.1f}" for x, y in points)
-        self.shapes.append(f'<polyline class="series" points="{path}" fill="none" stroke="{color}" '
+        self.shapes.append(f'<polyline class="{cls}" points="{path}" fill="none" stroke="{color}" '
                            f'stroke-width="1.6">{self._title(tip)}</polyline>')
 
     def legend(self, entries: list[tuple[str, str]]) -> None:
@@ -168,19 +169,29 @@ def seeds_plot(candidate: dict, baseline: dict | None, metric: str) -> str:
     return plot.svg()
 
 
-def curves_plot(runs: list[dict], title: str) -> str:
-    """The loss curve of each run (extra.curve), one line per seed; '' when no run logged one."""
+def _curves(runs: list[dict]) -> list[tuple[int, list[tuple[float, float]]]]:
+    """(seed, [(step, loss)]) of each run that logged a loss curve (extra.curve)."""
     curves = [(r["seed"], [(p[0], p[2]) for p in r.get("extra", {}).get("curve") or [] if p[2] is not None])
               for r in runs]
-    curves = [(seed, points) for seed, points in curves if points]
+    return [(seed, points) for seed, points in curves if points]
+
+
+def curves_plot(runs: list[dict], title: str, reference: list[dict] = ()) -> str:
+    """The loss curve of each run, one line per seed, over the reference's (the base's) in grey; ''
+    when no run logged one."""
+    curves, behind = _curves(runs), _curves(list(reference))
     if not curves:
         return ""
-    steps = [s for _, points in curves for s, _ in points]
-    losses = [v for _, points in curves for _, v in points]
-    plot = Plot(_padded(steps), _padded(losses), kind="curves", title=title, xlabel="step", ylabel="training loss")
+    every = [p for _, points in curves + behind for p in points]
+    plot = Plot(_padded([s for s, _ in every]), _padded([v for _, v in every]), kind="curves", title=title,
+                xlabel="step", ylabel="training loss")
+    for seed, points in behind:
+        plot.line(points, DISCARD, f"baseline seed {seed}: last loss {points[-1][1]:.4f} at step {points[-1][0]}",
+                  cls="reference")
     for i, (seed, points) in enumerate(curves):
         plot.line(points, PALETTE[i % len(PALETTE)], f"seed {seed}: last loss {points[-1][1]:.4f} at step {points[-1][0]}")
-    plot.legend([(f"seed {seed}", PALETTE[i % len(PALETTE)]) for i, (seed, _) in enumerate(curves)][:6])
+    plot.legend([(f"seed {seed}", PALETTE[i % len(PALETTE)]) for i, (seed, _) in enumerate(curves)][:5]
+                + ([("baseline", DISCARD)] if behind else []))
     return plot.svg()
 
 
@@ -259,7 +270,7 @@ def session_html(doc: dict) -> str:
                      f'{_e(base["label"] + ", seeds " + ", ".join(str(r["seed"]) for r in base["runs"]) if base else "no baseline")}'
                      f'</p>')
         parts.append(_table(_results_rows(task), ("seeds", "Δ", "p", "threshold", "detectable"), "results"))
-        cards = []
+        cards, base_runs = [], next((c["runs"] for c in task["candidates"] if c["role"] == "base"), [])
         for c in task["candidates"]:
             d = c["decision"]
             why = f'<p class="why">{_verdict(d["verdict"])}: {_e(d["reason"])}</p>' if d else (
@@ -267,7 +278,8 @@ def session_html(doc: dict) -> str:
             scored = c["summary"] and c["role"] == "candidate"
             cards.append(f'<div class="card candidate" data-candidate="{_e(c["name"])}"><h3>{_e(c["label"])}</h3>{why}'
                          f'<div class="plots">{seeds_plot(c, base, task["metric"]) if scored else ""}'
-                         f'{curves_plot(c["runs"], c["label"] + ": loss per step")}</div></div>')
+                         f'{curves_plot(c["runs"], c["label"] + ": loss per step", base_runs if scored else ())}'
+                         f'</div></div>')
         parts.append('<div class="cards">' + "".join(cards) + "</div>")
     return _page("autoresearch benchmark", doc, "".join(parts))
 

@@ -127,7 +127,7 @@ def session_document(bench, machine: dict) -> dict:
             tasks[r.task.name] = {
                 "task": r.task.name, "metric": r.task.metric, "direction": r.task.direction, "profile": r.profile.name,
                 "fingerprint": fingerprint, "fingerprint_id": storage.fingerprint_id(fingerprint),
-                "data_ids": [], "baseline": _reference(bench, r.task.name), "candidates": []}
+                "data_ids": [], "baseline": _reference(bench, r.task, r.profile), "candidates": []}
         task = tasks[r.task.name]
         task["data_ids"] = sorted(set(task["data_ids"]) | {x.extra["data_id"] for x in r.records
                                                            if x.status == "ok" and x.extra.get("data_id")})
@@ -140,10 +140,12 @@ def session_document(bench, machine: dict) -> dict:
     return document("session", machine, plain(dataclasses.asdict(bench.options)), tasks=list(tasks.values()))
 
 
-def _reference(bench, task: str) -> dict | None:
-    """What the task's candidates were compared with: the stored baseline, else the base's runs."""
+def _reference(bench, task, profile) -> dict | None:
+    """What the task's candidates were compared with: the stored baseline, else the base's runs. (An
+    xdist controller planned nothing: it reads the stored baseline as its workers did.)"""
     from .session import BASE
-    stored, base = bench.baselines.get(task), bench.results.get((task, BASE))
+    stored = bench.baselines[task.name] if task.name in bench.baselines else bench.stored_baseline(task, profile)
+    base = bench.results.get((task.name, BASE))
     if stored:
         return plain({"kind": "stored", "label": f"stored baseline @{stored.commit}", "commit": stored.commit,
                       "data_id": stored.data_id, "runs": [{"seed": s, "value": v} for s, v in stored.runs]})

@@ -229,7 +229,7 @@ class BenchmarkSession:
         key = (task.name, candidate.name)
         if key not in self.results:
             if task.name not in self.baselines:
-                self.baselines[task.name] = self._stored_baseline(task, profile)
+                self.baselines[task.name] = self.stored_baseline(task, profile)
                 if self.baselines[task.name] is None and self.options.base_ref:
                     ref = self.options.base_ref
                     path, commit = file_at_ref(task, ref, self.options.scratch)
@@ -252,7 +252,8 @@ class BenchmarkSession:
         o = self.options
         return ("tokens" if o.max_tokens else "time"), o.max_tokens or o.budget_s or profile.budget_s
 
-    def _stored_baseline(self, task: Task, profile: Profile) -> storage.Baseline | None:
+    def stored_baseline(self, task: Task, profile: Profile) -> storage.Baseline | None:
+        """The stored baseline this session compares the task with (--ar-baseline), or None."""
         choice = self.options.baseline
         if choice == "none":
             return None

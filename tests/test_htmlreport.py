@@ -114,7 +114,9 @@ def test_the_browser_shows_the_results_table_and_one_seed_plot_per_candidate(ses
         assert any(t.startswith(f"{name}: mean {value + 0.005:.4f}, 95% CI [") for t in tips)
     for card in cards.values():
         [curves] = [s for s in children(card, "svg") if "curves" in s["class"]]
-        assert len([p for p in children(curves, "polyline") if "series" in p.get("class", "")]) == 2  # a line per seed
+        lines = [p.get("class") for p in children(curves, "polyline")]
+        assert lines.count("series") == 2  # a line per seed; a candidate's over the base's, in grey
+        assert lines.count("reference") == (0 if card["data-candidate"] == "@base" else 2)
     assert len(seen.find("svg", "seeds")) == 2  # the base is the reference, not a candidate
 
 

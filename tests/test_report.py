@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from test_plugin import FAST, add_candidate, commit_project, project, results, usage_error  # noqa: F401 (fixture)
 from test_session import FakeRuns
+from test_storage import record
 
 from autoresearch_bench import cli, report, runner, storage
 from autoresearch_bench.compare import CompareError, compare
@@ -61,6 +62,19 @@ def test_the_json_report_holds_each_candidate_s_runs_decision_baseline_machine_a
         (r["candidate"], r["seed"]) for r in appended)
     assert all(r["extra"]["ci_run"] == "run-42" for r in appended)
     assert [r.to_dict() for r in report.records(doc)] == [r for c in task["candidates"] for r in c["runs"]]
+
+
+def test_the_json_report_names_a_stored_baseline_with_its_seeds(pytester, project, monkeypatch):
+    FakeRuns(monkeypatch)
+    fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "tokens", "budget": 8192}
+    storage.save_baseline(project / "baselines", "tiny", fingerprint,
+                          [record(task="tiny", seed=s, value=2.0 + 0.01 * s, extra={"data_id": "d0"}) for s in (0, 1)])
+    pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "2", "--ar-json",
+                                 "report.json", *FAST).assert_outcomes(passed=1, deselected=3)
+    [task] = report.load(project / "report.json")["tasks"]
+    assert task["baseline"] == {"kind": "stored", "label": "stored baseline @abc1234", "commit": "abc1234",
+                                "data_id": "d0", "runs": [{"seed": 0, "value": 2.0}, {"seed": 1, "value": 2.01}]}
+    assert task["candidates"][0]["decision"]["verdict"] == "no difference"
 
 
 def test_non_finite_numbers_are_null_so_that_strict_json_readers_take_the_file(tmp_path):
