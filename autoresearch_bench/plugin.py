@@ -110,8 +110,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
            help="candidate isolation: auto (namespaces where Linux allows, default), strict "
                 "(fail without them) or off; see autoresearch_bench/sandbox.py")
     option("--ar-markdown", default=None, metavar="PATH",
-           help="also write the summary table as Markdown (for a PR comment); under GitHub Actions it "
-                "is also appended to $GITHUB_STEP_SUMMARY")
+           help="also write the summary table as Markdown (for a PR comment); under GitHub Actions the "
+                "table is appended to $GITHUB_STEP_SUMMARY in any case")
     option("--ar-json", default=None, metavar="PATH",
            help="write the session as one versioned JSON document: runs, decisions, machine, settings "
                 "(see autoresearch_bench/report.py; `autoresearch-bench compare` reads it)")
