@@ -28,6 +28,13 @@ pytest-timeout), not by the ini `timeout`, which is for checks.
 `xdist_group` per candidate); each worker pins one GPU, runs its items' seeds only, and attaches its
 results to the benchmark item's report (user_properties, JSON); the controller merges them for the
 table and the Markdown summary. Workers write the results files (under a lock) and save baselines.
+
+Reports, written where the table is shown (the xdist controller): --ar-markdown, the GitHub step
+summary ($GITHUB_STEP_SUMMARY), --ar-json (report.py), --ar-html (htmlreport.py), --ar-tensorboard
+(track.py); each benchmark item's JUnit XML properties (ar.metric, ar.delta, ar.verdict, ...). Every
+--ar- option is also an ini option of the same name (the command line wins); extensions implement
+hookspec.py's hooks. torch is imported only where a task or a `gpu` item was collected (_cuda), so
+that installing the plugin costs unrelated pytest sessions nothing much.
 """
 from __future__ import annotations
 
@@ -218,8 +225,7 @@ class PluginState:
     def profile_for(self, task: Task) -> Profile:
         name = self.config.getoption("ar_profile")
         if name == "auto":
-            import torch
-            return default_profile(task, torch.cuda.is_available())
+            return default_profile(task, _cuda())
         return task.profile(name)
 
     def write(self, text: str) -> None:
@@ -260,12 +266,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     seeds and training mode; then the sandbox candidate code will run in (a fallback to `off` loudly)."""
     if not config.getoption("autoresearch"):
         return None
-    import torch
-
     from . import sandbox
     profile, seeds, first = config.getoption("ar_profile"), config.getoption("ar_seeds"), config.getoption("ar_seed_base")
     tokens, budget, level = config.getoption("ar_tokens"), config.getoption("ar_budget"), config.getoption("ar_sandbox")
-    machine = storage.machine_fingerprint(profile, "cuda" if torch.cuda.is_available() else "cpu")
+    machine = storage.machine_fingerprint(profile, "cuda" if _cuda() else "cpu")
     found = sandbox.namespaces_available() if level != "off" else None
     seed_list = (f"auto from {first} ({SEQUENTIAL.start} to {SEQUENTIAL.stop})" if seeds == AUTO
                  else ", ".join(map(str, range(first, first + seeds))))
@@ -492,7 +496,14 @@ def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
             f"only the tasks' editable files and candidates/*.py may change") if outside else ""
 
 
-def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], cuda: bool) -> list[str]:
+def _cuda() -> bool:
+    """Whether a CUDA GPU is visible. Imports torch: asked only where a task or a `gpu` item needs the
+    answer, so that a session without them starts without torch."""
+    import torch
+    return torch.cuda.is_available()
+
+
+def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task]) -> list[str]:
     """What keeps the collected tasks from running as asked: the problems met while collecting,
     --ar-tasks names that match no task folder, profiles the tasks lack, a cuda profile without a GPU."""
     errors = list(state.errors)
@@ -509,7 +520,7 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], c
         except TaskError as e:  # auto: no profile suits this machine
             errors.append(str(e))
             continue
-        if (config.getoption("autoresearch") and profile.device == "cuda" and not cuda
+        if (config.getoption("autoresearch") and profile.device == "cuda" and not _cuda()
                 and config.getoption("ar_executor") != "ray"):  # Ray may run it on another node
             need_gpu.append(task.name)
     if lacking:
@@ -528,11 +539,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     state, bench = config.stash[STATE], config.stash[SESSION]
     base = config.getoption("ar_base_ref")
     tasks = {t.name: t for t in (state.task_for(i.path) for i in items) if t is not None}
-    if not tasks and not any(i.get_closest_marker("gpu") for i in items):
-        return  # no autoresearch item here: nothing to check, and no torch to import (start-up time)
-    import torch
-    cuda = torch.cuda.is_available()
-    errors = _task_errors(config, state, list(tasks.values()), cuda)
+    errors = _task_errors(config, state, list(tasks.values()))
     benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
     planned = [(i, state.task_for(i.path), c) for i in benchmarks if (c := _item_candidate(i)) is not None]
     for item, task, candidate in planned if bench.options.enabled and not errors else ():
@@ -555,7 +562,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not bench.options.enabled:
         for item in benchmarks:
             item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
-    if not cuda:
+    if any(item.get_closest_marker("gpu") for item in items) and not _cuda():
         for item in items:
             if item.get_closest_marker("gpu"):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible"))
