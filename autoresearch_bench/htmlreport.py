@@ -165,7 +165,8 @@ def seeds_plot(candidate: dict, baseline: dict | None, metric: str) -> str:
         if s:
             plot.segment((s["mean"], i - 0.25), (s["mean"], i + 0.25), color, 3, f"{label}: mean {s['mean']:.4f}")
         for k, (seed, value) in enumerate(runs):
-            plot.dot(value, i + 0.18 * ((k % 3) - 1) / 2, color, f"{label}, seed {seed}: {value:.4f}")
+            seed_name = f"seed {seed}" if seed is not None else "seed not recorded"  # an old stored baseline
+            plot.dot(value, i + 0.18 * ((k % 3) - 1) / 2, color, f"{label}, {seed_name}: {value:.4f}")
     return plot.svg()
 
 

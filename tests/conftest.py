@@ -18,6 +18,9 @@ os.environ.setdefault("AR_CACHE_DIR", str(HERE.parent / ".ar" / "test-cache"))
 # fastest, and two busy-waiting threads per process on a small, shared machine make a run several
 # times slower. The harness passes this variable on to its children.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Under GitHub Actions the plugin appends each session's table to the job summary: the tests' own
+# sessions are not the job's (the test of that behaviour sets the variable itself).
+os.environ.pop("GITHUB_STEP_SUMMARY", None)
 
 
 def copy_tiny_task(folder: Path) -> Path:
