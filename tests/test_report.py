@@ -221,3 +221,14 @@ def test_under_github_actions_the_summary_is_appended_to_the_step_summary(pytest
         passed=1, deselected=3)
     text = summary.read_text()
     assert text.startswith("earlier step\n## autoresearch benchmark\n") and "| tiny " in text
+
+
+def test_under_xdist_the_controller_writes_the_report_of_the_workers_runs(pytester, project):
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed: pip install autoresearch-bench[xdist]")
+    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-n", "2", "--ar-executor", "xdist", "-k",
+                                        "benchmark", "--ar-json", "report.json", "--ar-html", "report.html", *FAST)
+    run.assert_outcomes(passed=1)
+    [task] = report.load(project / "report.json")["tasks"]
+    [train] = task["candidates"]
+    assert train["status"] == "ok" and [r["seed"] for r in train["runs"]] == [0] and train["runs"][0]["extra"]["curve"]
+    assert 'data-candidate="train"' in (project / "report.html").read_text()
