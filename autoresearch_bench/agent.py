@@ -9,7 +9,8 @@ Where things live (REPO = the git repository holding the task):
 - records go to REPO/.ar/agent/<tag>/ (or --out): results.tsv (autoresearch's columns: commit,
   <metric>, memory_gb, status, description), experiments.jsonl (the full Experiment records:
   reason, tokens, cost, seconds), bench.tsv/.jsonl (the harness's per-seed RunRecords),
-  logs/<n>.log (pytest's output), progress.png (with the `plot` extra).
+  logs/<n>.log (pytest's output), progress.png (with the `plot` extra), report.json and report.html
+  (report.py, htmlreport.py: every experiment, kept or not, and its runs; rewritten after each).
 
 One experiment: ask the proposer (an OpenAI-compatible model, an external command, or a built-in
 reference agent) → apply the change (a unified diff, or a complete file) → reject it unless only the
@@ -55,7 +56,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Callable, Iterator
 
-from . import stats, storage
+from . import report, stats, storage
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
 from .process import kill_group
 from .task import Task, default_profile, load_task
@@ -624,6 +625,7 @@ class AgentLoop:
         history.append(e)
         write_progress_plot(history, self.out / "progress.png", self.task, f"{self.task.name} / {self.tag}",
                             self.log)
+        report.write_agent_report(self.out, self.task, self.tag, self.spec, self.settings, self.profile, self.log)
 
     # -- one experiment -------------------------------------------------------------------------------
     def _evaluate(self, n: int, commit: str, description: str, stage: str, seeds: tuple[int, ...],

@@ -1,6 +1,7 @@
 """Compare two results files run by run: the same candidates on two machines, or in two modes.
 
     autoresearch-bench compare A.jsonl B.jsonl [--min-effect X] [--tasks-dir tasks] [--format github]
+    autoresearch-bench compare main.json pr.json          # two --ar-json reports (or one of each)
     autoresearch-bench compare results.jsonl results.jsonl --candidates train my_idea   # two candidates
 
 The ok records of each file are grouped by task, candidate, profile, mode and budget (with
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import stats, storage
+from . import report, stats, storage
 from .session import NOT_COMPARABLE
 from .task import METRICS, TaskError, load_task
 
@@ -62,14 +63,19 @@ def _device(record: storage.RunRecord) -> str:
 def read_sides(path: str | Path, candidate: str | None = None) -> dict[GroupKey, Side]:
     """A results.jsonl's ok runs, grouped for comparison; with a candidate name, that candidate's
     only, under the candidate key "" (so that they match another file's runs of another candidate).
-    A results.tsv stands for the results.jsonl the harness writes beside it (the full records)."""
+    A results.tsv stands for the results.jsonl the harness writes beside it (the full records); a
+    .json file is a report (--ar-json, an agent's or a league's report.json) and gives its runs."""
     if Path(path).suffix == ".tsv":
         path = Path(path).with_suffix(".jsonl")
     if not Path(path).is_file():
         raise CompareError(f"{path}: no such results file; pass the results.jsonl a run wrote "
-                           f"(--ar-results names it)")
+                           f"(--ar-results names it) or the report --ar-json wrote")
+    try:
+        found = report.read_records(path)
+    except report.ReportError as e:
+        raise CompareError(str(e)) from None
     sides: dict[GroupKey, Side] = {}
-    for r in storage.read_results(path):
+    for r in found:
         if r.status != "ok" or r.value is None or candidate not in (None, r.candidate):
             continue
         key = (r.task, "" if candidate else r.candidate, r.profile, r.mode, float(r.budget))

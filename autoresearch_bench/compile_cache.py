@@ -27,7 +27,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import data, storage
+from . import storage
 
 ENV_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 
@@ -39,6 +39,7 @@ def source_digest(path: str | Path) -> str:
 
 def trusted_dir(task: str, profile: str, device: str) -> Path:
     """The trusted cache of one task and profile on this machine."""
+    from . import data  # numpy and the tokenizers, for a run only
     machine = storage.fingerprint_id(storage.machine_fingerprint(profile, device))
     return data.cache_root() / "compile" / f"{task}__{machine}"
 

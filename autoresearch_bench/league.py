@@ -56,7 +56,9 @@ best kept value against the baseline's, as its loop measured them) minus its hel
 of what it found did not carry over to new seeds and rows.
 
 Ranking: the mean held-out improvement in σ over tasks. Also shown: experiments to the first keep,
-crash rate, API tokens and cost. Written to <out>/league.json (atomically) and printed as a table.
+crash rate, API tokens and cost. Written to <out>/league.json (atomically) and printed as a table;
+<out>/report.json and report.html (report.py) hold it with every agent's experiments and the
+held-out runs.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ from typing import Callable
 
 from tabulate import tabulate
 
-from . import compile_cache, stats, storage
+from . import compile_cache, report, stats, storage
 from .agent import AgentError, AgentLoop, AgentSpec, Experiment, Settings
 from .executor import Run, gpu_for, make_executor, visible_gpus
 from .patch import git
@@ -395,7 +397,8 @@ class League:
                                    "noise_units": self.units,
                                    "entries": [asdict(e) for e in entries], "leaderboard": rows}, indent=1))
         os.replace(tmp, path)
-        self.log(f"league: results in {path}")
+        report.write_league_report(self.out, self.log)
+        self.log(f"league: results in {path} (report.html beside it)")
 
 
 def format_leaderboard(rows: list[dict], fmt: str = "simple") -> str:

@@ -28,17 +28,28 @@ pytest-timeout), not by the ini `timeout`, which is for checks.
 `xdist_group` per candidate); each worker pins one GPU, runs its items' seeds only, and attaches its
 results to the benchmark item's report (user_properties, JSON); the controller merges them for the
 table and the Markdown summary. Workers write the results files (under a lock) and save baselines.
+
+Reports, written where the table is shown (the xdist controller): --ar-markdown, the GitHub step
+summary ($GITHUB_STEP_SUMMARY), --ar-json (report.py), --ar-html (htmlreport.py), --ar-tensorboard
+(track.py); each benchmark item's JUnit XML properties (ar.metric, ar.delta, ar.verdict, ...). Every
+--ar- option is also an ini option of the same name (the command line wins); extensions implement
+hookspec.py's hooks. torch is imported only where a task or a `gpu` item was collected (_cuda), so
+that installing the plugin costs unrelated pytest sessions nothing much.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
+import os
 import subprocess
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from tabulate import tabulate
@@ -48,62 +59,117 @@ from .device import mfu_cell
 from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
 from .patch import surface_violations, repo_root
 from .runner import Candidate, CheckServer
-from .session import AUTO, BASE, NOT_COMPARABLE, BenchmarkSession, CandidateResult, Options, resolve_candidates
+from .session import AUTO, BASE, NOT_COMPARABLE, SEQUENTIAL, BenchmarkSession, CandidateResult, Options, resolve_candidates
 from .task import Profile, Task, TaskError, default_profile, load_task
 
 SESSION = pytest.StashKey[BenchmarkSession]()
 STATE = pytest.StashKey["PluginState"]()
 REPORT_KEY = "autoresearch"  # user_properties entry of an xdist worker's benchmark report
+BENCHMARK_CALLED = pytest.StashKey[bool]()  # on an item whose test called ar_benchmark()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("autoresearch", "autoresearch-bench: timed benchmarks of candidate training code")
-    group.addoption("--autoresearch", action="store_true",
-                    help="run the timed benchmarks; without it only the correctness checks run")
-    group.addoption("--ar-profile", default="auto", metavar="NAME",
-                    help="task profile: auto (the first cuda profile whose `match` names this GPU, else a "
-                         "generic cuda profile, else cpu; see task.py) or a name")
-    group.addoption("--ar-seeds", type=_seeds, default=1, metavar="N|auto",
-                    help="seeds per candidate (default 1); auto: 3, then one more at a time while the verdict is "
-                         "open, up to 8")
-    group.addoption("--ar-seed-base", type=int, default=0, metavar="S", help="first seed (default 0)")
-    group.addoption("--ar-budget", type=float, default=None, metavar="SECONDS",
-                    help="override the profile's training time budget")
-    group.addoption("--ar-tokens", type=int, default=None, metavar="N",
-                    help="fixed-token mode: train for N tokens instead of a time budget")
-    group.addoption("--ar-results", default="results.tsv", metavar="PATH",
-                    help="results table to append to (a .jsonl file of full records goes beside it)")
-    group.addoption("--ar-candidate", action="append", default=[], metavar="PATH|REF",
-                    help="another candidate: a file with the task contract, or a git ref (repeatable)")
-    group.addoption("--ar-tasks", default=None, metavar="NAMES", help="comma-separated task names to run")
-    group.addoption("--ar-description", default="", metavar="TEXT", help="description column of the records")
-    group.addoption("--ar-base-ref", default=None, metavar="REF",
-                    help="base of the change under test: a change outside the tasks' editable files fails "
-                         "the session; with no stored baseline, REF's train.py is measured side by side")
-    group.addoption("--ar-trusted-ref", default=None, metavar="REF",
-                    help="whose compile cache later runs start from: the runs of REF's train.py publish theirs "
-                         "(default: --ar-base-ref, else HEAD); see autoresearch_bench/compile_cache.py")
-    group.addoption("--ar-baseline", default="auto", metavar="auto|none|PATH",
-                    help="baseline to compare with: auto = baselines/<task>/<machine fingerprint>.json")
-    group.addoption("--ar-save-baseline", action="store_true",
-                    help="store the results of each task's train.py as the baseline for this machine")
-    group.addoption("--ar-min-effect", type=float, default=None, metavar="X",
-                    help="smallest metric change that counts (default: the profile's min_effect, from measured noise)")
-    group.addoption("--ar-fail-on-regression", action="store_true",
-                    help="fail a candidate's benchmark only when it is decided worse than the baseline (or not "
-                         "comparable with it); no difference and undecided pass")
-    group.addoption("--ar-sandbox", default="auto", choices=("off", "auto", "strict"),
-                    help="candidate isolation: auto (namespaces where Linux allows, default), strict "
-                         "(fail without them) or off; see autoresearch_bench/sandbox.py")
-    group.addoption("--ar-markdown", default=None, metavar="PATH",
-                    help="also write the summary table as Markdown (for a PR comment)")
-    group.addoption("--ar-executor", default="local", choices=EXECUTORS,
-                    help="where runs happen: local (default), xdist (with -n N: one worker per GPU) or ray "
-                         "(one Ray task per run); see autoresearch_bench/executor.py")
-    group.addoption("--ar-slots", type=int, default=None, metavar="N",
-                    help="runs at once: local, N child processes (default 1), each on a free GPU of its own where "
-                         "there are several, else sharing the device (then compare in fixed-token mode); "
-                         "ray, the most in flight")
+
+    def option(flag: str, **kwargs) -> None:
+        """A command-line option that is also an ini option of the same name (ar_seeds = 3 in
+        [tool.pytest.ini_options]); the command line wins (resolved in pytest_configure)."""
+        dest = flag.lstrip("-").replace("-", "_")
+        default, action = kwargs.pop("default", None), kwargs.get("action")
+        parser.addini(dest, f"{kwargs['help']} (ini value of {flag}; the command line wins)",
+                      type="bool" if action == "store_true" else "linelist" if action == "append" else None,
+                      default=None)
+        INI_OPTIONS[dest] = IniOption(flag, default, kwargs.get("type"), kwargs.get("choices"))
+        group.addoption(flag, default=None, **kwargs)
+
+    option("--autoresearch", action="store_true",
+           help="run the timed benchmarks; without it only the correctness checks run")
+    option("--ar-profile", default="auto", metavar="NAME",
+           help="task profile: auto (the first cuda profile whose `match` names this GPU, else a "
+                "generic cuda profile, else cpu; see task.py) or a name")
+    option("--ar-seeds", type=_seeds, default=1, metavar="N|auto",
+           help="seeds per candidate (default 1); auto: 3, then one more at a time while the verdict is "
+                "open, up to 8")
+    option("--ar-seed-base", type=int, default=0, metavar="S", help="first seed (default 0)")
+    option("--ar-budget", type=float, default=None, metavar="SECONDS",
+           help="override the profile's training time budget")
+    option("--ar-tokens", type=int, default=None, metavar="N",
+           help="fixed-token mode: train for N tokens instead of a time budget")
+    option("--ar-results", default="results.tsv", metavar="PATH",
+           help="results table to append to (a .jsonl file of full records goes beside it)")
+    option("--ar-candidate", action="append", default=[], metavar="PATH|REF",
+           help="another candidate: a file with the task contract, or a git ref (repeatable)")
+    option("--ar-tasks", default=None, metavar="NAMES", help="comma-separated task names to run")
+    option("--ar-description", default="", metavar="TEXT", help="description column of the records")
+    option("--ar-base-ref", default=None, metavar="REF",
+           help="base of the change under test: a change outside the tasks' editable files fails "
+                "the session; with no stored baseline, REF's train.py is measured side by side")
+    option("--ar-trusted-ref", default=None, metavar="REF",
+           help="whose compile cache later runs start from: the runs of REF's train.py publish theirs "
+                "(default: --ar-base-ref, else HEAD; none: no file's); see autoresearch_bench/compile_cache.py")
+    option("--ar-baseline", default="auto", metavar="auto|none|PATH",
+           help="baseline to compare with: auto = baselines/<task>/<machine fingerprint>.json")
+    option("--ar-save-baseline", action="store_true",
+           help="store the results of each task's train.py as the baseline for this machine")
+    option("--ar-min-effect", type=float, default=None, metavar="X",
+           help="smallest metric change that counts (default: the profile's min_effect, from measured noise)")
+    option("--ar-fail-on-regression", action="store_true",
+           help="fail a candidate's benchmark only when it is decided worse than the baseline (or not "
+                "comparable with it); no difference and undecided pass")
+    option("--ar-sandbox", default="auto", choices=("off", "auto", "strict"),
+           help="candidate isolation: auto (namespaces where Linux allows, default), strict "
+                "(fail without them) or off; see autoresearch_bench/sandbox.py")
+    option("--ar-markdown", default=None, metavar="PATH",
+           help="also write the summary table as Markdown (for a PR comment); under GitHub Actions the "
+                "table is appended to $GITHUB_STEP_SUMMARY in any case")
+    option("--ar-json", default=None, metavar="PATH",
+           help="write the session as one versioned JSON document: runs, decisions, machine, settings "
+                "(see autoresearch_bench/report.py; `autoresearch-bench compare` reads it)")
+    option("--ar-html", default=None, metavar="PATH",
+           help="write a self-contained HTML report: results table, per-seed plots, loss curves")
+    option("--ar-tensorboard", default=None, metavar="DIR",
+           help="write each run's loss curve, metric, settings and verdict as TensorBoard event files "
+                "(pip install 'autoresearch-bench[track]')")
+    option("--ar-executor", default="local", choices=EXECUTORS,
+           help="where runs happen: local (default), xdist (with -n N: one worker per GPU) or ray "
+                "(one Ray task per run); see autoresearch_bench/executor.py")
+    option("--ar-slots", type=int, default=None, metavar="N",
+           help="runs at once: local, N child processes (default 1), each on a free GPU of its own where "
+                "there are several, else sharing the device (then compare in fixed-token mode); "
+                "ray, the most in flight")
+
+
+@dataclass(frozen=True)
+class IniOption:
+    """What an --ar- option takes when the command line leaves it out: its ini value, read with the
+    option's own type and choices, else its default."""
+    flag: str
+    default: object
+    parse: Callable[[str], object] | None = None
+    choices: tuple[str, ...] | None = None
+
+    def value(self, raw: object) -> object:
+        """The option's value from its ini value raw (None, "" or [] when the ini file does not set it)."""
+        if raw in (None, "", []):
+            return list(self.default) if isinstance(self.default, list) else self.default
+        dest = self.flag.lstrip("-").replace("-", "_")
+        try:
+            value = self.parse(raw) if self.parse and isinstance(raw, str) else raw
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            raise pytest.UsageError(f"ini option {dest} = {raw!r}: {e} (as {self.flag} takes it)") from None
+        if self.choices and value not in self.choices:
+            raise pytest.UsageError(f"ini option {dest} = {raw!r}: choose one of {', '.join(self.choices)}")
+        return value
+
+
+INI_OPTIONS: dict[str, IniOption] = {}  # option dest → how its ini value is read (filled by pytest_addoption)
+
+
+def _resolve_ini_options(config: pytest.Config) -> None:
+    """Each --ar- option that the command line leaves out takes its ini value, else its default."""
+    for dest, option in INI_OPTIONS.items():
+        if getattr(config.option, dest, None) is None:
+            setattr(config.option, dest, option.value(config.getini(dest)))
 
 
 def _trusted_ref(config: pytest.Config) -> str | None:
@@ -168,8 +234,7 @@ class PluginState:
     def profile_for(self, task: Task) -> Profile:
         name = self.config.getoption("ar_profile")
         if name == "auto":
-            import torch
-            return default_profile(task, torch.cuda.is_available())
+            return default_profile(task, _cuda())
         return task.profile(name)
 
     def write(self, text: str) -> None:
@@ -199,21 +264,38 @@ class PluginState:
                    f"{record.get('tokens', 0) / elapsed / 1e3:,.1f}k tok/s | {left:.0f} s left")
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
-    """The sandbox candidate code will run in, said before anything runs (a fallback to `off` loudly)."""
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The hooks that extensions implement (autoresearch_bench.hookspec)."""
+    from . import hookspec
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """What this session will run with, said before anything runs: profile, machine fingerprint,
+    seeds and training mode; then the sandbox candidate code will run in (a fallback to `off` loudly)."""
     if not config.getoption("autoresearch"):
         return None
     from . import sandbox
-    level = config.getoption("ar_sandbox")
+    profile, seeds, first = config.getoption("ar_profile"), config.getoption("ar_seeds"), config.getoption("ar_seed_base")
+    tokens, budget, level = config.getoption("ar_tokens"), config.getoption("ar_budget"), config.getoption("ar_sandbox")
+    machine = storage.machine_fingerprint(profile, "cuda" if _cuda() else "cpu")
     found = sandbox.namespaces_available() if level != "off" else None
+    seed_list = (f"auto from {first} ({SEQUENTIAL.start} to {SEQUENTIAL.stop})" if seeds == AUTO
+                 else ", ".join(map(str, range(first, first + seeds))))
+    mode = f"{tokens:,} tokens" if tokens else f"{budget:g} s" if budget else "the profile's time budget"
+    summary = (f"autoresearch: profile {profile} | machine {machine['device']} {machine['model']}, torch "
+               f"{machine['torch']}, cuda {machine['cuda']} | seeds {seed_list} | {mode} | "
+               f"sandbox {found.level if found else 'off'}")
     if found is not None:
-        return f"autoresearch: sandbox {found.level} (candidate code {'as uid 65534, ' if found.uid else ''}" \
-               f"without capabilities, network or the data cache; on CUDA checked per run)"
-    return ("autoresearch: sandbox off: candidate code runs unisolated, as this user"
-            + ("" if level == "off" else " (no Linux namespaces here; --ar-sandbox strict refuses to run)"))
+        return [summary, f"autoresearch: sandbox {found.level} (candidate code {'as uid 65534, ' if found.uid else ''}"
+                         f"without capabilities, network or the data cache; on CUDA checked per run)"]
+    return [summary, "autoresearch: sandbox off: candidate code runs unisolated, as this user"
+            + ("" if level == "off" else " (no Linux namespaces here; --ar-sandbox strict refuses to run)")]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    _resolve_ini_options(config)
     config.addinivalue_line("markers", "autoresearch: a timed benchmark; runs only with --autoresearch")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped when none is visible")
     state = PluginState(config)
@@ -231,9 +313,11 @@ def pytest_configure(config: pytest.Config) -> None:
         save_baseline=config.getoption("ar_save_baseline"), base_ref=config.getoption("ar_base_ref"),
         min_effect=config.getoption("ar_min_effect"), fail_on_regression=config.getoption("ar_fail_on_regression"),
         scratch=Path(config.rootpath) / ".ar", isolation=config.getoption("ar_sandbox"),
-        trusted_ref=config.getoption("ar_trusted_ref") or config.getoption("ar_base_ref") or "HEAD")
-    config.stash[SESSION] = BenchmarkSession(options, log=lambda m: state.write(f"[autoresearch] {m}"),
-                                             on_progress=state.progress, executor=_executor(config))
+        trusted_ref=_trusted_ref(config))
+    config.stash[SESSION] = BenchmarkSession(
+        options, log=lambda m: state.write(f"[autoresearch] {m}"), on_progress=state.progress,
+        executor=_executor(config),
+        on_record=lambda record: config.hook.pytest_autoresearch_update_record(config=config, record=record))
     if _xdist_role(config) == "controller":
         config.pluginmanager.register(XdistResults(config), "autoresearch-xdist-results")
 
@@ -256,7 +340,7 @@ def _option_errors(config: pytest.Config) -> list[str]:
         if not Path(value).is_file() and not _is_commit(root, value):
             errors.append(f"--ar-candidate {value}: no such file, and no commit of that name in the git repository "
                           f"at {root}; give a file with the task contract, or a branch, tag or commit")
-    if (trusted := get("ar_trusted_ref")) and not _is_commit(root, trusted):
+    if (trusted := get("ar_trusted_ref")) not in (None, "none") and not _is_commit(root, trusted):
         errors.append(f"--ar-trusted-ref {trusted}: no commit of that name in the git repository at {root}; "
                       f"name a branch, tag or commit")
     if (base := get("ar_base_ref")) and not _is_commit(root, base):
@@ -267,6 +351,12 @@ def _option_errors(config: pytest.Config) -> list[str]:
         results = results if results.is_absolute() else root / results
         if why := storage.check_writable(results) or storage.check_writable(results.with_suffix(".jsonl")):
             errors.append(f"{why}: give --ar-results a writable path on a disk with room")
+        for flag, value in (("--ar-json", get("ar_json")), ("--ar-html", get("ar_html")),
+                            ("--ar-markdown", get("ar_markdown"))):
+            if value and (why := storage.check_writable(Path(value))):
+                errors.append(f"{why}: give {flag} a writable path on a disk with room")
+        if get("ar_tensorboard") and importlib.util.find_spec("tensorboard") is None:
+            errors.append("--ar-tensorboard needs the tensorboard package: pip install 'autoresearch-bench[track]'")
         if get("ar_save_baseline") and (why := storage.check_writable(root / "baselines")):
             errors.append(f"{why}: make baselines/ writable, on a disk with room, or leave out --ar-save-baseline")
     return errors
@@ -419,7 +509,14 @@ def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
             f"only the tasks' editable files and candidates/*.py may change") if outside else ""
 
 
-def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], cuda: bool) -> list[str]:
+def _cuda() -> bool:
+    """Whether a CUDA GPU is visible. Imports torch: asked only where a task or a `gpu` item needs the
+    answer, so that a session without them starts without torch."""
+    import torch
+    return torch.cuda.is_available()
+
+
+def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task]) -> list[str]:
     """What keeps the collected tasks from running as asked: the problems met while collecting,
     --ar-tasks names that match no task folder, profiles the tasks lack, a cuda profile without a GPU."""
     errors = list(state.errors)
@@ -436,7 +533,7 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], c
         except TaskError as e:  # auto: no profile suits this machine
             errors.append(str(e))
             continue
-        if (config.getoption("autoresearch") and profile.device == "cuda" and not cuda
+        if (config.getoption("autoresearch") and profile.device == "cuda" and not _cuda()
                 and config.getoption("ar_executor") != "ray"):  # Ray may run it on another node
             need_gpu.append(task.name)
     if lacking:
@@ -452,11 +549,10 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task], c
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check the tasks and plan the benchmark of each selected candidate (bounded by the harness's
     limits for its task's runs); then the surface check first, benchmarks after all checks."""
-    import torch
-    state, bench, cuda = config.stash[STATE], config.stash[SESSION], torch.cuda.is_available()
+    state, bench = config.stash[STATE], config.stash[SESSION]
     base = config.getoption("ar_base_ref")
     tasks = {t.name: t for t in (state.task_for(i.path) for i in items) if t is not None}
-    errors = _task_errors(config, state, list(tasks.values()), cuda)
+    errors = _task_errors(config, state, list(tasks.values()))
     benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
     planned = [(i, state.task_for(i.path), c) for i in benchmarks if (c := _item_candidate(i)) is not None]
     for item, task, candidate in planned if bench.options.enabled and not errors else ():
@@ -479,7 +575,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not bench.options.enabled:
         for item in benchmarks:
             item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
-    if not cuda:
+    if any(item.get_closest_marker("gpu") for item in items) and not _cuda():
         for item in items:
             if item.get_closest_marker("gpu"):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible"))
@@ -487,8 +583,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """A failed check of a candidate cancels that candidate's benchmark (and no other's)."""
+    """A failed check of a candidate cancels that candidate's benchmark (and no other's); a test that
+    takes ar_benchmark and passes without calling it fails (it measured nothing)."""
     report = yield
+    if (call.when == "call" and report.passed and "ar_benchmark" in getattr(item, "fixturenames", ())
+            and not item.stash.get(BENCHMARK_CALLED, False)):
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} takes the ar_benchmark fixture but never calls it, so nothing was "
+                           f"measured: call ar_benchmark() in the test")
+        return report
     if report.failed and isinstance(item, EditableSurface):
         bench = item.config.stash[SESSION]
         for result in bench.results.values():
@@ -549,6 +652,7 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
     session = request.config.stash[SESSION]
 
     def benchmark() -> CandidateResult:
+        request.node.stash[BENCHMARK_CALLED] = True
         if not session.options.enabled:
             pytest.skip("timed benchmark: run pytest with --autoresearch")
         session.plan(ar_task, ar_profile, candidate)
@@ -560,6 +664,7 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
             result = session.result(ar_task, candidate)
         except stats.NotFinite as e:  # a score or a stored baseline value that is NaN or inf: no verdict
             pytest.fail(f"{candidate.name}: {e}", pytrace=False)
+        request.node.user_properties.extend(junit_properties(result))
         if _xdist_role(request.config) == "worker":  # the controller's table needs it (XdistResults)
             base_entry = session.results.get((ar_task.name, BASE))
             names = [candidate.name] + ([BASE] if base_entry and base_entry.records
@@ -583,6 +688,18 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
             pytest.fail(f"{candidate.name}: {relation} the {result.baseline}: {result.decision.reason}", pytrace=False)
         return result
     return benchmark
+
+
+def junit_properties(result: CandidateResult) -> list[tuple[str, str]]:
+    """The benchmark item's JUnit XML properties (--junitxml): metric, mean value, delta, verdict, p,
+    interval and baseline; "" where there is none (no run, no baseline)."""
+    d, values = result.decision, result.values
+    finite = lambda x: f"{x:.6g}" if d and math.isfinite(x) else ""
+    return [("ar.metric", result.task.metric), ("ar.value", f"{stats.summarize(values).mean:.6g}" if values else ""),
+            ("ar.delta", finite(d.delta) if d else ""), ("ar.verdict", d.verdict if d else ""),
+            ("ar.p", finite(d.p) if d else ""),
+            ("ar.ci", f"[{finite(d.ci[0])}, {finite(d.ci[1])}]" if d and math.isfinite(d.ci[0]) else ""),
+            ("ar.baseline", result.baseline), ("ar.status", result.status)]
 
 
 def summary_rows(results: list[CandidateResult]) -> list[dict]:
@@ -615,11 +732,40 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if bench.options.save_baseline and role != "controller":  # under xdist, the worker that ran train.py
         for path in bench.save_baselines():
             session.config.stash[STATE].write(f"[autoresearch] baseline saved: {path}")
-    markdown = session.config.getoption("ar_markdown")
-    if markdown and role != "worker" and (shown := _reported(bench)):
-        notes = "".join(f"\n- {line}" for line in _not_comparable_notes(shown))
-        Path(markdown).write_text("## autoresearch benchmark\n\n" +
-                                  tabulate(summary_rows(shown), headers="keys", tablefmt="github") + "\n" + notes)
+    if role == "worker" or not (shown := _reported(bench)):
+        return
+    config = session.config
+    notes = "".join(f"\n- {line}" for line in _not_comparable_notes(shown))
+    markdown = ("## autoresearch benchmark\n\n" + tabulate(summary_rows(shown), headers="keys", tablefmt="github")
+                + "\n" + notes)
+    if path := config.getoption("ar_markdown"):
+        Path(path).write_text(markdown)
+    if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):  # GitHub Actions: the job's summary page
+        with open(step_summary, "a") as f:
+            f.write(markdown + "\n")
+    outputs = {o: config.getoption(o) for o in ("ar_json", "ar_html", "ar_tensorboard") if config.getoption(o)}
+    if outputs:
+        _write_reports(config, bench, shown, outputs)
+
+
+def _write_reports(config: pytest.Config, bench: BenchmarkSession, shown: list[CandidateResult],
+                   outputs: dict[str, str]) -> None:
+    """The session's report document (report.py), as --ar-json, --ar-html and --ar-tensorboard ask."""
+    from . import htmlreport, report
+    profile = shown[0].profile
+    machine = report.machine_info(device=profile.device)
+    config.hook.pytest_autoresearch_update_machine_info(config=config, machine_info=machine)
+    doc = report.session_document(bench, machine)
+    config.hook.pytest_autoresearch_update_json(config=config, report=doc)
+    state = config.stash[STATE]
+    if "ar_json" in outputs:
+        state.write(f"[autoresearch] report: {report.write(doc, outputs['ar_json'])}")
+    if "ar_html" in outputs:
+        state.write(f"[autoresearch] HTML report: {htmlreport.write(doc, outputs['ar_html'])}")
+    if "ar_tensorboard" in outputs:
+        from . import track
+        runs = track.write_tensorboard(doc, outputs["ar_tensorboard"])
+        state.write(f"[autoresearch] TensorBoard: {runs} runs in {outputs['ar_tensorboard']}")
 
 
 def _reported(bench: BenchmarkSession) -> list[CandidateResult]:

@@ -16,6 +16,7 @@ what the candidate logged. Nothing the candidate prints is parsed.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import tempfile
@@ -23,11 +24,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from . import compile_cache, data, process, sandbox, storage
+from . import compile_cache, process, sandbox, storage
 from .protocol import CheckSpec, FeederSpec, ScorerSpec, TrainSpec
 from .task import Profile, Task
+
+if TYPE_CHECKING:  # imported where a run needs it: numpy, pyarrow and tiktoken cost every pytest session
+    from . import data
 
 COMPILE_CACHE = "compile-cache"  # in the trainer's scratch folder: its private copy of the trusted cache
 TOKEN_MODE_TIME_FACTOR = 10  # in fixed-token mode the clock only stops runaways: 10 × the time budget
@@ -64,6 +68,30 @@ def harness_digest(task: Task) -> str:
     return h.hexdigest()
 
 
+class Curve:
+    """The loss curve of a run from its progress reports, kept with its record (extra["curve"]):
+    [step, elapsed seconds, loss] points, at most MAX_POINTS (every other point is dropped when
+    full, so the curve stays spread over the whole run however often the candidate logs). The
+    reports come from candidate code: only numbers are kept, for display; nothing is scored on them."""
+    MAX_POINTS = 256
+
+    def __init__(self):
+        self.points: list[list[float | None]] = []
+        self.stride, self.seen = 1, 0
+
+    def add(self, report: dict) -> None:
+        step, elapsed, loss = (report.get(k) for k in ("step", "elapsed", "loss"))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (step, elapsed)):
+            return
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            return
+        finite = isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss)
+        self.points.append([int(step), round(float(elapsed), 3), float(loss) if finite else None])
+        if len(self.points) >= self.MAX_POINTS:
+            self.points, self.stride = self.points[::2], self.stride * 2
+
+
 def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
            plan: sandbox.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
            gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None) -> Path | None:
@@ -98,12 +126,13 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
             os.close(fd)
         limit = profile.startup_allowance_s + (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens
                                                else budget_s + grace_s(budget_s))
-        done_at, called_at, last_step = None, None, -1
+        done_at, called_at, last_step, curve = None, None, -1, Curve()
         for report in trainer.reports(started + limit):
             if report.get("kind") == "started":
                 called_at = time.perf_counter()
             elif report.get("kind") == "progress":
                 last_step = report.get("step", last_step)
+                curve.add(report)
                 if on_progress:
                     on_progress(report)
             elif report.get("kind") == "result":
@@ -123,6 +152,8 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     if called_at is not None:  # where a trainer's start goes: the process and imports, then train()'s own setup
         split["process_start"] = called_at - started
         split["setup"] = max(0.0, min(t0, done_at or t0) - called_at)  # build, compile, warm-up: until the first batch
+    if curve.points:
+        record.extra["curve"] = curve.points
     result = trainer.last("result")
     if attempt := trainer.last("violation"):
         record.status, record.error = "violation", f"training: {attempt['error']}"
@@ -204,6 +235,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     gpu: run the children on that GPU alone (a CUDA_VISIBLE_DEVICES entry); None: as this process.
     threads: torch threads per child (default: the cores this process may use).
     trusted_sources: sha256 digests of the files whose runs may publish their compile cache."""
+    from . import data
     t_start = time.perf_counter()
     commit, dirty = storage.git_state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)

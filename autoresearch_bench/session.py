@@ -209,13 +209,16 @@ def file_at_ref(task: Task, ref: str, scratch: Path) -> tuple[Path, str]:
 
 class BenchmarkSession:
     """Runs the benchmark schedule of each task once and keeps every candidate's records.
-    measure_speed(device) gives the machine's speed (calibrate.measure) around a time-mode schedule."""
+    measure_speed(device) gives the machine's speed (calibrate.measure) around a time-mode schedule;
+    on_record(record) sees each record before it is appended to the results files."""
 
     def __init__(self, options: Options, log: Callable[[str], None] = print,
                  on_progress: Callable[[CandidateResult, int, dict], None] | None = None,
                  executor: LocalExecutor | None = None,
-                 measure_speed: Callable[[str], dict[str, float]] | None = None):
+                 measure_speed: Callable[[str], dict[str, float]] | None = None,
+                 on_record: Callable[[storage.RunRecord], None] | None = None):
         self.options = options
+        self.on_record = on_record
         self.executor = executor or LocalExecutor()
         self.log = log
         self.on_progress = on_progress
@@ -229,7 +232,7 @@ class BenchmarkSession:
         key = (task.name, candidate.name)
         if key not in self.results:
             if task.name not in self.baselines:
-                self.baselines[task.name] = self._stored_baseline(task, profile)
+                self.baselines[task.name] = self.stored_baseline(task, profile)
                 if self.baselines[task.name] is None and self.options.base_ref:
                     ref = self.options.base_ref
                     path, commit = file_at_ref(task, ref, self.options.scratch)
@@ -256,7 +259,8 @@ class BenchmarkSession:
         o = self.options
         return ("tokens" if o.max_tokens else "time"), o.max_tokens or o.budget_s or profile.budget_s
 
-    def _stored_baseline(self, task: Task, profile: Profile) -> storage.Baseline | None:
+    def stored_baseline(self, task: Task, profile: Profile) -> storage.Baseline | None:
+        """The stored baseline this session compares the task with (--ar-baseline), or None."""
         choice = self.options.baseline
         if choice == "none":
             return None
@@ -352,6 +356,8 @@ class BenchmarkSession:
                 record.commit, record.dirty = ref[1], False
             if before:
                 record.extra["calibration"] = before
+            if self.on_record:
+                self.on_record(record)
             storage.append_results(record, o.results_tsv, o.results_jsonl)
             entry(run).records.append(record)
             value = f"{record.value:.4f}" if record.value is not None else "-"

@@ -4,6 +4,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch  # noqa: F401  pytester's in-process sessions import torch, and it drops the modules a session
+# imported when the session ends; torch's C extension cannot load twice in one process: load it once here
 
 from autoresearch_bench.task import load_task
 
@@ -16,6 +18,9 @@ os.environ.setdefault("AR_CACHE_DIR", str(HERE.parent / ".ar" / "test-cache"))
 # fastest, and two busy-waiting threads per process on a small, shared machine make a run several
 # times slower. The harness passes this variable on to its children.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Under GitHub Actions the plugin appends each session's table to the job summary: the tests' own
+# sessions are not the job's (the test of that behaviour sets the variable itself).
+os.environ.pop("GITHUB_STEP_SUMMARY", None)
 
 
 def copy_tiny_task(folder: Path) -> Path:

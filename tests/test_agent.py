@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
+from autoresearch_bench import report, storage
 from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, Proposal,
                                       RandomSearchProposer, ReplayProposer, Settings, _best_runs, apply_proposal,
                                       command_spec, float_constants, parse_reply)
@@ -114,6 +115,12 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     assert "LR = 3e-3" in (second.worktree / "tasks/tiny/train.py").read_text()
     assert "LR = 1e-05" in (repo / "tasks/tiny/train.py").read_text()
     assert git(repo, "branch", "--show-current").strip() == "main"
+    # the report beside the records: every experiment and the harness's runs, with their loss curves
+    saved = report.load(second.out / "report.json")
+    assert saved["kind"] == "agent" and saved["experiments"] == full and saved["tag"] == "t1"
+    assert len(saved["runs"]) == len(storage.read_results(second.bench_tsv.with_suffix(".jsonl")))
+    assert all(r["extra"]["curve"] for r in saved["runs"] if r["status"] == "ok")
+    assert 'class="plot progress"' in (second.out / "report.html").read_text()
     pytest.importorskip("matplotlib")
     assert (second.out / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -181,6 +188,11 @@ def test_league_of_null_and_random_search_ranks_on_held_out_rows(repo):
     assert math.isfinite(board["random"]["improvement (σ)"])
     saved = json.loads((repo / ".ar/league/league.json").read_text())
     assert [r["agent"] for r in saved["leaderboard"]] == list(board)
+    page = report.load(repo / ".ar/league/report.json")
+    assert page["kind"] == "league" and page["leaderboard"] == saved["leaderboard"]
+    assert [len(page["agents"]["tiny"][a]) for a in ("null", "random")] == [2, 2]  # baseline + 1 experiment each
+    assert len(page["runs"]) == len((repo / ".ar/league/heldout.jsonl").read_text().splitlines())
+    assert 'class="leaderboard"' in (repo / ".ar/league/report.html").read_text()
     assert all(len(e["heldout"]) == 2 and e["heldout_status"] == "ok" for e in saved["entries"])
     assert board["null"]["tiny Δ 95% CI"] == "[+0.0000, +0.0000] no difference" and board["null"]["gap (σ)"] == 0.0
     assert saved["noise_units"]["tiny"]["source"] == "the baseline's 2 held-out runs (no measured noise)"
