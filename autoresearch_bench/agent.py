@@ -38,6 +38,10 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import resource
+import shutil
+import signal
+import stat
 import json
 import math
 import os
@@ -45,6 +49,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -54,13 +59,15 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Callable, Iterator
 
-from . import stats, storage
+from . import process, sandbox, stats, storage
+from .data import cache_root
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
 from .process import kill_group
 from .task import Task, default_profile, load_task
 
 STATUSES = ("keep", "discard", "crash")
 RECENT_ROWS = 20  # results rows shown to the model
+AGENT_NPROC_FACTOR = 4  # the unprivileged uid's processes, all runs together, stay below this × MAX_PROCESSES
 AUTHOR = ("-c", "user.name=autoresearch-bench agent", "-c", "user.email=agent@autoresearch-bench.invalid")
 
 
@@ -79,6 +86,9 @@ class AgentSpec:
     cmd: str = ""
     changes: str = ""  # replay: a folder of changes, applied one per experiment in name order
     timeout_s: float = 1800.0  # an external command's limit per experiment
+    env: list[str] = field(default_factory=list)  # command: variables passed on besides the allow-list (API keys)
+    ro: list[str] = field(default_factory=list)  # command: paths shown to it read-only (its program, its config)
+    offline: bool = False  # command: no network (it reaches its model some other way, or not at all)
     seed: int = 0
     temperature: float | None = None
     max_retries: int = 6  # the openai client's own retries with exponential backoff
@@ -98,6 +108,11 @@ class AgentSpec:
             raise AgentError(f"agent {name!r}: kind openai needs a model (--model or model = \"...\")")
         if spec.kind == "command" and not spec.cmd:
             raise AgentError(f"agent {name!r}: kind command needs cmd (--agent-cmd or cmd = \"...\")")
+        if unset := [n for n in spec.env if n not in os.environ]:
+            raise AgentError(f"agent {name!r}: {', '.join(unset)} (--agent-env or env = [...]) not set in this "
+                             f"environment; export it first or leave it out")
+        if missing := [p for p in spec.ro if not Path(p).exists()]:
+            raise AgentError(f"agent {name!r}: {', '.join(missing)} (--agent-ro or ro = [...]) does not exist")
         if spec.kind == "replay" and not Path(spec.changes).is_dir():
             raise AgentError(f"agent {name!r}: kind replay needs changes, a folder of *.diff / *.patch / *.py files "
                              f"(--changes DIR or changes = \"...\"), not {spec.changes!r}")
@@ -232,13 +247,14 @@ class Children:
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
-    def start(self, cmd: str | list[str], env: dict[str, str] | None = None, **popen) -> Iterator[subprocess.Popen]:
-        """subprocess.Popen(cmd, **popen) with os.environ, the loop's env and `env`; its group is
-        killed when the block ends; KeyboardInterrupt after the block when stop() was called meanwhile."""
+    def start(self, cmd: str | list[str], env: dict[str, str] | None = None, base: dict[str, str] | None = None,
+              **popen) -> Iterator[subprocess.Popen]:
+        """subprocess.Popen(cmd, **popen) with `base` (default os.environ), the loop's env and `env`; its
+        group is killed when the block ends; KeyboardInterrupt after the block when stop() was called meanwhile."""
         with self.lock:
             self.check()
-            proc = subprocess.Popen(cmd, env={**os.environ, **self.env, **(env or {})}, start_new_session=True,
-                                    **popen)
+            proc = subprocess.Popen(cmd, env={**(os.environ if base is None else base), **self.env, **(env or {})},
+                                    start_new_session=True, **popen)
             self.running.add(proc)
         try:
             yield proc
@@ -316,33 +332,122 @@ class OpenAIProposer:
 
 
 class CommandProposer:
-    """An external coding agent: CMD runs in the worktree and edits the files itself. It gets
-    AR_TASK_DIR, AR_PROGRAM, AR_EDITABLE (paths joined by ':'), AR_RESULTS, AR_EXPERIMENT and
-    AR_DESCRIPTION_FILE (where it may write a one-line description; else its last output line is used)."""
+    """An external coding agent: CMD (a shell command line) edits the task's files itself, sandboxed.
+    It gets AR_TASK_DIR (where it starts), AR_PROGRAM, AR_EDITABLE (paths joined by ':'), AR_RESULTS (a
+    copy of results.tsv), AR_EXPERIMENT and AR_DESCRIPTION_FILE (where it may write a one-line
+    description; else its last output line is used). See "The agent's sandbox" above."""
 
-    def __init__(self, spec: AgentSpec, log_dir: Path, children: Children):
+    def __init__(self, spec: AgentSpec, log_dir: Path, children: Children, plan: sandbox.Plan, device: str,
+                 hidden: list[str]):
         self.spec, self.log_dir, self.children = spec, log_dir, children
+        self.plan, self.device, self.hidden = plan, device, hidden
 
     def propose(self, ctx: Context) -> Proposal:
-        desc_file = self.log_dir / f"{ctx.n}.description"
-        env = {"AR_TASK_DIR": str(ctx.worktree_task), "AR_PROGRAM": str(ctx.worktree_task / "program.md"),
-               "AR_EDITABLE": ":".join(str(ctx.worktree_task / e) for e in ctx.task.editable),
-               "AR_RESULTS": str(ctx.results_tsv), "AR_EXPERIMENT": str(ctx.n), "AR_DESCRIPTION_FILE": str(desc_file)}
-        # Its own process group, so that a timeout or Ctrl-C ends everything it started.
-        with self.children.start(self.spec.cmd, env=env, shell=True, cwd=ctx.worktree_task, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-            try:
-                output, _ = proc.communicate(timeout=self.spec.timeout_s)
-            except subprocess.TimeoutExpired:
-                return Proposal("agent command timed out",
-                                error=f"the agent command ran past {self.spec.timeout_s:.0f} s")
-        (self.log_dir / f"{ctx.n}.agent.log").write_text(output)
-        said = desc_file.read_text().strip() if desc_file.is_file() else ""
-        out = [l.strip() for l in output.splitlines() if l.strip()]
-        description = (said or (out[-1] if out else "agent command")).splitlines()[0][:200]
+        with tempfile.TemporaryDirectory(prefix="ar-agent-") as tmp:
+            return self._run(ctx, Path(tmp))
+
+    def _run(self, ctx: Context, tmp: Path) -> Proposal:
+        plan, log = self.plan, self.log_dir / f"{ctx.n}.agent.log"
+        scratch = sandbox.prepare_scratch(tmp, plan)
+        copy = scratch / "task"
+        shutil.copytree(ctx.worktree_task, copy, symlinks=True)
+        if plan.uid is not None:
+            for path in [copy, *copy.rglob("*")]:
+                os.lchown(path, plan.uid, plan.uid)
+        task_dir = ctx.worktree_task if plan.isolated else copy  # where it sees its task folder
+        inside = lambda path: f"{sandbox.SCRATCH}/{Path(path).name}" if plan.isolated else str(path)
+        if ctx.results_tsv.is_file():
+            sandbox.place(ctx.results_tsv, scratch, "results.tsv", plan)
+        env = {n: os.environ[n] for n in self.spec.env}
+        env.update(AR_TASK_DIR=str(task_dir), AR_PROGRAM=str(task_dir / "program.md"),
+                   AR_EDITABLE=":".join(str(task_dir / e) for e in ctx.task.editable),
+                   AR_RESULTS=inside(scratch / "results.tsv"), AR_EXPERIMENT=str(ctx.n),
+                   AR_DESCRIPTION_FILE=inside(scratch / "description"))
+        if not plan.isolated:
+            env.update(HOME=str(scratch), TMPDIR=str(scratch))
+        command = sandbox.wrap(["/bin/sh", "-c", self.spec.cmd], plan, tmp, scratch,
+                               readonly=[*map(os.path.abspath, self.spec.ro), *_resolver_paths()], hidden=self.hidden,
+                               writable=[(str(copy), str(task_dir))], network=not self.spec.offline,
+                               cwd=str(task_dir))
+        error, deadline = "", time.monotonic() + self.spec.timeout_s
+        with open(log, "wb") as out, self.children.start(
+                command, base=process.child_env(), env=env, cwd=copy, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, preexec_fn=lambda: _agent_limits(self.device, plan)) as proc:
+            while proc.poll() is None and not error:
+                if time.monotonic() > deadline:
+                    error = f"the agent command ran past {self.spec.timeout_s:.0f} s and was killed"
+                elif (count := sandbox.processes_in_session(proc.pid)) > sandbox.MAX_PROCESSES:
+                    error = f"the agent command started {count} processes (limit {sandbox.MAX_PROCESSES}); it was killed"
+                else:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=0.5)
+        # every process of it is gone now (its group killed; inside the sandbox, its PID namespace ended)
+        said = _read_regular(scratch / "description")
+        out = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()]
+        description = (said.strip() or (out[-1] if out else "agent command")).splitlines()[0][:200]
+        if error:
+            return Proposal(description, error=error)
         if proc.returncode != 0:
-            return Proposal(description, error=f"the agent command exited with code {proc.returncode}")
+            code = 128 - proc.returncode if plan.isolated and proc.returncode > 128 else proc.returncode
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            return Proposal(description, error=f"the agent command {how} (log: {log})")
+        if why := copy_back(copy, ctx.worktree_task):
+            return Proposal(description, error=why)
         return Proposal(description, applied=True)
+
+
+def _agent_limits(device: str, plan: sandbox.Plan) -> None:
+    """preexec_fn of the agent command: the candidates' limits, and a cap on the processes of the
+    unprivileged uid, which the kernel enforces at fork (a fork bomb stops there even between two looks
+    of the process watch); not for a user namespace, where the cap would count all the user's processes."""
+    process.preexec(device, True)
+    if plan.uid is not None:
+        limit = AGENT_NPROC_FACTOR * sandbox.MAX_PROCESSES
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
+def _resolver_paths() -> list[str]:
+    """Where /etc/resolv.conf points when it is a link (systemd-resolved's /run/...): shown so that DNS works."""
+    target = os.path.realpath("/etc/resolv.conf")
+    return [os.path.dirname(target)] if target != "/etc/resolv.conf" and os.path.exists(target) else []
+
+
+def _read_regular(path: Path) -> str:
+    """A file the agent wrote, if it is a regular file (never a link it planted to something else)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        return f.read(4096).decode(errors="replace") if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+
+
+def copy_back(copy: Path, task_dir: Path) -> str:
+    """Bring the agent's edits home: each regular file of its copy of the task folder replaces the
+    task folder's where the bytes differ, files it deleted are deleted; '' when done, else why not (a
+    link, a FIFO or a device: only plain files come back, so nothing points outside the worktree).
+    What changed is then judged as any change (only the editable files may differ)."""
+    files = {}
+    for folder, dirs, names in os.walk(copy):  # not into linked folders: a link is refused below
+        for path in (Path(folder, name) for name in dirs + names):
+            mode, rel = os.lstat(path).st_mode, path.relative_to(copy)
+            if stat.S_ISREG(mode):
+                files[rel] = path
+            elif not stat.S_ISDIR(mode):
+                return (f"the agent command left {task_dir.name}/{rel}, which is not a plain file (a link, a FIFO "
+                        f"or a device); only plain files come back")
+    for path in sorted(task_dir.rglob("*"), reverse=True):  # deepest first
+        rel = path.relative_to(task_dir)
+        if path.is_dir() and not (copy / rel).is_dir():
+            shutil.rmtree(path)
+        elif not path.is_dir() and rel not in files:
+            path.unlink()
+    for rel, source in files.items():
+        target, data = task_dir / rel, source.read_bytes()
+        if not target.is_file() or target.read_bytes() != data:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    return ""
 
 
 class NullProposer:
@@ -540,8 +645,21 @@ class AgentLoop:
         self.keep_rule = KeepRule(self.task.rule(self.profile, mode, budget or self.profile.budget_s,
                                                  min_effect=settings.min_improvement),
                                   screen, tuple(range(len(screen), len(screen) + settings.confirm_seeds)))
-        self.proposer = CommandProposer(spec, self.out / "logs", self.children) if spec.kind == "command" \
-            else PROPOSERS[spec.kind](spec)
+        self.proposer = self._command_proposer() if spec.kind == "command" else PROPOSERS[spec.kind](spec)
+
+    def _command_proposer(self) -> CommandProposer:
+        """The agent command's proposer, sandboxed at the candidates' level (--sandbox)."""
+        try:
+            plan = sandbox.plan(self.settings.sandbox, self.profile.device)
+        except sandbox.SandboxError as e:
+            raise AgentError(str(e)) from None
+        if not plan.isolated and self.settings.sandbox != "off":
+            self.log("warning: no Linux namespaces here: the agent command runs unisolated (it can read the data "
+                     "cache and write the records); use --sandbox strict to refuse that")
+        task_dir = self.worktree / self.task_rel
+        secrets = [cache_root(), self.out, self.repo / ".ar"]  # not shown anyway, unless under a shown folder
+        hidden = [str(p) for p in secrets if not task_dir.is_relative_to(p)]
+        return CommandProposer(self.spec, self.out / "logs", self.children, plan, self.profile.device, hidden)
 
     def interrupt(self) -> None:
         """Stop run() from another thread as Ctrl-C stops it in this one: the child processes are killed,
@@ -856,7 +974,7 @@ def command_spec(name: str, model: str | None, agent_cmd: str | None, builtin: s
     if model:
         return AgentSpec.from_dict(name, {"kind": "openai", "model": model, **extra})
     if agent_cmd:
-        return AgentSpec.from_dict(name, {"kind": "command", "cmd": agent_cmd})
+        return AgentSpec.from_dict(name, {"kind": "command", "cmd": agent_cmd, **extra})
     if changes:
         return AgentSpec.from_dict(name, {"kind": "replay", "changes": str(Path(changes).resolve())})
     return AgentSpec.from_dict(name, {"kind": builtin, "seed": extra.get("seed", 0)})

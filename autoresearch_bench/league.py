@@ -84,8 +84,9 @@ from .task import Task, find_tasks
 _SETTINGS_KEYS = {"profile", "seeds", "confirm_seeds", "budget_s", "max_tokens", "min_improvement", "sandbox"}
 
 
-def load_agents(path: str | Path) -> tuple[list[AgentSpec], dict]:
-    """The agents of agents.toml and its [settings] table; AgentError with a one-line fix."""
+def load_agents(path: str | Path, command_options: dict | None = None) -> tuple[list[AgentSpec], dict]:
+    """The agents of agents.toml and its [settings] table; AgentError with a one-line fix.
+    command_options (the CLI's --agent-env, --agent-ro, --agent-offline) join every command agent's own."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -93,13 +94,22 @@ def load_agents(path: str | Path) -> tuple[list[AgentSpec], dict]:
         raise AgentError(f"{path}: not found; write an agents.toml (see autoresearch_bench/league.py)") from None
     except tomllib.TOMLDecodeError as e:
         raise AgentError(f"{path}: malformed TOML ({e}); fix the syntax") from None
-    agents = [AgentSpec.from_dict(name, dict(table)) for name, table in raw.get("agents", {}).items()]
+    extra = command_options or {}
+    agents = [AgentSpec.from_dict(name, _with_command_options(dict(table), extra))
+              for name, table in raw.get("agents", {}).items()]
     if not agents:
         raise AgentError(f"{path}: no [agents.<name>] table; add at least two agents to compare")
     settings = raw.get("settings", {})
     if unknown := sorted(set(settings) - _SETTINGS_KEYS):
         raise AgentError(f"{path}: [settings] has unknown keys {unknown}; allowed: {sorted(_SETTINGS_KEYS)}")
     return agents, settings
+
+
+def _with_command_options(table: dict, extra: dict) -> dict:
+    if table.get("kind") != "command" or not extra:
+        return table
+    return {**table, "env": [*table.get("env", []), *extra.get("env", [])],
+            "ro": [*table.get("ro", []), *extra.get("ro", [])], "offline": table.get("offline") or extra.get("offline")}
 
 
 @dataclass
