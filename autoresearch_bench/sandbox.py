@@ -284,6 +284,8 @@ def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str],
     os.makedirs(root + "/proc", exist_ok=True)
     _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", root + "/proc")
     _hide(root, hidden)
+    # the new root itself read-only: in a user namespace its owner is the process's own uid
+    _mount("-o", "remount,ro,nosuid", "ar-root", root)
 
 
 def _enter(argv: list[str]) -> None:

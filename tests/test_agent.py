@@ -125,8 +125,8 @@ AGENT_SCRIPT = textwrap.dedent("""
     if n == "1":
         train.write_text(train.read_text().replace("LR = 1e-05", "LR = 3e-3"))
         pathlib.Path(os.environ["AR_DESCRIPTION_FILE"]).write_text("learning rate 3e-3")
-    elif n == "2" and not marker.exists():
-        marker.write_text("sleeping")
+    elif n == "2" and not marker.exists():  # the test makes the marker once it saw this line
+        print("sleeping", flush=True)
         time.sleep(60)
     elif n == "2":
         (pathlib.Path(os.environ["AR_TASK_DIR"]) / "task.toml").write_text("# edited by the agent")
@@ -138,19 +138,21 @@ AGENT_SCRIPT = textwrap.dedent("""
 
 def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp_path_factory):
     helper = tmp_path_factory.mktemp("agent")
+    helper.chmod(0o755)  # shown to the agent read-only, which runs as uid 65534 when the tests are root
     (helper / "agent.py").write_text(AGENT_SCRIPT)
     marker = helper / "marker"
     cli = [sys.executable, "-m", "autoresearch_bench.cli", "agent", "--task", str(repo / "tasks/tiny"),
-           "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}",
+           "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}", "--agent-ro", str(helper),
            "--profile", "cpu", "--tokens", "32768", "--confirm-seeds", "2", "--max-experiments", "3",
            "--out", "records"]  # relative to cwd
     # SIG_DFL: Ctrl-C reaches the loop even when these tests run as a job that ignores SIGINT
     proc = subprocess.Popen(cli, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+    deadline, log = time.monotonic() + 600, repo / "records/logs/2.agent.log"  # five runs first, on a busy machine
+    while not (log.exists() and "sleeping" in log.read_text()) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    assert marker.exists(), proc.communicate()[0]
+    assert log.exists() and "sleeping" in log.read_text(), proc.communicate()[0]
+    marker.write_text("seen")
     proc.send_signal(signal.SIGINT)  # Ctrl-C while the agent command works on experiment 2
     output = proc.communicate(timeout=90)[0]
     assert proc.returncode == 130, output
