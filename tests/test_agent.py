@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
@@ -303,21 +304,24 @@ def test_random_search_keeps_fractions_in_0_1_and_scales_others_by_at_most_2(val
         assert value / 2 * 0.99 <= new <= value * 2 * 1.01
 
 
-def test_held_out_rows_follow_the_scored_rows_and_do_not_overlap(repo):
+def test_held_out_rows_follow_the_scored_rows_in_a_file_of_their_own(repo):
     from autoresearch_bench import data
     task = load_task(repo / "tasks/tiny")
     profile = task.profile("cpu")
     prepared = data.prepare(profile.data, task.name, log=lambda m: None)
-    spec = ScorerSpec(candidate="", cfg=profile.model_config(), device="cpu", seed=0,
-                      val_tokens=str(prepared.val_tokens), tokenizer_dir=str(prepared.tokenizer_dir),
-                      eval_tokens=profile.eval_tokens, eval_batch_size=8, eval_split="val", metric="val_bpb",
-                      score="tokens", crop=False, max_params=None, sandbox_level="off", sandbox_prefix=(), tmp="")
+    split = lambda name, tokens=profile.eval_tokens: data.eval_split(prepared, tokens, profile.seq_len, split=name)
+    spec = ScorerSpec(candidate="", cfg=profile.model_config(), device="cpu", seed=0, rows=str(split("val")),
+                      tokenizer_dir=str(prepared.tokenizer_dir), eval_batch_size=8, eval_split="val",
+                      metric="val_bpb", max_params=None, sandbox_level="off", sandbox_prefix=(), tmp="")
     val, _ = load_eval_data(spec)
-    test, _ = load_eval_data(replace(spec, eval_split="test"))
-    assert len(test) == len(val)
+    test, _ = load_eval_data(replace(spec, rows=str(split("test")), eval_split="test"))
+    everything, _ = data.eval_rows_and_mask(prepared.val_tokens, 2 * profile.eval_tokens, profile.seq_len)
+    assert len(test) == len(val) and np.array_equal(np.concatenate([val, test]), everything)
     assert not {tuple(r) for r in val.tolist()} & {tuple(r) for r in test.tolist()}
+    assert split("test").parent == prepared.root / "private" != split("val").parent
+    assert oct(split("test").stat().st_mode & 0o777) == "0o600" and oct(split("test").parent.stat().st_mode & 0o777) == "0o700"
     with pytest.raises(ValueError, match="too few for a held-out test"):
-        load_eval_data(replace(spec, eval_split="test", eval_tokens=prepared.n_val_tokens))
+        split("test", prepared.n_val_tokens)
 
 
 def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap():
