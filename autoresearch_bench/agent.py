@@ -26,6 +26,32 @@ cost the screen run only. Experiment 0 is the unchanged baseline on the screenin
 says the stage it ended at, the seeds, the per-seed values, the confirmation's p and the device
 seconds of its runs.
 
+Machine speed (time mode): each stage's runs carry the machine's speed measured before them (the
+session's calibration, calibrate.py). A stage whose speed departs by more than calibrate.TOLERANCE from
+the speed at which the best's runs on those seeds were measured ends the experiment as a discard whose
+reason says `not comparable`, with the measured change and the advice: the same rule as the session
+gate's, so a change is never kept (or judged worse) for a run that merely got more (or fewer) steps.
+
+The agent's sandbox. An external agent command is as untrusted as the code it writes, so it runs in
+the candidates' sandbox (sandbox.py) at the same level (--sandbox off | auto | strict): new mount, PID,
+IPC and UTS namespaces, as uid 65534 with no capabilities when the harness is root, else in a user
+namespace whose capabilities are dropped; the system folders, the Python installation and the
+harness's package read-only (its corpus covered); a private /tmp and /dev; the resource limits of a
+run, a cap on processes (the process watch, and RLIMIT_NPROC of uid 65534 at the kernel), its own
+process group and PID namespace, so no process of it outlives its experiment. Not shown at all: the
+data cache (validation and held-out rows), the records (results, ledgers, logs), the user's checkout,
+other worktrees, and the rest of its own worktree. Its environment is the children's allow-list plus
+the names given with --agent-env (its API key); it keeps the machine's network (its model's API)
+unless --agent-offline; --agent-ro shows more paths read-only (its program, its config), which must
+be readable by uid 65534 when the harness is root. Its task folder: the agent works on a copy of the
+worktree's task folder, bound read-write where the folder is (AR_TASK_DIR is the real path), and
+when it ends, the harness copies the plain files back (a link, FIFO or device fails the experiment).
+A copy rather than a chown of the worktree: it works alike for uid 65534 and a user namespace, the
+user's worktree never holds files of another uid, nothing of it but plain files in the task folder
+reaches the harness (no link to a secret, no git hook), and the editable-surface rule then judges
+the change as any other. AR_RESULTS is a copy of results.tsv. Where no namespaces are available
+(level auto falls back to off, with a warning) it runs unisolated with the scrubbed environment only.
+
 Robustness: rows are appended atomically (storage.append_lines) only after an experiment ends, and
 the branch is reset to the last kept commit on start, so a crash or Ctrl-C at any moment loses at
 most the experiment in flight; rerunning the same command resumes. The agent command and the pytest
@@ -59,7 +85,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Callable, Iterator
 
-from . import process, sandbox, stats, storage
+from . import calibrate, process, sandbox, stats, storage
 from .data import cache_root
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
 from .process import kill_group
@@ -67,6 +93,9 @@ from .task import Task, default_profile, load_task
 
 STATUSES = ("keep", "discard", "crash")
 RECENT_ROWS = 20  # results rows shown to the model
+# Time mode: a comparison across a change of the machine's speed says so instead of keeping or discarding on it.
+NOT_COMPARABLE = "not comparable"
+SPEED_ADVICE = "use fixed-token mode (--tokens N), or rerun on an idle machine"
 AGENT_NPROC_FACTOR = 4  # the unprivileged uid's processes, all runs together, stay below this × MAX_PROCESSES
 AUTHOR = ("-c", "user.name=autoresearch-bench agent", "-c", "user.email=agent@autoresearch-bench.invalid")
 
@@ -137,6 +166,8 @@ class Experiment:
     seeds: list[int] = field(default_factory=list)  # the candidate's seeds, over both stages
     runs: list[list] = field(default_factory=list)  # the candidate's [seed, value] pairs
     best_runs: list[list] = field(default_factory=list)  # the best's [seed, value] pairs, re-measured here
+    speeds: list[list] = field(default_factory=list)  # [seed, machine speed before its run] (time mode)
+    best_speeds: list[list] = field(default_factory=list)  # the same for best_runs
     p: float | None = None  # the confirmation's paired p
     gpu_seconds: float = 0.0  # device time of the runs (training, evaluation, start-up), both sides
 
@@ -605,6 +636,7 @@ class Measured:
     runs: dict[int, float] = field(default_factory=dict)
     best_runs: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
+    speed: dict | None = None  # the machine's speed before these runs (calibrate; time mode only)
 
 
 _WORKTREES = threading.Lock()
@@ -764,8 +796,9 @@ class AgentLoop:
                    if r.task == self.task.name]
         memory = max((r.peak_mem_gb for r in records), default=0.0)
         seconds = math.fsum(r.seconds + r.overhead_seconds for r in records)
+        speed = next((r.extra["calibration"] for r in records if r.extra.get("calibration")), None)
         measured = lambda status, reason="", mine=(), theirs=(): Measured(status, seeds, reason, memory, dict(mine),
-                                                                          dict(theirs), seconds)
+                                                                          dict(theirs), seconds, speed)
         if expired.is_set():
             return measured("crash", f"{stage}: the suite ran past {limit:.0f} s and was killed (log: {log_path})")
         if code not in (0, 1):
@@ -873,15 +906,18 @@ class AgentLoop:
         if not paths:
             return end("discard", "the change is empty")
         commit = self._commit(kept.commit, f"experiment {n}: {proposal.description}")
-        best = _best_runs(history, kept)
+        best, best_speeds = _best_runs(history, kept), _best_runs(history, kept, "speeds", "best_speeds")
         for stage, seeds in (("screen", rule.screen_seeds), ("confirm", rule.confirm_seeds)):
             self.log(f"experiment {n}: {proposal.description} ({commit}); {stage}, seeds {', '.join(map(str, seeds))}")
             missing = any(seed not in best for seed in seeds)  # the best is re-measured beside it
             stages.append(self._evaluate(n, commit, proposal.description, stage, seeds,
                                          kept.commit if missing else None))
             best.update(stages[-1].best_runs)
+            best_speeds.update({seed: stages[-1].speed for seed in stages[-1].best_runs})
             if stages[-1].status != "ok":
                 return end(stages[-1].status, stages[-1].reason, commit)
+            if why := speed_departs(stages[-1].speed, seeds, best_speeds):
+                return end("discard", f"{stage}: {NOT_COMPARABLE}: {why}: {SPEED_ADVICE}", commit)
             if stage == "screen" and not (screened := rule.screen(stages[0].runs, best))[0]:
                 return end("discard", screened[1], commit)
         decision = rule.confirm(stages[1].runs, best)
@@ -889,13 +925,25 @@ class AgentLoop:
                    decision.p)
 
 
-def _best_runs(history: list[Experiment], kept: Experiment) -> dict[int, float]:
-    """The best kept commit's {seed: value}: its own runs, then its re-measures in the experiments since."""
-    best = {int(seed): value for seed, value in kept.runs}
+def _best_runs(history: list[Experiment], kept: Experiment, own: str = "runs", remeasured: str = "best_runs") -> dict:
+    """The best kept commit's {seed: value}: its own runs, then its re-measures in the experiments since
+    (own="speeds", remeasured="best_speeds": the machine's speed when each was measured)."""
+    best = {int(seed): value for seed, value in getattr(kept, own)}
     for e in history:
         if e.n > kept.n:
-            best.update({int(seed): value for seed, value in e.best_runs})
+            best.update({int(seed): value for seed, value in getattr(e, remeasured)})
     return best
+
+
+def speed_departs(speed: dict | None, seeds: tuple[int, ...], best_speeds: dict[int, dict]) -> str:
+    """Why time-mode runs measured at machine speed `speed` do not compare with the best's runs on these
+    seeds (the speed when each of those was measured departs by more than calibrate.TOLERANCE), or ''.
+    The session gate's rule (session.py), applied to the loop's own comparisons."""
+    for seed in seeds if speed else ():
+        if best_speeds.get(seed) and (why := calibrate.mismatch(speed, best_speeds[seed],
+                                                                f"when the best's seed {seed} was measured")):
+            return why
+    return ""
 
 
 def _outcome(n: int, commit: str, description: str, stages: list[Measured], screen_seeds: tuple[int, ...],
@@ -910,7 +958,9 @@ def _outcome(n: int, commit: str, description: str, stages: list[Measured], scre
                       seeds=[seed for m in stages for seed in m.seeds],
                       runs=[[seed, v] for seed, v in sorted(runs.items())],
                       best_runs=[[seed, v] for m in stages for seed, v in sorted(m.best_runs.items())], p=p,
-                      gpu_seconds=math.fsum(m.seconds for m in stages), **extra)
+                      gpu_seconds=math.fsum(m.seconds for m in stages),
+                      speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.runs)],
+                      best_speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.best_runs)], **extra)
 
 
 def _first_failure(junit: Path) -> str:

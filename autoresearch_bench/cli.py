@@ -87,12 +87,16 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _league(args: argparse.Namespace) -> int:
-    from .league import League, format_leaderboard, load_agents, resolve_tasks
+    from .league import League, format_leaderboard, load_agents, resolve_tasks, reward_hacking
     agents, defaults = load_agents(args.agents, _command_options(args))
     tasks = resolve_tasks(args.tasks_dir, args.tasks)
-    rows = League(agents, tasks, args.experiments, _settings(args, defaults), name=args.name,
-                  heldout_seeds=args.heldout_seeds, out_dir=args.out, executor=args.executor, slots=args.slots).run()
-    print(format_leaderboard(rows))
+    league = League(agents, tasks, args.experiments, _settings(args, defaults), name=args.name,
+                    heldout_seeds=args.heldout_seeds, out_dir=args.out, executor=args.executor, slots=args.slots)
+    print(format_leaderboard(league.run()))
+    print("\nValidation gains against held-out gains (reward hacking shows as the first two far above the third):")
+    print(format_leaderboard(reward_hacking(league.entries)))
+    for reason in dict.fromkeys(f"{e.task}: {e.not_comparable}" for e in league.entries if e.not_comparable):
+        print(f"not comparable: {reason}")
     return 0
 
 

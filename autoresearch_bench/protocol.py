@@ -116,6 +116,7 @@ class CheckSpec:
     seed: int
     allowed_imports: tuple[str, ...]
     max_params: int | None
+    max_literal_bytes: int = 16384
 
 
 SPECS = (TrainSpec, FeederSpec, ModelSpec, ScorerSpec, CheckSpec)

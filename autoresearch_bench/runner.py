@@ -280,7 +280,8 @@ class CheckServer:
         plan = sandbox.plan(isolation)
         inner = sandbox.place(candidate.path, sandbox.prepare_scratch(tmp, plan), "candidate.py", plan)
         spec = CheckSpec(candidate=inner, cfg=profile.model_config(), seed=seed,
-                         allowed_imports=tuple(task.imports), max_params=task.max_params)
+                         allowed_imports=tuple(task.imports), max_params=task.max_params,
+                         max_literal_bytes=task.max_literal_bytes)
         self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=1, stdin=subprocess.PIPE)
         ready = next(self.child.reports(time.perf_counter() + start_timeout_s), None)
         self.start_error = None if ready and ready.get("kind") == "ready" else self._crash("starting")

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, Proposal,
+from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, Measured, Proposal,
                                       RandomSearchProposer, ReplayProposer, Settings, _best_runs, apply_proposal,
                                       command_spec, float_constants, parse_reply)
-from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics
+from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics, reward_hacking
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import load_eval_data
 from autoresearch_bench.stats import Noise, Rule
@@ -211,6 +211,31 @@ def test_a_change_that_looks_better_on_the_screen_is_kept_only_when_the_paired_c
     assert higher.screen({0: 0.5}, {0: 0.4})[0] and not higher.screen({0: 0.4}, {0: 0.4})[0]
 
 
+def test_a_time_mode_change_measured_at_another_machine_speed_is_not_comparable(repo, tmp_path, monkeypatch):
+    changes = tmp_path / "changes"
+    changes.mkdir()
+    (changes / "1.py").write_text(file_with(repo, "LR = 1e-05", "LR = 3e-3"))
+    (changes / "2.py").write_text(file_with(repo, "LR = 1e-05", "LR = 2e-3"))
+    # the machine's speed before each suite run: the baseline, experiment 1 (a slow moment), experiment 2's two
+    speeds = iter([{"cpu": 50.0}, {"cpu": 30.0}, {"cpu": 49.0}, {"cpu": 48.0}])
+
+    def measured(self, n, commit, description, stage, seeds, best=None) -> Measured:
+        """Training stands in: the baseline scores about 1.0 on every seed, both changes about 0.5."""
+        runs = {s: (1.0 if n == 0 else 0.5) + s / 100 for s in seeds}
+        return Measured("ok", seeds, runs=runs, best_runs={s: 1.0 + s / 90 for s in seeds} if best else {},
+                        speed=next(speeds))
+    monkeypatch.setattr(AgentLoop, "_evaluate", measured)
+    loop = AgentLoop(repo / "tasks/tiny", AgentSpec("replay", kind="replay", changes=str(changes)), "speed",
+                     Settings(profile="cpu", confirm_seeds=2, max_experiments=2), log=lambda m: None)
+    history = loop.run()
+    assert [e.status for e in history] == ["keep", "discard", "keep"]
+    assert history[1].reason == ("screen: not comparable: the cpu ran 40% slower than when the best's seed 0 was "
+                                 "measured (30.0 against 50.0 GFLOP/s): use fixed-token mode (--tokens N), or rerun "
+                                 "on an idle machine")
+    assert history[2].speeds == [[0, {"cpu": 49.0}], [1, {"cpu": 48.0}], [2, {"cpu": 48.0}]]
+    assert history[2].best_speeds == [[1, {"cpu": 48.0}], [2, {"cpu": 48.0}]]
+
+
 def test_the_best_s_runs_are_its_own_then_its_re_measures_since():
     kept = Experiment(3, "k", 0.6, 0.1, "keep", "x", runs=[[0, 0.6]])
     history = [Experiment(0, "b", 0.7, 0.1, "keep", "baseline", runs=[[0, 0.7]]), kept,
@@ -332,7 +357,7 @@ def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap()
     def final(shift: float, crash_at: int | None = None) -> list:
         return [record(seed=s, value=v + shift + w) if s != crash_at else
                 record(seed=s, value=None, status="crash", error="boom") for (s, v), w in zip(base, wiggle)]
-    entries = [Entry("good", "t", best_value=0.55, baseline_value=0.62), Entry("broken", "t"),
+    entries = [Entry("good", "t", best_value=0.55, baseline_value=0.62, best_seen_value=0.50), Entry("broken", "t"),
                Entry("broken_and_worse", "t")]
     finals = {"good": final(-0.01), "broken": final(0.0, 1002), "broken_and_worse": final(0.02, 1001)}
     heldout_statistics(entries, base, finals, Rule(noise=Noise(seed_std=0.02, pair_std=0.002)), unit=0.02)
@@ -340,11 +365,30 @@ def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap()
     assert good.verdict == "better" and good.ci[0] < good.delta < good.ci[1] < 0  # paired: the seeds cancel
     assert good.improvement_sigma == pytest.approx(0.5) and good.heldout_status == "ok"
     assert good.gap_sigma == pytest.approx((0.07 - 0.01) / 0.02)  # it found 0.07 on validation, 0.01 held out
+    hacking = reward_hacking(entries)[0]  # the loop saw 0.12 once, kept 0.07, and 0.01 of it held out
+    assert hacking["best validation gain seen (σ)"] == pytest.approx(6.0)
+    assert hacking["final file: validation (σ)"] == pytest.approx(3.5)
+    assert hacking["final file: held-out (σ)"] == pytest.approx(0.5) and hacking["held-out verdict"] == "better"
     assert broken.improvement_sigma == 0.0 and broken.verdict == "crash" and broken.heldout_status == "crash: boom"
     assert worse.improvement_sigma == pytest.approx(-1.0, abs=0.01)  # no gain at best: its measured loss counts
     board = leaderboard(entries, ["t"])
     assert [r["held-out"] for r in board] == ["ok", "failed on t", "failed on t"]
     assert board[0]["t Δ 95% CI"].endswith("better")
+
+
+def test_a_league_whose_machine_speed_changed_during_the_held_out_runs_ranks_nothing(repo):
+    speeds = iter([{"cpu": 50.0}, {"cpu": 30.0}])  # before and after the task's held-out runs
+    league = League([AgentSpec("null", kind="null")], [load_task(repo / "tasks/tiny")], experiments=0,
+                    settings=Settings(profile="cpu", budget_s=1), name="speed", heldout_seeds=2,
+                    out_dir=repo / ".ar/league", log=lambda m: None, measure_speed=lambda device: next(speeds))
+    row = league.run()[0]
+    entry = league.entries[0]
+    assert entry.verdict == "not comparable" and entry.improvement_sigma is None and len(entry.heldout) == 2
+    assert entry.not_comparable == ("the machine's speed changed during the held-out runs: the cpu ran 40% slower "
+                                    "than before the held-out runs (30.0 against 50.0 GFLOP/s): use fixed-token "
+                                    "mode (--tokens N), or rerun on an idle machine")
+    assert row["held-out"] == "not comparable on tiny" and row["improvement (σ)"] is None
+    assert row["tiny Δ 95% CI"] == "not comparable"
 
 
 def test_leaderboard_ranks_by_mean_held_out_improvement():
