@@ -86,7 +86,6 @@ from statistics import NormalDist
 from typing import Callable, Iterator
 
 from . import calibrate, process, sandbox, stats, storage
-from .data import cache_root
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
 from .process import kill_group
 from .task import Task, default_profile, load_task
@@ -689,7 +688,7 @@ class AgentLoop:
             self.log("warning: no Linux namespaces here: the agent command runs unisolated (it can read the data "
                      "cache and write the records); use --sandbox strict to refuse that")
         task_dir = self.worktree / self.task_rel
-        secrets = [cache_root(), self.out, self.repo / ".ar"]  # not shown anyway, unless under a shown folder
+        secrets = [self.out, self.repo / ".ar"]  # not shown anyway, unless under a shown folder (the cache: wrap)
         hidden = [str(p) for p in secrets if not task_dir.is_relative_to(p)]
         return CommandProposer(self.spec, self.out / "logs", self.children, plan, self.profile.device, hidden)
 

@@ -17,8 +17,8 @@ Held-out rows apart. The league ranks agents on rows that no experiment is score
 follow the validation rows in the packing of the validation documents. `eval_split` cuts both once
 per setting into files of their own, and a run's scorer is handed only the file of its split, so an
 experiment's ScorerSpec never names the held-out rows. The cache holds secrets besides: val/ (the
-validation text) and private/ (the documents both splits come from, the held-out rows) are mode 0700,
-their files 0600, readable by the harness's user alone, and no sandbox shows the cache at all
+validation text), splits/ (the validation rows) and private/ (the documents both splits come from, the
+held-out rows) are mode 0700, their files 0600, readable by the harness's user alone, and no sandbox shows the cache at all
 (sandbox.py); so neither an agent command (uid 65534, or a user namespace that does not mount it)
 nor a candidate's model process can open them. During the league's final scoring a model process
 necessarily receives the held-out rows' input tokens, batch by batch through shared memory, never
@@ -312,8 +312,8 @@ def _read_prepared(root: Path, log: Callable[[str], None] = print) -> PreparedDa
 
 
 def _close_private(root: Path) -> None:
-    """val/ and private/ (and what they hold) readable by this user alone."""
-    for folder in (root / "val", root / "private"):
+    """val/, splits/ and private/ (and what they hold) readable by this user alone."""
+    for folder in (root / "val", root / "splits", root / "private"):
         with contextlib.suppress(OSError):  # a cache of another user's: theirs to close
             folder.chmod(0o700)
             for path in folder.iterdir():

@@ -119,7 +119,7 @@ def _with_command_options(table: dict, extra: dict) -> dict:
     if table.get("kind") != "command" or not extra:
         return table
     return {**table, "env": [*table.get("env", []), *extra.get("env", [])],
-            "ro": [*table.get("ro", []), *extra.get("ro", [])], "offline": table.get("offline") or extra.get("offline")}
+            "ro": [*table.get("ro", []), *extra.get("ro", [])], "offline": bool(table.get("offline") or extra.get("offline"))}
 
 
 @dataclass

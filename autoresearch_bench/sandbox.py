@@ -164,13 +164,14 @@ def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: li
          hidden: list[str] = (), writable: list[tuple[str, str]] = (), network: bool = False,
          cwd: str = SCRATCH) -> list[str]:
     """The command, entered into the sandbox with tmp/root as its new root and scratch as /scratch;
-    the files in `hidden` (and the harness's own corpus) are covered by /dev/null there. `writable`:
+    the files in `hidden` (and the harness's own corpus and data cache) are covered there. `writable`:
     (folder here, where it appears inside) pairs bound read-write; `network`: keep the machine's
     network (no network namespace; the agent's API calls); `cwd`: where the command starts."""
     if not plan_.isolated:
         return command
+    from .data import cache_root  # not shown anyway; covered in case it lies under a shown folder
     hide_list = tmp / "hidden.txt"
-    hide_list.write_text("\n".join([str(PACKAGE / "corpus"), *hidden]))
+    hide_list.write_text("\n".join([str(PACKAGE / "corpus"), str(cache_root()), *hidden]))
     prefix = [a for a in plan_.prefix if not (network and a == "--net")]
     args = [*prefix, sys.executable, "-I", os.path.realpath(__file__), "--root", str(tmp / "root"),
             "--scratch", str(scratch), "--hide-list", str(hide_list), "--cwd", cwd]

@@ -85,10 +85,10 @@ def test_bad_spec_is_a_one_line_data_error(cache, spec, message):
 
 def test_validation_documents_and_held_out_rows_are_the_harness_s_alone(cache):
     prepared = prepare(EMBEDDED, "tiny", log=lambda m: None)
-    held_out = data.eval_split(prepared, 4096, 64, split="test")
-    for path in (prepared.val_tokens, held_out, prepared.root / "val" / "val.parquet"):
+    held_out, scored = data.eval_split(prepared, 4096, 64, split="test"), data.eval_split(prepared, 4096, 64)
+    assert held_out.parent == prepared.root / "private" and scored.parent == prepared.root / "splits"
+    for path in (prepared.val_tokens, held_out, scored, prepared.root / "val" / "val.parquet"):
         assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700, path
-    assert data.eval_split(prepared, 4096, 64).parent == prepared.root / "splits"  # the scored rows
     with pytest.raises(DataError, match="eval_split must be one of val, test"):
         data.eval_split(prepared, 4096, 64, split="heldout")
 
