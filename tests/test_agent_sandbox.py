@@ -119,7 +119,7 @@ def attacked(request, tmp_path_factory) -> Attacked:
     task = load_task(task_dir)
     prepared = data.prepare(task.profile("cpu").data, task.name, log=lambda m: None)
     plan = ["reads", "writes_records", "edits_outside", "daemon", "memory"]
-    plan += ["honest", "processes"] if request.param == "unprivileged" else []
+    plan += ["honest", "processes"] if request.param == "unprivileged" else ["processes"]  # honest: once
     marker = f"{os.getpid()}.{len(request.param)}4242"
     spec = AgentSpec("hostile", kind="command", cmd=f"{sys.executable} {helper / 'attacker.py'} {helper / 'targets.json'}",
                      ro=[str(helper)])
@@ -197,8 +197,6 @@ def test_an_agent_that_exhausts_memory_fails_its_experiment_with_the_reason(atta
 
 
 def test_a_fork_bomb_is_stopped_at_the_process_limit(attacked):
-    if "processes" not in attacked.targets["plan"]:
-        pytest.skip("run once, as uid 65534")
     n = attacked.targets["plan"].index("processes") + 1
     e = attacked.experiments[n]
     assert e["status"] == "discard" and "processes (limit 20); it was killed" in e["reason"], e["reason"]
