@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import resource
 import shutil
 import signal
@@ -169,6 +170,7 @@ class Experiment:
     best_speeds: list[list] = field(default_factory=list)  # the same for best_runs
     p: float | None = None  # the confirmation's paired p
     gpu_seconds: float = 0.0  # device time of the runs (training, evaluation, start-up), both sides
+    split: dict[str, float] = field(default_factory=dict)  # where the experiment's wall time went (SPLIT)
 
     def tsv_row(self) -> str:
         cells = (self.commit, f"{self.value if self.value is not None else 0.0:.6f}", f"{self.memory_gb:.1f}",
@@ -635,7 +637,26 @@ class Measured:
     runs: dict[int, float] = field(default_factory=dict)
     best_runs: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
+    split: dict[str, float] = field(default_factory=dict)
     speed: dict | None = None  # the machine's speed before these runs (calibrate; time mode only)
+
+
+# Where an experiment's wall time goes, summed over its stages and runs: the pytest runs' wall, the
+# checks (JUnit times of the items that are not benchmarks), the runs' parts (runner.py's split) and
+# the training itself; "other" is the rest (pytest's start and collection, git, the records).
+SPLIT = ("wall", "checks", "data", "cache_copy", "process_start", "setup", "training", "evaluation", "audit",
+         "other")
+
+
+def time_split(wall: float, checks: float, records: list) -> dict[str, float]:
+    """An experiment stage's SPLIT from its pytest wall time, its checks' time and its run records."""
+    parts = {"wall": wall, "checks": checks}
+    for key in ("data", "cache_copy", "process_start", "setup", "audit"):
+        parts[key] = math.fsum(r.extra.get("split", {}).get(key, 0.0) for r in records)
+    parts["training"] = math.fsum(r.seconds for r in records)
+    parts["evaluation"] = math.fsum(r.eval_seconds for r in records)
+    parts["other"] = wall - math.fsum(v for k, v in parts.items() if k != "wall")
+    return {k: round(parts[k], 2) for k in SPLIT}
 
 
 _WORKTREES = threading.Lock()
@@ -652,6 +673,7 @@ class AgentLoop:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", tag):
             raise AgentError(f"tag {tag!r}: use letters, digits, '.', '_' and '-' only")
         self.spec, self.tag, self.settings, self.log, self.baseline = spec, tag, settings, log, baseline
+        self.start_commit: str | None = None  # set by run()
         self.gpu = gpu
         self.children = Children({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
         task_dir = Path(task_dir).resolve()
@@ -777,7 +799,8 @@ class AgentLoop:
         runs = len(seeds) * (2 if best else 1)
         limit = s.run_timeout_s or runs * (budget * (4 if s.max_tokens else 1) + p.startup_allowance_s
                                            + p.eval_timeout_s) + 300
-        expired = threading.Event()
+        cmd += ["--ar-trusted-ref", self.start_commit or "none"]  # the loop's start: its runs alone publish kernels
+        expired, wall = threading.Event(), time.perf_counter()
         with open(log_path, "w") as log_file, self.children.start(
                 cmd, env={"PYTHONDONTWRITEBYTECODE": "1"}, cwd=self.worktree, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True) as proc:
@@ -791,13 +814,15 @@ class AgentLoop:
                 code = proc.wait()
             finally:
                 timer.cancel()
+        wall = time.perf_counter() - wall
         records = [r for r in storage.read_results(self.bench_tsv.with_suffix(".jsonl"))[before:]
                    if r.task == self.task.name]
         memory = max((r.peak_mem_gb for r in records), default=0.0)
         seconds = math.fsum(r.seconds + r.overhead_seconds for r in records)
+        split = time_split(wall, _check_seconds(junit), records)
         speed = next((r.extra["calibration"] for r in records if r.extra.get("calibration")), None)
         measured = lambda status, reason="", mine=(), theirs=(): Measured(status, seeds, reason, memory, dict(mine),
-                                                                          dict(theirs), seconds, speed)
+                                                                          dict(theirs), seconds, split, speed)
         if expired.is_set():
             return measured("crash", f"{stage}: the suite ran past {limit:.0f} s and was killed (log: {log_path})")
         if code not in (0, 1):
@@ -817,6 +842,8 @@ class AgentLoop:
     def run(self) -> list[Experiment]:
         self._prepare_worktree()
         history = self.history()
+        # the commit the loop started from (experiment 0's): the only file whose runs publish compile caches
+        self.start_commit = history[0].commit if history else self._git("rev-parse", "--short=7", "HEAD").strip()
         kept = [e for e in history if e.status == "keep"]
         if kept:
             self._reset(kept[-1].commit)
@@ -880,9 +907,10 @@ class AgentLoop:
                            + proposal.completion_tokens * self.spec.price_out) / 1e6}
         stages: list[Measured] = []
 
-        def end(status: str, reason: str, commit: str = head, p: float | None = None) -> Experiment:
+        def end(status: str, reason: str, commit: str = head, p: float | None = None, note: str = "") -> Experiment:
             if status != "keep":
                 self._reset(kept.commit)
+            reason = f"{reason}; {note}" if note else reason
             e = _outcome(n, commit, proposal.description, stages, rule.screen_seeds, status, reason, p,
                          started_at=started, seconds=time.monotonic() - t0, **tokens)
             self.log(f"experiment {n}: {status}" + (f" ({reason})" if reason else "")
@@ -904,6 +932,12 @@ class AgentLoop:
                                   f"({', '.join(sorted(allowed))})")
         if not paths:
             return end("discard", "the change is empty")
+        editable = self.task.editable[0]
+        if dead := self.profile.dead_edits((self.worktree / self.task_rel / editable).read_text(),
+                                           self._git("show", f"{kept.commit}:{self.task_rel}/{editable}")):
+            note = f"profile {self.profile.name} sets {', '.join(dead)}: these edits have no effect on it"
+            self.log(f"experiment {n}: {note}")
+            end = functools.partial(end, note=note)
         commit = self._commit(kept.commit, f"experiment {n}: {proposal.description}")
         best, best_speeds = _best_runs(history, kept), _best_runs(history, kept, "speeds", "best_speeds")
         for stage, seeds in (("screen", rule.screen_seeds), ("confirm", rule.confirm_seeds)):
@@ -959,7 +993,18 @@ def _outcome(n: int, commit: str, description: str, stages: list[Measured], scre
                       best_runs=[[seed, v] for m in stages for seed, v in sorted(m.best_runs.items())], p=p,
                       gpu_seconds=math.fsum(m.seconds for m in stages),
                       speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.runs)],
-                      best_speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.best_runs)], **extra)
+                      best_speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.best_runs)],
+                      split={k: round(math.fsum(m.split.get(k, 0.0) for m in stages), 2) for k in SPLIT} if stages
+                      else {}, **extra)
+
+
+def _check_seconds(junit: Path) -> float:
+    """The time of a JUnit report's check items (every test but the benchmarks, test_benchmark*)."""
+    try:
+        cases = ET.parse(junit).getroot().iter("testcase")
+        return math.fsum(float(c.get("time") or 0) for c in cases if not c.get("name", "").startswith("test_benchmark"))
+    except (OSError, ET.ParseError, ValueError):
+        return 0.0
 
 
 def _first_failure(junit: Path) -> str:

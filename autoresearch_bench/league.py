@@ -84,7 +84,7 @@ from typing import Callable
 
 from tabulate import tabulate
 
-from . import calibrate, stats, storage
+from . import calibrate, compile_cache, stats, storage
 from .agent import NOT_COMPARABLE, SPEED_ADVICE, AgentError, AgentLoop, AgentSpec, Experiment, Settings
 from .executor import Run, gpu_for, make_executor, visible_gpus
 from .patch import git
@@ -398,7 +398,8 @@ class League:
         records: dict[str, list[storage.RunRecord]] = {d: [] for d in files}
         s, results = self.settings, (self.out / "heldout.tsv", self.out / "heldout.jsonl")
         options = {"budget_s": s.budget_s, "max_tokens": s.max_tokens, "isolation": s.sandbox, "eval_split": "test",
-                   "results_paths": results}
+                   "results_paths": results,  # the baseline's runs alone publish compile caches
+                   "trusted_sources": frozenset({compile_cache.source_digest(files[owner["baseline"]])})}
         runs = [Run(task, first.profile, Candidate(f"heldout-{digest}", path, "league"), seed,
                     {**options, "description": f"held-out {digest}"})
                 for seed in range(1000, 1000 + self.heldout_seeds)  # seeds the agents' runs never used

@@ -80,6 +80,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ar-base-ref", default=None, metavar="REF",
                     help="base of the change under test: a change outside the tasks' editable files fails "
                          "the session; with no stored baseline, REF's train.py is measured side by side")
+    group.addoption("--ar-trusted-ref", default=None, metavar="REF",
+                    help="whose compile cache later runs start from: the runs of REF's train.py publish theirs "
+                         "(default: --ar-base-ref, else HEAD); see autoresearch_bench/compile_cache.py")
     group.addoption("--ar-baseline", default="auto", metavar="auto|none|PATH",
                     help="baseline to compare with: auto = baselines/<task>/<machine fingerprint>.json")
     group.addoption("--ar-save-baseline", action="store_true",
@@ -101,6 +104,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="runs at once: local, N child processes (default 1), each on a free GPU of its own where "
                          "there are several, else sharing the device (then compare in fixed-token mode); "
                          "ray, the most in flight")
+
+
+def _trusted_ref(config: pytest.Config) -> str | None:
+    """--ar-trusted-ref, else --ar-base-ref, else HEAD; "none" trusts no file."""
+    ref = config.getoption("ar_trusted_ref") or config.getoption("ar_base_ref") or "HEAD"
+    return None if ref == "none" else ref
 
 
 def _seeds(value: str) -> int | str:
@@ -221,7 +230,8 @@ def pytest_configure(config: pytest.Config) -> None:
         baseline=config.getoption("ar_baseline"), baselines_dir=Path(config.rootpath) / "baselines",
         save_baseline=config.getoption("ar_save_baseline"), base_ref=config.getoption("ar_base_ref"),
         min_effect=config.getoption("ar_min_effect"), fail_on_regression=config.getoption("ar_fail_on_regression"),
-        scratch=Path(config.rootpath) / ".ar", isolation=config.getoption("ar_sandbox"))
+        scratch=Path(config.rootpath) / ".ar", isolation=config.getoption("ar_sandbox"),
+        trusted_ref=config.getoption("ar_trusted_ref") or config.getoption("ar_base_ref") or "HEAD")
     config.stash[SESSION] = BenchmarkSession(options, log=lambda m: state.write(f"[autoresearch] {m}"),
                                              on_progress=state.progress, executor=_executor(config))
     if _xdist_role(config) == "controller":
@@ -246,6 +256,9 @@ def _option_errors(config: pytest.Config) -> list[str]:
         if not Path(value).is_file() and not _is_commit(root, value):
             errors.append(f"--ar-candidate {value}: no such file, and no commit of that name in the git repository "
                           f"at {root}; give a file with the task contract, or a branch, tag or commit")
+    if (trusted := get("ar_trusted_ref")) and not _is_commit(root, trusted):
+        errors.append(f"--ar-trusted-ref {trusted}: no commit of that name in the git repository at {root}; "
+                      f"name a branch, tag or commit")
     if (base := get("ar_base_ref")) and not _is_commit(root, base):
         errors.append(f"--ar-base-ref {base}: no commit of that name in the git repository at {root}; "
                       f"give a branch, tag or commit (e.g. origin/main)")

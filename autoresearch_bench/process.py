@@ -150,7 +150,7 @@ def _parse(line: bytes) -> dict | None:
 def start(entry: tuple[str, ...], spec, tmp: Path, plan: sandbox.Plan, *, device: str = "cpu", gpu: str | None = None,
           pass_fds: tuple[int, ...] = (), readonly: list[str] = (), threads: int | None = None,
           stdin=subprocess.DEVNULL, name: str | None = None, limits: bool = True,
-          hidden: list[str] = ()) -> Child:
+          hidden: list[str] = (), env: dict[str, str] | None = None) -> Child:
     """Start `python -m autoresearch_bench.ENTRY[0] *ENTRY[1:] SPEC` (sandboxed where plan says); tmp
     holds its scratch folder (tmp/work, the sandbox's /scratch), its spec and its log."""
     name = name or entry[-1]
@@ -161,8 +161,7 @@ def start(entry: tuple[str, ...], spec, tmp: Path, plan: sandbox.Plan, *, device
         os.chown(spec_path, plan.uid, plan.uid)
     inner = f"{sandbox.SCRATCH}/{spec_path.name}" if plan.isolated else str(spec_path)
     read_fd, write_fd = os.pipe()
-    env = child_env(gpu, threads)
-    env[protocol.RESULT_FD_ENV] = str(write_fd)
+    env = {**child_env(gpu, threads), **(env or {}), protocol.RESULT_FD_ENV: str(write_fd)}
     if not plan.isolated:
         env.update(HOME=str(scratch), TMPDIR=str(scratch))
     command = sandbox.wrap([sys.executable, "-m", f"autoresearch_bench.{entry[0]}", *entry[1:], inner], plan, tmp, scratch,

@@ -25,10 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import data, process, sandbox, storage
+from . import compile_cache, data, process, sandbox, storage
 from .protocol import CheckSpec, FeederSpec, ScorerSpec, TrainSpec
 from .task import Profile, Task
 
+COMPILE_CACHE = "compile-cache"  # in the trainer's scratch folder: its private copy of the trusted cache
 TOKEN_MODE_TIME_FACTOR = 10  # in fixed-token mode the clock only stops runaways: 10 × the time budget
 FEEDER_REPORT_S = 10         # the feeder's final count, once the trainer is gone
 
@@ -66,12 +67,18 @@ def harness_digest(task: Task) -> str:
 def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
            plan: sandbox.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
            gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None) -> Path | None:
-    """The training half of a run; fills the record's training fields, returns the weights or None."""
+    """The training half of a run; fills the record's training fields, returns the weights or None.
+    The trainer compiles into a private copy of the trusted compile cache (compile_cache.py)."""
     (tmp / "feeder").mkdir()
     (tmp / "train").mkdir()
     scratch = sandbox.prepare_scratch(tmp / "train", plan)
     inner = sandbox.place(candidate.path, scratch, "candidate.py", plan)
+    split = record.extra.setdefault("split", {})
+    copied = time.perf_counter()
+    cache_env = compile_cache.private_copy(compile_cache.trusted_dir(task.name, profile.name, profile.device),
+                                           scratch / COMPILE_CACHE, f"{Path(inner).parent}/{COMPILE_CACHE}", plan.uid)
     started = time.perf_counter()
+    split["cache_copy"] = started - copied
     latest_start = started + profile.startup_allowance_s
     request_r, request_w = os.pipe()
     batch_r, batch_w = os.pipe()
@@ -85,14 +92,17 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
             candidate=inner, cfg=profile.model_config(), device=profile.device, seed=seed, budget_s=budget_s,
             max_tokens=max_tokens, latest_start=latest_start, memory_per_row_gb=profile.memory_per_row_gb,
             memory_overhead_gb=profile.memory_overhead_gb, request_fd=request_w, batch_fd=batch_r),
-            tmp / "train", plan, device=profile.device, gpu=gpu, threads=threads, pass_fds=(request_w, batch_r))
+            tmp / "train", plan, device=profile.device, gpu=gpu, threads=threads, pass_fds=(request_w, batch_r),
+            env=cache_env)
         for fd in (request_r, request_w, batch_r, batch_w):
             os.close(fd)
         limit = profile.startup_allowance_s + (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens
                                                else budget_s + grace_s(budget_s))
-        done_at, last_step = None, -1
+        done_at, called_at, last_step = None, None, -1
         for report in trainer.reports(started + limit):
-            if report.get("kind") == "progress":
+            if report.get("kind") == "started":
+                called_at = time.perf_counter()
+            elif report.get("kind") == "progress":
                 last_step = report.get("step", last_step)
                 if on_progress:
                     on_progress(report)
@@ -110,6 +120,9 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     t0 = float(served.get("t0", latest_start))
     record.steps = last_step + 1
     record.extra["train_wall"] = time.perf_counter() - started
+    if called_at is not None:  # where a trainer's start goes: the process and imports, then train()'s own setup
+        split["process_start"] = called_at - started
+        split["setup"] = max(0.0, min(t0, done_at or t0) - called_at)  # build, compile, warm-up: until the first batch
     result = trainer.last("result")
     if attempt := trainer.last("violation"):
         record.status, record.error = "violation", f"training: {attempt['error']}"
@@ -182,12 +195,13 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
                   results_paths: tuple[Path, ...] = (), description: str = "", isolation: str = "auto",
                   on_progress: Callable[[dict], None] | None = None, eval_split: str = "val",
                   gpu: str | None = None, log: Callable[[str], None] = print,
-                  threads: int | None = None) -> storage.RunRecord:
+                  threads: int | None = None, trusted_sources: frozenset[str] = frozenset()) -> storage.RunRecord:
     """Train and evaluate one candidate with one seed; always returns a record, never raises for
     a bad candidate (its failure is the record's status and error). eval_split "test" scores the
     held-out rows that follow the validation rows (the league's; see scorer.load_eval_data).
     gpu: run the children on that GPU alone (a CUDA_VISIBLE_DEVICES entry); None: as this process.
-    threads: torch threads per child (default: the cores this process may use)."""
+    threads: torch threads per child (default: the cores this process may use).
+    trusted_sources: sha256 digests of the files whose runs may publish their compile cache."""
     t_start = time.perf_counter()
     commit, dirty = storage.git_state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)
@@ -205,11 +219,12 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         return record
     try:
         prepared = data.prepare(profile.data, task.name, log=log)
+        record.extra["split"] = {"data": time.perf_counter() - t_start}
     except Exception as e:  # data problems are the task's, but the run must still be recorded
         record.error = f"data: {e}"
         return record
     try:
-        plan = sandbox.plan(isolation, profile.device)
+        plan = sandbox.plan(isolation, profile.device, memo_dir=data.cache_root() / "probes")
     except sandbox.SandboxError as e:
         record.error = str(e)
         return record
@@ -230,6 +245,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
                         visible_validation_files=len(exposed))
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     digest = harness_digest(task)
+    trusted = compile_cache.source_digest(candidate.path) in trusted_sources
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
         tmp = Path(name)
         os.chmod(tmp, 0o755)  # the sandbox's uid must reach the scratch folders below
@@ -246,6 +262,22 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         finally:
             if scorer is not None:
                 scorer.kill()
+        audited = time.perf_counter()
+        _audit(record, task, digest, marks)
+        if record.status == "ok" and trusted:  # a trusted file's kernels: the next runs start from them
+            try:
+                compile_cache.publish(tmp / "train" / "work" / COMPILE_CACHE,
+                                      compile_cache.trusted_dir(task.name, profile.name, profile.device))
+            except OSError as e:  # the run stands; only the next runs' compile is slower
+                log(f"[autoresearch] the compile cache was not kept ({e}); later runs compile anew")
+        record.extra["split"]["audit"] = time.perf_counter() - audited
+    record.overhead_seconds = time.perf_counter() - t_start - record.seconds
+    return record
+
+
+def _audit(record: storage.RunRecord, task: Task, digest: str, marks: dict[Path, object]) -> None:
+    """After the run: the harness's and task's files unchanged, the results files only appended to,
+    the memory within the task's limit; else the record becomes a violation."""
     tampered = [str(p) for p, m in marks.items() if not storage.appended_only(p, m)]
     if harness_digest(task) != digest:
         record.status, record.value = "violation", None
@@ -256,8 +288,6 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     elif record.status == "ok" and task.max_vram_gb and record.peak_mem_gb > task.max_vram_gb:
         record.status = "violation"
         record.error = f"memory limit: peak {record.peak_mem_gb:.1f} GB > limit {task.max_vram_gb} GB"
-    record.overhead_seconds = time.perf_counter() - t_start - record.seconds
-    return record
 
 
 def _cuda_available() -> bool:
@@ -282,7 +312,8 @@ class CheckServer:
         spec = CheckSpec(candidate=inner, cfg=profile.model_config(), seed=seed,
                          allowed_imports=tuple(task.imports), max_params=task.max_params,
                          max_literal_bytes=task.max_literal_bytes)
-        self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=1, stdin=subprocess.PIPE)
+        self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=process.usable_cores(),
+                                   stdin=subprocess.PIPE)
         ready = next(self.child.reports(time.perf_counter() + start_timeout_s), None)
         self.start_error = None if ready and ready.get("kind") == "ready" else self._crash("starting")
 

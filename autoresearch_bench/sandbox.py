@@ -39,8 +39,10 @@ it builds the new root under DIR, chroots into it and execs `setpriv ... CMD`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
+import hashlib
 import os
 import resource
 import shutil
@@ -102,10 +104,29 @@ def namespaces_available() -> Plan | None:
 
 
 @functools.cache
-def cuda_works_inside(plan_: Plan) -> bool:
-    """Whether a process in the sandbox still sees the GPU (a user namespace, or gVisor, hide it)."""
-    return _probe(plan_, [sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
-                  timeout=180)
+def cuda_works_inside(plan_: Plan, memo_dir: Path | None = None) -> bool:
+    """Whether a process in the sandbox still sees the GPU (a user namespace, or gVisor, hide it).
+    A yes is remembered in memo_dir until the machine reboots or its driver or Python changes: the
+    probe (a sandboxed `import torch` and CUDA start) costs seconds that every pytest process paid."""
+    key = hashlib.sha256("\0".join([plan_.level, sys.executable, _read("/proc/sys/kernel/random/boot_id"),
+                                    _read("/proc/driver/nvidia/version")]).encode()).hexdigest()[:16]
+    memo = memo_dir / f"cuda-inside-{key}" if memo_dir else None
+    if memo and memo.is_file():
+        return True
+    works = _probe(plan_, [sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+                   timeout=180)
+    if works and memo:
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.touch()
+    return works
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def _probe(plan_: Plan, command: list[str], timeout: float = 30) -> bool:
@@ -120,12 +141,13 @@ def _probe(plan_: Plan, command: list[str], timeout: float = 30) -> bool:
         return done.returncode == 0 and (command[-1].startswith("import torch") or (scratch / "ok").is_dir())
 
 
-def plan(level: str, device: str = "cpu") -> Plan:
-    """The isolation to run with; on CUDA, namespaces count only if the GPU still works inside."""
+def plan(level: str, device: str = "cpu", memo_dir: Path | None = None) -> Plan:
+    """The isolation to run with; on CUDA, namespaces count only if the GPU still works inside
+    (a yes remembered in memo_dir, see cuda_works_inside)."""
     if level not in LEVELS:
         raise SandboxError(f"--ar-sandbox must be one of {', '.join(LEVELS)}, not {level!r}")
     found = namespaces_available() if level != "off" else None
-    if found is not None and device == "cuda" and not cuda_works_inside(found):
+    if found is not None and device == "cuda" and not cuda_works_inside(found, memo_dir):
         found = None
     if found is None:
         if level == "strict":

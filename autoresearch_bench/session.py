@@ -45,6 +45,7 @@ The plugin owns pytest; this module owns the experiment.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -54,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import calibrate, stats, storage
+from . import calibrate, compile_cache, stats, storage
 from .executor import LocalExecutor, Run
 from .runner import TOKEN_MODE_TIME_FACTOR, Candidate
 from .task import Profile, Task, TaskError
@@ -100,6 +101,7 @@ class Options:
     fail_on_regression: bool = False
     scratch: Path = Path(".ar")
     isolation: str = "auto"
+    trusted_ref: str | None = None  # whose file's runs publish their compile cache (compile_cache.py)
 
     @property
     def results_jsonl(self) -> Path:
@@ -221,6 +223,7 @@ class BenchmarkSession:
         self.results: dict[tuple[str, str], CandidateResult] = {}
         self.pending: dict[str, list[CandidateResult]] = defaultdict(list)  # task → not yet run
         self.baselines: dict[str, storage.Baseline | None] = {}  # task → its stored baseline, if any
+        self.trusted: dict[str, frozenset[str]] = {}  # task → digests of its trusted file
 
     def plan(self, task: Task, profile: Profile, candidate: Candidate) -> CandidateResult:
         key = (task.name, candidate.name)
@@ -235,6 +238,10 @@ class BenchmarkSession:
         return self.results[key]
 
     def _add(self, task: Task, profile: Profile, candidate: Candidate) -> None:
+        if candidate.name != BASE and candidate.path.resolve() != task.train_file.resolve() and (
+                dead := profile.dead_edits(candidate.path.read_text(), task.train_file.read_text())):
+            self.log(f"{task.name}/{candidate.name}: profile {profile.name} sets {', '.join(dead)}: "
+                     f"edits of these defaults have no effect on this profile")
         entry = CandidateResult(task, profile, candidate)
         self.results[(task.name, candidate.name)] = entry
         self.pending[task.name].append(entry)
@@ -303,6 +310,17 @@ class BenchmarkSession:
                 self._decide(task, queue)
         return mine
 
+    def _trusted_sources(self, task: Task) -> frozenset[str]:
+        """The digest of the task's file at --ar-trusted-ref (none outside git): its runs publish their
+        compile cache."""
+        if task.name not in self.trusted:
+            self.trusted[task.name] = frozenset()
+            if ref := self.options.trusted_ref:
+                with contextlib.suppress(TaskError):
+                    self.trusted[task.name] = frozenset({compile_cache.source_digest(
+                        file_at_ref(task, ref, self.options.scratch / "trusted")[0])})
+        return self.trusted[task.name]
+
     def _add_seeds(self, task: Task, queue: list[CandidateResult]) -> None:
         """--ar-seeds auto: one more seed at a time for the candidates whose question is open (and the
         base beside them), until none is open, the last look, or a seed the stored baseline lacks."""
@@ -321,7 +339,8 @@ class BenchmarkSession:
         in time mode with the machine's speed measured before and after."""
         o = self.options
         options = dict(budget_s=o.budget_s, max_tokens=o.max_tokens, results_paths=(o.results_tsv, o.results_jsonl),
-                       description=o.description, isolation=o.isolation)
+                       description=o.description, isolation=o.isolation,
+                       trusted_sources=self._trusted_sources(queue[0].task))
         runs = [Run(e.task, e.profile, e.candidate, seed, {**options, "description": o.description or e.label})
                 for seed in seeds for e in queue]
         entry = lambda run: self.results[(run.task.name, run.candidate.name)]

@@ -40,6 +40,9 @@ memory_per_row_gb re-measured from the run's peak_mem_gb).
 """
 from __future__ import annotations
 
+import ast
+import contextlib
+import operator
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +99,14 @@ class Profile:
         """The cfg dict a candidate's build_model(cfg) receives."""
         return {**self.config, "vocab_size": self.vocab_size, "seq_len": self.seq_len}
 
+    def dead_edits(self, source: str, reference: str) -> list[str]:
+        """The config keys this profile sets whose default `source` changed from `reference`'s (the
+        file it was edited from): such an edit has no effect on this profile. Defaults are the
+        constant class-level fields of the files (train.py's `Hyper`)."""
+        mine, theirs = source_defaults(source), source_defaults(reference)
+        return [f"{k}={v!r} (the file says {mine[k]!r})" for k, v in self.config.items()
+                if k in mine and k in theirs and mine[k] != theirs[k] and mine[k] != v]
+
 
 @dataclass(frozen=True)
 class Task:
@@ -140,6 +151,48 @@ class Task:
 _PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "eval_batch_size",
                  "eval_timeout_s", "min_effect", "data", "config", "match", "min_memory_gb",
                  "memory_per_row_gb", "memory_overhead_gb", "noise"}
+
+
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+               ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.USub: operator.neg}
+
+
+def _constant(node: ast.AST) -> Any:
+    """The value of a constant or of arithmetic on numeric constants (2**19, 3e-4 * 2); else a
+    ValueError. Nothing is executed."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _ARITHMETIC:
+        return _ARITHMETIC[type(node.op)](_number(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        left, right = _number(node.left), _number(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:
+            raise ValueError("exponent too large")
+        return _ARITHMETIC[type(node.op)](left, right)
+    raise ValueError("not a constant")
+
+
+def _number(node: ast.AST) -> int | float:
+    value = _constant(node)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("not a number")
+    return value
+
+
+def source_defaults(source: str) -> dict[str, Any]:
+    """name → value of every `name: type = constant` in a class body of a Python source (train.py's
+    Hyper), arithmetic on numbers included; {} if it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    found = {}
+    for cls in ast.walk(tree):
+        for node in cls.body if isinstance(cls, ast.ClassDef) else ():
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                with contextlib.suppress(ValueError, ArithmeticError):
+                    found[node.target.id] = _constant(node.value)
+    return found
 
 
 def noise_key(mode: str, budget: float) -> str:

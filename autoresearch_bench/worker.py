@@ -63,10 +63,13 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
 
     from . import device as device_info
     from .context import BatchClient, TrainContext
+    from .task import source_defaults
 
     _seed_everything(spec.seed)
-    # chosen here, in the process that trains, so that free memory is what this run will find
-    settings = device_info.choose_settings(spec.cfg, device_info.detect() if spec.device == "cuda" else None,
+    # chosen here, in the process that trains, so that free memory is what this run will find; the
+    # batch sizes are the file's own defaults (its Hyper) where the profile leaves them to it
+    batches = source_defaults(Path(spec.candidate).read_text())
+    settings = device_info.choose_settings({**batches, **spec.cfg}, device_info.detect() if spec.device == "cuda" else None,
                                            spec.memory_per_row_gb, spec.memory_overhead_gb)
     module = load_candidate(spec.candidate)
     last, mfus = {"step": -1}, []
@@ -86,6 +89,7 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
     client = BatchClient(spec.request_fd, spec.batch_fd, spec.latest_start)
     ctx = TrainContext(device=spec.device, seed=spec.seed, cfg=spec.cfg, budget_s=spec.budget_s,
                        max_tokens=spec.max_tokens, client=client, settings=settings, progress_out=Progress())
+    emit("started")  # the process is up (imports, CUDA, the candidate): train()'s own setup follows
     model = module.train(ctx)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"train(ctx) returned {type(model).__name__}, not a torch.nn.Module")

@@ -2,9 +2,10 @@
 one GPU-resident random batch, so the step time is the model's and the optimizer's alone (the
 ceiling the real run, whose batches come from the feeder, is measured against).
 
-    python benchmarks/step_time.py tasks/gpt_pretrain h100 [STEPS]
+    python benchmarks/step_time.py tasks/gpt_pretrain h100 [STEPS] [--profile]
 
-Prints per-step milliseconds, tokens/s and peak memory. The real run's figures come from
+Prints per-step milliseconds, tokens/s and peak memory; with --profile, also torch.profiler's table
+of the GPU time of three steps after ten, by kernel (where a step's time goes). The real run's figures come from
 `benchmarks/boundary_cost.py` (the whole pipeline: feeder, sandboxed trainer, scorer).
 """
 import importlib.util
@@ -20,7 +21,11 @@ from autoresearch_bench.task import load_task
 
 task = load_task(sys.argv[1])
 profile = task.profile(sys.argv[2])
-steps = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+args = [a for a in sys.argv[3:] if a != "--profile"]
+steps = int(args[0]) if args else 30
+profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+                                  schedule=torch.profiler.schedule(wait=10, warmup=2, active=3, repeat=1)) \
+    if "--profile" in sys.argv else None
 spec = importlib.util.spec_from_file_location("candidate", task.train_file)
 candidate = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(candidate)
@@ -56,6 +61,8 @@ class Log:
         if self.last is not None:
             self.times.append(now - self.last)
         self.last = now
+        if profiler:
+            profiler.step()
 
     def flush(self):
         pass
@@ -76,8 +83,14 @@ ctx = ResidentContext(device="cuda", seed=0, cfg=cfg, budget_s=1e9, max_tokens=s
                       settings=choose_settings(cfg, detect(), profile.memory_per_row_gb, profile.memory_overhead_gb),
                       progress_out=log)
 t0 = time.perf_counter()
+if profiler:
+    profiler.start()
 candidate.train(ctx)
 torch.cuda.synchronize()
+if profiler:
+    profiler.stop()
+    events = profiler.key_averages()
+    print(events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70))
 tail = log.times[5:]
 print(f"{len(log.times) + 1} steps in {time.perf_counter() - t0:.1f} s (compile included); step ms after 5: "
       f"median {1e3 * statistics.median(tail):.0f} min {1e3 * min(tail):.0f} max {1e3 * max(tail):.0f}; "

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from autoresearch_bench import device
 from autoresearch_bench.context import TrainContext
 from autoresearch_bench.device import DeviceInfo, SettingsError, choose_settings, fit_batch
-from autoresearch_bench.task import TaskError, default_profile, load_task
+from autoresearch_bench.task import TaskError, default_profile, load_task, source_defaults
 
 GPT = Path(__file__).parent.parent / "tasks" / "gpt_pretrain"
 
@@ -31,8 +31,10 @@ def gpt():
 
 
 def settings_for(task, dev):
+    """As the training process chooses them: the file's batch defaults under the profile's config."""
     profile = default_profile(task, cuda_available=dev is not None, device=dev)
-    return profile, choose_settings(profile.model_config(), dev, profile.memory_per_row_gb, profile.memory_overhead_gb)
+    cfg = {**source_defaults(task.train_file.read_text()), **profile.model_config()}
+    return profile, choose_settings(cfg, dev, profile.memory_per_row_gb, profile.memory_overhead_gb)
 
 
 # --- peak FLOP/s and MFU -------------------------------------------------------------------------
@@ -89,7 +91,7 @@ def test_the_summary_shows_mfu_only_where_it_is_known():
 
 def test_an_h100_runs_exactly_the_reference_settings(gpt):
     profile, s = settings_for(gpt, H100)
-    cfg = profile.model_config()
+    cfg = {**source_defaults(gpt.train_file.read_text()), **profile.model_config()}
     assert profile.name == "h100"
     assert s["device_batch_size"] == cfg["device_batch_size"]  # the reference batch is kept
     assert s["device_batch_size"] * s["grad_accum"] * cfg["seq_len"] == cfg["total_batch_size"]

@@ -1,7 +1,9 @@
 """task.toml: profiles are data, and a broken file is one clear line."""
+from pathlib import Path
+
 import pytest
 
-from autoresearch_bench.task import TaskError, default_profile, load_task
+from autoresearch_bench.task import TaskError, default_profile, load_task, source_defaults
 
 
 def write(task_dir, text):
@@ -83,3 +85,38 @@ def test_a_toml_syntax_error_is_one_line_naming_the_file(tiny_task_dir, monkeypa
 def test_an_unknown_profile_lists_the_known_ones(tiny_task):
     with pytest.raises(TaskError, match="no profile 'h100'; choose one of cpu, gpu"):
         tiny_task.profile("h100")
+
+
+# --- profiles override only what the hardware forces --------------------------------------------
+
+REPO_TASKS = Path(__file__).parent.parent / "tasks"
+
+
+@pytest.mark.parametrize("name", ["gpt_pretrain", "char_lm", "modular_add"])
+def test_gpu_profiles_leave_every_default_of_train_py_to_the_file(name):
+    task = load_task(REPO_TASKS / name)
+    defaults = source_defaults(task.train_file.read_text())
+    for profile in (task.profile(p) for p in ("h100", "gpu", "h100_ref") if p in task.profiles):
+        assert not {k: v for k, v in profile.config.items() if defaults.get(k) == v}, profile.name
+
+
+def test_cpu_profiles_leave_the_optimization_to_the_file():
+    for name in ("gpt_pretrain", "char_lm", "modular_add"):
+        config = load_task(REPO_TASKS / name).profile("cpu").config
+        assert not [k for k in config if "lr" in k or "momentum" in k or "warmup" in k or "warmdown" in k], name
+
+
+def test_an_edit_that_the_profile_overrides_is_named_and_one_it_leaves_is_not():
+    task = load_task(REPO_TASKS / "char_lm")
+    reference = task.train_file.read_text()
+    edited = reference.replace("n_layer: int = 6", "n_layer: int = 8").replace("lr: float = 1e-3", "lr: float = 2e-3")
+    assert edited != reference
+    assert task.profile("cpu").dead_edits(edited, reference) == ["n_layer=3 (the file says 8)"]
+    assert task.profile("h100").dead_edits(edited, reference) == []  # the GPU profile trains the file's
+
+
+def test_defaults_are_read_without_running_the_file():
+    source = ("class Hyper:\n    total: int = 2**19\n    lr: float = -3e-4 * 2\n    name: str = 'SSSL'\n"
+              "    call: int = __import__('os').getpid()\n    huge: int = 10**100\n")
+    assert source_defaults(source) == {"total": 524288, "lr": -6e-4, "name": "SSSL"}
+    assert source_defaults("def broken(:") == {}

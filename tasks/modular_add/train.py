@@ -38,11 +38,11 @@ class Hyper:
     vocab_size: int = 100
     seq_len: int = 5
     # Model
-    n_layer: int = 1
+    n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
     # Optimization
-    batch_size: int = 256          # equations per step (the train split has 2,823)
+    batch_size: int = 512          # equations per step (the train split has 2,823)
     lr: float = 3e-3
     warmup_steps: int = 50
     weight_decay: float = 0.0      # AdamW, decoupled; on matrices and embeddings, not on norms.
