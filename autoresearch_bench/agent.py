@@ -87,6 +87,7 @@ from statistics import NormalDist
 from typing import Callable, Iterator
 
 from . import calibrate, process, sandbox, stats, storage
+from .data import cache_root
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
 from .process import kill_group
 from .task import Task, default_profile, load_task
@@ -703,7 +704,7 @@ class AgentLoop:
     def _command_proposer(self) -> CommandProposer:
         """The agent command's proposer, sandboxed at the candidates' level (--sandbox)."""
         try:
-            plan = sandbox.plan(self.settings.sandbox, self.profile.device)
+            plan = sandbox.plan(self.settings.sandbox, self.profile.device, memo_dir=cache_root() / "probes")
         except sandbox.SandboxError as e:
             raise AgentError(str(e)) from None
         if not plan.isolated and self.settings.sandbox != "off":
