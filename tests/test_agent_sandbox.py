@@ -8,6 +8,7 @@ namespace, forced here as tests/test_sandbox.py forces it for candidates. Skippe
 import hashlib
 import json
 import os
+import socket
 import sys
 import textwrap
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch_bench import agent, data, sandbox, storage
-from autoresearch_bench.agent import AgentLoop, AgentSpec, copy_back
+from autoresearch_bench.agent import AgentLoop, AgentSpec, Children, CommandProposer, Context, copy_back
 from autoresearch_bench.task import load_task
 from conftest import copy_tiny_task
 from gitrepo import commit_all, git
@@ -236,3 +237,35 @@ def test_agent_env_names_must_be_set_and_ro_paths_must_exist(monkeypatch):
         AgentSpec.from_dict("a", {"kind": "command", "cmd": "true", "env": ["AR_TEST_NO_SUCH_KEY"]})
     with pytest.raises(agent.AgentError, match="/no/such/path .* does not exist"):
         AgentSpec.from_dict("a", {"kind": "command", "cmd": "true", "ro": ["/no/such/path"]})
+
+
+PROBE = textwrap.dedent("""
+    import os, socket, sys
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+        net = "reached"
+    except OSError:
+        net = "unreachable"
+    print(f"{net} key={os.environ.get('AR_TEST_KEY')} other={os.environ.get('AR_TEST_OTHER')}")
+""")
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["online", "offline"])
+def test_the_agent_gets_the_network_unless_offline_and_only_the_variables_it_was_given(tmp_path, monkeypatch,
+                                                                                      offline):
+    monkeypatch.setenv("AR_TEST_KEY", "sk-given")
+    monkeypatch.setenv("AR_TEST_OTHER", "sk-not-given")
+    listener = socket.socket()  # a server on this machine, as the model's API would be
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    helper = tmp_path / "helper"
+    helper.mkdir(mode=0o755)
+    (helper / "probe.py").write_text(PROBE)
+    task_dir = copy_tiny_task(tmp_path)
+    (tmp_path / "logs").mkdir()
+    spec = AgentSpec("probe", kind="command", cmd=f"{sys.executable} {helper / 'probe.py'} {listener.getsockname()[1]}",
+                     env=["AR_TEST_KEY"], ro=[str(helper)], offline=offline)
+    proposer = CommandProposer(spec, tmp_path / "logs", Children(), sandbox.namespaces_available(), "cpu", [])
+    proposal = proposer.propose(Context(load_task(task_dir), task_dir, "", {}, [], None, 1, tmp_path / "results.tsv"))
+    listener.close()
+    assert proposal.description == f"{'unreachable' if offline else 'reached'} key=sk-given other=None"
