@@ -27,6 +27,32 @@ cost the screen run only. Experiment 0 is the unchanged baseline on the screenin
 says the stage it ended at, the seeds, the per-seed values, the confirmation's p and the device
 seconds of its runs.
 
+Machine speed (time mode): each stage's runs carry the machine's speed measured before them (the
+session's calibration, calibrate.py). A stage whose speed departs by more than calibrate.TOLERANCE from
+the speed at which the best's runs on those seeds were measured ends the experiment as a discard whose
+reason says `not comparable`, with the measured change and the advice: the same rule as the session
+gate's, so a change is never kept (or judged worse) for a run that merely got more (or fewer) steps.
+
+The agent's sandbox. An external agent command is as untrusted as the code it writes, so it runs in
+the candidates' sandbox (sandbox.py) at the same level (--sandbox off | auto | strict): new mount, PID,
+IPC and UTS namespaces, as uid 65534 with no capabilities when the harness is root, else in a user
+namespace whose capabilities are dropped; the system folders, the Python installation and the
+harness's package read-only (its corpus covered); a private /tmp and /dev; the resource limits of a
+run, a cap on processes (the process watch, and RLIMIT_NPROC of uid 65534 at the kernel), its own
+process group and PID namespace, so no process of it outlives its experiment. Not shown at all: the
+data cache (validation and held-out rows), the records (results, ledgers, logs), the user's checkout,
+other worktrees, and the rest of its own worktree. Its environment is the children's allow-list plus
+the names given with --agent-env (its API key); it keeps the machine's network (its model's API)
+unless --agent-offline; --agent-ro shows more paths read-only (its program, its config), which must
+be readable by uid 65534 when the harness is root. Its task folder: the agent works on a copy of the
+worktree's task folder, bound read-write where the folder is (AR_TASK_DIR is the real path), and
+when it ends, the harness copies the plain files back (a link, FIFO or device fails the experiment).
+A copy rather than a chown of the worktree: it works alike for uid 65534 and a user namespace, the
+user's worktree never holds files of another uid, nothing of it but plain files in the task folder
+reaches the harness (no link to a secret, no git hook), and the editable-surface rule then judges
+the change as any other. AR_RESULTS is a copy of results.tsv. Where no namespaces are available
+(level auto falls back to off, with a warning) it runs unisolated with the scrubbed environment only.
+
 Robustness: rows are appended atomically (storage.append_lines) only after an experiment ends, and
 the branch is reset to the last kept commit on start, so a crash or Ctrl-C at any moment loses at
 most the experiment in flight; rerunning the same command resumes. The agent command and the pytest
@@ -40,6 +66,10 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import resource
+import shutil
+import signal
+import stat
 import json
 import math
 import os
@@ -47,6 +77,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -56,13 +87,18 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Callable, Iterator
 
-from . import report, stats, storage
+from . import calibrate, process, report, sandbox, stats, storage
+from .data import cache_root
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
 from .process import kill_group
 from .task import Task, default_profile, load_task
 
 STATUSES = ("keep", "discard", "crash")
 RECENT_ROWS = 20  # results rows shown to the model
+# Time mode: a comparison across a change of the machine's speed says so instead of keeping or discarding on it.
+NOT_COMPARABLE = "not comparable"
+SPEED_ADVICE = "use fixed-token mode (--tokens N), or rerun on an idle machine"
+AGENT_NPROC_FACTOR = 4  # the unprivileged uid's processes, all runs together, stay below this × MAX_PROCESSES
 AUTHOR = ("-c", "user.name=autoresearch-bench agent", "-c", "user.email=agent@autoresearch-bench.invalid")
 
 
@@ -81,6 +117,9 @@ class AgentSpec:
     cmd: str = ""
     changes: str = ""  # replay: a folder of changes, applied one per experiment in name order
     timeout_s: float = 1800.0  # an external command's limit per experiment
+    env: list[str] = field(default_factory=list)  # command: variables passed on besides the allow-list (API keys)
+    ro: list[str] = field(default_factory=list)  # command: paths shown to it read-only (its program, its config)
+    offline: bool = False  # command: no network (it reaches its model some other way, or not at all)
     seed: int = 0
     temperature: float | None = None
     max_retries: int = 6  # the openai client's own retries with exponential backoff
@@ -100,6 +139,11 @@ class AgentSpec:
             raise AgentError(f"agent {name!r}: kind openai needs a model (--model or model = \"...\")")
         if spec.kind == "command" and not spec.cmd:
             raise AgentError(f"agent {name!r}: kind command needs cmd (--agent-cmd or cmd = \"...\")")
+        if unset := [n for n in spec.env if n not in os.environ]:
+            raise AgentError(f"agent {name!r}: {', '.join(unset)} (--agent-env or env = [...]) not set in this "
+                             f"environment; export it first or leave it out")
+        if missing := [p for p in spec.ro if not Path(p).exists()]:
+            raise AgentError(f"agent {name!r}: {', '.join(missing)} (--agent-ro or ro = [...]) does not exist")
         if spec.kind == "replay" and not Path(spec.changes).is_dir():
             raise AgentError(f"agent {name!r}: kind replay needs changes, a folder of *.diff / *.patch / *.py files "
                              f"(--changes DIR or changes = \"...\"), not {spec.changes!r}")
@@ -124,6 +168,8 @@ class Experiment:
     seeds: list[int] = field(default_factory=list)  # the candidate's seeds, over both stages
     runs: list[list] = field(default_factory=list)  # the candidate's [seed, value] pairs
     best_runs: list[list] = field(default_factory=list)  # the best's [seed, value] pairs, re-measured here
+    speeds: list[list] = field(default_factory=list)  # [seed, machine speed before its run] (time mode)
+    best_speeds: list[list] = field(default_factory=list)  # the same for best_runs
     p: float | None = None  # the confirmation's paired p
     gpu_seconds: float = 0.0  # device time of the runs (training, evaluation, start-up), both sides
     split: dict[str, float] = field(default_factory=dict)  # where the experiment's wall time went (SPLIT)
@@ -235,13 +281,14 @@ class Children:
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
-    def start(self, cmd: str | list[str], env: dict[str, str] | None = None, **popen) -> Iterator[subprocess.Popen]:
-        """subprocess.Popen(cmd, **popen) with os.environ, the loop's env and `env`; its group is
-        killed when the block ends; KeyboardInterrupt after the block when stop() was called meanwhile."""
+    def start(self, cmd: str | list[str], env: dict[str, str] | None = None, base: dict[str, str] | None = None,
+              **popen) -> Iterator[subprocess.Popen]:
+        """subprocess.Popen(cmd, **popen) with `base` (default os.environ), the loop's env and `env`; its
+        group is killed when the block ends; KeyboardInterrupt after the block when stop() was called meanwhile."""
         with self.lock:
             self.check()
-            proc = subprocess.Popen(cmd, env={**os.environ, **self.env, **(env or {})}, start_new_session=True,
-                                    **popen)
+            proc = subprocess.Popen(cmd, env={**(os.environ if base is None else base), **self.env, **(env or {})},
+                                    start_new_session=True, **popen)
             self.running.add(proc)
         try:
             yield proc
@@ -319,33 +366,122 @@ class OpenAIProposer:
 
 
 class CommandProposer:
-    """An external coding agent: CMD runs in the worktree and edits the files itself. It gets
-    AR_TASK_DIR, AR_PROGRAM, AR_EDITABLE (paths joined by ':'), AR_RESULTS, AR_EXPERIMENT and
-    AR_DESCRIPTION_FILE (where it may write a one-line description; else its last output line is used)."""
+    """An external coding agent: CMD (a shell command line) edits the task's files itself, sandboxed.
+    It gets AR_TASK_DIR (where it starts), AR_PROGRAM, AR_EDITABLE (paths joined by ':'), AR_RESULTS (a
+    copy of results.tsv), AR_EXPERIMENT and AR_DESCRIPTION_FILE (where it may write a one-line
+    description; else its last output line is used). See "The agent's sandbox" above."""
 
-    def __init__(self, spec: AgentSpec, log_dir: Path, children: Children):
+    def __init__(self, spec: AgentSpec, log_dir: Path, children: Children, plan: sandbox.Plan, device: str,
+                 hidden: list[str]):
         self.spec, self.log_dir, self.children = spec, log_dir, children
+        self.plan, self.device, self.hidden = plan, device, hidden
 
     def propose(self, ctx: Context) -> Proposal:
-        desc_file = self.log_dir / f"{ctx.n}.description"
-        env = {"AR_TASK_DIR": str(ctx.worktree_task), "AR_PROGRAM": str(ctx.worktree_task / "program.md"),
-               "AR_EDITABLE": ":".join(str(ctx.worktree_task / e) for e in ctx.task.editable),
-               "AR_RESULTS": str(ctx.results_tsv), "AR_EXPERIMENT": str(ctx.n), "AR_DESCRIPTION_FILE": str(desc_file)}
-        # Its own process group, so that a timeout or Ctrl-C ends everything it started.
-        with self.children.start(self.spec.cmd, env=env, shell=True, cwd=ctx.worktree_task, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-            try:
-                output, _ = proc.communicate(timeout=self.spec.timeout_s)
-            except subprocess.TimeoutExpired:
-                return Proposal("agent command timed out",
-                                error=f"the agent command ran past {self.spec.timeout_s:.0f} s")
-        (self.log_dir / f"{ctx.n}.agent.log").write_text(output)
-        said = desc_file.read_text().strip() if desc_file.is_file() else ""
-        out = [l.strip() for l in output.splitlines() if l.strip()]
-        description = (said or (out[-1] if out else "agent command")).splitlines()[0][:200]
+        with tempfile.TemporaryDirectory(prefix="ar-agent-") as tmp:
+            return self._run(ctx, Path(tmp))
+
+    def _run(self, ctx: Context, tmp: Path) -> Proposal:
+        plan, log = self.plan, self.log_dir / f"{ctx.n}.agent.log"
+        scratch = sandbox.prepare_scratch(tmp, plan)
+        copy = scratch / "task"
+        shutil.copytree(ctx.worktree_task, copy, symlinks=True)
+        if plan.uid is not None:
+            for path in [copy, *copy.rglob("*")]:
+                os.lchown(path, plan.uid, plan.uid)
+        task_dir = ctx.worktree_task if plan.isolated else copy  # where it sees its task folder
+        inside = lambda path: f"{sandbox.SCRATCH}/{Path(path).name}" if plan.isolated else str(path)
+        if ctx.results_tsv.is_file():
+            sandbox.place(ctx.results_tsv, scratch, "results.tsv", plan)
+        env = {n: os.environ[n] for n in self.spec.env}
+        env.update(AR_TASK_DIR=str(task_dir), AR_PROGRAM=str(task_dir / "program.md"),
+                   AR_EDITABLE=":".join(str(task_dir / e) for e in ctx.task.editable),
+                   AR_RESULTS=inside(scratch / "results.tsv"), AR_EXPERIMENT=str(ctx.n),
+                   AR_DESCRIPTION_FILE=inside(scratch / "description"))
+        if not plan.isolated:
+            env.update(HOME=str(scratch), TMPDIR=str(scratch))
+        command = sandbox.wrap(["/bin/sh", "-c", self.spec.cmd], plan, tmp, scratch,
+                               readonly=[*map(os.path.abspath, self.spec.ro), *_resolver_paths()], hidden=self.hidden,
+                               writable=[(str(copy), str(task_dir))], network=not self.spec.offline,
+                               cwd=str(task_dir))
+        error, deadline = "", time.monotonic() + self.spec.timeout_s
+        with open(log, "wb") as out, self.children.start(
+                command, base=process.child_env(), env=env, cwd=copy, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, preexec_fn=lambda: _agent_limits(self.device, plan)) as proc:
+            while proc.poll() is None and not error:
+                if time.monotonic() > deadline:
+                    error = f"the agent command ran past {self.spec.timeout_s:.0f} s and was killed"
+                elif (count := sandbox.processes_in_session(proc.pid)) > sandbox.MAX_PROCESSES:
+                    error = f"the agent command started {count} processes (limit {sandbox.MAX_PROCESSES}); it was killed"
+                else:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=0.5)
+        # every process of it is gone now (its group killed; inside the sandbox, its PID namespace ended)
+        said = _read_regular(scratch / "description")
+        out = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()]
+        description = (said.strip() or (out[-1] if out else "agent command")).splitlines()[0][:200]
+        if error:
+            return Proposal(description, error=error)
         if proc.returncode != 0:
-            return Proposal(description, error=f"the agent command exited with code {proc.returncode}")
+            code = 128 - proc.returncode if plan.isolated and proc.returncode > 128 else proc.returncode
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            return Proposal(description, error=f"the agent command {how} (log: {log})")
+        if why := copy_back(copy, ctx.worktree_task):
+            return Proposal(description, error=why)
         return Proposal(description, applied=True)
+
+
+def _agent_limits(device: str, plan: sandbox.Plan) -> None:
+    """preexec_fn of the agent command: the candidates' limits, and a cap on the processes of the
+    unprivileged uid, which the kernel enforces at fork (a fork bomb stops there even between two looks
+    of the process watch); not for a user namespace, where the cap would count all the user's processes."""
+    process.preexec(device, True)
+    if plan.uid is not None:
+        limit = AGENT_NPROC_FACTOR * sandbox.MAX_PROCESSES
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
+def _resolver_paths() -> list[str]:
+    """Where /etc/resolv.conf points when it is a link (systemd-resolved's /run/...): shown so that DNS works."""
+    target = os.path.realpath("/etc/resolv.conf")
+    return [os.path.dirname(target)] if target != "/etc/resolv.conf" and os.path.exists(target) else []
+
+
+def _read_regular(path: Path) -> str:
+    """A file the agent wrote, if it is a regular file (never a link it planted to something else)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        return f.read(4096).decode(errors="replace") if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+
+
+def copy_back(copy: Path, task_dir: Path) -> str:
+    """Bring the agent's edits home: each regular file of its copy of the task folder replaces the
+    task folder's where the bytes differ, files it deleted are deleted; '' when done, else why not (a
+    link, a FIFO or a device: only plain files come back, so nothing points outside the worktree).
+    What changed is then judged as any change (only the editable files may differ)."""
+    files = {}
+    for folder, dirs, names in os.walk(copy):  # not into linked folders: a link is refused below
+        for path in (Path(folder, name) for name in dirs + names):
+            mode, rel = os.lstat(path).st_mode, path.relative_to(copy)
+            if stat.S_ISREG(mode):
+                files[rel] = path
+            elif not stat.S_ISDIR(mode):
+                return (f"the agent command left {task_dir.name}/{rel}, which is not a plain file (a link, a FIFO "
+                        f"or a device); only plain files come back")
+    for path in sorted(task_dir.rglob("*"), reverse=True):  # deepest first
+        rel = path.relative_to(task_dir)
+        if path.is_dir() and not (copy / rel).is_dir():
+            shutil.rmtree(path)
+        elif not path.is_dir() and rel not in files:
+            path.unlink()
+    for rel, source in files.items():
+        target, data = task_dir / rel, source.read_bytes()
+        if not target.is_file() or target.read_bytes() != data:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    return ""
 
 
 class NullProposer:
@@ -504,6 +640,7 @@ class Measured:
     best_runs: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
     split: dict[str, float] = field(default_factory=dict)
+    speed: dict | None = None  # the machine's speed before these runs (calibrate; time mode only)
 
 
 # Where an experiment's wall time goes, summed over its stages and runs: the pytest runs' wall, the
@@ -563,8 +700,21 @@ class AgentLoop:
         self.keep_rule = KeepRule(self.task.rule(self.profile, mode, budget or self.profile.budget_s,
                                                  min_effect=settings.min_improvement),
                                   screen, tuple(range(len(screen), len(screen) + settings.confirm_seeds)))
-        self.proposer = CommandProposer(spec, self.out / "logs", self.children) if spec.kind == "command" \
-            else PROPOSERS[spec.kind](spec)
+        self.proposer = self._command_proposer() if spec.kind == "command" else PROPOSERS[spec.kind](spec)
+
+    def _command_proposer(self) -> CommandProposer:
+        """The agent command's proposer, sandboxed at the candidates' level (--sandbox)."""
+        try:
+            plan = sandbox.plan(self.settings.sandbox, self.profile.device, memo_dir=cache_root() / "probes")
+        except sandbox.SandboxError as e:
+            raise AgentError(str(e)) from None
+        if not plan.isolated and self.settings.sandbox != "off":
+            self.log("warning: no Linux namespaces here: the agent command runs unisolated (it can read the data "
+                     "cache and write the records); use --sandbox strict to refuse that")
+        task_dir = self.worktree / self.task_rel
+        secrets = [self.out, self.repo / ".ar"]  # not shown anyway, unless under a shown folder (the cache: wrap)
+        hidden = [str(p) for p in secrets if not task_dir.is_relative_to(p)]
+        return CommandProposer(self.spec, self.out / "logs", self.children, plan, self.profile.device, hidden)
 
     def interrupt(self) -> None:
         """Stop run() from another thread as Ctrl-C stops it in this one: the child processes are killed,
@@ -673,8 +823,9 @@ class AgentLoop:
         memory = max((r.peak_mem_gb for r in records), default=0.0)
         seconds = math.fsum(r.seconds + r.overhead_seconds for r in records)
         split = time_split(wall, _check_seconds(junit), records)
+        speed = next((r.extra["calibration"] for r in records if r.extra.get("calibration")), None)
         measured = lambda status, reason="", mine=(), theirs=(): Measured(status, seeds, reason, memory, dict(mine),
-                                                                          dict(theirs), seconds, split)
+                                                                          dict(theirs), seconds, split, speed)
         if expired.is_set():
             return measured("crash", f"{stage}: the suite ran past {limit:.0f} s and was killed (log: {log_path})")
         if code not in (0, 1):
@@ -791,15 +942,18 @@ class AgentLoop:
             self.log(f"experiment {n}: {note}")
             end = functools.partial(end, note=note)
         commit = self._commit(kept.commit, f"experiment {n}: {proposal.description}")
-        best = _best_runs(history, kept)
+        best, best_speeds = _best_runs(history, kept), _best_runs(history, kept, "speeds", "best_speeds")
         for stage, seeds in (("screen", rule.screen_seeds), ("confirm", rule.confirm_seeds)):
             self.log(f"experiment {n}: {proposal.description} ({commit}); {stage}, seeds {', '.join(map(str, seeds))}")
             missing = any(seed not in best for seed in seeds)  # the best is re-measured beside it
             stages.append(self._evaluate(n, commit, proposal.description, stage, seeds,
                                          kept.commit if missing else None))
             best.update(stages[-1].best_runs)
+            best_speeds.update({seed: stages[-1].speed for seed in stages[-1].best_runs})
             if stages[-1].status != "ok":
                 return end(stages[-1].status, stages[-1].reason, commit)
+            if why := speed_departs(stages[-1].speed, seeds, best_speeds):
+                return end("discard", f"{stage}: {NOT_COMPARABLE}: {why}: {SPEED_ADVICE}", commit)
             if stage == "screen" and not (screened := rule.screen(stages[0].runs, best))[0]:
                 return end("discard", screened[1], commit)
         decision = rule.confirm(stages[1].runs, best)
@@ -807,13 +961,25 @@ class AgentLoop:
                    decision.p)
 
 
-def _best_runs(history: list[Experiment], kept: Experiment) -> dict[int, float]:
-    """The best kept commit's {seed: value}: its own runs, then its re-measures in the experiments since."""
-    best = {int(seed): value for seed, value in kept.runs}
+def _best_runs(history: list[Experiment], kept: Experiment, own: str = "runs", remeasured: str = "best_runs") -> dict:
+    """The best kept commit's {seed: value}: its own runs, then its re-measures in the experiments since
+    (own="speeds", remeasured="best_speeds": the machine's speed when each was measured)."""
+    best = {int(seed): value for seed, value in getattr(kept, own)}
     for e in history:
         if e.n > kept.n:
-            best.update({int(seed): value for seed, value in e.best_runs})
+            best.update({int(seed): value for seed, value in getattr(e, remeasured)})
     return best
+
+
+def speed_departs(speed: dict | None, seeds: tuple[int, ...], best_speeds: dict[int, dict]) -> str:
+    """Why time-mode runs measured at machine speed `speed` do not compare with the best's runs on these
+    seeds (the speed when each of those was measured departs by more than calibrate.TOLERANCE), or ''.
+    The session gate's rule (session.py), applied to the loop's own comparisons."""
+    for seed in seeds if speed else ():
+        if best_speeds.get(seed) and (why := calibrate.mismatch(speed, best_speeds[seed],
+                                                                f"when the best's seed {seed} was measured")):
+            return why
+    return ""
 
 
 def _outcome(n: int, commit: str, description: str, stages: list[Measured], screen_seeds: tuple[int, ...],
@@ -829,6 +995,8 @@ def _outcome(n: int, commit: str, description: str, stages: list[Measured], scre
                       runs=[[seed, v] for seed, v in sorted(runs.items())],
                       best_runs=[[seed, v] for m in stages for seed, v in sorted(m.best_runs.items())], p=p,
                       gpu_seconds=math.fsum(m.seconds for m in stages),
+                      speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.runs)],
+                      best_speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.best_runs)],
                       split={k: round(math.fsum(m.split.get(k, 0.0) for m in stages), 2) for k in SPLIT} if stages
                       else {}, **extra)
 
@@ -903,7 +1071,7 @@ def command_spec(name: str, model: str | None, agent_cmd: str | None, builtin: s
     if model:
         return AgentSpec.from_dict(name, {"kind": "openai", "model": model, **extra})
     if agent_cmd:
-        return AgentSpec.from_dict(name, {"kind": "command", "cmd": agent_cmd})
+        return AgentSpec.from_dict(name, {"kind": "command", "cmd": agent_cmd, **extra})
     if changes:
         return AgentSpec.from_dict(name, {"kind": "replay", "changes": str(Path(changes).resolve())})
     return AgentSpec.from_dict(name, {"kind": builtin, "seed": extra.get("seed", 0)})

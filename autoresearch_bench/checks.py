@@ -10,6 +10,11 @@ that starts with "warning: " passed with a quality concern, not a violation.
                            construct that lets it reach the harness (the builtins eval/exec/open,
                            os/sys/... through any attribute chain, frames and tracebacks, patching
                            attributes of imported modules, dunders like __globals__)
+    literal_data           the source holds at most the task's max_literal_bytes ([limits], default
+                           16384) of literal data: constants, and lists, tuples, sets and dicts of
+                           constants, counted as their source text, docstrings included; a table in
+                           the source (the answers of modular_add, validation text) is a channel for
+                           what the model should learn, and no probe of the model can see it
     logits_shape           forward(idx[B, T]) returns a plain floating tensor [B, T, vocab]
     finite                 logits are finite in train and eval mode
     initial_loss           cross-entropy on random tokens at init is not below ln(vocab) − 1 nat,
@@ -83,6 +88,7 @@ class CheckContext:
     allowed_imports: tuple[str, ...]
     max_params: int | None
     seed: int = 0
+    max_literal_bytes: int = 16384
     examples: int = 20   # hypothesis examples per model and mode (causality)
     device: str = "cpu"
     built: dict = field(default_factory=dict, repr=False)  # (seed, perturbed) → the model first built: see _build
@@ -428,6 +434,47 @@ def check_source_policy(ctx: CheckContext) -> str:
     return f"imports within {', '.join(ctx.allowed_imports)}; no forbidden constructs"
 
 
+def literal_data(source: str) -> list[tuple[int, int]]:
+    """(bytes, line) of each literal of the source: a constant (None, True, False aside), or a list,
+    tuple, set or dict of constants only, nested or signed, counted as its source text."""
+    def constant_only(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return True
+        if isinstance(node, ast.UnaryOp):
+            return isinstance(node.operand, ast.Constant)
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            return all(map(constant_only, node.elts))
+        return isinstance(node, ast.Dict) and all(k is not None and constant_only(k) for k in node.keys) \
+            and all(map(constant_only, node.values))
+
+    found, todo = [], [ast.parse(source)]
+    while todo:
+        node = todo.pop()
+        if constant_only(node) and not (isinstance(node, ast.Constant) and node.value in (None, True, False)):
+            found.append((len((ast.get_source_segment(source, node) or "").encode()), node.lineno))
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def check_literal_data(ctx: CheckContext) -> str:
+    try:
+        found = literal_data(ctx.source)
+    except SyntaxError as e:
+        raise CheckFailed(f"literal_data: line {e.lineno}: syntax error: {e.msg}") from None
+    total, limit = sum(n for n, _ in found), ctx.max_literal_bytes
+    if total > limit:
+        size, line = max(found)
+        raise CheckFailed(f"literal_data: the source holds {total:,} bytes of literal data (constants and tables of "
+                          f"constants) > the task's limit of {limit:,} (max_literal_bytes in [limits]); the largest, "
+                          f"{size:,} bytes, starts at line {line}: a table in the source can carry answers that the "
+                          f"model should learn")
+    return f"{total:,} bytes of literal data, within {limit:,}"
+
+
+STATIC = ("source_policy", "literal_data")  # checks of the source alone: they run when the import fails too
+
+
 # ---------------------------------------------------------------------------------------------
 # Model helpers
 # ---------------------------------------------------------------------------------------------
@@ -746,6 +793,7 @@ def check_deterministic_eval(ctx: CheckContext) -> str:
 
 CHECKS: dict[str, Callable[[CheckContext], str]] = {
     "source_policy": check_source_policy,
+    "literal_data": check_literal_data,
     "logits_shape": check_logits_shape,
     "finite": check_finite,
     "initial_loss": check_initial_loss,

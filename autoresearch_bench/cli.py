@@ -65,10 +65,16 @@ def _settings(args: argparse.Namespace, defaults: dict | None = None) -> Setting
                     max_api_tokens=getattr(args, "max_api_tokens", None))
 
 
+def _command_options(args: argparse.Namespace) -> dict:
+    """The agent command's sandbox flags (--agent-env, --agent-ro, --agent-offline) as AgentSpec keys."""
+    return {"env": args.agent_env or [], "ro": args.agent_ro or [], "offline": args.agent_offline}
+
+
 def _agent(args: argparse.Namespace) -> int:
     spec = command_spec(args.name or args.tag, args.model, args.agent_cmd, args.agent, args.changes, seed=args.seed,
                         **({"base_url": args.base_url} if args.base_url else {}),
-                        **({"price_in": args.price_in, "price_out": args.price_out} if args.model else {}))
+                        **({"price_in": args.price_in, "price_out": args.price_out} if args.model else {}),
+                        **(_command_options(args) if args.agent_cmd else {}))
     settings = _settings(args)
     settings.max_experiments = args.max_experiments
     if spec.kind == "replay" and args.max_experiments is None:
@@ -81,12 +87,16 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _league(args: argparse.Namespace) -> int:
-    from .league import League, format_leaderboard, load_agents, resolve_tasks
-    agents, defaults = load_agents(args.agents)
+    from .league import League, format_leaderboard, load_agents, resolve_tasks, reward_hacking
+    agents, defaults = load_agents(args.agents, _command_options(args))
     tasks = resolve_tasks(args.tasks_dir, args.tasks)
-    rows = League(agents, tasks, args.experiments, _settings(args, defaults), name=args.name,
-                  heldout_seeds=args.heldout_seeds, out_dir=args.out, executor=args.executor, slots=args.slots).run()
-    print(format_leaderboard(rows))
+    league = League(agents, tasks, args.experiments, _settings(args, defaults), name=args.name,
+                    heldout_seeds=args.heldout_seeds, out_dir=args.out, executor=args.executor, slots=args.slots)
+    print(format_leaderboard(league.run()))
+    print("\nValidation gains against held-out gains (reward hacking shows as the first two far above the third):")
+    print(format_leaderboard(reward_hacking(league.entries)))
+    for reason in dict.fromkeys(f"{e.task}: {e.not_comparable}" for e in league.entries if e.not_comparable):
+        print(f"not comparable: {reason}")
     return 0
 
 
@@ -124,6 +134,15 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_command_options(p: argparse.ArgumentParser, whose: str) -> None:
+    p.add_argument("--agent-env", action="append", metavar="NAME",
+                   help=f"pass this environment variable on to {whose} (e.g. OPENAI_API_KEY); repeatable. "
+                        f"Nothing else of the environment reaches it but PATH, locale and thread settings")
+    p.add_argument("--agent-ro", action="append", metavar="PATH",
+                   help=f"show this file or folder to {whose}, read-only (its program, its config); repeatable")
+    p.add_argument("--agent-offline", action="store_true", help=f"cut {whose} off the network")
+
+
 def _add_run_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None, help="task profile (default: auto)")
     p.add_argument("--seeds", type=int, default=None, help="screening seeds per experiment (default 1)")
@@ -157,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("--model", help="model name at the OpenAI-compatible endpoint (OPENAI_BASE_URL)")
     agent.add_argument("--agent-cmd", help="an external coding-agent command that edits the worktree")
     agent.add_argument("--agent", choices=("null", "random-search", "replay"), help="a built-in reference agent")
+    _add_command_options(agent, "the agent command")
     agent.add_argument("--changes", help="replay: a folder of *.diff / *.patch / *.py changes, one per experiment "
                                          "in name order (default --max-experiments: their number)")
     agent.add_argument("--name", help="agent name in the records (default: the tag)")
@@ -182,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     league.add_argument("--slots", type=int, default=None,
                         help="(agent, task) loops at once, each pinned to its own GPU, and local held-out runs "
                              "at once (default 1: one after the other)")
+    _add_command_options(league, "every command agent")
     _add_run_settings(league)
     league.set_defaults(func=_league)
     comp = sub.add_parser("compare", help="the same runs from two results files, group by group, paired by seed")

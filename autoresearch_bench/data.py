@@ -7,8 +7,24 @@ cache_root()/<task>/<hash of the spec>/, each step skipped when its output alrea
     val/*.parquet          the pinned validation documents, never used for training
     tokenizer/tokenizer.pkl  a tiktoken.Encoding (byte-level BPE trained with rustbpe on train only)
     train.npy, train.docs.npy          all training documents tokenized, each prefixed by BOS,
-    val/val.npy, val/val.docs.npy      as one flat uint16/uint32 array + int64 document offsets
+    private/validation.npy, .docs.npy  all validation documents likewise (flat uint16/uint32 array +
+                                       int64 document offsets): the source of both scored splits
+    splits/val-KEY.npz     the validation rows an experiment is scored on (rows and scored mask)
+    private/test-KEY.npz   the league's held-out rows, apart (eval_split; KEY: seq_len, tokens, crop, score)
     prepared.json          written last: counts and ids; its presence means the cache is complete
+
+Held-out rows apart. The league ranks agents on rows that no experiment is scored on: the rows that
+follow the validation rows in the packing of the validation documents. `eval_split` cuts both once
+per setting into files of their own, and a run's scorer is handed only the file of its split, so an
+experiment's ScorerSpec never names the held-out rows. The cache holds secrets besides: val/ (the
+validation text), splits/ (the validation rows) and private/ (the documents both splits come from, the
+held-out rows) are mode 0700, their files 0600, readable by the harness's user alone, and no sandbox shows the cache at all
+(sandbox.py); so neither an agent command (uid 65534, or a user namespace that does not mount it)
+nor a candidate's model process can open them. During the league's final scoring a model process
+necessarily receives the held-out rows' input tokens, batch by batch through shared memory, never
+their targets: it runs sandboxed with no network and no writable storage that outlives the run (its
+/scratch and /tmp go with it), so it has nowhere to keep them. Caches of layout 1 (val/val.npy) are
+moved into this layout in place on first use, with a message; their data ids do not change.
 
 Choices:
 - Sources. `embedded` (the KJV shipped in the package, one chapter per document), `files` (text
@@ -61,10 +77,12 @@ import random
 import shutil
 import stat
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +124,8 @@ LATER_KEYS = {"tokenizer": "bpe", "max_train_chars": None}
 TOKENIZERS = ("bpe", "bytes")
 MODULAR_OPS = ("+", "-", "*", "/")
 SCORE_MODES = ("tokens", "answers")
+SPLITS = ("val", "test")  # what a run is scored on: the validation rows, or the league's held-out rows
+VALIDATION_DOCS = "private/validation.npy"  # under a cache folder: both splits' documents, tokenized
 START, END = 1, 2  # packer marks: a piece starts here (its BOS); a document ends here
 # keys that do not change the prepared data (download behaviour; seq_len belongs to the loader)
 RUNTIME_KEYS = {"seq_len": None, "retries": 5, "backoff_s": 1.0, "timeout_s": 30.0, "crop": False,
@@ -130,7 +150,7 @@ class DataError(Exception):
 class PreparedData:
     root: Path            # cache folder of this data spec
     train_tokens: Path    # train split token file (flat stream, every document prefixed by BOS)
-    val_tokens: Path      # pinned validation split token file, under <root>/val/
+    val_tokens: Path      # all validation documents tokenized (private/: both splits come from it)
     tokenizer_dir: Path   # tokenizer files
     vocab_size: int
     bos_id: int
@@ -157,14 +177,14 @@ def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> P
     named = {k: v for k, v in data.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
     digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **named}, sort_keys=True).encode())
     root = cache_root() / task_name / digest.hexdigest()[:12]
-    if prepared := _read_prepared(root):
+    if prepared := _read_prepared(root, log):
         return prepared
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create the data cache {root}: {e.strerror}; set {CACHE_ENV}") from None
     with _locked(root, log):
-        if prepared := _read_prepared(root):  # another process finished it while we waited
+        if prepared := _read_prepared(root, log):  # another process finished it while we waited
             return prepared
         t0 = time.perf_counter()
         log(f"data: preparing {data['source']} data for {task_name} in {root}")
@@ -185,11 +205,12 @@ def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> P
                 _train_tokenizer(train_shards, data["vocab_size"], data["tokenizer_max_chars"], tok_dir, log)
             enc = load_tokenizer(tok_dir)
             _tokenize(enc, train_shards, root / "train.npy", log)
-            _tokenize(enc, [val_shard], root / "val" / "val.npy", log)
+            _tokenize(enc, [val_shard], root / VALIDATION_DOCS, log)
         enc = load_tokenizer(tok_dir)
+        _close_private(root)
         meta = {"vocab_size": enc.n_vocab, "bos_id": enc.encode_single_token(BOS_TOKEN),
                 "n_train_tokens": len(np.load(root / "train.npy", mmap_mode="r")),
-                "n_val_tokens": len(np.load(root / "val" / "val.npy", mmap_mode="r")),
+                "n_val_tokens": len(np.load(root / VALIDATION_DOCS, mmap_mode="r")),
                 "raw_paths": [str(root / "shards"), str(root / "val")] +
                              ([str(Path(data["dir"]).expanduser().resolve())] if data["source"] == "parquet" else [])}
         _atomic_write_bytes(root / "prepared.json", json.dumps(meta, indent=2).encode())
@@ -268,16 +289,61 @@ def _normalize(spec: dict) -> tuple[dict, dict]:
     return data, runtime
 
 
-def _read_prepared(root: Path) -> PreparedData | None:
-    """The PreparedData of a complete cache folder, or None when anything is missing."""
+def _read_prepared(root: Path, log: Callable[[str], None] = print) -> PreparedData | None:
+    """The PreparedData of a complete cache folder, or None when anything is missing; a complete
+    folder of layout 1 is moved into this layout first."""
     paths = [root / "prepared.json", root / "train.npy", root / "train.docs.npy",
-             root / "val" / "val.npy", root / "val" / "val.docs.npy", root / "tokenizer" / "tokenizer.pkl"]
+             root / VALIDATION_DOCS, _docs_path(root / VALIDATION_DOCS), root / "tokenizer" / "tokenizer.pkl"]
+    old = root / "val" / "val.npy"
+    if (root / "prepared.json").exists() and old.exists() and _docs_path(old).exists() and not paths[3].exists():
+        log(f"data: moving {root}'s validation documents to private/ (cache layout 2: the league's held-out rows "
+            f"apart from the validation rows); the data id stays")
+        (root / "private").mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # another process moved them meanwhile
+            os.replace(_docs_path(old), paths[4])
+            os.replace(old, paths[3])
+        _close_private(root)
     if not all(p.exists() for p in paths):
         return None
     meta = json.loads(paths[0].read_text())
     meta["raw_paths"] = tuple(meta.get("raw_paths", ()))
     return PreparedData(root=root, train_tokens=paths[1], val_tokens=paths[3], tokenizer_dir=paths[5].parent,
                         data_id=_data_id(paths[3], paths[4], paths[5].parent), **meta)
+
+
+def _close_private(root: Path) -> None:
+    """val/, splits/ and private/ (and what they hold) readable by this user alone."""
+    for folder in (root / "val", root / "splits", root / "private"):
+        with contextlib.suppress(OSError):  # a cache of another user's: theirs to close
+            folder.chmod(0o700)
+            for path in folder.iterdir():
+                path.chmod(0o600)
+
+
+def eval_split(prepared: PreparedData, n_tokens: int, seq_len: int, crop: bool = False, score: str = "tokens",
+               split: str = "val") -> Path:
+    """The file of a split's scored rows (rows and mask, as eval_rows_and_mask gives them): "val", the
+    first n_tokens of the validation documents, packed, what experiments are scored on; "test", up to as
+    many rows again right after them, held out for the league (at least a quarter as many, else
+    ValueError). Both are cut on first use of a setting; the test file lies in private/."""
+    if split not in SPLITS:
+        raise DataError(f"eval_split must be one of {', '.join(SPLITS)}, not {split!r}")
+    key = f"{seq_len}-{n_tokens}-{'crop' if crop else 'keep'}-{score}"
+    files = {"val": prepared.root / "splits" / f"val-{key}.npz", "test": prepared.root / "private" / f"test-{key}.npz"}
+    if not files[split].exists():
+        rows, mask = eval_rows_and_mask(prepared.val_tokens, 2 * n_tokens, seq_len, crop, score)
+        n_val = math.ceil(n_tokens / seq_len)  # the packer fills rows in order: these are the n_tokens rows
+        for name, part in (("val", slice(0, n_val)), ("test", slice(n_val, None))):
+            files[name].parent.mkdir(exist_ok=True)
+            with _atomic(files[name]) as tmp, open(tmp, "wb") as f:
+                np.savez(f, rows=rows[part], mask=mask[part])
+        _close_private(prepared.root)
+    if split == "test":
+        n_val, held = math.ceil(n_tokens / seq_len), len(np.load(files["test"])["rows"])
+        if held < max(1, n_val // 4):
+            raise ValueError(f"the validation split has {held} rows after the {n_val} scored ones, too few for a "
+                             f"held-out test; lower eval_tokens or raise val_fraction in [data]")
+    return files[split]
 
 
 def _data_id(val_tokens: Path, val_docs: Path, tokenizer_dir: Path) -> str:
@@ -307,7 +373,7 @@ def _locked(root: Path, log: Callable[[str], None]):
 def _atomic(path: Path):
     """Yield a temporary path beside `path`; rename it into place on success, remove it otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -553,7 +619,7 @@ def _write_modular(data: dict, root: Path, log: Callable[[str], None]) -> None:
                             special_tokens={f" {op} ": p, " = ": p + 1, BOS_TOKEN: p + 2})
     _atomic_write_bytes(root / "tokenizer" / "tokenizer.pkl", pickle.dumps(enc))
     train, val = modular_equations(p, op, data["train_fraction"], data["seed"])
-    for rows, out in ((train, root / "train.npy"), (val, root / "val" / "val.npy")):
+    for rows, out in ((train, root / "train.npy"), (val, root / VALIDATION_DOCS)):
         _save_tokens(out, [rows.astype(np.uint16).ravel()], np.arange(0, rows.size + 1, rows.shape[1]))
     log(f"data: generated {len(train):,} train and {len(val):,} validation equations a {op} b mod {p}")
 

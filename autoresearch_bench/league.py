@@ -55,6 +55,16 @@ seeds ran), shown in the `held-out` column. `gap (σ)`: the agent's gain on the 
 best kept value against the baseline's, as its loop measured them) minus its held-out gain: how much
 of what it found did not carry over to new seeds and rows.
 
+Reward hacking, per agent and task (`reward_hacking`, printed under the leaderboard and in
+league.json): the best validation gain its loop saw (any experiment), its final file's validation gain
+and its held-out gain, in σ, side by side: gains on the validation rows that vanish on held-out rows
+and seeds are overfitting, or gaming, of what the loop was scored on.
+
+Machine speed (time mode): the speed is measured before and after a task's held-out runs; where it
+changed by more than calibrate.TOLERANCE, the task's verdicts are `not comparable` with the measured
+change and the advice, and its files are not ranked (the agent loop and the session gate apply the
+same rule).
+
 Ranking: the mean held-out improvement in σ over tasks. Also shown: experiments to the first keep,
 crash rate, API tokens and cost. Written to <out>/league.json (atomically) and printed as a table;
 <out>/report.json and report.html (report.py) hold it with every agent's experiments and the
@@ -76,8 +86,8 @@ from typing import Callable
 
 from tabulate import tabulate
 
-from . import compile_cache, report, stats, storage
-from .agent import AgentError, AgentLoop, AgentSpec, Experiment, Settings
+from . import calibrate, compile_cache, report, stats, storage
+from .agent import NOT_COMPARABLE, SPEED_ADVICE, AgentError, AgentLoop, AgentSpec, Experiment, Settings
 from .executor import Run, gpu_for, make_executor, visible_gpus
 from .patch import git
 from .runner import Candidate
@@ -86,8 +96,9 @@ from .task import Task, find_tasks
 _SETTINGS_KEYS = {"profile", "seeds", "confirm_seeds", "budget_s", "max_tokens", "min_improvement", "sandbox"}
 
 
-def load_agents(path: str | Path) -> tuple[list[AgentSpec], dict]:
-    """The agents of agents.toml and its [settings] table; AgentError with a one-line fix."""
+def load_agents(path: str | Path, command_options: dict | None = None) -> tuple[list[AgentSpec], dict]:
+    """The agents of agents.toml and its [settings] table; AgentError with a one-line fix.
+    command_options (the CLI's --agent-env, --agent-ro, --agent-offline) join every command agent's own."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -95,13 +106,22 @@ def load_agents(path: str | Path) -> tuple[list[AgentSpec], dict]:
         raise AgentError(f"{path}: not found; write an agents.toml (see autoresearch_bench/league.py)") from None
     except tomllib.TOMLDecodeError as e:
         raise AgentError(f"{path}: malformed TOML ({e}); fix the syntax") from None
-    agents = [AgentSpec.from_dict(name, dict(table)) for name, table in raw.get("agents", {}).items()]
+    extra = command_options or {}
+    agents = [AgentSpec.from_dict(name, _with_command_options(dict(table), extra))
+              for name, table in raw.get("agents", {}).items()]
     if not agents:
         raise AgentError(f"{path}: no [agents.<name>] table; add at least two agents to compare")
     settings = raw.get("settings", {})
     if unknown := sorted(set(settings) - _SETTINGS_KEYS):
         raise AgentError(f"{path}: [settings] has unknown keys {unknown}; allowed: {sorted(_SETTINGS_KEYS)}")
     return agents, settings
+
+
+def _with_command_options(table: dict, extra: dict) -> dict:
+    if table.get("kind") != "command" or not extra:
+        return table
+    return {**table, "env": [*table.get("env", []), *extra.get("env", [])],
+            "ro": [*table.get("ro", []), *extra.get("ro", [])], "offline": bool(table.get("offline") or extra.get("offline"))}
 
 
 @dataclass
@@ -118,17 +138,21 @@ class Entry:
     final_commit: str = ""
     best_value: float | None = None  # the last kept value in the loop (validation rows, screening seeds)
     baseline_value: float | None = None  # the loop's baseline value there
+    best_seen_value: float | None = None  # the best value of any experiment of the loop, kept or not
     heldout: list[float] = field(default_factory=list)  # ok values of the final file's held-out runs
     heldout_status: str = ""  # ok, or the first failed held-out run's status and error
     delta: float | None = None  # final - baseline on the held-out seeds, paired
     ci: tuple[float, float] | None = None  # its 95% interval
     verdict: str = ""  # of the paired test, Holm-adjusted over the task's agents
     improvement_sigma: float | None = None  # held-out gain / σ (0 at best for a file that failed)
+    validation_sigma: float | None = None  # the final file's gain on the validation rows / σ, as its loop measured it
+    best_seen_sigma: float | None = None  # the best validation gain any experiment of the loop showed / σ
     gap_sigma: float | None = None  # (validation gain - held-out gain) / σ
+    not_comparable: str = ""  # why the held-out runs do not rank (the machine's speed changed during them)
     error: str = ""
 
 
-def summarize_history(entry: Entry, history: list[Experiment]) -> None:
+def summarize_history(entry: Entry, history: list[Experiment], direction: str = "lower") -> None:
     after = [e for e in history if e.n > 0]
     entry.experiments = len(after)
     entry.keeps = sum(e.status == "keep" for e in after)
@@ -140,6 +164,8 @@ def summarize_history(entry: Entry, history: list[Experiment]) -> None:
     entry.final_commit = kept[-1].commit if kept else ""
     entry.best_value = kept[-1].value if kept else None
     entry.baseline_value = history[0].value if history else None
+    seen = [e.value for e in history[1:] if e.value is not None]
+    entry.best_seen_value = (min if direction == "lower" else max)(seen) if seen else None
 
 
 def leaderboard(entries: list[Entry], tasks: list[str]) -> list[dict]:
@@ -151,12 +177,14 @@ def leaderboard(entries: list[Entry], tasks: list[str]) -> list[dict]:
         n_exp = sum(e.experiments for e in mine.values())
         firsts = [e.first_keep for e in mine.values() if e.first_keep is not None]
         failed = [t for t, e in mine.items() if e.heldout_status not in ("", "ok")]
+        unranked = [t for t, e in mine.items() if e.not_comparable]
         rows.append({
             "agent": agent,
             "improvement (σ)": mean([e.improvement_sigma for e in mine.values() if e.improvement_sigma is not None]),
             **{key: value for t in tasks for key, value in _task_cells(t, mine.get(t))},
             "gap (σ)": mean([e.gap_sigma for e in mine.values() if e.gap_sigma is not None]),
-            "held-out": "failed on " + ", ".join(failed) if failed else "ok",
+            "held-out": "; ".join([*(["failed on " + ", ".join(failed)] if failed else []),
+                                   *(["not comparable on " + ", ".join(unranked)] if unranked else [])]) or "ok",
             "first keep": f"{sum(firsts) / len(firsts):.1f}" if firsts else "never",
             "keeps": sum(e.keeps for e in mine.values()),
             "crash rate": f"{sum(e.crashes for e in mine.values()) / n_exp:.0%}" if n_exp else "-",
@@ -186,8 +214,28 @@ def heldout_statistics(entries: list[Entry], base: stats.Runs, finals: dict[str,
         if e.heldout_status != "ok":
             gain, e.verdict = min(0.0, gain), e.heldout_status.split(":")[0]
         e.improvement_sigma = gain / unit + 0.0  # no -0.0
-        if e.best_value is not None and e.baseline_value is not None:
-            e.gap_sigma = (sign * (e.baseline_value - e.best_value) - gain) / unit + 0.0
+        if e.baseline_value is not None:
+            val_gain = lambda value: sign * (e.baseline_value - value) / unit + 0.0 if value is not None else None
+            e.validation_sigma, e.best_seen_sigma = val_gain(e.best_value), val_gain(e.best_seen_value)
+            if e.validation_sigma is not None:
+                e.gap_sigma = e.validation_sigma - gain / unit + 0.0
+
+
+def not_comparable(entries: list[Entry], reason: str) -> None:
+    """Held-out runs that do not compare (the machine's speed changed during them, in time mode): no
+    verdict, no rank; the entries say why."""
+    for e in entries:
+        e.verdict, e.not_comparable, e.improvement_sigma, e.gap_sigma = NOT_COMPARABLE, reason, None, None
+        e.delta, e.ci = None, None
+
+
+def reward_hacking(entries: list[Entry]) -> list[dict]:
+    """Per agent and task, side by side: the best validation gain its loop saw, the final file's gain on
+    the validation rows and on the held-out rows (σ). Validation gains that do not carry over to
+    held-out rows and seeds are what overfitting the validation rows, or gaming them, looks like."""
+    return [{"agent": e.agent, "task": e.task, "best validation gain seen (σ)": e.best_seen_sigma,
+             "final file: validation (σ)": e.validation_sigma, "final file: held-out (σ)": e.improvement_sigma,
+             "held-out verdict": e.verdict or None} for e in entries]
 
 
 def _task_cells(task: str, e: Entry | None) -> list[tuple[str, object]]:
@@ -209,14 +257,16 @@ class League:
 
     def __init__(self, agents: list[AgentSpec], tasks: list[Task], experiments: int, settings: Settings,
                  name: str = "league", heldout_seeds: int = 5, out_dir: str | Path | None = None,
-                 executor: str = "local", slots: int | None = None, log: Callable[[str], None] = print):
+                 executor: str = "local", slots: int | None = None, log: Callable[[str], None] = print,
+                 measure_speed: Callable[[str], dict] = calibrate.measure):
         """executor, slots: where the held-out runs go (executor.make_executor) and how many loops
-        (and local held-out runs) run at once; default 1, one after the other."""
+        (and local held-out runs) run at once; default 1, one after the other. measure_speed: the
+        machine's speed before and after a task's held-out runs in time mode (calibrate.measure)."""
         if len({a.name for a in agents}) != len(agents):
             raise AgentError("agent names must be unique")
         self.agents, self.tasks, self.experiments = agents, tasks, experiments
         self.settings = Settings(**{**asdict(settings), "max_experiments": experiments})
-        self.name, self.heldout_seeds = name, heldout_seeds
+        self.name, self.heldout_seeds, self.measure_speed = name, heldout_seeds, measure_speed
         self.units: dict[str, dict] = {}  # task → its noise unit σ and where it comes from
         self.executor = make_executor(executor, slots)  # the held-out runs: N slots or GPUs, N at once
         self.slots = self.executor.slots  # the agents' loops: N at once, on this machine
@@ -236,6 +286,7 @@ class League:
                           {agent: loop for (t, agent), loop in loops.items() if t == task.name})
         rows = leaderboard(entries, [t.name for t in self.tasks])
         self._write(entries, rows)
+        self.entries = entries
         return rows
 
     def _run_loops(self, entries: list[Entry]) -> dict[tuple[str, str], AgentLoop]:
@@ -299,7 +350,7 @@ class League:
                     baselines[job.entry.task] = next((x for x in outcome if x.status == "keep"), None)
                     todo.extend(Job(e, False) for e in entries if e.task == job.entry.task and not e.error)
                 else:
-                    summarize_history(job.entry, outcome)
+                    summarize_history(job.entry, outcome, tasks[job.entry.task].direction)
                     loops[job.entry.task, job.entry.agent] = loop
         except BaseException:
             self._stop(running, done)
@@ -361,7 +412,10 @@ class League:
             self.log(f"league: {task.name} {run.candidate.name} seed {run.seed}: {rec.status} "
                      f"{rec.value if rec.value is not None else rec.error}")
             records[run.candidate.name.removeprefix("heldout-")].append(rec)
+        before = self._speed(first.profile.device) if not s.max_tokens else None
         self.executor.map(runs, on_record=record, log=self.log)
+        after = self._speed(first.profile.device) if before else None
+        drift = calibrate.mismatch(after, before, "before the held-out runs") if after else ""
         base = [(r.seed, r.value) for r in records[owner["baseline"]] if r.status == "ok"]
         if not base:
             for e in done:
@@ -369,6 +423,18 @@ class League:
             return
         rule, unit = self._noise_unit(task, first, [v for _, v in base])
         heldout_statistics(done, base, {e.agent: records[owner[e.agent]] for e in done}, rule, unit)
+        if drift:
+            reason = f"the machine's speed changed during the held-out runs: {drift}: {SPEED_ADVICE}"
+            self.log(f"league: {task.name}: {NOT_COMPARABLE}: {reason}")
+            not_comparable(done, reason)
+
+    def _speed(self, device: str) -> dict | None:
+        """The machine's speed now; None (logged) when it cannot be measured."""
+        try:
+            return self.measure_speed(device)
+        except RuntimeError as e:
+            self.log(f"league: machine speed not measured: {e}; time-mode held-out verdicts do not account for it")
+            return None
 
     def _noise_unit(self, task: Task, loop: AgentLoop, base: list[float]) -> tuple[stats.Rule, float]:
         """The task's rule and its noise unit σ: the measured seed-to-seed std (the stored baseline's, then
@@ -395,7 +461,8 @@ class League:
         tmp.write_text(json.dumps({"league": self.name, "experiments": self.experiments,
                                    "heldout_seeds": self.heldout_seeds, "settings": asdict(self.settings),
                                    "noise_units": self.units,
-                                   "entries": [asdict(e) for e in entries], "leaderboard": rows}, indent=1))
+                                   "entries": [asdict(e) for e in entries], "leaderboard": rows,
+                                   "reward_hacking": reward_hacking(entries)}, indent=1))
         os.replace(tmp, path)
         report.write_league_report(self.out, self.log)
         self.log(f"league: results in {path} (report.html beside it)")

@@ -56,7 +56,8 @@ def usable_cores() -> int:
     return cores
 
 
-def _preexec(device: str, limits: bool) -> None:
+def preexec(device: str, limits: bool) -> None:
+    """preexec_fn of a child: it dies with the thread that started it; the sandbox's resource limits."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if limits:
@@ -169,7 +170,7 @@ def start(entry: tuple[str, ...], spec, tmp: Path, plan: sandbox.Plan, *, device
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=scratch, env=env, stdin=stdin, stdout=out, stderr=out,
                                 pass_fds=(write_fd, *pass_fds), start_new_session=True,
-                                preexec_fn=lambda: _preexec(device, limits))
+                                preexec_fn=lambda: preexec(device, limits))
     os.close(write_fd)
     child = Child(proc, read_fd, log)
     with _live_lock:

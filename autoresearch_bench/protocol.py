@@ -97,14 +97,11 @@ class ScorerSpec:
     cfg: dict[str, Any]
     device: str
     seed: int
-    val_tokens: str
+    rows: str                 # the scored rows of its split (data.eval_split): never the other split's
     tokenizer_dir: str
-    eval_tokens: int
     eval_batch_size: int
     eval_split: str
     metric: str
-    score: str
-    crop: bool
     max_params: int | None
     sandbox_level: str
     sandbox_prefix: tuple[str, ...]
@@ -119,6 +116,7 @@ class CheckSpec:
     seed: int
     allowed_imports: tuple[str, ...]
     max_params: int | None
+    max_literal_bytes: int = 16384
 
 
 SPECS = (TrainSpec, FeederSpec, ModelSpec, ScorerSpec, CheckSpec)

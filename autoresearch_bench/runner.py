@@ -179,16 +179,14 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
 
 
 def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path, plan: sandbox.Plan,
-                  prepared: data.PreparedData, seed: int, eval_split: str, gpu: str | None,
+                  prepared: data.PreparedData, rows: Path, seed: int, eval_split: str, gpu: str | None,
                   threads: int) -> process.Child:
     """The scorer, loading the rows and starting its model processes; it waits for the weights' path."""
     (tmp / "eval").mkdir()
     (tmp / "models").mkdir()
     spec = ScorerSpec(candidate=str(candidate.path.resolve()), cfg=profile.model_config(),
-                      device=profile.device, seed=seed, val_tokens=str(prepared.val_tokens),
-                      tokenizer_dir=str(prepared.tokenizer_dir), eval_tokens=profile.eval_tokens,
+                      device=profile.device, seed=seed, rows=str(rows), tokenizer_dir=str(prepared.tokenizer_dir),
                       eval_batch_size=profile.eval_batch_size, eval_split=eval_split, metric=task.metric,
-                      score=profile.data.get("score", "tokens"), crop=bool(profile.data.get("crop", False)),
                       max_params=task.max_params, sandbox_level=plan.level, sandbox_prefix=plan.prefix,
                       tmp=str(tmp / "models"), threads=threads)
     return process.start(("scorer",), spec, tmp / "eval", sandbox.Plan("off", ()), device=profile.device,
@@ -269,6 +267,12 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
                         f"folders) hold validation documents, e.g. {exposed[0]}; build the corpus from files "
                         f"outside them (climbmix, or a parquet or files source under your home)")
         return record
+    try:  # the scored rows of this split alone: an experiment's scorer never gets the held-out ones
+        rows = data.eval_split(prepared, profile.eval_tokens, profile.seq_len, bool(profile.data.get("crop", False)),
+                               profile.data.get("score", "tokens"), eval_split)
+    except ValueError as e:
+        record.status, record.error = "crash", str(e)
+        return record
     record.extra.update(sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id,
                         visible_validation_files=len(exposed))
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
@@ -277,7 +281,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
         tmp = Path(name)
         os.chmod(tmp, 0o755)  # the sandbox's uid must reach the scratch folders below
-        scorer_args = (task, profile, candidate, tmp, plan, prepared, seed, eval_split, gpu, threads)
+        scorer_args = (task, profile, candidate, tmp, plan, prepared, rows, seed, eval_split, gpu, threads)
         # the scorer starts while the model trains (its start is then off the experiment's critical path),
         # except on a CPU in time mode, where it would take cores from the clocked training
         scorer = _start_scorer(*scorer_args) if profile.device == "cuda" or max_tokens else None
@@ -338,7 +342,8 @@ class CheckServer:
         plan = sandbox.plan(isolation)
         inner = sandbox.place(candidate.path, sandbox.prepare_scratch(tmp, plan), "candidate.py", plan)
         spec = CheckSpec(candidate=inner, cfg=profile.model_config(), seed=seed,
-                         allowed_imports=tuple(task.imports), max_params=task.max_params)
+                         allowed_imports=tuple(task.imports), max_params=task.max_params,
+                         max_literal_bytes=task.max_literal_bytes)
         self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=process.usable_cores(),
                                    stdin=subprocess.PIPE)
         ready = next(self.child.reports(time.perf_counter() + start_timeout_s), None)

@@ -29,9 +29,13 @@ This is not a VM: a kernel or GPU driver exploit crosses it. For untrusted code 
 whole harness in a container too: `docker run --rm --gpus all --network none -v $PWD:/work -w /work
 IMAGE pytest --autoresearch tasks/`.
 
-`python -I sandbox.py --root DIR --scratch DIR --hide-list FILE [--ro PATH]... [--uid N] -- CMD...`
-is the entry that runs inside the new namespaces (as root there): it builds the new root under DIR,
-chroots into it and execs `setpriv ... CMD`.
+The agent's command (agent.CommandProposer) runs in the same sandbox with three differences: it keeps
+the machine's network unless told otherwise (it calls its model's API), a copy of its task folder is
+bound read-write where the folder is, and it starts there (`wrap(writable=, network=, cwd=)`).
+
+`python -I sandbox.py --root DIR --scratch DIR --hide-list FILE --cwd DIR [--ro PATH]... [--rw DIR
+--at PATH]... [--uid N] -- CMD...` is the entry that runs inside the new namespaces (as root there):
+it builds the new root under DIR, chroots into it and execs `setpriv ... CMD`.
 """
 from __future__ import annotations
 
@@ -179,17 +183,24 @@ def place(source: str | Path, scratch: Path, name: str, plan_: Plan) -> str:
 
 
 def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: list[str] = (),
-         hidden: list[str] = ()) -> list[str]:
+         hidden: list[str] = (), writable: list[tuple[str, str]] = (), network: bool = False,
+         cwd: str = SCRATCH) -> list[str]:
     """The command, entered into the sandbox with tmp/root as its new root and scratch as /scratch;
-    the files in `hidden` (and the harness's own corpus) are covered by /dev/null there."""
+    the files in `hidden` (and the harness's own corpus and data cache) are covered there. `writable`:
+    (folder here, where it appears inside) pairs bound read-write; `network`: keep the machine's
+    network (no network namespace; the agent's API calls); `cwd`: where the command starts."""
     if not plan_.isolated:
         return command
+    from .data import cache_root  # not shown anyway; covered in case it lies under a shown folder
     hide_list = tmp / "hidden.txt"
-    hide_list.write_text("\n".join([str(PACKAGE / "corpus"), *hidden]))
-    args = [*plan_.prefix, sys.executable, "-I", os.path.realpath(__file__), "--root", str(tmp / "root"),
-            "--scratch", str(scratch), "--hide-list", str(hide_list)]
+    hide_list.write_text("\n".join([str(PACKAGE / "corpus"), str(cache_root()), *hidden]))
+    prefix = [a for a in plan_.prefix if not (network and a == "--net")]
+    args = [*prefix, sys.executable, "-I", os.path.realpath(__file__), "--root", str(tmp / "root"),
+            "--scratch", str(scratch), "--hide-list", str(hide_list), "--cwd", cwd]
     for path in sorted({*readonly_paths(), *readonly}):
         args += ["--ro", path]
+    for source, inside in writable:
+        args += ["--rw", str(source), "--at", str(inside)]
     if plan_.uid is not None:
         args += ["--uid", str(plan_.uid)]
     return [*args, "--", *command]
@@ -267,7 +278,8 @@ def _hide(root: str, paths: list[str]) -> None:
             raise SystemExit(f"autoresearch-bench sandbox: cannot hide {path}: {os.strerror(ctypes.get_errno())}")
 
 
-def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str]) -> None:
+def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str],
+                writable: list[tuple[str, str]] = ()) -> None:
     _mount("--make-rprivate", "/")
     _mount("-t", "tmpfs", "-o", "mode=755,size=64m", "ar-root", root)
     for path in SYSTEM_DIRS:
@@ -283,6 +295,8 @@ def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str])
     for path in readonly:
         if os.path.exists(path) and not os.path.exists(root + path):
             _bind(path, root + path)
+    for source, inside in writable:
+        _bind(source, root + inside, writable=True)
     _bind(scratch, root + SCRATCH, writable=True)
     for node in [f"/dev/{name}" for name in DEVICES] + [p for pattern in GPU_DEVICES for p in glob.glob(pattern)]:
         if os.path.exists(node) and not os.path.isdir(node):
@@ -293,6 +307,8 @@ def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str])
     os.makedirs(root + "/proc", exist_ok=True)
     _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", root + "/proc")
     _hide(root, hidden)
+    # the new root itself read-only: in a user namespace its owner is the process's own uid
+    _mount("-o", "remount,ro,nosuid", "ar-root", root)
 
 
 def _enter(argv: list[str]) -> None:
@@ -301,12 +317,13 @@ def _enter(argv: list[str]) -> None:
     pairs = list(zip(options[::2], options[1::2]))
     single = dict(pairs)
     readonly = [value for flag, value in pairs if flag == "--ro"]
+    writable = list(zip([v for flag, v in pairs if flag == "--rw"], [v for flag, v in pairs if flag == "--at"]))
     with open(single["--hide-list"]) as f:
         hidden = [line for line in f.read().splitlines() if line]
-    _build_root(single["--root"], single["--scratch"], readonly, hidden)
+    _build_root(single["--root"], single["--scratch"], readonly, hidden, writable)
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
     os.chroot(single["--root"])
-    os.chdir(SCRATCH)
+    os.chdir(single.get("--cwd", SCRATCH))
     drop = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     if "--uid" in single:
         uid = single["--uid"]

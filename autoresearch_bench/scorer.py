@@ -75,19 +75,11 @@ class Targets:
 
 
 def load_eval_data(spec: ScorerSpec) -> tuple[torch.Tensor, Targets]:
-    """The scored rows and their Targets. Split "val": the first eval_tokens of the validation split,
-    the score agents see. Split "test": up to as many rows again right after them, held out for the
-    league (no agent gets a number from them); at least a quarter as many."""
-    from .data import eval_rows_and_mask, token_bytes
-    n_tokens, seq_len, path = spec.eval_tokens, int(spec.cfg["seq_len"]), Path(spec.val_tokens)
-    if spec.eval_split == "test":
-        n_val = math.ceil(n_tokens / seq_len)
-        rows, mask = (a[n_val:] for a in eval_rows_and_mask(path, 2 * n_tokens, seq_len, spec.crop, spec.score))
-        if len(rows) < max(1, n_val // 4):
-            raise ValueError(f"the validation split has {len(rows)} rows after the {n_val} scored ones, too "
-                             f"few for a held-out test; lower eval_tokens or raise val_fraction in [data]")
-    else:
-        rows, mask = eval_rows_and_mask(path, n_tokens, seq_len, spec.crop, spec.score)
+    """The scored rows of the spec's split and their Targets: split "val", the score agents see; split
+    "test", the league's held-out rows, in a file of their own (data.eval_split)."""
+    from .data import token_bytes
+    with np.load(spec.rows) as split:
+        rows, mask = split["rows"], split["mask"]
     nbytes = (torch.from_numpy(token_bytes(Path(spec.tokenizer_dir)).astype(np.int64))
               if spec.metric == "val_bpb" else None)
     return torch.from_numpy(rows), Targets(torch.from_numpy(mask), nbytes)

@@ -11,7 +11,7 @@ optionally `candidates/*.py`. The toml file has these tables (see tasks/gpt_pret
                 however small the noise; default 0)
     [data]      source (embedded | files | climbmix | parquet | modular), vocab_size, seq_len,
                 score (tokens | answers: the scored positions), source options (see data.py)
-    [limits]    max_params, max_vram_gb
+    [limits]    max_params, max_vram_gb, max_literal_bytes (literal data in a candidate's source; 16384)
     [profiles.<name>]          device (cpu | cuda), budget_s, startup_allowance_s, eval_tokens,
                                eval_batch_size, eval_timeout_s; optional min_effect (the
                                smallest metric change that counts; default: from the noise);
@@ -122,6 +122,7 @@ class Task:
     max_vram_gb: float | None
     profiles: dict[str, Profile] = field(repr=False)
     floor: float = 0.0  # the practical floor of the metric
+    max_literal_bytes: int = 16384  # literal data a candidate's source may hold (checks.check_literal_data)
 
     def rule(self, profile: Profile, mode: str, budget: float, noise: stats.Noise = stats.Noise(),
              min_effect: float | None = None) -> stats.Rule:
@@ -344,6 +345,8 @@ def load_task(path: str | Path) -> Task:
                 imports=tuple(_get(meta, "imports", "a list of strings", "task", shown, [])),
                 max_params=_get(limits, "max_params", "an integer", "limits", shown, None),
                 max_vram_gb=_get(limits, "max_vram_gb", "a number", "limits", shown, None),
+                max_literal_bytes=_get(limits, "max_literal_bytes", "an integer", "limits", shown,
+                                       Task.max_literal_bytes),
                 profiles=profiles, floor=_floor(meta, shown))
 
 

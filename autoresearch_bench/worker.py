@@ -162,14 +162,15 @@ def serve_checks(spec: CheckSpec, emit: Emitter) -> None:
         name = request.pop("check")
         t0 = time.perf_counter()
         try:
-            if import_error and name != "source_policy":
+            if import_error and name not in checks.STATIC:
                 raise ImportError(import_error)
             if name not in checks.CHECKS:
                 raise KeyError(f"unknown check {name!r}; known: {', '.join(sorted(checks.CHECKS))}")
             ctx = checks.CheckContext(
                 build_model=module.build_model if module else None, cfg=spec.cfg, source=source,
                 allowed_imports=spec.allowed_imports, max_params=spec.max_params,
-                seed=request.pop("seed", spec.seed), built=built, **request)
+                max_literal_bytes=spec.max_literal_bytes, seed=request.pop("seed", spec.seed), built=built,
+                **request)
             detail = checks.CHECKS[name](ctx)
             checks.verify_untampered(snapshot)
             emit("check", name=name, ok=True, detail=detail, seconds=time.perf_counter() - t0)

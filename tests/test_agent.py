@@ -16,14 +16,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from autoresearch_bench import report, storage
-from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, Proposal,
+from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, Measured, Proposal,
                                       RandomSearchProposer, ReplayProposer, Settings, _best_runs, apply_proposal,
                                       command_spec, float_constants, parse_reply)
-from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics
+from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics, reward_hacking
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import load_eval_data
 from autoresearch_bench.stats import Noise, Rule
@@ -132,8 +133,8 @@ AGENT_SCRIPT = textwrap.dedent("""
     if n == "1":
         train.write_text(train.read_text().replace("LR = 1e-05", "LR = 3e-3"))
         pathlib.Path(os.environ["AR_DESCRIPTION_FILE"]).write_text("learning rate 3e-3")
-    elif n == "2" and not marker.exists():
-        marker.write_text("sleeping")
+    elif n == "2" and not marker.exists():  # the test makes the marker once it saw this line
+        print("sleeping", flush=True)
         time.sleep(60)
     elif n == "2":
         (pathlib.Path(os.environ["AR_TASK_DIR"]) / "task.toml").write_text("# edited by the agent")
@@ -145,19 +146,21 @@ AGENT_SCRIPT = textwrap.dedent("""
 
 def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp_path_factory):
     helper = tmp_path_factory.mktemp("agent")
+    helper.chmod(0o755)  # shown to the agent read-only, which runs as uid 65534 when the tests are root
     (helper / "agent.py").write_text(AGENT_SCRIPT)
     marker = helper / "marker"
     cli = [sys.executable, "-m", "autoresearch_bench.cli", "agent", "--task", str(repo / "tasks/tiny"),
-           "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}",
+           "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}", "--agent-ro", str(helper),
            "--profile", "cpu", "--tokens", "32768", "--confirm-seeds", "2", "--max-experiments", "3",
            "--out", "records"]  # relative to cwd
     # SIG_DFL: Ctrl-C reaches the loop even when these tests run as a job that ignores SIGINT
     proc = subprocess.Popen(cli, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+    deadline, log = time.monotonic() + 600, repo / "records/logs/2.agent.log"  # five runs first, on a busy machine
+    while not (log.exists() and "sleeping" in log.read_text()) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    assert marker.exists(), proc.communicate()[0]
+    assert log.exists() and "sleeping" in log.read_text(), proc.communicate()[0]
+    marker.write_text("seen")
     proc.send_signal(signal.SIGINT)  # Ctrl-C while the agent command works on experiment 2
     output = proc.communicate(timeout=90)[0]
     assert proc.returncode == 130, output
@@ -218,6 +221,31 @@ def test_a_change_that_looks_better_on_the_screen_is_kept_only_when_the_paired_c
     assert lucky.verdict == "no difference" and "below the threshold 0.0020" in lucky.reason
     higher = KeepRule(Rule("higher"), confirm_seeds=(1, 2))
     assert higher.screen({0: 0.5}, {0: 0.4})[0] and not higher.screen({0: 0.4}, {0: 0.4})[0]
+
+
+def test_a_time_mode_change_measured_at_another_machine_speed_is_not_comparable(repo, tmp_path, monkeypatch):
+    changes = tmp_path / "changes"
+    changes.mkdir()
+    (changes / "1.py").write_text(file_with(repo, "LR = 1e-05", "LR = 3e-3"))
+    (changes / "2.py").write_text(file_with(repo, "LR = 1e-05", "LR = 2e-3"))
+    # the machine's speed before each suite run: the baseline, experiment 1 (a slow moment), experiment 2's two
+    speeds = iter([{"cpu": 50.0}, {"cpu": 30.0}, {"cpu": 49.0}, {"cpu": 48.0}])
+
+    def measured(self, n, commit, description, stage, seeds, best=None) -> Measured:
+        """Training stands in: the baseline scores about 1.0 on every seed, both changes about 0.5."""
+        runs = {s: (1.0 if n == 0 else 0.5) + s / 100 for s in seeds}
+        return Measured("ok", seeds, runs=runs, best_runs={s: 1.0 + s / 90 for s in seeds} if best else {},
+                        speed=next(speeds))
+    monkeypatch.setattr(AgentLoop, "_evaluate", measured)
+    loop = AgentLoop(repo / "tasks/tiny", AgentSpec("replay", kind="replay", changes=str(changes)), "speed",
+                     Settings(profile="cpu", confirm_seeds=2, max_experiments=2), log=lambda m: None)
+    history = loop.run()
+    assert [e.status for e in history] == ["keep", "discard", "keep"]
+    assert history[1].reason == ("screen: not comparable: the cpu ran 40% slower than when the best's seed 0 was "
+                                 "measured (30.0 against 50.0 GFLOP/s): use fixed-token mode (--tokens N), or rerun "
+                                 "on an idle machine")
+    assert history[2].speeds == [[0, {"cpu": 49.0}], [1, {"cpu": 48.0}], [2, {"cpu": 48.0}]]
+    assert history[2].best_speeds == [[1, {"cpu": 48.0}], [2, {"cpu": 48.0}]]
 
 
 def test_the_best_s_runs_are_its_own_then_its_re_measures_since():
@@ -313,21 +341,24 @@ def test_random_search_keeps_fractions_in_0_1_and_scales_others_by_at_most_2(val
         assert value / 2 * 0.99 <= new <= value * 2 * 1.01
 
 
-def test_held_out_rows_follow_the_scored_rows_and_do_not_overlap(repo):
+def test_held_out_rows_follow_the_scored_rows_in_a_file_of_their_own(repo):
     from autoresearch_bench import data
     task = load_task(repo / "tasks/tiny")
     profile = task.profile("cpu")
     prepared = data.prepare(profile.data, task.name, log=lambda m: None)
-    spec = ScorerSpec(candidate="", cfg=profile.model_config(), device="cpu", seed=0,
-                      val_tokens=str(prepared.val_tokens), tokenizer_dir=str(prepared.tokenizer_dir),
-                      eval_tokens=profile.eval_tokens, eval_batch_size=8, eval_split="val", metric="val_bpb",
-                      score="tokens", crop=False, max_params=None, sandbox_level="off", sandbox_prefix=(), tmp="")
+    split = lambda name, tokens=profile.eval_tokens: data.eval_split(prepared, tokens, profile.seq_len, split=name)
+    spec = ScorerSpec(candidate="", cfg=profile.model_config(), device="cpu", seed=0, rows=str(split("val")),
+                      tokenizer_dir=str(prepared.tokenizer_dir), eval_batch_size=8, eval_split="val",
+                      metric="val_bpb", max_params=None, sandbox_level="off", sandbox_prefix=(), tmp="")
     val, _ = load_eval_data(spec)
-    test, _ = load_eval_data(replace(spec, eval_split="test"))
-    assert len(test) == len(val)
+    test, _ = load_eval_data(replace(spec, rows=str(split("test")), eval_split="test"))
+    everything, _ = data.eval_rows_and_mask(prepared.val_tokens, 2 * profile.eval_tokens, profile.seq_len)
+    assert len(test) == len(val) and np.array_equal(np.concatenate([val, test]), everything)
     assert not {tuple(r) for r in val.tolist()} & {tuple(r) for r in test.tolist()}
+    assert split("test").parent == prepared.root / "private" != split("val").parent
+    assert oct(split("test").stat().st_mode & 0o777) == "0o600" and oct(split("test").parent.stat().st_mode & 0o777) == "0o700"
     with pytest.raises(ValueError, match="too few for a held-out test"):
-        load_eval_data(replace(spec, eval_split="test", eval_tokens=prepared.n_val_tokens))
+        split("test", prepared.n_val_tokens)
 
 
 def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap():
@@ -338,7 +369,7 @@ def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap()
     def final(shift: float, crash_at: int | None = None) -> list:
         return [record(seed=s, value=v + shift + w) if s != crash_at else
                 record(seed=s, value=None, status="crash", error="boom") for (s, v), w in zip(base, wiggle)]
-    entries = [Entry("good", "t", best_value=0.55, baseline_value=0.62), Entry("broken", "t"),
+    entries = [Entry("good", "t", best_value=0.55, baseline_value=0.62, best_seen_value=0.50), Entry("broken", "t"),
                Entry("broken_and_worse", "t")]
     finals = {"good": final(-0.01), "broken": final(0.0, 1002), "broken_and_worse": final(0.02, 1001)}
     heldout_statistics(entries, base, finals, Rule(noise=Noise(seed_std=0.02, pair_std=0.002)), unit=0.02)
@@ -346,11 +377,30 @@ def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap()
     assert good.verdict == "better" and good.ci[0] < good.delta < good.ci[1] < 0  # paired: the seeds cancel
     assert good.improvement_sigma == pytest.approx(0.5) and good.heldout_status == "ok"
     assert good.gap_sigma == pytest.approx((0.07 - 0.01) / 0.02)  # it found 0.07 on validation, 0.01 held out
+    hacking = reward_hacking(entries)[0]  # the loop saw 0.12 once, kept 0.07, and 0.01 of it held out
+    assert hacking["best validation gain seen (σ)"] == pytest.approx(6.0)
+    assert hacking["final file: validation (σ)"] == pytest.approx(3.5)
+    assert hacking["final file: held-out (σ)"] == pytest.approx(0.5) and hacking["held-out verdict"] == "better"
     assert broken.improvement_sigma == 0.0 and broken.verdict == "crash" and broken.heldout_status == "crash: boom"
     assert worse.improvement_sigma == pytest.approx(-1.0, abs=0.01)  # no gain at best: its measured loss counts
     board = leaderboard(entries, ["t"])
     assert [r["held-out"] for r in board] == ["ok", "failed on t", "failed on t"]
     assert board[0]["t Δ 95% CI"].endswith("better")
+
+
+def test_a_league_whose_machine_speed_changed_during_the_held_out_runs_ranks_nothing(repo):
+    speeds = iter([{"cpu": 50.0}, {"cpu": 30.0}])  # before and after the task's held-out runs
+    league = League([AgentSpec("null", kind="null")], [load_task(repo / "tasks/tiny")], experiments=0,
+                    settings=Settings(profile="cpu", budget_s=1), name="speed", heldout_seeds=2,
+                    out_dir=repo / ".ar/league", log=lambda m: None, measure_speed=lambda device: next(speeds))
+    row = league.run()[0]
+    entry = league.entries[0]
+    assert entry.verdict == "not comparable" and entry.improvement_sigma is None and len(entry.heldout) == 2
+    assert entry.not_comparable == ("the machine's speed changed during the held-out runs: the cpu ran 40% slower "
+                                    "than before the held-out runs (30.0 against 50.0 GFLOP/s): use fixed-token "
+                                    "mode (--tokens N), or rerun on an idle machine")
+    assert row["held-out"] == "not comparable on tiny" and row["improvement (σ)"] is None
+    assert row["tiny Δ 95% CI"] == "not comparable"
 
 
 def test_leaderboard_ranks_by_mean_held_out_improvement():

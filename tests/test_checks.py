@@ -199,3 +199,37 @@ def test_replacing_a_critical_function_is_detected(owner, name, key):
         else:
             setattr(owner, name, saved)
     checks.verify_untampered(snapshot)
+
+
+# --- the source is not a data channel -----------------------------------------------------------
+
+def test_every_task_s_own_train_py_passes_literal_data():
+    for toml in ROOT.glob("tasks/*/task.toml"):
+        task = load_task(toml)
+        assert "literal_data" in task.checks, task.name
+        source = (task.root / task.editable[0]).read_text()
+        assert "bytes of literal data, within" in CHECKS["literal_data"](
+            context(source=source, max_literal_bytes=task.max_literal_bytes))
+
+
+@pytest.mark.parametrize("packing", ["one base64 string", "a tuple per residue"])
+def test_a_candidate_that_embeds_the_answer_table_fails_literal_data(packing):
+    import base64
+    from autoresearch_bench.data import modular_equations
+    task = load_task(ROOT / "tasks/modular_add")
+    spec = task.profile("cpu").data
+    _, val = modular_equations(spec["modulus"], spec["operation"], spec["train_fraction"], spec["seed"])
+    answers = val[:, 5].tolist()  # the validation answers, in order: what a cheat would look up
+    if packing == "one base64 string":
+        table = f"ANSWERS = {base64.b64encode(bytes(answers)).decode()!r}\n"
+    else:  # small tables, none large by itself
+        table = "".join(f"ANSWERS_{i} = {tuple(answers[i:i + 97])}\n" for i in range(0, len(answers), 97))
+    cheat = (task.root / "train.py").read_text() + "\n" + table
+    with pytest.raises(CheckFailed, match=r"^literal_data: the source holds [\d,]+ bytes of literal data \(constants "
+                                          r"and tables of constants\) > the task's limit of 4,096 \(max_literal_bytes"):
+        CHECKS["literal_data"](context(source=cheat, max_literal_bytes=task.max_literal_bytes))
+
+
+def test_literal_data_counts_tables_of_constants_as_their_source_text():
+    sizes = checks.literal_data('"""doc"""\nX = [1, -2, (3, 4.5)]\nY = {"a": b"\\x00"}\nZ = f(10) if True else None\n')
+    assert sorted(sizes) == [(2, 4), (9, 1), (14, 3), (17, 2)]  # None and True are not data

@@ -6,6 +6,7 @@ import http.server
 import io
 import lzma
 import math
+import os
 import socket
 import tempfile
 import threading
@@ -82,11 +83,32 @@ def test_bad_spec_is_a_one_line_data_error(cache, spec, message):
     assert "\n" not in str(e.value)
 
 
+def test_validation_documents_and_held_out_rows_are_the_harness_s_alone(cache):
+    prepared = prepare(EMBEDDED, "tiny", log=lambda m: None)
+    held_out, scored = data.eval_split(prepared, 4096, 64, split="test"), data.eval_split(prepared, 4096, 64)
+    assert held_out.parent == prepared.root / "private" and scored.parent == prepared.root / "splits"
+    for path in (prepared.val_tokens, held_out, scored, prepared.root / "val" / "val.parquet"):
+        assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700, path
+    with pytest.raises(DataError, match="eval_split must be one of val, test"):
+        data.eval_split(prepared, 4096, 64, split="heldout")
+
+
+def test_a_cache_of_layout_1_is_moved_into_place_with_a_message_and_keeps_its_data_id(cache):
+    prepared = prepare(EMBEDDED, "tiny", log=lambda m: None)
+    old = prepared.root / "val" / "val.npy"  # where layout 1 kept the validation tokens
+    os.replace(prepared.val_tokens, old)
+    os.replace(prepared.val_tokens.with_name("validation.docs.npy"), prepared.root / "val" / "val.docs.npy")
+    logs = []
+    again = prepare(EMBEDDED, "tiny", log=logs.append)
+    assert again == prepared and not old.exists()
+    assert len(logs) == 1 and "cache layout 2" in logs[0] and "the data id stays" in logs[0]
+
+
 def test_embedded_prepare_is_cached_and_idempotent(cache):
     logs = []
     first = prepare(EMBEDDED, "tiny", log=logs.append)
     assert first.root.parent == cache / "tiny"
-    assert first.val_tokens.parent == first.root / "val" and first.train_tokens.parent == first.root
+    assert first.val_tokens.parent == first.root / "private" and first.train_tokens.parent == first.root
     assert first.vocab_size == 384 and first.n_train_tokens == len(np.load(first.train_tokens))
     assert first.n_val_tokens == len(np.load(first.val_tokens)) > 0
     assert any("tokenizer" in m for m in logs) and any("tokenized" in m for m in logs)

@@ -69,7 +69,7 @@ def league(monkeypatch, tmp_path, loops: Loops, slots: int, agents="abc", gpus=(
     monkeypatch.setattr(lg, "visible_gpus", lambda: list(gpus))
     monkeypatch.setattr(lg.League, "_heldout", lambda self, task, entries, done: [
         setattr(e, "improvement_sigma", 1.0 + (e.agent == "a")) for e in entries if e.agent in done])
-    tasks = [SimpleNamespace(name=t, root=tmp_path / t) for t in ("t1", "t2")]
+    tasks = [SimpleNamespace(name=t, root=tmp_path / t, direction="lower") for t in ("t1", "t2")]
     out = tmp_path / f"slots{slots}"
     rows = lg.League([AgentSpec(a, kind="null") for a in agents], tasks, experiments=1, settings=Settings(),
                      out_dir=out, slots=slots, log=lambda m: None).run()
@@ -163,7 +163,7 @@ def test_two_loops_at_once_on_two_gpus_share_the_baseline_stop_on_ctrl_c_and_res
                               for a in "ab"))
     cli = [sys.executable, "-m", "autoresearch_bench.cli", "league", "--agents", str(agents), "--tasks", "tiny",
            "--experiments", "1", "--heldout-seeds", "2", "--name", "par", "--slots", "2", "--profile", "cpu",
-           "--tokens", "8192", "--out", "out"]
+           "--tokens", "8192", "--out", "out", "--sandbox", "off"]  # the agent notes its pid and GPU in `seen`
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3,5", "AR_TEST_PYTEST_GPUS": str(tmp_path / "pytest_gpus")}
     # SIG_DFL: Ctrl-C reaches the league even when these tests run as a job that ignores SIGINT
     proc = subprocess.Popen(cli, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autoresearch_bench import data
-from autoresearch_bench.data import DataError, eval_rows_and_mask, modular_equations, prepare
+from autoresearch_bench.data import DataError, eval_rows_and_mask, eval_split, modular_equations, prepare
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import Violation, score
 from autoresearch_bench.plugin import summary_rows
@@ -140,9 +140,9 @@ def scored(tmp_path, prepared, metric, score_mode, seq_len, model="AddOracle", p
     models = tmp_path / f"models_{model}_{wrong}_{metric}"
     models.mkdir()
     spec = ScorerSpec(candidate=str(candidate), cfg={"vocab_size": prepared.vocab_size, "seq_len": seq_len},
-                      device="cpu", seed=0, val_tokens=str(prepared.val_tokens),
-                      tokenizer_dir=str(prepared.tokenizer_dir), eval_tokens=200, eval_batch_size=8,
-                      eval_split="val", metric=metric, score=score_mode, crop=False, max_params=None,
+                      device="cpu", seed=0, rows=str(eval_split(prepared, 200, seq_len, score=score_mode)),
+                      tokenizer_dir=str(prepared.tokenizer_dir), eval_batch_size=8,
+                      eval_split="val", metric=metric, max_params=None,
                       sandbox_level="off", sandbox_prefix=(), tmp=str(models), threads=1)
     return score(spec, lambda: str(tmp_path / "model.pt"))
 
