@@ -96,7 +96,7 @@ from .task import Task, default_profile, load_task
 STATUSES = ("keep", "discard", "crash")
 RECENT_ROWS = 20  # results rows shown to the model
 # Time mode: a comparison across a change of the machine's speed says so instead of keeping or discarding on it.
-NOT_COMPARABLE = "not comparable"
+NOT_COMPARABLE = stats.NOT_COMPARABLE
 SPEED_ADVICE = "use fixed-token mode (--tokens N), or rerun on an idle machine"
 AGENT_NPROC_FACTOR = 4  # the unprivileged uid's processes, all runs together, stay below this × MAX_PROCESSES
 AUTHOR = ("-c", "user.name=autoresearch-bench agent", "-c", "user.email=agent@autoresearch-bench.invalid")

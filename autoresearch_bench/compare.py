@@ -32,7 +32,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import report, stats, storage
-from .session import NOT_COMPARABLE
+from .stats import NOT_COMPARABLE
 from .task import METRICS, TaskError, load_task
 
 GroupKey = tuple[str, str, str, str, float]  # task, candidate, profile, mode, budget

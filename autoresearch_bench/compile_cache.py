@@ -37,11 +37,10 @@ def source_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def trusted_dir(task: str, profile: str, device: str) -> Path:
-    """The trusted cache of one task and profile on this machine."""
+def trusted_dir(task: str, fingerprint: dict) -> Path:
+    """The trusted cache of one task on this machine and profile (storage.machine_fingerprint)."""
     from . import data  # numpy and the tokenizers, for a run only
-    machine = storage.fingerprint_id(storage.machine_fingerprint(profile, device))
-    return data.cache_root() / "compile" / f"{task}__{machine}"
+    return data.cache_root() / "compile" / f"{task}__{storage.fingerprint_id(fingerprint)}"
 
 
 @contextlib.contextmanager

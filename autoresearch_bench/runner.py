@@ -94,17 +94,18 @@ class Curve:
 
 def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
            plan: sandbox.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
-           gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None) -> Path | None:
+           gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None,
+           trusted_cache: Path) -> Path | None:
     """The training half of a run; fills the record's training fields, returns the weights or None.
-    The trainer compiles into a private copy of the trusted compile cache (compile_cache.py)."""
+    The trainer compiles into a private copy of the trusted compile cache (compile_cache.py), beside
+    the weights in its scratch folder."""
     (tmp / "feeder").mkdir()
     (tmp / "train").mkdir()
     scratch = sandbox.prepare_scratch(tmp / "train", plan)
     inner = sandbox.place(candidate.path, scratch, "candidate.py", plan)
     split = record.extra.setdefault("split", {})
     copied = time.perf_counter()
-    cache_env = compile_cache.private_copy(compile_cache.trusted_dir(task.name, profile.name, profile.device),
-                                           scratch / COMPILE_CACHE, f"{Path(inner).parent}/{COMPILE_CACHE}", plan.uid)
+    cache_env = compile_cache.private_copy(trusted_cache, scratch / COMPILE_CACHE, f"{Path(inner).parent}/{COMPILE_CACHE}", plan.uid)
     started = time.perf_counter()
     split["cache_copy"] = started - copied
     latest_start = started + profile.startup_allowance_s
@@ -278,6 +279,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     digest = harness_digest(task)
     trusted = compile_cache.source_digest(candidate.path) in trusted_sources
+    trusted_cache = compile_cache.trusted_dir(task.name, fingerprint)
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
         tmp = Path(name)
         os.chmod(tmp, 0o755)  # the sandbox's uid must reach the scratch folders below
@@ -287,7 +289,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         scorer = _start_scorer(*scorer_args) if profile.device == "cuda" or max_tokens else None
         try:
             weights = _train(record, task, profile, candidate, tmp, plan, prepared, seed, budget_s, max_tokens,
-                             gpu, threads, on_progress)
+                             gpu, threads, on_progress, trusted_cache)
             if weights is not None:
                 scorer = scorer or _start_scorer(*scorer_args)
                 _evaluate(record, profile, scorer, weights)
@@ -298,8 +300,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         _audit(record, task, digest, marks)
         if record.status == "ok" and trusted:  # a trusted file's kernels: the next runs start from them
             try:
-                compile_cache.publish(tmp / "train" / "work" / COMPILE_CACHE,
-                                      compile_cache.trusted_dir(task.name, profile.name, profile.device))
+                compile_cache.publish(weights.parent / COMPILE_CACHE, trusted_cache)
             except OSError as e:  # the run stands; only the next runs' compile is slower
                 log(f"[autoresearch] the compile cache was not kept ({e}); later runs compile anew")
         record.extra["split"]["audit"] = time.perf_counter() - audited

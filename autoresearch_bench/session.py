@@ -61,7 +61,7 @@ from .runner import TOKEN_MODE_TIME_FACTOR, Candidate
 from .task import Profile, Task, TaskError
 
 BASE = "@base"  # internal name of the candidate measured from --ar-base-ref; no candidate's name has "@"
-NOT_COMPARABLE = "not comparable"  # the verdict where the numbers do not compare (other data, other speed)
+NOT_COMPARABLE = stats.NOT_COMPARABLE
 # Advice of a time-mode verdict that machine speed made not comparable.
 SPEED_ADVICE = ("use fixed-token mode --ar-tokens N, or record the baseline again with --ar-save-baseline "
                 "on an idle machine")

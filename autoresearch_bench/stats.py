@@ -40,6 +40,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+NOT_COMPARABLE = "not comparable"  # the verdict where the numbers do not compare (other data, other speed)
+
 REFERENCE_SEEDS = 3  # thresholds are the detectable effect of this many seeds
 POWER = 0.8
 Runs = Sequence[tuple[int | None, float]]  # (seed, value); a seed of None pairs with nothing
