@@ -84,10 +84,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from statistics import NormalDist
 from typing import Callable, Iterator
 
-from . import calibrate, process, report, sandbox, stats, storage
+from . import calibrate, htmlreport, process, sandbox, stats, storage
 from .data import cache_root
 from .patch import SCRATCH, PatchError, changed_files, git, repo_root
 from .process import kill_group
@@ -96,7 +95,6 @@ from .task import Task, default_profile, load_task
 STATUSES = ("keep", "discard", "crash")
 RECENT_ROWS = 20  # results rows shown to the model
 # Time mode: a comparison across a change of the machine's speed says so instead of keeping or discarding on it.
-NOT_COMPARABLE = stats.NOT_COMPARABLE
 SPEED_ADVICE = "use fixed-token mode (--tokens N), or rerun on an idle machine"
 AGENT_NPROC_FACTOR = 4  # the unprivileged uid's processes, all runs together, stay below this × MAX_PROCESSES
 AUTHOR = ("-c", "user.name=autoresearch-bench agent", "-c", "user.email=agent@autoresearch-bench.invalid")
@@ -571,42 +569,6 @@ PROPOSERS = {"openai": OpenAIProposer, "command": CommandProposer, "null": NullP
 # The loop
 # ---------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class KeepRule:
-    """Screen, then confirm: the agent's keep rule, a pure function of per-seed values ({seed: value}).
-
-    screen: the candidate on the screening seeds against the best's runs on the same seeds; it passes
-    when the mean difference is better by at least the screen threshold: the task's floor, and where
-    the pair noise is known the difference that a no-op beats with probability `screen_rate` (so a
-    no-op costs 1 + screen_rate * confirmation runs on average).
-    confirm: the candidate on fresh seeds, paired with the best on them: stats.decide_by_seed under the
-    rule (paired t at alpha, |Δ| >= the paired threshold); kept only when that says better."""
-    rule: stats.Rule
-    screen_seeds: tuple[int, ...] = (0,)
-    confirm_seeds: tuple[int, ...] = (1, 2, 3)
-    screen_rate: float = 0.1
-
-    @property
-    def screen_threshold(self) -> float:
-        std = self.rule.std(paired=True)
-        z = NormalDist().inv_cdf(1 - self.screen_rate)
-        return max(self.rule.floor, z * std / math.sqrt(len(self.screen_seeds)) if std else 0.0)
-
-    def screen(self, candidate: dict[int, float], best: dict[int, float]) -> tuple[bool, str]:
-        """(passes, why) of the screening seeds."""
-        d = math.fsum(candidate[s] - best[s] for s in self.screen_seeds) / len(self.screen_seeds)
-        gain, bar = (-d if self.rule.direction == "lower" else d), self.screen_threshold
-        seeds = ", ".join(map(str, self.screen_seeds))
-        if gain > 0 and gain >= bar:
-            return True, f"screen: Δ {d:+.4f} on seed {seeds} clears {bar:.4f}"
-        return False, f"screen: Δ {d:+.4f} on seed {seeds} against the best: not better by {bar:.4f}"
-
-    def confirm(self, candidate: dict[int, float], best: dict[int, float]) -> stats.Decision:
-        """The paired decision on the confirmation seeds."""
-        return stats.decide_by_seed([(s, candidate[s]) for s in self.confirm_seeds],
-                                    [(s, best[s]) for s in self.confirm_seeds], self.rule)
-
-
 @dataclass
 class Settings:
     """How each experiment is run and judged; equal for every agent of a league."""
@@ -697,7 +659,7 @@ class AgentLoop:
             else self.task.profile(profile_name)
         mode, budget = settings.mode
         screen = tuple(range(settings.seeds))
-        self.keep_rule = KeepRule(self.task.rule(self.profile, mode, budget or self.profile.budget_s,
+        self.keep_rule = stats.KeepRule(self.task.rule(self.profile, mode, budget or self.profile.budget_s,
                                                  min_effect=settings.min_improvement),
                                   screen, tuple(range(len(screen), len(screen) + settings.confirm_seeds)))
         self.proposer = self._command_proposer() if spec.kind == "command" else PROPOSERS[spec.kind](spec)
@@ -775,7 +737,7 @@ class AgentLoop:
         history.append(e)
         write_progress_plot(history, self.out / "progress.png", self.task, f"{self.task.name} / {self.tag}",
                             self.log)
-        report.write_agent_report(self.out, self.task, self.tag, self.spec, self.settings, self.profile, self.log)
+        htmlreport.write_agent_report(self.out, self.task, self.tag, self.spec, self.settings, self.profile, self.log)
 
     # -- one experiment -------------------------------------------------------------------------------
     def _evaluate(self, n: int, commit: str, description: str, stage: str, seeds: tuple[int, ...],
@@ -798,10 +760,8 @@ class AgentLoop:
             cmd += ["--ar-budget", str(s.budget_s)]
         if s.max_tokens:
             cmd += ["--ar-tokens", str(s.max_tokens)]
-        budget = s.budget_s or p.budget_s
-        runs = len(seeds) * (2 if best else 1)
-        limit = s.run_timeout_s or runs * (budget * (4 if s.max_tokens else 1) + p.startup_allowance_s
-                                           + p.eval_timeout_s) + 300
+        runs = len(seeds) * (2 if best else 1)  # the runner's own clock rule, and 300 s for pytest around them
+        limit = s.run_timeout_s or runs * p.run_limit_s(s.budget_s, s.max_tokens) + 300
         cmd += ["--ar-trusted-ref", self.start_commit or "none"]  # the loop's start: its runs alone publish kernels
         expired, wall = threading.Event(), time.perf_counter()
         with open(log_path, "w") as log_file, self.children.start(
@@ -953,7 +913,7 @@ class AgentLoop:
             if stages[-1].status != "ok":
                 return end(stages[-1].status, stages[-1].reason, commit)
             if why := speed_departs(stages[-1].speed, seeds, best_speeds):
-                return end("discard", f"{stage}: {NOT_COMPARABLE}: {why}: {SPEED_ADVICE}", commit)
+                return end("discard", f"{stage}: {stats.NOT_COMPARABLE}: {why}: {SPEED_ADVICE}", commit)
             if stage == "screen" and not (screened := rule.screen(stages[0].runs, best))[0]:
                 return end("discard", screened[1], commit)
         decision = rule.confirm(stages[1].runs, best)

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from . import process
-from .runner import Candidate, run_candidate
+from .candidate import Candidate
+from .runner import run_candidate
 from .storage import RunRecord
 from .task import Profile, Task
 

@@ -324,3 +324,23 @@ def render(doc: dict) -> str:
 def write(doc: dict, path: str | Path) -> Path:
     """Write the page of a report document atomically."""
     return report.write_atomic(path, render(doc))
+
+
+def write_beside(doc: dict, folder: Path, log=print) -> None:
+    """report.json and report.html into folder (the agent loop's and the league's, beside their
+    records); a failure to write them is logged, never lost records: those are written already."""
+    try:
+        report.write(doc, folder / "report.json")
+        write(doc, folder / "report.html")
+    except OSError as e:
+        log(f"report not written to {folder}: {e}")
+
+
+def write_agent_report(out: Path, task, tag: str, spec, settings, profile, log=print) -> None:
+    """An agent loop's report.json and report.html, from its records folder."""
+    write_beside(report.agent_document(out, task, tag, spec, settings, report.machine_info(profile.name, profile.device)), out, log)
+
+
+def write_league_report(out: Path, log=print) -> None:
+    """A league's report.json and report.html, from its folder (after league.json is written)."""
+    write_beside(report.league_document(out, report.machine_info()), out, log)

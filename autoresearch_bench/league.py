@@ -86,11 +86,11 @@ from typing import Callable
 
 from tabulate import tabulate
 
-from . import calibrate, compile_cache, report, stats, storage
-from .agent import NOT_COMPARABLE, SPEED_ADVICE, AgentError, AgentLoop, AgentSpec, Experiment, Settings
+from . import calibrate, compile_cache, htmlreport, stats, storage
+from .agent import SPEED_ADVICE, AgentError, AgentLoop, AgentSpec, Experiment, Settings
 from .executor import Run, gpu_for, make_executor, visible_gpus
 from .patch import git
-from .runner import Candidate
+from .candidate import Candidate
 from .task import Task, find_tasks
 
 _SETTINGS_KEYS = {"profile", "seeds", "confirm_seeds", "budget_s", "max_tokens", "min_improvement", "sandbox"}
@@ -225,7 +225,7 @@ def not_comparable(entries: list[Entry], reason: str) -> None:
     """Held-out runs that do not compare (the machine's speed changed during them, in time mode): no
     verdict, no rank; the entries say why."""
     for e in entries:
-        e.verdict, e.not_comparable, e.improvement_sigma, e.gap_sigma = NOT_COMPARABLE, reason, None, None
+        e.verdict, e.not_comparable, e.improvement_sigma, e.gap_sigma = stats.NOT_COMPARABLE, reason, None, None
         e.delta, e.ci = None, None
 
 
@@ -425,7 +425,7 @@ class League:
         heldout_statistics(done, base, {e.agent: records[owner[e.agent]] for e in done}, rule, unit)
         if drift:
             reason = f"the machine's speed changed during the held-out runs: {drift}: {SPEED_ADVICE}"
-            self.log(f"league: {task.name}: {NOT_COMPARABLE}: {reason}")
+            self.log(f"league: {task.name}: {stats.NOT_COMPARABLE}: {reason}")
             not_comparable(done, reason)
 
     def _speed(self, device: str) -> dict | None:
@@ -464,7 +464,7 @@ class League:
                                    "entries": [asdict(e) for e in entries], "leaderboard": rows,
                                    "reward_hacking": reward_hacking(entries)}, indent=1))
         os.replace(tmp, path)
-        report.write_league_report(self.out, self.log)
+        htmlreport.write_league_report(self.out, self.log)
         self.log(f"league: results in {path} (report.html beside it)")
 
 

@@ -58,8 +58,9 @@ from . import stats, storage
 from .device import mfu_cell
 from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
 from .patch import surface_violations, repo_root
-from .runner import Candidate, CheckServer
-from .session import AUTO, BASE, NOT_COMPARABLE, SEQUENTIAL, BenchmarkSession, CandidateResult, Options, resolve_candidates
+from .runner import CheckServer
+from .candidate import BASE, Candidate, resolve_candidates
+from .session import AUTO, SEQUENTIAL, BenchmarkSession, CandidateResult, Options
 from .task import Profile, Task, TaskError, default_profile, load_task
 
 SESSION = pytest.StashKey[BenchmarkSession]()
@@ -776,8 +777,8 @@ def _reported(bench: BenchmarkSession) -> list[CandidateResult]:
 
 def _not_comparable_notes(shown: list[CandidateResult]) -> list[str]:
     """Why each `not comparable` verdict is so (other data, another machine speed) and what to do."""
-    return [f"{r.task.name}/{r.label}: {NOT_COMPARABLE}: {r.decision.reason}" for r in shown
-            if r.decision and r.decision.verdict == NOT_COMPARABLE]
+    return [f"{r.task.name}/{r.label}: {stats.NOT_COMPARABLE}: {r.decision.reason}" for r in shown
+            if r.decision and r.decision.verdict == stats.NOT_COMPARABLE]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -50,6 +50,7 @@ class TrainSpec:
     memory_overhead_gb: float = 0.0
     request_fd: int = -1
     batch_fd: int = -1
+    file_defaults: dict[str, Any] = field(default_factory=dict)  # the file's own Hyper constants (task.source_defaults)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def summary_dict(values: list[float]) -> dict | None:
 def session_document(bench, machine: dict) -> dict:
     """A BenchmarkSession (session.py) as a report of kind session: its options, and per task its
     reference, candidates (best first), decisions and runs."""
-    from .session import BASE
+    from .candidate import BASE
     tasks: dict[str, dict] = {}
     for r in bench.ranked():
         if not (r.records or r.skipped or r.stopped):
@@ -143,7 +143,7 @@ def session_document(bench, machine: dict) -> dict:
 def _reference(bench, task, profile) -> dict | None:
     """What the task's candidates were compared with: the stored baseline, else the base's runs. (An
     xdist controller planned nothing: it reads the stored baseline as its workers did.)"""
-    from .session import BASE
+    from .candidate import BASE
     stored = bench.baselines[task.name] if task.name in bench.baselines else bench.stored_baseline(task, profile)
     base = bench.results.get((task.name, BASE))
     if stored:
@@ -231,24 +231,3 @@ def records(doc: dict) -> list[storage.RunRecord]:
 def read_records(path: str | Path) -> list[storage.RunRecord]:
     """The runs of a report (.json) or of a results file (.jsonl)."""
     return records(load(path)) if Path(path).suffix == ".json" else storage.read_results(path)
-
-
-def write_beside(doc: dict, folder: Path, log=print) -> None:
-    """report.json and report.html into folder (the agent loop's and the league's, beside their
-    records); a failure to write them is logged, never lost records: those are written already."""
-    from . import htmlreport
-    try:
-        write(doc, folder / "report.json")
-        htmlreport.write(doc, folder / "report.html")
-    except OSError as e:
-        log(f"report not written to {folder}: {e}")
-
-
-def write_agent_report(out: Path, task, tag: str, spec, settings, profile, log=print) -> None:
-    """An agent loop's report.json and report.html, from its records folder."""
-    write_beside(agent_document(out, task, tag, spec, settings, machine_info(profile.name, profile.device)), out, log)
-
-
-def write_league_report(out: Path, log=print) -> None:
-    """A league's report.json and report.html, from its folder (after league.json is written)."""
-    write_beside(league_document(out, machine_info()), out, log)

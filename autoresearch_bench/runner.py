@@ -21,34 +21,21 @@ import os
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import compile_cache, process, sandbox, storage
+from .candidate import Candidate
 from .protocol import CheckSpec, FeederSpec, ScorerSpec, TrainSpec
-from .task import Profile, Task
+from .task import Profile, Task, grace_s, source_defaults
 
 if TYPE_CHECKING:  # imported where a run needs it: numpy, pyarrow and tiktoken cost every pytest session
     from . import data
 
 COMPILE_CACHE = "compile-cache"  # in the trainer's scratch folder: its private copy of the trusted cache
-TOKEN_MODE_TIME_FACTOR = 10  # in fixed-token mode the clock only stops runaways: 10 × the time budget
 FEEDER_REPORT_S = 10         # the feeder's final count, once the trainer is gone
-
-
-def grace_s(budget_s: float) -> float:
-    """How long after its budget a time-mode trainer may take to finish its step and save the weights."""
-    return max(10.0, 0.05 * budget_s)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A file that satisfies the task contract, and the name its test ids and records use."""
-    name: str
-    path: Path
-    origin: str = "task"
 
 
 def harness_digest(task: Task) -> str:
@@ -120,13 +107,13 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
         trainer = process.start(("worker", "train"), TrainSpec(
             candidate=inner, cfg=profile.model_config(), device=profile.device, seed=seed, budget_s=budget_s,
             max_tokens=max_tokens, latest_start=latest_start, memory_per_row_gb=profile.memory_per_row_gb,
-            memory_overhead_gb=profile.memory_overhead_gb, request_fd=request_w, batch_fd=batch_r),
+            memory_overhead_gb=profile.memory_overhead_gb, request_fd=request_w, batch_fd=batch_r,
+            file_defaults=source_defaults(candidate.path.read_text())),
             tmp / "train", plan, device=profile.device, gpu=gpu, threads=threads, pass_fds=(request_w, batch_r),
             env=cache_env)
         for fd in (request_r, request_w, batch_r, batch_w):
             os.close(fd)
-        limit = profile.startup_allowance_s + (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens
-                                               else budget_s + grace_s(budget_s))
+        limit = profile.train_limit_s(budget_s, max_tokens)
         done_at, called_at, last_step, curve = None, None, -1, Curve()
         for report in trainer.reports(started + limit):
             if report.get("kind") == "started":

@@ -48,20 +48,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import re
-import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from . import calibrate, compile_cache, stats, storage
+from .candidate import BASE, Candidate, display_name, file_at_ref, git_ref
 from .executor import LocalExecutor, Run
-from .runner import TOKEN_MODE_TIME_FACTOR, Candidate
 from .task import Profile, Task, TaskError
 
-BASE = "@base"  # internal name of the candidate measured from --ar-base-ref; no candidate's name has "@"
-NOT_COMPARABLE = stats.NOT_COMPARABLE
 # Advice of a time-mode verdict that machine speed made not comparable.
 SPEED_ADVICE = ("use fixed-token mode --ar-tokens N, or record the baseline again with --ar-save-baseline "
                 "on an idle machine")
@@ -151,62 +147,6 @@ class CandidateResult:
         return self.skipped or next((r.error for r in self.records if r.error), self.stopped)
 
 
-def display_name(candidate: Candidate) -> str:
-    """A candidate's name for people: "base @REF" for the base."""
-    ref = git_ref(candidate)
-    return f"base @{ref[0]}" if candidate.name == BASE and ref else candidate.name
-
-
-def git_ref(candidate: Candidate) -> tuple[str, str] | None:
-    """(ref, commit) of a candidate taken from git (origin "git:REF@COMMIT" or "base:REF@COMMIT")."""
-    kind, _, rest = candidate.origin.partition(":")
-    return tuple(rest.rsplit("@", 1)) if kind in ("git", "base") and "@" in rest else None
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    base, i = name, 2
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    taken.add(name)
-    return name
-
-
-def resolve_candidates(task: Task, cli_values: tuple[str, ...], scratch: Path) -> list[Candidate]:
-    """The task's train.py, its candidates/*.py, then each --ar-candidate (a file or a git ref)."""
-    taken: set[str] = set()
-    found = [Candidate(_unique(_slug(p.stem), taken), p, "task" if p == task.train_file else "candidates")
-             for p in task.candidate_files()]
-    for value in cli_values:
-        if Path(value).is_file():
-            found.append(Candidate(_unique(_slug(Path(value).stem), taken), Path(value), "cli"))
-        else:
-            path, commit = file_at_ref(task, value, scratch)
-            found.append(Candidate(_unique(_slug(value), taken), path, f"git:{value}@{commit}"))
-    return found
-
-
-def file_at_ref(task: Task, ref: str, scratch: Path) -> tuple[Path, str]:
-    """Extract the task's editable file as it is at a git ref: (the file, the ref's short commit)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=task.root, capture_output=True, text=True, check=True).stdout
-    try:
-        rel = task.train_file.resolve().relative_to(Path(git("rev-parse", "--show-toplevel").strip()).resolve())
-        commit = git("rev-parse", "--short=7", "--verify", f"{ref}^{{commit}}").strip()
-        source = git("show", f"{commit}:{rel.as_posix()}")
-    except (subprocess.CalledProcessError, FileNotFoundError, ValueError) as e:
-        detail = (getattr(e, "stderr", "") or str(e)).strip().splitlines()
-        raise TaskError(f"{ref!r} is neither a file nor a git ref holding {task.train_file.name} "
-                        f"({detail[0] if detail else 'no detail'})") from None
-    out = scratch / "candidates" / task.name / _slug(ref) / task.train_file.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(source)
-    return out, commit
-
-
 class BenchmarkSession:
     """Runs the benchmark schedule of each task once and keeps every candidate's records.
     measure_speed(device) gives the machine's speed (calibrate.measure) around a time-mode schedule;
@@ -270,11 +210,9 @@ class BenchmarkSession:
 
     def time_limit(self, task: Task) -> float:
         """The most seconds the task's planned runs may take by the harness's own clocks: per run,
-        training (budget, or TOKEN_MODE_TIME_FACTOR × it in fixed-token mode, + startup allowance)
-        and evaluation (eval_timeout_s), plus RUN_SLACK_S; plus TASK_SLACK_S once."""
+        Profile.run_limit_s (training and evaluation) plus RUN_SLACK_S; plus TASK_SLACK_S once."""
         o = self.options
-        per_run = [(o.budget_s or e.profile.budget_s) * (TOKEN_MODE_TIME_FACTOR if o.max_tokens else 1)
-                   + e.profile.startup_allowance_s + e.profile.eval_timeout_s + RUN_SLACK_S
+        per_run = [e.profile.run_limit_s(o.budget_s, o.max_tokens) + RUN_SLACK_S
                    for e in self.results.values() if e.task.name == task.name]
         return (SEQUENTIAL.stop if o.seeds == AUTO else o.seeds) * sum(per_run) + TASK_SLACK_S
 
@@ -475,7 +413,7 @@ class BenchmarkSession:
 
     def regressions(self) -> list[CandidateResult]:
         """Results that fail the regression gate: worse, or not comparable with their baseline."""
-        return [r for r in self.results.values() if r.decision and r.decision.verdict in ("worse", NOT_COMPARABLE)]
+        return [r for r in self.results.values() if r.decision and r.decision.verdict in ("worse", stats.NOT_COMPARABLE)]
 
     def ranked(self) -> list[CandidateResult]:
         """Per task, candidates with scores best first, then the ones without."""
@@ -488,7 +426,7 @@ class BenchmarkSession:
 
 
 def _not_comparable(reason: str) -> stats.Decision:
-    return stats.Decision(NOT_COMPARABLE, math.nan, math.nan, (-math.inf, math.inf), reason)
+    return stats.Decision(stats.NOT_COMPARABLE, math.nan, math.nan, (-math.inf, math.inf), reason)
 
 
 def _mean(values: list[float]) -> float:

@@ -9,7 +9,7 @@ pair_std / sqrt(2), so that two runs of a seed differ with std pair_std), all no
 Each rule is the harness's own code under the task's rule (stats.Rule: noise, floor, alpha):
 - gate: stats.decide_by_seed, the candidate against the base run on the same seeds, paired, with N
   seeds or --ar-seeds auto (stats.Sequential); and unpaired (other seeds: Welch).
-- agent: agent.KeepRule, screen then confirm, against a best whose runs are stored per seed.
+- agent: stats.KeepRule, screen then confirm, against a best whose runs are stored per seed.
 - league: stats.decide_by_seed of a final file against the baseline on the held-out seeds, paired.
 Each row: the share of no-op trials that got a verdict (agent: were kept), per 1000 with a 95% upper
 bound (Clopper-Pearson), the share of true improvements called better (kept), and the candidate's
@@ -26,7 +26,7 @@ import numpy as np
 from tabulate import tabulate
 
 from . import stats
-from .agent import KeepRule
+
 
 # A trial: (true improvement, rng) -> (called better, called worse, runs)
 Trial = Callable[[float, np.random.Generator], tuple[bool, bool, int]]
@@ -95,7 +95,7 @@ def gate_trial(world: World, rule: stats.Rule, seeds: int | str, paired: bool = 
     return trial
 
 
-def agent_trial(world: World, keep: KeepRule) -> Trial:
+def agent_trial(world: World, keep: stats.KeepRule) -> Trial:
     """One experiment of the agent loop against a best whose runs are stored per seed."""
     seeds = (*keep.screen_seeds, *keep.confirm_seeds)
 
@@ -143,7 +143,7 @@ def simulate(rule: stats.Rule, improvements: Sequence[float], gate_seeds: int = 
     """The gate (N seeds and auto, paired; N unpaired), the agent's keep rule and the league's held-out
     comparison under one rule and its noise."""
     world = World(rule.noise)
-    keep = KeepRule(rule, tuple(range(screen_seeds)), tuple(range(screen_seeds, screen_seeds + confirm_seeds)))
+    keep = stats.KeepRule(rule, tuple(range(screen_seeds)), tuple(range(screen_seeds, screen_seeds + confirm_seeds)))
     plan = stats.Sequential()
     return [
         run(f"gate, {gate_seeds} seeds, paired", gate_trial(world, rule, gate_seeds), improvements, trials, trials,

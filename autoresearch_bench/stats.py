@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Sequence
 
 NOT_COMPARABLE = "not comparable"  # the verdict where the numbers do not compare (other data, other speed)
@@ -570,3 +571,39 @@ def _seeds_text(effect: float, std: float, rule: Rule, threshold: float) -> str:
     if n is None:
         return "more than 100 seeds a side at this noise"
     return f"{n} seeds a side, paired by seed, for power {POWER:.0%} at the measured noise (--ar-seeds {n})"
+
+
+@dataclass(frozen=True)
+class KeepRule:
+    """Screen, then confirm: the agent's keep rule, a pure function of per-seed values ({seed: value}).
+
+    screen: the candidate on the screening seeds against the best's runs on the same seeds; it passes
+    when the mean difference is better by at least the screen threshold: the task's floor, and where
+    the pair noise is known the difference that a no-op beats with probability `screen_rate` (so a
+    no-op costs 1 + screen_rate * confirmation runs on average).
+    confirm: the candidate on fresh seeds, paired with the best on them: decide_by_seed under the
+    rule (paired t at alpha, |Δ| >= the paired threshold); kept only when that says better."""
+    rule: Rule
+    screen_seeds: tuple[int, ...] = (0,)
+    confirm_seeds: tuple[int, ...] = (1, 2, 3)
+    screen_rate: float = 0.1
+
+    @property
+    def screen_threshold(self) -> float:
+        std = self.rule.std(paired=True)
+        z = NormalDist().inv_cdf(1 - self.screen_rate)
+        return max(self.rule.floor, z * std / math.sqrt(len(self.screen_seeds)) if std else 0.0)
+
+    def screen(self, candidate: dict[int, float], best: dict[int, float]) -> tuple[bool, str]:
+        """(passes, why) of the screening seeds."""
+        d = math.fsum(candidate[s] - best[s] for s in self.screen_seeds) / len(self.screen_seeds)
+        gain, bar = (-d if self.rule.direction == "lower" else d), self.screen_threshold
+        seeds = ", ".join(map(str, self.screen_seeds))
+        if gain > 0 and gain >= bar:
+            return True, f"screen: Δ {d:+.4f} on seed {seeds} clears {bar:.4f}"
+        return False, f"screen: Δ {d:+.4f} on seed {seeds} against the best: not better by {bar:.4f}"
+
+    def confirm(self, candidate: dict[int, float], best: dict[int, float]) -> Decision:
+        """The paired decision on the confirmation seeds."""
+        return decide_by_seed([(s, candidate[s]) for s in self.confirm_seeds],
+                                    [(s, best[s]) for s in self.confirm_seeds], self.rule)

@@ -60,6 +60,14 @@ class TaskError(Exception):
     """A task folder or task.toml that cannot be used; the message says what to fix."""
 
 
+TOKEN_MODE_TIME_FACTOR = 10  # in fixed-token mode the clock only stops runaways: 10 × the time budget
+
+
+def grace_s(budget_s: float) -> float:
+    """How long after its budget a time-mode trainer may take to finish its step and save the weights."""
+    return max(10.0, 0.05 * budget_s)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -77,6 +85,19 @@ class Profile:
     memory_per_row_gb: float | None = None
     memory_overhead_gb: float = 0.0
     noise: dict[str, stats.Noise] = field(default_factory=dict)  # by noise_key(mode, budget)
+
+    def train_limit_s(self, budget_s: float | None = None, max_tokens: int | None = None) -> float:
+        """When a training run is killed, counted from its start: the startup allowance, then the budget
+        and its grace (grace_s) in time mode; in fixed-token mode TOKEN_MODE_TIME_FACTOR × the budget,
+        where the clock only stops runaways. The one time-limit rule: the runner's clock, the session's
+        and the agent's limits are this plus evaluation."""
+        budget_s = budget_s or self.budget_s
+        return self.startup_allowance_s + (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens
+                                           else budget_s + grace_s(budget_s))
+
+    def run_limit_s(self, budget_s: float | None = None, max_tokens: int | None = None) -> float:
+        """The most seconds one run's training and evaluation may take by the harness's clocks."""
+        return self.train_limit_s(budget_s, max_tokens) + self.eval_timeout_s
 
     def noise_for(self, mode: str, budget: float) -> stats.Noise:
         """The measured noise of this profile in that mode and budget (empty if not measured)."""

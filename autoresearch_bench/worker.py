@@ -63,13 +63,11 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
 
     from . import device as device_info
     from .context import BatchClient, TrainContext
-    from .task import source_defaults
 
     _seed_everything(spec.seed)
     # chosen here, in the process that trains, so that free memory is what this run will find; the
     # batch sizes are the file's own defaults (its Hyper) where the profile leaves them to it
-    batches = source_defaults(Path(spec.candidate).read_text())
-    settings = device_info.choose_settings({**batches, **spec.cfg}, device_info.detect() if spec.device == "cuda" else None,
+    settings = device_info.choose_settings({**spec.file_defaults, **spec.cfg}, device_info.detect() if spec.device == "cuda" else None,
                                            spec.memory_per_row_gb, spec.memory_overhead_gb)
     module = load_candidate(spec.candidate)
     last, mfus = {"step": -1}, []

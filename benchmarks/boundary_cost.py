@@ -10,7 +10,8 @@ import json
 import sys
 import time
 
-from autoresearch_bench.runner import Candidate, run_candidate
+from autoresearch_bench.candidate import Candidate
+from autoresearch_bench.runner import run_candidate
 from autoresearch_bench.task import load_task
 
 task = load_task(sys.argv[1])

@@ -21,13 +21,13 @@ import pytest
 from hypothesis import given, strategies as st
 
 from autoresearch_bench import report, storage
-from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, KeepRule, Measured, Proposal,
+from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, Measured, Proposal,
                                       RandomSearchProposer, ReplayProposer, Settings, _best_runs, apply_proposal,
                                       command_spec, float_constants, parse_reply)
 from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics, reward_hacking
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import load_eval_data
-from autoresearch_bench.stats import Noise, Rule
+from autoresearch_bench.stats import KeepRule, Noise, Rule
 from autoresearch_bench.task import load_task
 from fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
 from gitrepo import commit_all, git

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from autoresearch_bench import compile_cache
-from autoresearch_bench.runner import Candidate, run_candidate
+from autoresearch_bench.candidate import Candidate
+from autoresearch_bench.runner import run_candidate
 from autoresearch_bench.task import load_task
 
 TOKENS = 4 * 16 * 64  # 4 steps of the tiny task

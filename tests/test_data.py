@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoresearch_bench import data
-from autoresearch_bench.data import DataError, PreparedData, RowStream, eval_rows, load_tokenizer, prepare
+from autoresearch_bench.data import DataError, PreparedData, RowStream, eval_rows_and_mask, load_tokenizer, prepare
 
 EMBEDDED = {"source": "embedded", "vocab_size": 384, "seq_len": 64, "max_chars": 400_000}
 CHAPTERS = lzma.open(data.EMBEDDED_CORPUS, "rt", encoding="utf-8").read().split("\f")

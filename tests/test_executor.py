@@ -14,8 +14,8 @@ from gitrepo import commit_all
 from autoresearch_bench import executor as ex
 from autoresearch_bench import stats, storage
 from autoresearch_bench.process import child_env
-from autoresearch_bench.runner import Candidate
-from autoresearch_bench.session import BASE, BenchmarkSession, Options
+from autoresearch_bench.candidate import BASE, Candidate
+from autoresearch_bench.session import BenchmarkSession, Options
 
 TINY = Path(__file__).parent / "tiny_task"
 FAST = ["--ar-tokens", "16384", "-p", "no:cacheprovider", "-k", "benchmark"]  # fixed tokens: runs share the machine

@@ -148,7 +148,7 @@ def write_agent_records(out: Path) -> list[Experiment]:
 def test_the_agent_page_shows_progress_with_kept_and_discarded_changes_and_what_each_was(tmp_path, tiny_task):
     out = tmp_path / "agent"
     write_agent_records(out)
-    report.write_agent_report(out, tiny_task, "t1", AgentSpec("coder", kind="null"), Settings(profile="cpu"),
+    htmlreport.write_agent_report(out, tiny_task, "t1", AgentSpec("coder", kind="null"), Settings(profile="cpu"),
                               tiny_task.profile("cpu"))
     assert report.load(out / "report.json")["kind"] == "agent"
     seen = Seen(browse(out / "report.html", tmp_path, "--dump-dom"))
@@ -176,7 +176,7 @@ def test_the_league_page_shows_the_leaderboard_and_each_agent_s_progress(tmp_pat
         "league": "l1", "experiments": 3, "heldout_seeds": 2, "settings": asdict(Settings()),
         "noise_units": {"tiny": {"sigma": 0.01, "source": "measured"}}, "entries": [asdict(e) for e in entries],
         "leaderboard": rows}))
-    report.write_league_report(out)
+    htmlreport.write_league_report(out)
     seen = Seen(browse(out / "report.html", tmp_path, "--dump-dom"))
     [table] = seen.find("table", "leaderboard")
     cells = [[cell["text"].strip() for cell in children(row, "td")] for row in children(table, "tr")[1:]]

@@ -17,7 +17,8 @@ import pytest
 
 from autoresearch_bench import sandbox
 from autoresearch_bench.executor import Run, make_executor
-from autoresearch_bench.runner import Candidate, run_candidate
+from autoresearch_bench.candidate import Candidate
+from autoresearch_bench.runner import run_candidate
 from autoresearch_bench.storage import RunRecord
 from autoresearch_bench.task import load_task
 

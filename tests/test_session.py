@@ -7,9 +7,8 @@ import pytest
 from gitrepo import commit_all, git
 
 from autoresearch_bench import calibrate, executor as ex, storage
-from autoresearch_bench.runner import Candidate
-from autoresearch_bench.session import (BASE, DRIFT_ADVICE, RUN_SLACK_S, SPEED_ADVICE, TASK_SLACK_S, BenchmarkSession,
-                                        Options, resolve_candidates)
+from autoresearch_bench.candidate import BASE, Candidate, resolve_candidates
+from autoresearch_bench.session import DRIFT_ADVICE, RUN_SLACK_S, SPEED_ADVICE, TASK_SLACK_S, BenchmarkSession, Options
 
 from test_storage import record
 
@@ -87,13 +86,14 @@ def test_an_interrupted_schedule_marks_the_candidates_and_goes_on_up(monkeypatch
 
 
 def test_a_benchmark_is_bounded_by_the_harness_s_own_limits_for_all_its_task_s_runs(tmp_path, tiny_task):
-    """Three seeds of an h100-sized profile (300 s + 120 s allowance + 300 s evaluation) for two
-    candidates: far more than pytest-timeout's ini `timeout = 600`."""
+    """Three seeds of an h100-sized profile (300 s + 15 s grace + 120 s allowance + 300 s evaluation)
+    for two candidates: far more than pytest-timeout's ini `timeout = 600`. The runner's clock rule:
+    a limit that left out the grace would cut a run the runner still lets finish."""
     big = replace(tiny_task.profile("cpu"), budget_s=300, startup_allowance_s=120, eval_timeout_s=300)
     task = replace(tiny_task, profiles={"cpu": big})
     bench = session(tmp_path, seeds=3)
     plan(bench, task, "train", "wide")
-    assert bench.time_limit(task) == 3 * 2 * (300 + 120 + 300 + RUN_SLACK_S) + TASK_SLACK_S
+    assert bench.time_limit(task) == 3 * 2 * (300 + 15 + 120 + 300 + RUN_SLACK_S) + TASK_SLACK_S
     tokens = session(tmp_path, seeds=3, max_tokens=1000)
     plan(tokens, task, "train")
     assert tokens.time_limit(task) == 3 * (300 * 10 + 120 + 300 + RUN_SLACK_S) + TASK_SLACK_S  # the runaway clock

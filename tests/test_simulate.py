@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch_bench import cli, simulate, stats
-from autoresearch_bench.agent import KeepRule
+from autoresearch_bench.stats import KeepRule
 from autoresearch_bench.task import load_task
 
 GPT = load_task(Path(__file__).parent.parent / "tasks" / "gpt_pretrain")

@@ -12,7 +12,7 @@ from autoresearch_bench.data import DataError, eval_rows_and_mask, eval_split, m
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import Violation, score
 from autoresearch_bench.plugin import summary_rows
-from autoresearch_bench.runner import Candidate
+from autoresearch_bench.candidate import Candidate
 from autoresearch_bench.session import CandidateResult
 from autoresearch_bench.task import METRICS, TaskError, find_tasks, load_task
 
