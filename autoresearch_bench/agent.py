@@ -86,13 +86,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import calibrate, htmlreport, process, sandbox, stats, storage
+from . import calibrate, files, git, htmlreport, process, sandbox, stats, storage
 from .data import cache_root
-from .patch import SCRATCH, PatchError, changed_files, git, repo_root
+from .git import GitError
+from .patch import SCRATCH, changed_files
 from .process import kill_group
 from .task import Task, default_profile, load_task
 
-STATUSES = ("keep", "discard", "crash")
 RECENT_ROWS = 20  # results rows shown to the model
 # Time mode: a comparison across a change of the machine's speed says so instead of keeping or discarding on it.
 SPEED_ADVICE = "use fixed-token mode (--tokens N), or rerun on an idle machine"
@@ -175,7 +175,7 @@ class Experiment:
     def tsv_row(self) -> str:
         cells = (self.commit, f"{self.value if self.value is not None else 0.0:.6f}", f"{self.memory_gb:.1f}",
                  self.status, self.description)
-        return "\t".join(re.sub(r"[\t\r\n]+", " ", str(c)) for c in cells) + "\n"
+        return storage.tsv_line(cells)
 
 
 @dataclass
@@ -247,12 +247,11 @@ def apply_proposal(worktree: Path, task_rel: str, proposal: Proposal, patch: Pat
     reasons = []
     # Models write paths relative to the task folder or to the repository, with or without a/ b/.
     for extra in ([f"--directory={task_rel}", "-p1"], [f"--directory={task_rel}", "-p0"], ["-p1"], ["-p0"]):
-        done = subprocess.run(["git", "apply", "--recount", "--whitespace=nowarn", *extra, str(patch)],
-                              cwd=worktree, capture_output=True, text=True)
-        if done.returncode == 0:
+        try:
+            git.run(worktree, "apply", "--recount", "--whitespace=nowarn", *extra, str(patch))
             return ""
-        reasons.append("; ".join(line.removeprefix("error: ") for line in done.stderr.strip().splitlines())
-                       or f"exit code {done.returncode}")
+        except GitError as e:
+            reasons.append("; ".join(line.removeprefix("error: ") for line in e.stderr.splitlines()) or str(e))
     # git's reason from the way of reading the paths that found the file, if one did
     found = [r for r in reasons if "No such file or directory" not in r]
     return f"the diff does not apply to the current file (git apply: {(found or reasons)[0]})"
@@ -643,8 +642,8 @@ class AgentLoop:
         task_dir = Path(task_dir).resolve()
         self.task = load_task(task_dir)
         try:
-            self.repo = repo_root(task_dir)
-        except PatchError as e:
+            self.repo = git.toplevel(task_dir)
+        except GitError as e:
             raise AgentError(f"{task_dir} must be inside a git repository: {e}") from None
         self.task_rel = task_dir.relative_to(self.repo).as_posix()
         self.branch = f"autoresearch/{tag}"
@@ -686,22 +685,21 @@ class AgentLoop:
     # -- git ------------------------------------------------------------------------------------------
     def _git(self, *args: str) -> str:
         try:
-            return git(self.worktree, *args)
-        except PatchError as e:
+            return git.run(self.worktree, *args)
+        except GitError as e:
             raise AgentError(str(e)) from None
 
     def _prepare_worktree(self) -> None:
         with _WORKTREES:  # one `git worktree add` at a time: a league's loops share .git/worktrees
             if (self.worktree / ".git").exists():
                 return
-            has_branch = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}"],
-                                        cwd=self.repo, capture_output=True).returncode == 0
+            has_branch = git.is_commit(self.repo, f"refs/heads/{self.branch}")
             args = [str(self.worktree), self.branch] if has_branch else ["-b", self.branch, str(self.worktree), "HEAD"]
             try:
-                git(self.repo, "worktree", "prune")
-                git(self.repo, "worktree", "add", *args)
-                dirty = git(self.repo, "status", "--porcelain", "--", self.task_rel).strip()
-            except PatchError as e:
+                git.run(self.repo, "worktree", "prune")
+                git.run(self.repo, "worktree", "add", *args)
+                dirty = git.run(self.repo, "status", "--porcelain", "--", self.task_rel).strip()
+            except GitError as e:
                 raise AgentError(f"cannot create the worktree {self.worktree}: {e}") from None
             if dirty and not has_branch:
                 self.log(f"note: uncommitted changes in {self.task_rel} are not part of this run; the worktree "
@@ -887,7 +885,7 @@ class AgentLoop:
             return end("discard", why)
         try:
             paths = {p for p in changed_files(self.worktree, kept.commit) if not p.startswith(SCRATCH)}
-        except PatchError as e:
+        except GitError as e:
             raise AgentError(str(e)) from None
         allowed = {f"{self.task_rel}/{e}" for e in self.task.editable}
         if outside := sorted(paths - allowed):
@@ -1013,9 +1011,8 @@ def write_progress_plot(history: list[Experiment], path: Path, task: Task, title
     ax.set(xlabel="experiment", ylabel=f"{task.metric} ({task.direction} is better)", title=title)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    with files.replacing(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return True
 
 

@@ -7,11 +7,10 @@ candidate's.
 """
 from __future__ import annotations
 
-import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import files, git
 from .task import Task, TaskError
 
 BASE = "@base"  # internal name of the candidate measured from --ar-base-ref; no candidate's name has "@"
@@ -37,10 +36,6 @@ def git_ref(candidate: Candidate) -> tuple[str, str] | None:
     return tuple(rest.rsplit("@", 1)) if kind in ("git", "base") and "@" in rest else None
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-
-
 def _unique(name: str, taken: set[str]) -> str:
     base, i = name, 2
     while name in taken:
@@ -52,30 +47,28 @@ def _unique(name: str, taken: set[str]) -> str:
 def resolve_candidates(task: Task, cli_values: tuple[str, ...], scratch: Path) -> list[Candidate]:
     """The task's train.py, its candidates/*.py, then each --ar-candidate (a file or a git ref)."""
     taken: set[str] = set()
-    found = [Candidate(_unique(_slug(p.stem), taken), p, "task" if p == task.train_file else "candidates")
+    found = [Candidate(_unique(files.safe_name(p.stem), taken), p, "task" if p == task.train_file else "candidates")
              for p in task.candidate_files()]
     for value in cli_values:
         if Path(value).is_file():
-            found.append(Candidate(_unique(_slug(Path(value).stem), taken), Path(value), "cli"))
+            found.append(Candidate(_unique(files.safe_name(Path(value).stem), taken), Path(value), "cli"))
         else:
             path, commit = file_at_ref(task, value, scratch)
-            found.append(Candidate(_unique(_slug(value), taken), path, f"git:{value}@{commit}"))
+            found.append(Candidate(_unique(files.safe_name(value), taken), path, f"git:{value}@{commit}"))
     return found
 
 
 def file_at_ref(task: Task, ref: str, scratch: Path) -> tuple[Path, str]:
     """Extract the task's editable file as it is at a git ref: (the file, the ref's short commit)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=task.root, capture_output=True, text=True, check=True).stdout
     try:
-        rel = task.train_file.resolve().relative_to(Path(git("rev-parse", "--show-toplevel").strip()).resolve())
-        commit = git("rev-parse", "--short=7", "--verify", f"{ref}^{{commit}}").strip()
-        source = git("show", f"{commit}:{rel.as_posix()}")
-    except (subprocess.CalledProcessError, FileNotFoundError, ValueError) as e:
+        rel = task.train_file.resolve().relative_to(git.toplevel(task.root).resolve())
+        commit = git.run(task.root, "rev-parse", "--short=7", "--verify", f"{ref}^{{commit}}").strip()
+        source = git.run(task.root, "show", f"{commit}:{rel.as_posix()}")
+    except (git.GitError, ValueError) as e:
         detail = (getattr(e, "stderr", "") or str(e)).strip().splitlines()
         raise TaskError(f"{ref!r} is neither a file nor a git ref holding {task.train_file.name} "
                         f"({detail[0] if detail else 'no detail'})") from None
-    out = scratch / "candidates" / task.name / _slug(ref) / task.train_file.name
+    out = scratch / "candidates" / task.name / files.safe_name(ref) / task.train_file.name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(source)
     return out, commit

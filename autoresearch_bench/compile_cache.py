@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -30,11 +29,6 @@ from pathlib import Path
 from . import storage
 
 ENV_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
-
-
-def source_digest(path: str | Path) -> str:
-    """sha256 of a candidate file's bytes: what a trusted source is recognised by."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def trusted_dir(task: str, fingerprint: dict) -> Path:

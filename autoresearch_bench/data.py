@@ -77,7 +77,6 @@ import random
 import shutil
 import stat
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,6 +91,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tiktoken
+
+from . import files
 
 FORMAT_VERSION = 1  # bump when the cache layout or the preparation changes: old caches are ignored
 CACHE_ENV = "AR_CACHE_DIR"
@@ -371,18 +372,14 @@ def _locked(root: Path, log: Callable[[str], None]):
 
 @contextmanager
 def _atomic(path: Path):
-    """Yield a temporary path beside `path`; rename it into place on success, remove it otherwise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """files.replacing, with a full disk said as a DataError that names the cache."""
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with files.replacing(path) as tmp:
+            yield tmp
     except OSError as e:
         if e.errno == errno.ENOSPC or "No space left" in str(e):
             raise DataError(f"disk full while writing {path}; free space or set {CACHE_ENV}") from None
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _atomic_write_bytes(path: Path, content: bytes) -> None:
@@ -821,15 +818,9 @@ class RowStream:
             yield rows
 
 
-def eval_rows(tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False) -> np.ndarray:
-    """Deterministic int64 rows [N, seq_len + 1], BOS-aligned best-fit packing of the documents in file
-    order; N = ceil(n_tokens / seq_len), or fewer if the split runs out of documents."""
-    return eval_rows_and_mask(tokens_path, n_tokens, seq_len, crop)[0]
-
-
 def eval_rows_and_mask(tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False,
                        score: str = "tokens") -> tuple[np.ndarray, np.ndarray]:
-    """eval_rows and a bool mask [N, seq_len] of the targets rows[:, 1:] that are scored: every one but
+    """The scored rows [N, seq_len + 1] and a bool mask [N, seq_len] of the targets rows[:, 1:] that are scored: every one but
     BOS (score "tokens"), or only the last token of each document (score "answers")."""
     if score not in SCORE_MODES:
         raise DataError(f"score must be one of {', '.join(SCORE_MODES)}, not {score!r}")

@@ -18,7 +18,7 @@ import html
 import math
 from pathlib import Path
 
-from . import report
+from . import files, report
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 BASELINE, CANDIDATE, KEEP, DISCARD, CRASH = "#888888", "#1f77b4", "#2ca02c", "#c4c4c4", "#d62728"
@@ -323,7 +323,7 @@ def render(doc: dict) -> str:
 
 def write(doc: dict, path: str | Path) -> Path:
     """Write the page of a report document atomically."""
-    return report.write_atomic(path, render(doc))
+    return files.write(path, render(doc))
 
 
 def write_beside(doc: dict, folder: Path, log=print) -> None:

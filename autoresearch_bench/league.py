@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import queue
 import threading
 import time
@@ -86,10 +85,9 @@ from typing import Callable
 
 from tabulate import tabulate
 
-from . import calibrate, compile_cache, htmlreport, stats, storage
+from . import calibrate, files, git, htmlreport, stats, storage
 from .agent import SPEED_ADVICE, AgentError, AgentLoop, AgentSpec, Experiment, Settings
 from .executor import Run, gpu_for, make_executor, visible_gpus
-from .patch import git
 from .candidate import Candidate
 from .task import Task, find_tasks
 
@@ -386,7 +384,7 @@ class League:
         owner: dict[str, str] = {}  # agent (or "baseline") → digest
 
         def extract(label: str, loop: AgentLoop, commit: str) -> None:
-            source = git(loop.worktree, "show", f"{commit}:{loop.task_rel}/{task.editable[0]}")
+            source = git.run(loop.worktree, "show", f"{commit}:{loop.task_rel}/{task.editable[0]}")
             digest = hashlib.sha256(source.encode()).hexdigest()[:12]
             if digest not in files:
                 files[digest] = folder / digest / task.editable[0]
@@ -401,7 +399,7 @@ class League:
         s, results = self.settings, (self.out / "heldout.tsv", self.out / "heldout.jsonl")
         options = {"budget_s": s.budget_s, "max_tokens": s.max_tokens, "isolation": s.sandbox, "eval_split": "test",
                    "results_paths": results,  # the baseline's runs alone publish compile caches
-                   "trusted_sources": frozenset({compile_cache.source_digest(files[owner["baseline"]])})}
+                   "trusted_sources": frozenset({storage.file_digest(files[owner["baseline"]])})}
         runs = [Run(task, first.profile, Candidate(f"heldout-{digest}", path, "league"), seed,
                     {**options, "description": f"held-out {digest}"})
                 for seed in range(1000, 1000 + self.heldout_seeds)  # seeds the agents' runs never used
@@ -457,13 +455,11 @@ class League:
     def _write(self, entries: list[Entry], rows: list[dict]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "league.json"
-        tmp = path.with_name(".league.json.tmp")
-        tmp.write_text(json.dumps({"league": self.name, "experiments": self.experiments,
+        files.write(path, json.dumps({"league": self.name, "experiments": self.experiments,
                                    "heldout_seeds": self.heldout_seeds, "settings": asdict(self.settings),
                                    "noise_units": self.units,
                                    "entries": [asdict(e) for e in entries], "leaderboard": rows,
                                    "reward_hacking": reward_hacking(entries)}, indent=1))
-        os.replace(tmp, path)
         htmlreport.write_league_report(self.out, self.log)
         self.log(f"league: results in {path} (report.html beside it)")
 

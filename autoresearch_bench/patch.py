@@ -8,36 +8,19 @@ rejected: an agent that edits the checks or the evaluator does not get scored.
 from __future__ import annotations
 
 import fnmatch
-import subprocess
 from pathlib import Path
 
+from . import git
 from .task import Task
 
 
 SCRATCH = ".ar/"  # the harness's own scratch folder (candidates extracted from git refs)
 
 
-class PatchError(Exception):
-    """A patch or ref that cannot be used; the message says what to do."""
-
-
-def git(repo: Path, *args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
-    except FileNotFoundError:
-        raise PatchError("git is not installed; install git to check the editable surface") from None
-    except subprocess.CalledProcessError as e:
-        raise PatchError(f"git {' '.join(args)} failed in {repo}: {e.stderr.strip()}") from None
-
-
-def repo_root(path: Path) -> Path:
-    return Path(git(path, "rev-parse", "--show-toplevel").strip())
-
-
 def changed_files(repo: Path, base: str) -> list[str]:
     """Paths (relative to the repo root) that differ from `base`: committed, staged, unstaged, untracked."""
-    tracked = git(repo, "diff", "--name-only", "--no-renames", base, "--").splitlines()
-    untracked = git(repo, "ls-files", "--others", "--exclude-standard").splitlines()
+    tracked = git.run(repo, "diff", "--name-only", "--no-renames", base, "--").splitlines()
+    untracked = git.run(repo, "ls-files", "--others", "--exclude-standard").splitlines()
     return sorted(set(tracked) | set(untracked))
 
 

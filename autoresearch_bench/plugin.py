@@ -33,7 +33,7 @@ Reports, written where the table is shown (the xdist controller): --ar-markdown,
 summary ($GITHUB_STEP_SUMMARY), --ar-json (report.py), --ar-html (htmlreport.py), --ar-tensorboard
 (track.py); each benchmark item's JUnit XML properties (ar.metric, ar.delta, ar.verdict, ...). Every
 --ar- option is also an ini option of the same name (the command line wins); extensions implement
-hookspec.py's hooks. torch is imported only where a task or a `gpu` item was collected (_cuda), so
+hookspec.py's hooks. torch is imported only where a task needs a GPU's answer (_cuda), so
 that installing the plugin costs unrelated pytest sessions nothing much.
 """
 from __future__ import annotations
@@ -44,7 +44,6 @@ import importlib.util
 import json
 import math
 import os
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -54,10 +53,10 @@ from typing import Callable
 import pytest
 from tabulate import tabulate
 
-from . import stats, storage
+from . import git, stats, storage
 from .device import mfu_cell
 from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
-from .patch import surface_violations, repo_root
+from .patch import surface_violations
 from .runner import CheckServer
 from .candidate import BASE, Candidate, resolve_candidates
 from .session import AUTO, SEQUENTIAL, BenchmarkSession, CandidateResult, Options
@@ -298,18 +297,17 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 def pytest_configure(config: pytest.Config) -> None:
     _resolve_ini_options(config)
     config.addinivalue_line("markers", "autoresearch: a timed benchmark; runs only with --autoresearch")
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped when none is visible")
     state = PluginState(config)
     config.stash[STATE] = state
     if errors := _option_errors(config):
         raise pytest.UsageError(*errors)
     results = Path(config.getoption("ar_results"))
     options = Options(
-        enabled=config.getoption("autoresearch"), profile=config.getoption("ar_profile"),
+        enabled=config.getoption("autoresearch"),
         seeds=config.getoption("ar_seeds"), seed_base=config.getoption("ar_seed_base"),
         budget_s=config.getoption("ar_budget"), max_tokens=config.getoption("ar_tokens"),
         results_tsv=results if results.is_absolute() else Path(config.rootpath) / results,
-        candidates=tuple(config.getoption("ar_candidate")), description=config.getoption("ar_description"),
+        description=config.getoption("ar_description"),
         baseline=config.getoption("ar_baseline"), baselines_dir=Path(config.rootpath) / "baselines",
         save_baseline=config.getoption("ar_save_baseline"), base_ref=config.getoption("ar_base_ref"),
         min_effect=config.getoption("ar_min_effect"), fail_on_regression=config.getoption("ar_fail_on_regression"),
@@ -338,13 +336,13 @@ def _option_errors(config: pytest.Config) -> list[str]:
         except ValueError as e:
             errors.append(f"--ar-baseline {e}")
     for value in get("ar_candidate"):
-        if not Path(value).is_file() and not _is_commit(root, value):
+        if not Path(value).is_file() and not git.is_commit(root, value):
             errors.append(f"--ar-candidate {value}: no such file, and no commit of that name in the git repository "
                           f"at {root}; give a file with the task contract, or a branch, tag or commit")
-    if (trusted := get("ar_trusted_ref")) not in (None, "none") and not _is_commit(root, trusted):
+    if (trusted := get("ar_trusted_ref")) not in (None, "none") and not git.is_commit(root, trusted):
         errors.append(f"--ar-trusted-ref {trusted}: no commit of that name in the git repository at {root}; "
                       f"name a branch, tag or commit")
-    if (base := get("ar_base_ref")) and not _is_commit(root, base):
+    if (base := get("ar_base_ref")) and not git.is_commit(root, base):
         errors.append(f"--ar-base-ref {base}: no commit of that name in the git repository at {root}; "
                       f"give a branch, tag or commit (e.g. origin/main)")
     if get("autoresearch"):
@@ -361,15 +359,6 @@ def _option_errors(config: pytest.Config) -> list[str]:
         if get("ar_save_baseline") and (why := storage.check_writable(root / "baselines")):
             errors.append(f"{why}: make baselines/ writable, on a disk with room, or leave out --ar-save-baseline")
     return errors
-
-
-def _is_commit(root: Path, ref: str) -> bool:
-    """Whether ref names a commit in the git repository holding root."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=root,
-                              capture_output=True).returncode == 0
-    except OSError:
-        return False
 
 
 def _xdist_role(config: pytest.Config) -> str:
@@ -505,13 +494,13 @@ class InputErrors(SessionGate):
 
 def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
     """Why the change since base breaks the editable surface, or ""."""
-    outside = surface_violations(repo_root(config.rootpath), base, tasks)
+    outside = surface_violations(git.toplevel(config.rootpath), base, tasks)
     return (f"editable surface: the change since {base} touches {', '.join(outside)}; "
             f"only the tasks' editable files and candidates/*.py may change") if outside else ""
 
 
 def _cuda() -> bool:
-    """Whether a CUDA GPU is visible. Imports torch: asked only where a task or a `gpu` item needs the
+    """Whether a CUDA GPU is visible. Imports torch: asked only where a task needs the
     answer, so that a session without them starts without torch."""
     import torch
     return torch.cuda.is_available()
@@ -576,10 +565,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not bench.options.enabled:
         for item in benchmarks:
             item.add_marker(pytest.mark.skip(reason="timed benchmark: run pytest with --autoresearch"))
-    if any(item.get_closest_marker("gpu") for item in items) and not _cuda():
-        for item in items:
-            if item.get_closest_marker("gpu"):
-                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible"))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -54,7 +54,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from . import stats, storage
+from . import files, stats, storage
 
 SCHEMA = "autoresearch-bench/report"
 SCHEMA_VERSION = 1
@@ -190,19 +190,9 @@ def league_document(out: Path, machine: dict) -> dict:
                     entries=plain(league["entries"]), agents=agents, runs=plain(_jsonl(out / "heldout.jsonl")))
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write a file through a temporary file and a rename: a reader never sees half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write(doc: dict, path: str | Path) -> Path:
     """Write the document atomically."""
-    return write_atomic(path, json.dumps(plain(doc), indent=1, allow_nan=False) + "\n")
+    return files.write(path, json.dumps(plain(doc), indent=1, allow_nan=False) + "\n")
 
 
 def load(path: str | Path) -> dict:

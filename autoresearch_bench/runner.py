@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import compile_cache, process, sandbox, storage
+from . import compile_cache, git, process, sandbox, storage
 from .candidate import Candidate
 from .protocol import CheckSpec, FeederSpec, ScorerSpec, TrainSpec
 from .task import Profile, Task, grace_s, source_defaults
@@ -223,7 +223,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     trusted_sources: sha256 digests of the files whose runs may publish their compile cache."""
     from . import data
     t_start = time.perf_counter()
-    commit, dirty = storage.git_state(candidate.path.parent)
+    commit, dirty = git.state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)
     fingerprint = storage.machine_fingerprint(profile.name, profile.device)
     record = storage.RunRecord(
@@ -265,7 +265,7 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
                         visible_validation_files=len(exposed))
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     digest = harness_digest(task)
-    trusted = compile_cache.source_digest(candidate.path) in trusted_sources
+    trusted = storage.file_digest(candidate.path) in trusted_sources
     trusted_cache = compile_cache.trusted_dir(task.name, fingerprint)
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
         tmp = Path(name)

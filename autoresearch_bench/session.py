@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import calibrate, compile_cache, stats, storage
+from . import calibrate, stats, storage
 from .candidate import BASE, Candidate, display_name, file_at_ref, git_ref
 from .executor import LocalExecutor, Run
 from .task import Profile, Task, TaskError
@@ -81,13 +81,11 @@ class Reference:
 @dataclass
 class Options:
     enabled: bool = False
-    profile: str = "auto"
     seeds: int | str = 1  # or AUTO
     seed_base: int = 0
     budget_s: float | None = None
     max_tokens: int | None = None
     results_tsv: Path = Path("results.tsv")
-    candidates: tuple[str, ...] = ()
     description: str = ""
     baseline: str = "auto"  # auto | none | path to a baseline json
     baselines_dir: Path = Path("baselines")
@@ -259,7 +257,7 @@ class BenchmarkSession:
             self.trusted[task.name] = frozenset()
             if ref := self.options.trusted_ref:
                 with contextlib.suppress(TaskError):
-                    self.trusted[task.name] = frozenset({compile_cache.source_digest(
+                    self.trusted[task.name] = frozenset({storage.file_digest(
                         file_at_ref(task, ref, self.options.scratch / "trusted")[0])})
         return self.trusted[task.name]
 

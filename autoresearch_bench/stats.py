@@ -230,12 +230,6 @@ def t_sf_two_sided(t: float, df: float) -> float:
     return betainc(df / 2.0, 0.5, df / (df + t * t))
 
 
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with df degrees of freedom."""
-    tail = t_sf_two_sided(t, df) / 2.0
-    return 1.0 - tail if t > 0 else tail
-
-
 @functools.lru_cache(maxsize=4096)
 def t_quantile(q: float, df: float) -> float:
     """The q-quantile of Student's t, q in (0, 1): bisection on the upper tail."""

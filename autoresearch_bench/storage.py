@@ -33,14 +33,13 @@ import json
 import os
 import platform
 import re
-import subprocess
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import stats
+from . import files, stats
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",
                "task", "profile", "seed", "tokens", "steps", "seconds", "machine", "metric")
@@ -87,7 +86,7 @@ class RunRecord:
         cells = (self.commit + ("+dirty" if self.dirty else ""), f"{value:.6f}", f"{self.peak_mem_gb:.1f}",
                  self.status, self.description, self.task, self.profile, self.seed, self.tokens,
                  self.steps, f"{self.seconds:.1f}", self.machine, self.metric)
-        return "\t".join(re.sub(r"[\t\r\n]+", " ", str(c)) for c in cells) + "\n"
+        return tsv_line(cells)
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,6 +123,11 @@ def _slug(text: object, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-")[:limit].strip("-") or "unknown"
 
 
+def tsv_line(cells) -> str:
+    """One TSV row of cells: tabs and line breaks inside a cell become spaces."""
+    return "\t".join(re.sub(r"[\t\r\n]+", " ", str(c)) for c in cells) + "\n"
+
+
 def fingerprint_id(fp: dict) -> str:
     """A readable, filesystem-safe id, e.g. cpu-amd-epyc-7b13__torch-2.13.0__cuda-none__cpu;
     a fingerprint with a training mode and budget gets them too (…__cpu__time-45). The Python
@@ -137,21 +141,6 @@ def fingerprint_id(fp: dict) -> str:
             budget = int(budget)
         parts.append(_slug(f"{fp['mode']}-{budget}"))
     return "__".join(parts)
-
-
-def git_state(path: str | Path) -> tuple[str, bool]:
-    """(short commit, dirty) of the repository holding path; ("nogit", False) outside one or on any
-    error. Untracked files (results.tsv, say) do not make a tree dirty; no lock is taken."""
-    path = Path(path)
-    cwd = path if path.is_dir() else path.parent
-    try:
-        def git(*args: str) -> str:
-            return subprocess.run(["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True,
-                                  text=True, check=True, timeout=30).stdout
-        commit = git("rev-parse", "--short=7", "HEAD").strip()
-        return commit, bool(git("status", "--porcelain", "--untracked-files=no").strip())
-    except (OSError, subprocess.SubprocessError):
-        return "nogit", False
 
 
 def file_digest(path: str | Path) -> str | None:
@@ -375,13 +364,7 @@ def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, recor
                "noise": noise.to_dict(),
                "fingerprint": fingerprint, "fingerprint_id": path.stem, "commit": scored[0].commit,
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(content, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return files.write(path, json.dumps(content, indent=2) + "\n")
 
 
 def load_baseline(baselines_dir: str | Path, task: str, fingerprint: dict) -> Baseline | None:

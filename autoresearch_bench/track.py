@@ -22,15 +22,13 @@ service reads back and needs `wandb sync` to show anything.
 from __future__ import annotations
 
 import json
-import re
+
 from datetime import datetime
 from pathlib import Path
 
+from . import files
+
 RUN_SETTINGS = ("task", "candidate", "seed", "profile", "mode", "budget", "commit", "status", "machine")
-
-
-def _slug(text: object) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "run"
 
 
 def write_tensorboard(doc: dict, folder: str | Path) -> int:
@@ -43,8 +41,8 @@ def write_tensorboard(doc: dict, folder: str | Path) -> int:
             verdict = (f"{d['verdict']} against the {candidate['baseline']}: {d['reason']}" if d
                        else candidate["error"] or "no decision (no baseline to compare with)")
             for run in candidate["runs"]:
-                name = f"seed{run['seed']}-{_slug(run['started_at'])}"
-                writer = SummaryWriter(log_dir=str(Path(folder) / _slug(task["task"]) / _slug(candidate["label"]) / name))
+                name = f"seed{run['seed']}-{files.safe_name(run['started_at'])}"
+                writer = SummaryWriter(log_dir=str(Path(folder) / files.safe_name(task["task"]) / files.safe_name(candidate["label"]) / name))
                 start = datetime.fromisoformat(run["started_at"]).timestamp()  # TensorBoard's relative time axis
                 try:
                     for step, elapsed, loss in run.get("extra", {}).get("curve") or []:

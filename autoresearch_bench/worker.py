@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
-import os
 import resource
 import sys
 import time

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch_bench import compile_cache
+from autoresearch_bench import compile_cache, storage
 from autoresearch_bench.candidate import Candidate
 from autoresearch_bench.runner import run_candidate
 from autoresearch_bench.task import load_task
@@ -44,7 +44,7 @@ def runs(tiny_task_dir, tmp_path, monkeypatch):
     task = load_task(tiny_task_dir)
     profile = replace(task.profile("cpu"), startup_allowance_s=60)
     files = {name: probe(tiny_task_dir, name) for name in ("base", "candidate")}
-    trusted_sources = frozenset({compile_cache.source_digest(files["base"].path)})
+    trusted_sources = frozenset({storage.file_digest(files["base"].path)})
 
     def run(name: str, seed: int = 0):
         seen = []

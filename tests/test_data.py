@@ -27,6 +27,11 @@ EMBEDDED = {"source": "embedded", "vocab_size": 384, "seq_len": 64, "max_chars":
 CHAPTERS = lzma.open(data.EMBEDDED_CORPUS, "rt", encoding="utf-8").read().split("\f")
 
 
+def eval_rows(tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False) -> np.ndarray:
+    """The scored rows of a split, without their mask."""
+    return eval_rows_and_mask(tokens_path, n_tokens, seq_len, crop)[0]
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "cache"

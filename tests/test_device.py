@@ -69,13 +69,15 @@ def test_an_unknown_device_has_unknown_mfu(name):
     assert device.mfu(1e9, 1e6, peak) is None and device.fmt_mfu(device.mfu(1e9, 1e6, peak)) == "unknown"
 
 
+# FLOPs per token of gpt_pretrain's reference model on the h100 profile (depth 8, 50.3M parameters), as
+# its train.py counts them (6 per matmul weight + attention, as upstream): the number the measured run
+# below logged. A constant, so that the harness's tests do not depend on the file agents rewrite.
+REFERENCE_FLOPS_PER_TOKEN = 239_078_400
+
+
 def test_mfu_on_the_h100_matches_the_measured_run():
     """BENCHMARKS.md: ≈ 36% MFU at the steady 347 ms step of 2^19 tokens, as autoresearch counts it."""
-    spec = importlib.util.spec_from_file_location("gpt_train", GPT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.GPT(module.Hyper.from_cfg(load_task(GPT).profile("h100").model_config()))  # no init: FLOPs only
-    value = device.mfu(model.estimate_flops(), 2**19 / 0.347, device.peak_flops(H100.name))
+    value = device.mfu(REFERENCE_FLOPS_PER_TOKEN, 2**19 / 0.347, device.peak_flops(H100.name))
     assert 35 < value < 37 and device.fmt_mfu(value) == f"{value:.1f}%"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch_bench import storage
+from autoresearch_bench import git, storage
 
 
 def record(**overrides) -> storage.RunRecord:
@@ -199,24 +199,24 @@ def test_fingerprint_id_is_a_short_readable_file_name(fp, expected):
 
 
 def test_git_state_outside_a_repository(tmp_path):
-    assert storage.git_state(tmp_path) == ("nogit", False)
-    assert storage.git_state(tmp_path / "missing" / "train.py") == ("nogit", False)
+    assert git.state(tmp_path) == ("nogit", False)
+    assert git.state(tmp_path / "missing" / "train.py") == ("nogit", False)
 
 
 def test_git_state_reports_commit_and_dirt_but_ignores_untracked_files(tmp_path):
-    def git(*args):
+    def run(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
                        check=True, capture_output=True)
-    git("init", "-q")
+    run("init", "-q")
     (tmp_path / "train.py").write_text("x = 1\n")
-    git("add", "train.py")
-    git("commit", "-q", "-m", "base")
-    commit, dirty = storage.git_state(tmp_path / "train.py")
+    run("add", "train.py")
+    run("commit", "-q", "-m", "base")
+    commit, dirty = git.state(tmp_path / "train.py")
     assert len(commit) == 7 and not dirty
     (tmp_path / "results.tsv").write_text("untracked\n")
-    assert storage.git_state(tmp_path) == (commit, False)
+    assert git.state(tmp_path) == (commit, False)
     (tmp_path / "train.py").write_text("x = 2\n")
-    assert storage.git_state(tmp_path) == (commit, True)
+    assert git.state(tmp_path) == (commit, True)
 
 
 def test_check_writable_says_why_rows_could_not_be_appended_and_leaves_nothing_behind(tmp_path):
