@@ -20,7 +20,7 @@ seed(s) and compares it, seed by seed, with the best kept commit's stored runs; 
 better there (by the screen threshold) is confirmed on fresh seeds, paired with the best on the same
 seeds (its stored runs, or re-measured beside the candidate when it has none), and kept only when the
 paired t-test at alpha says better and |Δ| is at least the paired threshold (the task's rule: the
-measured pair noise, the practical floor, or `min_improvement`). Otherwise the branch is reset to the
+measured pair noise, the practical floor, or `min_effect`). Otherwise the branch is reset to the
 last kept commit. Statuses are autoresearch's: keep, discard (not better, a reply that does not apply,
 a failed check, a rule violation) and crash (the run crashed or timed out); crashes and failed checks
 cost the screen run only. Experiment 0 is the unchanged baseline on the screening seeds. Each record
@@ -86,7 +86,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import calibrate, files, git, htmlreport, process, sandbox, stats, storage
+from . import calibrate, files, git, htmlreport, options, process, sandbox, stats, storage
 from .data import cache_root
 from .git import GitError
 from .patch import SCRATCH, changed_files
@@ -577,7 +577,7 @@ class Settings:
     budget_s: float | None = None
     max_tokens: int | None = None  # fixed-token mode of the harness
     sandbox: str = "auto"
-    min_improvement: float | None = None  # the paired threshold (still floored); default: from the noise
+    min_effect: float | None = None  # the paired threshold (still floored); default: from the noise
     max_experiments: int | None = None  # after the baseline, counting earlier sessions of this tag
     max_hours: float | None = None  # this invocation's wall clock
     max_api_tokens: int | None = None  # prompt + completion tokens over the tag's whole run
@@ -659,7 +659,7 @@ class AgentLoop:
         mode, budget = settings.mode
         screen = tuple(range(settings.seeds))
         self.keep_rule = stats.KeepRule(self.task.rule(self.profile, mode, budget or self.profile.budget_s,
-                                                 min_effect=settings.min_improvement),
+                                                 min_effect=settings.min_effect),
                                   screen, tuple(range(len(screen), len(screen) + settings.confirm_seeds)))
         self.proposer = self._command_proposer() if spec.kind == "command" else PROPOSERS[spec.kind](spec)
 
@@ -749,15 +749,13 @@ class AgentLoop:
         junit, log_path = self.out / "logs" / f"{name}.xml", self.out / "logs" / f"{name}.log"
         own = Path(self.task.editable[0]).stem
         cmd = [sys.executable, "-m", "pytest", self.task_rel, "--autoresearch",
-               "-k", f"[{own}]" + (f" or [{best}]" if best else ""), "--ar-profile", p.name,
+               "-k", f"[{own}]" + (f" or [{best}]" if best else ""),
+               *options.pytest_args({"profile": p.name, "budget_s": s.budget_s, "max_tokens": s.max_tokens,
+                                     "sandbox": s.sandbox}),  # the keep rule applies min_effect itself
                "--ar-seed-base", str(seeds[0]), "--ar-seeds", str(len(seeds)), "--ar-results", str(self.bench_tsv),
-               "--ar-baseline", "none", "--ar-sandbox", s.sandbox, "--ar-description", description,
+               "--ar-baseline", "none", "--ar-description", description,
                f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", "-rN"]
         cmd += (["--ar-candidate", best] if best else []) + (["-m", "autoresearch"] if stage == "confirm" else [])
-        if s.budget_s:
-            cmd += ["--ar-budget", str(s.budget_s)]
-        if s.max_tokens:
-            cmd += ["--ar-tokens", str(s.max_tokens)]
         runs = len(seeds) * (2 if best else 1)  # the runner's own clock rule, and 300 s for pytest around them
         limit = s.run_timeout_s or runs * p.run_limit_s(s.budget_s, s.max_tokens) + 300
         cmd += ["--ar-trusted-ref", self.start_commit or "none"]  # the loop's start: its runs alone publish kernels

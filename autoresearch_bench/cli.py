@@ -24,7 +24,7 @@ import sys
 
 from tabulate import tabulate
 
-from . import data
+from . import data, options
 from .compare import CompareError, compare
 from .agent import AgentError, AgentLoop, Settings, command_spec, replay_changes
 from .executor import ExecutorError
@@ -57,9 +57,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace, defaults: dict | None = None) -> Settings:
     """Run settings from the flags; a flag left out takes the default (a league's [settings] table)."""
-    given = {"profile": args.profile, "seeds": args.seeds, "confirm_seeds": args.confirm_seeds,
-             "budget_s": args.budget, "max_tokens": args.tokens, "sandbox": args.sandbox,
-             "min_improvement": args.min_improvement}
+    given = {**options.given(args), "seeds": args.seeds, "confirm_seeds": args.confirm_seeds}
     merged = {**(defaults or {}), **{k: v for k, v in given.items() if v is not None}}
     return Settings(**merged, max_hours=getattr(args, "max_hours", None),
                     max_api_tokens=getattr(args, "max_api_tokens", None))
@@ -144,16 +142,10 @@ def _add_command_options(p: argparse.ArgumentParser, whose: str) -> None:
 
 
 def _add_run_settings(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default=None, help="task profile (default: auto)")
+    options.add_run_options(p.add_argument, "", with_defaults=False)
     p.add_argument("--seeds", type=int, default=None, help="screening seeds per experiment (default 1)")
     p.add_argument("--confirm-seeds", type=int, default=None,
                    help="fresh seeds that confirm a change that passed the screen (default 3)")
-    p.add_argument("--budget", type=float, default=None, help="override the profile's time budget (s)")
-    p.add_argument("--tokens", type=int, default=None, help="fixed-token mode: train for N tokens")
-    p.add_argument("--sandbox", choices=("off", "auto", "strict"), default=None)
-    p.add_argument("--min-improvement", type=float, default=None,
-                   help="the paired threshold a confirmed change must clear (default: from the profile's measured "
-                        "noise; never below the task's floor)")
     p.add_argument("--out", default=None, help="folder for the records")
 
 

@@ -262,7 +262,7 @@ def _results_rows(task: dict) -> list[dict]:
 def session_html(doc: dict) -> str:
     """The page of a session report: per task its results table, then a card per candidate."""
     parts = [_settings_line(doc["settings"], ("profile", "seeds", "seed_base", "budget_s", "max_tokens", "base_ref",
-                                              "baseline", "min_effect", "isolation"))]
+                                              "baseline", "min_effect", "sandbox"))]
     for task in doc["tasks"]:
         base = task["baseline"]
         parts.append(f'<h2>{_e(task["task"])} · {_e(task["metric"])} ({_e(task["direction"])} is better)</h2>'

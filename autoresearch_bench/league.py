@@ -20,7 +20,8 @@ agents.toml names the agents (kinds as in agent.AgentSpec) and, optionally, the 
     [agents.known]
     kind = "replay"      # applies changes/*.diff, *.patch, *.py one per experiment, in name order
     changes = "changes"
-    [settings]           # equal for every agent: profile, seeds, confirm_seeds, budget_s, max_tokens, min_improvement
+    [settings]           # equal for every agent: seeds, confirm_seeds and the run options (options.py): profile,
+                         # budget_s, max_tokens, sandbox, min_effect
     profile = "cpu"
 
 Each agent runs `--experiments K` experiments after the baseline on each task, in its own worktree
@@ -85,13 +86,13 @@ from typing import Callable
 
 from tabulate import tabulate
 
-from . import calibrate, files, git, htmlreport, stats, storage
+from . import calibrate, files, git, htmlreport, options, stats, storage
 from .agent import SPEED_ADVICE, AgentError, AgentLoop, AgentSpec, Experiment, Settings
 from .executor import Run, gpu_for, make_executor, visible_gpus
 from .candidate import Candidate
 from .task import Task, find_tasks
 
-_SETTINGS_KEYS = {"profile", "seeds", "confirm_seeds", "budget_s", "max_tokens", "min_improvement", "sandbox"}
+_SETTINGS_KEYS = options.KEYS | {"seeds", "confirm_seeds"}
 
 
 def load_agents(path: str | Path, command_options: dict | None = None) -> tuple[list[AgentSpec], dict]:
@@ -111,7 +112,8 @@ def load_agents(path: str | Path, command_options: dict | None = None) -> tuple[
         raise AgentError(f"{path}: no [agents.<name>] table; add at least two agents to compare")
     settings = raw.get("settings", {})
     if unknown := sorted(set(settings) - _SETTINGS_KEYS):
-        raise AgentError(f"{path}: [settings] has unknown keys {unknown}; allowed: {sorted(_SETTINGS_KEYS)}")
+        renamed = "; min_improvement is now min_effect" if "min_improvement" in unknown else ""
+        raise AgentError(f"{path}: [settings] has unknown keys {unknown}; allowed: {sorted(_SETTINGS_KEYS)}{renamed}")
     return agents, settings
 
 
@@ -397,7 +399,7 @@ class League:
             extract(e.agent, loops[e.agent], e.final_commit)
         records: dict[str, list[storage.RunRecord]] = {d: [] for d in files}
         s, results = self.settings, (self.out / "heldout.tsv", self.out / "heldout.jsonl")
-        options = {"budget_s": s.budget_s, "max_tokens": s.max_tokens, "isolation": s.sandbox, "eval_split": "test",
+        options = {"budget_s": s.budget_s, "max_tokens": s.max_tokens, "sandbox": s.sandbox, "eval_split": "test",
                    "results_paths": results,  # the baseline's runs alone publish compile caches
                    "trusted_sources": frozenset({storage.file_digest(files[owner["baseline"]])})}
         runs = [Run(task, first.profile, Candidate(f"heldout-{digest}", path, "league"), seed,
@@ -442,7 +444,7 @@ class League:
         fingerprint = {**storage.machine_fingerprint(profile.name, profile.device), "mode": mode, "budget": budget}
         stored = storage.load_baseline(loop.repo / "baselines", task.name, fingerprint)
         rule = task.rule(profile, mode, budget, stored.noise if stored else stats.Noise(),
-                         s.min_improvement)
+                         s.min_effect)
         if rule.noise.seed_std:
             self.units[task.name] = {"sigma": rule.noise.seed_std, "source": rule.noise.source or "measured"}
             return rule, rule.noise.seed_std

@@ -56,6 +56,7 @@ from tabulate import tabulate
 from . import git, stats, storage
 from .device import mfu_cell
 from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
+from .options import RUN_OPTIONS, add_run_options
 from .patch import surface_violations
 from .runner import CheckServer
 from .candidate import BASE, Candidate, resolve_candidates
@@ -84,17 +85,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
     option("--autoresearch", action="store_true",
            help="run the timed benchmarks; without it only the correctness checks run")
-    option("--ar-profile", default="auto", metavar="NAME",
-           help="task profile: auto (the first cuda profile whose `match` names this GPU, else a "
-                "generic cuda profile, else cpu; see task.py) or a name")
+    add_run_options(option, "ar-")  # --ar-profile, --ar-budget, --ar-tokens, --ar-sandbox, --ar-min-effect
     option("--ar-seeds", type=_seeds, default=1, metavar="N|auto",
            help="seeds per candidate (default 1); auto: 3, then one more at a time while the verdict is "
                 "open, up to 8")
     option("--ar-seed-base", type=int, default=0, metavar="S", help="first seed (default 0)")
-    option("--ar-budget", type=float, default=None, metavar="SECONDS",
-           help="override the profile's training time budget")
-    option("--ar-tokens", type=int, default=None, metavar="N",
-           help="fixed-token mode: train for N tokens instead of a time budget")
     option("--ar-results", default="results.tsv", metavar="PATH",
            help="results table to append to (a .jsonl file of full records goes beside it)")
     option("--ar-candidate", action="append", default=[], metavar="PATH|REF",
@@ -111,14 +106,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
            help="baseline to compare with: auto = baselines/<task>/<machine fingerprint>.json")
     option("--ar-save-baseline", action="store_true",
            help="store the results of each task's train.py as the baseline for this machine")
-    option("--ar-min-effect", type=float, default=None, metavar="X",
-           help="smallest metric change that counts (default: the profile's min_effect, from measured noise)")
     option("--ar-fail-on-regression", action="store_true",
            help="fail a candidate's benchmark only when it is decided worse than the baseline (or not "
                 "comparable with it); no difference and undecided pass")
-    option("--ar-sandbox", default="auto", choices=("off", "auto", "strict"),
-           help="candidate isolation: auto (namespaces where Linux allows, default), strict "
-                "(fail without them) or off; see autoresearch_bench/sandbox.py")
     option("--ar-markdown", default=None, metavar="PATH",
            help="also write the summary table as Markdown (for a PR comment); under GitHub Actions the "
                 "table is appended to $GITHUB_STEP_SUMMARY in any case")
@@ -303,15 +293,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(*errors)
     results = Path(config.getoption("ar_results"))
     options = Options(
-        enabled=config.getoption("autoresearch"),
+        enabled=config.getoption("autoresearch"), **{o.key: config.getoption(f"ar_{o.dest}") for o in RUN_OPTIONS},
         seeds=config.getoption("ar_seeds"), seed_base=config.getoption("ar_seed_base"),
-        budget_s=config.getoption("ar_budget"), max_tokens=config.getoption("ar_tokens"),
         results_tsv=results if results.is_absolute() else Path(config.rootpath) / results,
-        description=config.getoption("ar_description"),
+        candidates=tuple(config.getoption("ar_candidate")), description=config.getoption("ar_description"),
         baseline=config.getoption("ar_baseline"), baselines_dir=Path(config.rootpath) / "baselines",
         save_baseline=config.getoption("ar_save_baseline"), base_ref=config.getoption("ar_base_ref"),
-        min_effect=config.getoption("ar_min_effect"), fail_on_regression=config.getoption("ar_fail_on_regression"),
-        scratch=Path(config.rootpath) / ".ar", isolation=config.getoption("ar_sandbox"),
+        fail_on_regression=config.getoption("ar_fail_on_regression"), scratch=Path(config.rootpath) / ".ar",
         trusted_ref=_trusted_ref(config))
     config.stash[SESSION] = BenchmarkSession(
         options, log=lambda m: state.write(f"[autoresearch] {m}"), on_progress=state.progress,
@@ -615,7 +603,7 @@ def ar_check(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Profile,
     options = request.config.stash[SESSION].options
     key = (ar_task.name, candidate.name)
     if key not in state.check_servers:
-        state.check_servers[key] = CheckServer(ar_task, ar_profile, candidate, isolation=options.isolation,
+        state.check_servers[key] = CheckServer(ar_task, ar_profile, candidate, sandbox=options.sandbox,
                                                results_paths=(options.results_tsv, options.results_jsonl))
     server = state.check_servers[key]
 

@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import compile_cache, git, process, sandbox, storage
+from . import compile_cache, git, process, storage
+from . import sandbox as sandboxing
 from .candidate import Candidate
 from .protocol import CheckSpec, FeederSpec, ScorerSpec, TrainSpec
 from .task import Profile, Task, grace_s, source_defaults
@@ -80,7 +81,7 @@ class Curve:
 
 
 def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
-           plan: sandbox.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
+           plan: sandboxing.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
            gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None,
            trusted_cache: Path) -> Path | None:
     """The training half of a run; fills the record's training fields, returns the weights or None.
@@ -88,8 +89,8 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     the weights in its scratch folder."""
     (tmp / "feeder").mkdir()
     (tmp / "train").mkdir()
-    scratch = sandbox.prepare_scratch(tmp / "train", plan)
-    inner = sandbox.place(candidate.path, scratch, "candidate.py", plan)
+    scratch = sandboxing.prepare_scratch(tmp / "train", plan)
+    inner = sandboxing.place(candidate.path, scratch, "candidate.py", plan)
     split = record.extra.setdefault("split", {})
     copied = time.perf_counter()
     cache_env = compile_cache.private_copy(trusted_cache, scratch / COMPILE_CACHE, f"{Path(inner).parent}/{COMPILE_CACHE}", plan.uid)
@@ -103,7 +104,7 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
         feeder = process.start(("feeder",), FeederSpec(
             train_tokens=str(prepared.train_tokens), seed=seed, crop=bool(profile.data.get("crop", False)),
             budget_s=budget_s, max_tokens=max_tokens, latest_start=latest_start, request_fd=request_r,
-            batch_fd=batch_w), tmp / "feeder", sandbox.Plan("off", ()), pass_fds=(request_r, batch_w), limits=False)
+            batch_fd=batch_w), tmp / "feeder", sandboxing.Plan("off", ()), pass_fds=(request_r, batch_w), limits=False)
         trainer = process.start(("worker", "train"), TrainSpec(
             candidate=inner, cfg=profile.model_config(), device=profile.device, seed=seed, budget_s=budget_s,
             max_tokens=max_tokens, latest_start=latest_start, memory_per_row_gb=profile.memory_per_row_gb,
@@ -166,7 +167,7 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     return None
 
 
-def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path, plan: sandbox.Plan,
+def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path, plan: sandboxing.Plan,
                   prepared: data.PreparedData, rows: Path, seed: int, eval_split: str, gpu: str | None,
                   threads: int) -> process.Child:
     """The scorer, loading the rows and starting its model processes; it waits for the weights' path."""
@@ -177,7 +178,7 @@ def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path,
                       eval_batch_size=profile.eval_batch_size, eval_split=eval_split, metric=task.metric,
                       max_params=task.max_params, sandbox_level=plan.level, sandbox_prefix=plan.prefix,
                       tmp=str(tmp / "models"), threads=threads)
-    return process.start(("scorer",), spec, tmp / "eval", sandbox.Plan("off", ()), device=profile.device,
+    return process.start(("scorer",), spec, tmp / "eval", sandboxing.Plan("off", ()), device=profile.device,
                          gpu=gpu, threads=threads, limits=False, stdin=subprocess.PIPE)
 
 
@@ -211,7 +212,7 @@ def _evaluate(record: storage.RunRecord, profile: Profile, scorer: process.Child
 
 def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int, *,
                   budget_s: float | None = None, max_tokens: int | None = None,
-                  results_paths: tuple[Path, ...] = (), description: str = "", isolation: str = "auto",
+                  results_paths: tuple[Path, ...] = (), description: str = "", sandbox: str = "auto",
                   on_progress: Callable[[dict], None] | None = None, eval_split: str = "val",
                   gpu: str | None = None, log: Callable[[str], None] = print,
                   threads: int | None = None, trusted_sources: frozenset[str] = frozenset()) -> storage.RunRecord:
@@ -244,13 +245,13 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         record.error = f"data: {e}"
         return record
     try:
-        plan = sandbox.plan(isolation, profile.device, memo_dir=data.cache_root() / "probes")
-    except sandbox.SandboxError as e:
+        plan = sandboxing.plan(sandbox, profile.device, memo_dir=data.cache_root() / "probes")
+    except sandboxing.SandboxError as e:
         record.error = str(e)
         return record
     threads = threads or process.usable_cores()
-    exposed = data.validation_copies(prepared, sandbox.visible_roots(), log) if plan.isolated else []
-    if exposed and isolation == "strict":
+    exposed = data.validation_copies(prepared, sandboxing.visible_roots(), log) if plan.isolated else []
+    if exposed and sandbox == "strict":
         record.error = (f"--ar-sandbox strict: {len(exposed)} files the sandbox must show (the system and Python "
                         f"folders) hold validation documents, e.g. {exposed[0]}; build the corpus from files "
                         f"outside them (climbmix, or a parquet or files source under your home)")
@@ -323,12 +324,12 @@ class CheckServer:
     """
 
     def __init__(self, task: Task, profile: Profile, candidate: Candidate, seed: int = 0,
-                 results_paths: tuple[Path, ...] = (), isolation: str = "auto", start_timeout_s: float = 120):
+                 results_paths: tuple[Path, ...] = (), sandbox: str = "auto", start_timeout_s: float = 120):
         self._tmp = tempfile.TemporaryDirectory(prefix=f"ar-checks-{candidate.name}-")
         tmp = Path(self._tmp.name)
         os.chmod(tmp, 0o755)
-        plan = sandbox.plan(isolation)
-        inner = sandbox.place(candidate.path, sandbox.prepare_scratch(tmp, plan), "candidate.py", plan)
+        plan = sandboxing.plan(sandbox)
+        inner = sandboxing.place(candidate.path, sandboxing.prepare_scratch(tmp, plan), "candidate.py", plan)
         spec = CheckSpec(candidate=inner, cfg=profile.model_config(), seed=seed,
                          allowed_imports=tuple(task.imports), max_params=task.max_params,
                          max_literal_bytes=task.max_literal_bytes)

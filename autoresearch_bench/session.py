@@ -81,11 +81,13 @@ class Reference:
 @dataclass
 class Options:
     enabled: bool = False
+    profile: str = "auto"  # as asked (the report's settings); each task's own is chosen by the plugin
     seeds: int | str = 1  # or AUTO
     seed_base: int = 0
     budget_s: float | None = None
     max_tokens: int | None = None
     results_tsv: Path = Path("results.tsv")
+    candidates: tuple[str, ...] = ()  # as asked (the report's settings); the plugin resolves them per task
     description: str = ""
     baseline: str = "auto"  # auto | none | path to a baseline json
     baselines_dir: Path = Path("baselines")
@@ -94,7 +96,7 @@ class Options:
     min_effect: float | None = None
     fail_on_regression: bool = False
     scratch: Path = Path(".ar")
-    isolation: str = "auto"
+    sandbox: str = "auto"
     trusted_ref: str | None = None  # whose file's runs publish their compile cache (compile_cache.py)
 
     @property
@@ -279,7 +281,7 @@ class BenchmarkSession:
         in time mode with the machine's speed measured before and after."""
         o = self.options
         options = dict(budget_s=o.budget_s, max_tokens=o.max_tokens, results_paths=(o.results_tsv, o.results_jsonl),
-                       description=o.description, isolation=o.isolation,
+                       description=o.description, sandbox=o.sandbox,
                        trusted_sources=self._trusted_sources(queue[0].task))
         runs = [Run(e.task, e.profile, e.candidate, seed, {**options, "description": o.description or e.label})
                 for seed in seeds for e in queue]

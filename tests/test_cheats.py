@@ -376,7 +376,7 @@ def attacked(shared_tiny_task_dir: Path) -> Attacked:
     later = runs_of({"reads_leftovers": READS_LEFTOVERS})
     records += executor.map(later, log=lambda m: None)
     after = tree_bytes(PACKAGE, task_dir.parent.parent)
-    off = runs_of({name: CHEATS[name] for name in UNSANDBOXED}, isolation="off")
+    off = runs_of({name: CHEATS[name] for name in UNSANDBOXED}, sandbox="off")
     unsandboxed = dict(zip(UNSANDBOXED, executor.map(off, log=lambda m: None)))
     return Attacked({run.candidate.name: r for run, r in zip(runs + later, records)}, unsandboxed, results,
                     before, after)

@@ -46,7 +46,7 @@ def generous(task):
 
 
 def run(task, candidate, isolation="auto", **kw):
-    return run_candidate(task, generous(task), candidate, seed=0, isolation=isolation, log=lambda m: None,
+    return run_candidate(task, generous(task), candidate, seed=0, sandbox=isolation, log=lambda m: None,
                          **FIXED_TOKENS, **kw)
 
 
@@ -117,7 +117,7 @@ def survived(shared_tiny_task_dir: Path) -> Iterator[Survived]:
                        writes_repo=("auto", writes), leaves_orphan_auto=("auto", leaves_orphan("auto")),
                        reads_parent_env=("auto", READS_ENVIRONMENTS), checks_privileges=("auto", CHECKS_PRIVILEGES))
     runs = [Run(task, generous(task), hostile(task_dir, name, attack), 0,
-                dict(**FIXED_TOKENS, isolation=isolation, results_paths=(results,) if name == "writes_repo" else ()))
+                dict(**FIXED_TOKENS, sandbox=isolation, results_paths=(results,) if name == "writes_repo" else ()))
             for name, (isolation, attack) in attacks.items()]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_API_KEY", "sk-secret")
