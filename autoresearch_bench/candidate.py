@@ -33,7 +33,10 @@ def display_name(candidate: Candidate) -> str:
 def git_ref(candidate: Candidate) -> tuple[str, str] | None:
     """(ref, commit) of a candidate taken from git (origin "git:REF@COMMIT" or "base:REF@COMMIT")."""
     kind, _, rest = candidate.origin.partition(":")
-    return tuple(rest.rsplit("@", 1)) if kind in ("git", "base") and "@" in rest else None
+    if kind not in ("git", "base") or "@" not in rest:
+        return None
+    ref, commit = rest.rsplit("@", 1)
+    return ref, commit
 
 
 def _unique(name: str, taken: set[str]) -> str:

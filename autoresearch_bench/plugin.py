@@ -1,8 +1,11 @@
 """pytest plugin: correctness checks on every run; timed benchmarks with `--autoresearch`.
 
-A task folder (with task.toml) holds `test_<task>.py`. Its tests that take the `candidate` fixture
-are parametrized over the task's candidates (train.py, candidates/*.py, --ar-candidate), so test ids
-name the candidate (`test_causality[wider_mlp]`) and `-k wider_mlp` selects one. Fixtures:
+A task folder's tests are made from its task.toml (TaskSuite): `test_<check>` for each name of its
+`checks` list (ar_check with the options of its [check_options.<check>] table) and `test_benchmark`;
+a task may add tests of its own in test_*.py files. Tests that take the `candidate` fixture are
+parametrized over the task's candidates (train.py, candidates/*.py, --ar-candidate), so test ids name
+the candidate (`tasks/char_lm/task.toml::test_causality[wider_mlp]`) and `-k wider_mlp` selects one.
+Fixtures:
 
     ar_check(name, **params)  run a named check from autoresearch_bench.checks on the candidate, in
                               an isolated child process; fails the test with the check's message
@@ -23,11 +26,9 @@ Benchmark items are bounded by the harness's own limits (BenchmarkSession.time_l
 pytest-timeout), not by the ini `timeout`, which is for checks.
 
 `--ar-executor` picks where runs happen (autoresearch_bench.executor). With `xdist`
-(`pytest -n N --ar-executor xdist`): the controller sends each worker the GPU list and switches
-`--dist load` to `loadgroup`, so that a candidate's checks and benchmark share one worker (an
-`xdist_group` per candidate); each worker pins one GPU, runs its items' seeds only, and attaches its
-results to the benchmark item's report (user_properties, JSON); the controller merges them for the
-table and the Markdown summary. Workers write the results files (under a lock) and save baselines.
+(`pytest -n N --ar-executor xdist`) each worker pins one GPU and runs its items' seeds only; the
+controller merges their results for the table (xdist_support.py). Workers write the results files
+(under a lock) and save baselines.
 
 Reports, written where the table is shown (the xdist controller): --ar-markdown, the GitHub step
 summary ($GITHUB_STEP_SUMMARY), --ar-json (report.py), --ar-html (htmlreport.py), --ar-tensorboard
@@ -41,10 +42,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import math
 import os
 import time
+import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,9 @@ from typing import Callable
 import pytest
 from tabulate import tabulate
 
-from . import git, stats, storage
+from . import git, stats, storage, xdist_support
 from .device import mfu_cell
-from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor, visible_gpus
+from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor
 from .options import RUN_OPTIONS, add_run_options
 from .patch import surface_violations
 from .runner import CheckServer
@@ -65,7 +66,6 @@ from .task import Profile, Task, TaskError, default_profile, load_task
 
 SESSION = pytest.StashKey[BenchmarkSession]()
 STATE = pytest.StashKey["PluginState"]()
-REPORT_KEY = "autoresearch"  # user_properties entry of an xdist worker's benchmark report
 BENCHMARK_CALLED = pytest.StashKey[bool]()  # on an item whose test called ar_benchmark()
 
 
@@ -305,8 +305,10 @@ def pytest_configure(config: pytest.Config) -> None:
         options, log=lambda m: state.write(f"[autoresearch] {m}"), on_progress=state.progress,
         executor=_executor(config),
         on_record=lambda record: config.hook.pytest_autoresearch_update_record(config=config, record=record))
-    if _xdist_role(config) == "controller":
-        config.pluginmanager.register(XdistResults(config), "autoresearch-xdist-results")
+    if xdist_support.role(config) == "controller":
+        bench = config.stash[SESSION]
+        config.pluginmanager.register(xdist_support.Controller(
+            config, lambda path, result: bench.merge_report(state.task_for(path), result)), "autoresearch-xdist")
 
 
 def _option_errors(config: pytest.Config) -> list[str]:
@@ -349,57 +351,16 @@ def _option_errors(config: pytest.Config) -> list[str]:
     return errors
 
 
-def _xdist_role(config: pytest.Config) -> str:
-    """'worker' in a pytest-xdist worker, 'controller' in the process that distributes, else ''."""
-    if hasattr(config, "workerinput"):
-        return "worker"
-    return "controller" if config.getoption("dist", "no") != "no" else ""
-
-
 def _executor(config: pytest.Config) -> LocalExecutor:
     """The --ar-executor, checked against how pytest runs (with or without -n)."""
-    name, role = config.getoption("ar_executor"), _xdist_role(config)
+    name, role = config.getoption("ar_executor"), xdist_support.role(config)
     if role and name != "xdist" and config.getoption("autoresearch"):
         raise pytest.UsageError("pytest -n N runs the benchmarks in pytest-xdist workers: add --ar-executor xdist")
-    kwargs = {}
-    if name == "xdist":
-        if not config.pluginmanager.hasplugin("xdist"):
-            raise pytest.UsageError("--ar-executor xdist needs pytest-xdist: pip install autoresearch-bench[xdist]")
-        if not role:
-            raise pytest.UsageError("--ar-executor xdist runs one pytest-xdist worker per GPU: add -n N "
-                                    "(N = number of GPUs)")
-        if role == "controller":
-            if config.option.dist not in ("load", "loadgroup"):
-                raise pytest.UsageError(f"--ar-executor xdist keeps a candidate's checks and benchmark in one "
-                                        f"worker (--dist loadgroup): drop --dist {config.option.dist}")
-            config.option.dist = "loadgroup"
-        kwargs["gpus"] = getattr(config, "workerinput", {}).get("ar_gpus", ())
+    kwargs = xdist_support.executor_options(config) if name == "xdist" else {}
     try:
         return make_executor(name, config.getoption("ar_slots"), **kwargs)
     except ExecutorError as e:
         raise pytest.UsageError(str(e)) from None
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:
-    """xdist controller: tell each worker which GPUs there are, so that it pins one (executor.pin_gpu)."""
-    if node.config.getoption("ar_executor") == "xdist":
-        node.workerinput["ar_gpus"] = visible_gpus()
-
-
-class XdistResults:
-    """xdist controller: the results that workers attach to their benchmark reports join this session's."""
-
-    def __init__(self, config: pytest.Config):
-        self.config = config
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for key, value in report.user_properties if report.when == "call" else ():
-            if key == REPORT_KEY:
-                sent = json.loads(value)
-                task = self.config.stash[STATE].task_for(Path(sent["path"]))
-                for result in sent["results"]:
-                    self.config.stash[SESSION].merge_report(task, result)
 
 
 def _wanted_tasks(config: pytest.Config) -> set[str]:
@@ -414,6 +375,42 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         task = config.stash[STATE].task_at(collection_path)
         return task is None or task.name not in wanted
     return None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """A task folder's task.toml: its generated tests (a broken one is reported at the end of collection)."""
+    if file_path.name == "task.toml" and parent.config.stash[STATE].task_at(file_path.parent) is not None:
+        return TaskSuite.from_parent(parent, path=file_path)
+    return None
+
+
+class TaskSuite(pytest.Module):
+    """The tests that a task's task.toml declares, collected as a module of them: one per name of its
+    `checks` list, which runs that check with the options of its [check_options.<name>] table, and
+    the benchmark. Written by no one, so the list of checks is kept in one place."""
+
+    def _getobj(self):
+        task = self.config.stash[STATE].task_at(self.path.parent)
+        module = types.ModuleType(f"{task.name}.task_toml", f"The tests of {self.path}.")
+        module.__file__ = str(self.path)
+        for name in task.checks:
+            setattr(module, f"test_{name}", _check_test(name, task.check_options.get(name, {})))
+        module.test_benchmark = _test_benchmark
+        return module
+
+
+def _check_test(name: str, options: dict) -> Callable:
+    def test(ar_check) -> None:
+        ar_check(name, **options)
+    test.__name__ = test.__qualname__ = f"test_{name}"
+    test.__doc__ = f"The candidate passes the {name} check."
+    return test
+
+
+@pytest.mark.autoresearch
+def _test_benchmark(ar_benchmark) -> None:
+    """The candidate's timed runs."""
+    ar_benchmark()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -540,7 +537,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             errors.append(str(e))
             break
     if errors:
-        if _xdist_role(config) != "worker":
+        if xdist_support.role(config) != "worker":
             raise pytest.UsageError(*errors)
         items[:] = [InputErrors.from_parent(session, name="autoresearch_inputs", errors=errors)]
         return
@@ -639,13 +636,12 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
         except stats.NotFinite as e:  # a score or a stored baseline value that is NaN or inf: no verdict
             pytest.fail(f"{candidate.name}: {e}", pytrace=False)
         request.node.user_properties.extend(junit_properties(result))
-        if _xdist_role(request.config) == "worker":  # the controller's table needs it (XdistResults)
+        if xdist_support.role(request.config) == "worker":  # the controller's table needs it
             base_entry = session.results.get((ar_task.name, BASE))
             names = [candidate.name] + ([BASE] if base_entry and base_entry.records
                                         and (ar_task.name, BASE) not in state.sent else [])
             state.sent.update((ar_task.name, n) for n in names)
-            request.node.user_properties.append((REPORT_KEY, json.dumps(
-                {"path": str(request.path), "results": [session.to_report(ar_task, n) for n in names]})))
+            xdist_support.attach(request.node, [session.to_report(ar_task, n) for n in names])
         if result.skipped:
             pytest.fail(f"not benchmarked: {result.skipped}", pytrace=False)
         if result.stopped:
@@ -702,7 +698,7 @@ def summary_rows(results: list[CandidateResult]) -> list[dict]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for server in session.config.stash[STATE].check_servers.values():
         server.close()
-    bench, role = session.config.stash[SESSION], _xdist_role(session.config)
+    bench, role = session.config.stash[SESSION], xdist_support.role(session.config)
     if bench.options.save_baseline and role != "controller":  # under xdist, the worker that ran train.py
         for path in bench.save_baselines():
             session.config.stash[STATE].write(f"[autoresearch] baseline saved: {path}")

@@ -8,8 +8,8 @@ Processes of one run (runner.py starts them; arrows are pipes the runner creates
             <--"done"-- (logits in a buffer the scorer shares)                         code, sandboxed)
 
 - Every process gets one frozen spec as JSON (`write_spec` / `read_spec`) and reports to the runner
-  as JSON lines on the fd named by RESULT_FD_ENV: {"kind": "progress" | "result" | "error" |
-  "violation" | "ready" | "check", ...}. Nothing a process prints is parsed.
+  as JSON lines on the fd named by RESULT_FD_ENV: {"kind": Kind, ...} (KINDS: started, progress,
+  result, error, violation, ready, check, served). Nothing a process prints is parsed.
 - Trainer → feeder: BATCH_REQUEST frames (stream id, rows, seq_len), one per batch wanted.
   Feeder → trainer: BATCH_HEADER (payload bytes, clock start, tokens served so far) and the rows,
   int32 [rows, seq_len + 1]; 0 payload bytes means no more batches (budget spent). The feeder's own
@@ -27,9 +27,13 @@ import os
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 RESULT_FD_ENV = "AR_RESULT_FD"
+# What a report is: the trainer's start and progress, a child's result, error or rule violation,
+# the check server's readiness and each check's outcome, the feeder's count of tokens served.
+Kind = Literal["started", "progress", "result", "error", "violation", "ready", "check", "served"]
+KINDS: tuple[str, ...] = get_args(Kind)
 BATCH_REQUEST = struct.Struct("<iii")    # stream, rows, seq_len
 BATCH_HEADER = struct.Struct("<qdq")     # payload bytes, clock start (perf_counter), tokens served
 FORWARD = struct.Struct("<ii")           # rows, seq_len
@@ -120,14 +124,15 @@ class CheckSpec:
     max_literal_bytes: int = 16384
 
 
-SPECS = (TrainSpec, FeederSpec, ModelSpec, ScorerSpec, CheckSpec)
+Spec = TrainSpec | FeederSpec | ModelSpec | ScorerSpec | CheckSpec
+SPECS: tuple[type[Spec], ...] = (TrainSpec, FeederSpec, ModelSpec, ScorerSpec, CheckSpec)
 
 
-def write_spec(path: Path, spec) -> None:
+def write_spec(path: Path, spec: Spec) -> None:
     path.write_text(json.dumps({"type": type(spec).__name__, **asdict(spec)}))
 
 
-def read_spec(path: Path):
+def read_spec(path: Path) -> Spec:
     """The spec written by write_spec; the file is removed once read."""
     raw = json.loads(Path(path).read_text())
     Path(path).unlink(missing_ok=True)
@@ -176,5 +181,7 @@ class Emitter:
     """JSON-line reports to the runner on the result fd."""
     fd: int = field(default_factory=lambda: int(os.environ.pop(RESULT_FD_ENV)))
 
-    def __call__(self, kind: str, **fields: Any) -> None:
+    def __call__(self, kind: Kind, **fields: Any) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"report kind {kind!r} is not one of the protocol's: {', '.join(KINDS)}")
         write_all(self.fd, (json.dumps({"kind": kind, **fields}) + "\n").encode())

@@ -171,7 +171,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def agent_document(out: Path, task, tag: str, spec, settings, machine: dict) -> dict:
-    """An agent loop's records folder (agent.py: experiments.jsonl, bench.jsonl) as a report of kind agent."""
+    """An agent loop's records folder (the agent package: experiments.jsonl, bench.jsonl) as a report of kind agent."""
     return document("agent", machine, plain(settings), agent=plain(spec), task=task.name, metric=task.metric,
                     direction=task.direction, tag=tag, experiments=plain(_jsonl(out / "experiments.jsonl")),
                     runs=plain(_jsonl(out / "bench.jsonl")))

@@ -1,6 +1,8 @@
 """Parent side of a run: the trusted processes and the sandboxed ones, under a clock the parent owns.
 
-One run = prepare data (cached) → train → evaluate → audit → a RunRecord:
+One run = preflight → train → evaluate → audit → a RunRecord:
+- preflight: a GPU where the profile needs one, the data prepared (cached), the sandbox planned, the
+  scored rows of the run's split cut; a run that cannot start is a record with the reason.
 - train: the feeder (trusted, feeder.py) serves batches of the train split to the trainer (candidate
   code, sandboxed, worker.py `train`), counts the tokens and starts the clock; the trainer returns
   weights (model.pt). The process group is killed at startup allowance + budget (+ a grace for the
@@ -10,6 +12,8 @@ One run = prepare data (cached) → train → evaluate → audit → a RunRecord
   processes and never imports candidate code; it also counts every tensor of the weights file.
 - audit: the harness's package and the task's files are hashed before and after; a change is a
   `violation` (so is any change to the results files but the rows the harness appended).
+One outcome rule (_outcome) turns each child's end into the record's status: a violation it reported,
+else a timeout, else a failure (no result), else its result; the audit may still make it a violation.
 Tokens and seconds in the record are the feeder's and the runner's; steps, peak memory and MFU are
 what the candidate logged. Nothing the candidate prints is parsed.
 """
@@ -80,6 +84,25 @@ class Curve:
             self.points, self.stride = self.points[::2], self.stride * 2
 
 
+def _outcome(record: storage.RunRecord, child: process.Child, stage: str, timed_out: str,
+             succeeded: bool = True) -> dict | None:
+    """The one outcome rule of a run's child processes: a violation it reported, else a timeout (the
+    error timed_out says why), else a failure (it gave no result, or succeeded is False), goes into
+    the record's status and error; otherwise its result report is returned."""
+    result = child.last("result")
+    if attempt := child.last("violation"):
+        record.status, record.error = "violation", f"{stage}: {attempt['error']}"
+    elif timed_out:
+        record.status, record.error = "timeout", timed_out
+    elif result is None or not succeeded:
+        record.status, record.error = process.failure(child, stage)
+        if tb := (child.last("error") or {}).get("traceback"):
+            record.extra["traceback"] = tb
+    else:
+        return result
+    return None
+
+
 def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
            plan: sandboxing.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
            gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None,
@@ -143,28 +166,21 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
         split["setup"] = max(0.0, min(t0, done_at or t0) - called_at)  # build, compile, warm-up: until the first batch
     if curve.points:
         record.extra["curve"] = curve.points
-    result = trainer.last("result")
-    if attempt := trainer.last("violation"):
-        record.status, record.error = "violation", f"training: {attempt['error']}"
-    elif timed_out:
-        record.status = "timeout"
-        record.error = (f"training ran past its limit of {limit:.0f} s (budget {budget_s:.0f} s + "
-                        f"{profile.startup_allowance_s:.0f} s startup allowance) and was killed; "
-                        f"make train(ctx) return once ctx.done() is True")
-    elif result is None or trainer.proc.returncode != 0:
-        record.status, record.error = process.failure(trainer, "training")
-        if tb := (trainer.last("error") or {}).get("traceback"):
-            record.extra["traceback"] = tb
-    elif not max_tokens and done_at > t0 + budget_s + grace_s(budget_s):
+    over = (f"training ran past its limit of {limit:.0f} s (budget {budget_s:.0f} s + "
+            f"{profile.startup_allowance_s:.0f} s startup allowance) and was killed; "
+            f"make train(ctx) return once ctx.done() is True") if timed_out else ""
+    result = _outcome(record, trainer, "training", over, succeeded=trainer.proc.returncode == 0)
+    if result is None:
+        return None
+    if not max_tokens and done_at > t0 + budget_s + grace_s(budget_s):
         record.status = "violation"
         record.error = (f"training: the weights came {done_at - t0 - budget_s:.1f} s after the {budget_s:.0f} s "
                         f"budget (grace {grace_s(budget_s):.0f} s): stop training once ctx.done() is True")
-    else:
-        record.seconds = max(0.0, done_at - t0)
-        record.steps, record.peak_mem_gb = result["steps"], float(result["peak_mem_gb"])
-        record.extra.update(settings=result["settings"], mfu=result["mfu"])
-        return scratch / "model.pt"
-    return None
+        return None
+    record.seconds = max(0.0, done_at - t0)
+    record.steps, record.peak_mem_gb = result["steps"], float(result["peak_mem_gb"])
+    record.extra.update(settings=result["settings"], mfu=result["mfu"])
+    return scratch / "model.pt"
 
 
 def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path, plan: sandboxing.Plan,
@@ -194,20 +210,49 @@ def _evaluate(record: storage.RunRecord, profile: Profile, scorer: process.Child
     timed_out = scorer.proc.poll() is None
     scorer.kill()
     record.eval_seconds = time.perf_counter() - t0
-    result = scorer.last("result")
-    if attempt := scorer.last("violation"):
-        record.status, record.error = "violation", f"evaluation: {attempt['error']}"
-    elif timed_out:
-        record.status = "timeout"
-        record.error = f"evaluation ran past {profile.eval_timeout_s:.0f} s and was killed"
-    elif result is None:
-        record.status, record.error = process.failure(scorer, "evaluation")
-        if tb := (scorer.last("error") or {}).get("traceback"):
-            record.extra["traceback"] = tb
-    else:
+    over = f"evaluation ran past {profile.eval_timeout_s:.0f} s and was killed" if timed_out else ""
+    if (result := _outcome(record, scorer, "evaluation", over)) is not None:
         record.value, record.params = result["value"], result["params"]
         record.extra.update((k, v) for k, v in result.items() if k not in ("kind", "value", "params"))
         record.status = "ok"
+
+
+def _preflight(record: storage.RunRecord, task: Task, profile: Profile, sandbox: str, eval_split: str,
+               t_start: float, log: Callable[[str], None]) -> tuple[data.PreparedData, sandboxing.Plan, Path] | None:
+    """Before any candidate code runs: a GPU where the profile needs one, the data prepared (cached), the
+    sandbox planned and the scored rows of this split cut; None, with the record's error saying why,
+    when the run cannot start."""
+    from . import data
+    if profile.device == "cuda" and not _cuda_available():
+        record.error = (f"profile {profile.name!r} needs a CUDA GPU and none is visible; "
+                        f"run on a GPU machine or pass --ar-profile cpu")
+        return None
+    try:
+        prepared = data.prepare(profile.data, task.name, log=log)
+        record.extra["split"] = {"data": time.perf_counter() - t_start}
+    except Exception as e:  # data problems are the task's, but the run must still be recorded
+        record.error = f"data: {e}"
+        return None
+    try:
+        plan = sandboxing.plan(sandbox, profile.device, memo_dir=data.cache_root() / "probes")
+    except sandboxing.SandboxError as e:
+        record.error = str(e)
+        return None
+    exposed = data.validation_copies(prepared, sandboxing.visible_roots(), log) if plan.isolated else []
+    if exposed and sandbox == "strict":
+        record.error = (f"--ar-sandbox strict: {len(exposed)} files the sandbox must show (the system and Python "
+                        f"folders) hold validation documents, e.g. {exposed[0]}; build the corpus from files "
+                        f"outside them (climbmix, or a parquet or files source under your home)")
+        return None
+    try:  # the scored rows of this split alone: an experiment's scorer never gets the held-out ones
+        rows = data.eval_split(prepared, profile.eval_tokens, profile.seq_len, bool(profile.data.get("crop", False)),
+                               profile.data.get("score", "tokens"), eval_split)
+    except ValueError as e:
+        record.status, record.error = "crash", str(e)
+        return None
+    record.extra.update(sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id,
+                        visible_validation_files=len(exposed))
+    return prepared, plan, rows
 
 
 def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int, *,
@@ -222,7 +267,6 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     gpu: run the children on that GPU alone (a CUDA_VISIBLE_DEVICES entry); None: as this process.
     threads: torch threads per child (default: the cores this process may use).
     trusted_sources: sha256 digests of the files whose runs may publish their compile cache."""
-    from . import data
     t_start = time.perf_counter()
     commit, dirty = git.state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)
@@ -234,36 +278,10 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         error="", seconds=0.0, tokens=0, steps=0, peak_mem_gb=0.0, params=0, eval_seconds=0.0,
         overhead_seconds=0.0, machine=storage.fingerprint_id(fingerprint),
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra={})
-    if profile.device == "cuda" and not _cuda_available():
-        record.error = (f"profile {profile.name!r} needs a CUDA GPU and none is visible; "
-                        f"run on a GPU machine or pass --ar-profile cpu")
+    if (ready := _preflight(record, task, profile, sandbox, eval_split, t_start, log)) is None:
         return record
-    try:
-        prepared = data.prepare(profile.data, task.name, log=log)
-        record.extra["split"] = {"data": time.perf_counter() - t_start}
-    except Exception as e:  # data problems are the task's, but the run must still be recorded
-        record.error = f"data: {e}"
-        return record
-    try:
-        plan = sandboxing.plan(sandbox, profile.device, memo_dir=data.cache_root() / "probes")
-    except sandboxing.SandboxError as e:
-        record.error = str(e)
-        return record
+    prepared, plan, rows = ready
     threads = threads or process.usable_cores()
-    exposed = data.validation_copies(prepared, sandboxing.visible_roots(), log) if plan.isolated else []
-    if exposed and sandbox == "strict":
-        record.error = (f"--ar-sandbox strict: {len(exposed)} files the sandbox must show (the system and Python "
-                        f"folders) hold validation documents, e.g. {exposed[0]}; build the corpus from files "
-                        f"outside them (climbmix, or a parquet or files source under your home)")
-        return record
-    try:  # the scored rows of this split alone: an experiment's scorer never gets the held-out ones
-        rows = data.eval_split(prepared, profile.eval_tokens, profile.seq_len, bool(profile.data.get("crop", False)),
-                               profile.data.get("score", "tokens"), eval_split)
-    except ValueError as e:
-        record.status, record.error = "crash", str(e)
-        return record
-    record.extra.update(sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id,
-                        visible_validation_files=len(exposed))
     marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     digest = harness_digest(task)
     trusted = storage.file_digest(candidate.path) in trusted_sources

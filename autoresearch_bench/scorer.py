@@ -12,7 +12,7 @@ data cache and no channel to the runner but their error reports.
   autoresearch scores them; the scorer computes the metric from the logits:
   val_bpb = sum of the cross-entropy in nats / (ln 2 × sum of the target bytes), special tokens
   (0 bytes) excluded; val_loss = mean cross-entropy per scored target; val_accuracy = fraction of
-  scored targets whose argmax logit is right. `[data] score` picks the scored targets (data.py).
+  scored targets whose argmax logit is right. `[data] score` picks the scored targets (data/packing.py).
 - The *probe* process, fresh and told nothing, gets probe batches at the scoring batches' shape,
   sent at random moments among the scoring batches: real validation rows in a random mixture,
   half of them with every token after a secret position t replaced by another real row's tokens

@@ -1,7 +1,8 @@
 """Task specs: `tasks/<name>/task.toml` parsed into plain data classes.
 
-A task folder holds `task.toml`, the editable `train.py`, `program.md`, `test_<name>.py` and
-optionally `candidates/*.py`. The toml file has these tables (see tasks/gpt_pretrain/task.toml):
+A task folder holds `task.toml`, the editable `train.py`, `program.md`, optionally `candidates/*.py`
+and tests of its own (`test_*.py`). The plugin makes the task's tests from task.toml: one per name of
+its `checks` list and the benchmark. The toml file has these tables (see tasks/gpt_pretrain/task.toml):
 
     [task]      name, description, editable (files an agent may change), metric (val_bpb |
                 val_loss | val_accuracy, see METRICS), direction (optional: the metric's own),
@@ -10,8 +11,9 @@ optionally `candidates/*.py`. The toml file has these tables (see tasks/gpt_pret
                 floor (the practical floor: no change smaller than this is better or worse,
                 however small the noise; default 0)
     [data]      source (embedded | files | climbmix | parquet | modular), vocab_size, seq_len,
-                score (tokens | answers: the scored positions), source options (see data.py)
+                score (tokens | answers: the scored positions), source options (see data/)
     [limits]    max_params, max_vram_gb, max_literal_bytes (literal data in a candidate's source; 16384)
+    [check_options.<check>]    the parameters of that check's test (causality: examples = 10)
     [profiles.<name>]          device (cpu | cuda), budget_s, startup_allowance_s, eval_tokens,
                                eval_batch_size, eval_timeout_s; optional min_effect (the
                                smallest metric change that counts; default: from the noise);
@@ -144,6 +146,7 @@ class Task:
     profiles: dict[str, Profile] = field(repr=False)
     floor: float = 0.0  # the practical floor of the metric
     max_literal_bytes: int = 16384  # literal data a candidate's source may hold (checks.check_literal_data)
+    check_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # [check_options.<check>]: its params
 
     def rule(self, profile: Profile, mode: str, budget: float, noise: stats.Noise = stats.Noise(),
              min_effect: float | None = None) -> stats.Rule:
@@ -368,7 +371,20 @@ def load_task(path: str | Path) -> Task:
                 max_vram_gb=_get(limits, "max_vram_gb", "a number", "limits", shown, None),
                 max_literal_bytes=_get(limits, "max_literal_bytes", "an integer", "limits", shown,
                                        Task.max_literal_bytes),
-                profiles=profiles, floor=_floor(meta, shown))
+                profiles=profiles, floor=_floor(meta, shown), check_options=_check_options(raw, meta, shown))
+
+
+def _check_options(raw: dict, meta: dict, path: str) -> dict[str, dict[str, Any]]:
+    """The [check_options.<check>] tables: the parameters its generated test passes to ar_check."""
+    options = _get(raw, "check_options", "a table", "", path, {})
+    checks = _get(meta, "checks", "a list of strings", "task", path, [])
+    for name, params in options.items():
+        if name not in checks:
+            raise TaskError(f"{path}: [check_options.{name}] names no check of [task] checks; "
+                            f"add {name!r} to checks or remove the table")
+        if not isinstance(params, dict) or not all(isinstance(v, (int, float)) for v in params.values()):
+            raise TaskError(f"{path}: [check_options.{name}] must be a table of numbers, e.g. examples = 10")
+    return {name: dict(params) for name, params in options.items()}
 
 
 def _floor(meta: dict, path: str) -> float:

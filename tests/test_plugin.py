@@ -52,6 +52,24 @@ def test_without_autoresearch_only_checks_run(pytester, project):
     assert not (project / "results.tsv").exists()
 
 
+def test_a_task_s_tests_are_its_task_toml_s_checks_and_the_benchmark_beside_its_own(pytester, project):
+    """One test per name of task.toml's checks list, with its [check_options] (no hand-kept twin of
+    the list to drift from it), the benchmark, and any test file the task adds of its own."""
+    toml = project / "tasks" / "tiny" / "task.toml"
+    toml.write_text(toml.read_text().replace('checks = ["source_policy", "logits_shape", "causality"]',
+                                             'checks = ["source_policy", "causality", "param_limit"]'))
+    (project / "tasks" / "tiny" / "test_own.py").write_text("def test_own():\n    pass\n")
+    run = pytester.runpytest_inprocess("tasks", "--collect-only", "-q", *FAST)
+    ids = [line for line in run.stdout.lines if "::" in line]
+    assert ids == ["tasks/tiny/task.toml::test_source_policy[train]", "tasks/tiny/task.toml::test_causality[train]",
+                   "tasks/tiny/task.toml::test_param_limit[train]", "tasks/tiny/test_own.py::test_own",
+                   "tasks/tiny/task.toml::test_benchmark[train]"]  # benchmarks after every check
+    toml.write_text(toml.read_text().replace("examples = 5", "examples = 0"))  # hypothesis refuses 0 examples
+    failed = pytester.runpytest_inprocess("tasks", "-k", "causality", *FAST)
+    failed.assert_outcomes(failed=1, deselected=4)
+    assert "max_examples" in failed.stdout.str()
+
+
 def test_collect_only_runs_nothing_and_claims_no_records(pytester, project):
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--collect-only", "-q", *FAST)
     assert "autoresearch benchmark" not in run.stdout.str() and "records appended" not in run.stdout.str()
@@ -262,12 +280,13 @@ def test_a_schedule_that_stops_fails_every_item_whose_runs_are_missing_and_shows
 
 def test_the_ini_timeout_does_not_cut_a_benchmark_short(pytester, project, monkeypatch):
     """pytest-timeout's ini timeout is for checks; a benchmark item is bounded by the harness's own
-    limits for its task's runs (three seeds here: 3 × (budget + allowance + evaluation + slack))."""
+    limits for its task's runs (three seeds here: 3 × (budget + its 10 s grace + allowance + evaluation
+    + slack))."""
     pytester.makeini("[pytest]\ntimeout = 1\n")
     fake = FakeRuns(monkeypatch, seconds=0.5)
     items, _ = pytester.inline_genitems("--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "3", *TIMED)
     tiny = [i for i in items if i.get_closest_marker("autoresearch")][0]
-    assert tiny.get_closest_marker("timeout").args == (3 * (1 + 60 + 60 + RUN_SLACK_S) + TASK_SLACK_S,)
+    assert tiny.get_closest_marker("timeout").args == (3 * (1 + 10 + 60 + 60 + RUN_SLACK_S) + TASK_SLACK_S,)
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "3",
                                        "--ar-tokens", "8192", "-p", "no:cacheprovider")
     run.assert_outcomes(passed=1, deselected=3)  # 1.5 s of runs under a 1 s ini timeout

@@ -120,3 +120,16 @@ def test_defaults_are_read_without_running_the_file():
               "    call: int = __import__('os').getpid()\n    huge: int = 10**100\n")
     assert source_defaults(source) == {"total": 524288, "lr": -6e-4, "name": "SSSL"}
     assert source_defaults("def broken(:") == {}
+
+
+def test_check_options_must_name_a_listed_check_and_hold_numbers(tiny_task_dir):
+    toml = tiny_task_dir / "task.toml"
+    text = toml.read_text()
+    toml.write_text(text.replace("[check_options.causality]", "[check_options.finite]"))
+    with pytest.raises(TaskError, match=r"\[check_options.finite\] names no check of \[task\] checks"):
+        load_task(tiny_task_dir)
+    toml.write_text(text.replace("examples = 5", 'examples = "many"'))
+    with pytest.raises(TaskError, match=r"\[check_options.causality\] must be a table of numbers"):
+        load_task(tiny_task_dir)
+    toml.write_text(text)
+    assert load_task(tiny_task_dir).check_options == {"causality": {"examples": 5}}

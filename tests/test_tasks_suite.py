@@ -80,7 +80,7 @@ def test_answers_mask_scores_only_the_last_token_of_each_document():
 
 def test_tokens_mask_leaves_out_bos_targets_of_packed_documents(tmp_path):
     path = tmp_path / "t.npy"
-    data._save_tokens(path, [np.array([9, 1, 2, 9, 3, 9, 4, 5, 6], dtype=np.uint16)], np.array([0, 3, 5, 9]))
+    data.tokens._save_tokens(path, [np.array([9, 1, 2, 9, 3, 9, 4, 5, 6], dtype=np.uint16)], np.array([0, 3, 5, 9]))
     rows, tokens = eval_rows_and_mask(path, 8, 8)
     _, answers = eval_rows_and_mask(path, 8, 8, score="answers")
     targets = rows[0, 1:]
