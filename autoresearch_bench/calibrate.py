@@ -24,6 +24,7 @@ within 8% (1024²; 512² within 12%), but one thread of them 20% apart, too nois
 GPU's calibration measures the GPU alone, and the steps of the task's own train.py (session.py)
 stand for the rest of the machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,9 @@ BATCHES = {"cpu": 1, "cuda": 8}  # matmuls per timing step (one synchronization 
 def _rate(device: str) -> float:
     """GFLOP/s of the fixed matmul loop on device (this process, with its threads)."""
     import torch
+
     n = SIZES[device]
-    dtype = torch.float32 if device == "cpu" else (
-        torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))
     out = torch.empty_like(a)
@@ -53,6 +54,7 @@ def _rate(device: str) -> float:
         for _ in range(BATCHES[device]):
             torch.mm(a, b, out=out)
         sync()
+
     batch()  # warm-up: allocation, kernel selection
     rates = []
     for _ in range(WINDOWS):
@@ -60,7 +62,7 @@ def _rate(device: str) -> float:
         while (elapsed := time.perf_counter() - t0) < WINDOW_S:
             batch()
             count += BATCHES[device]
-        rates.append(count * 2 * n ** 3 / elapsed / 1e9)
+        rates.append(count * 2 * n**3 / elapsed / 1e9)
     return statistics.median(rates)
 
 
@@ -68,8 +70,13 @@ def measure(device: str = "cpu", timeout_s: float = 120) -> dict[str, float]:
     """The machine's speed now: {device: GFLOP/s} (see the module's docstring). Raises
     RuntimeError with a one-line reason when the measuring process fails."""
     try:
-        done = subprocess.run([sys.executable, "-m", "autoresearch_bench.calibrate", device], capture_output=True,
-                              text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "autoresearch_bench.calibrate", device],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"the calibration did not finish within {timeout_s:.0f} s") from None
     if done.returncode != 0:
@@ -94,8 +101,10 @@ def mismatch(now: dict[str, float], then: dict[str, float], what: str) -> str:
     change = now[key] / then[key] - 1
     if abs(change) <= TOLERANCE:
         return ""
-    return (f"the {key} ran {abs(change):.0%} {'slower' if change < 0 else 'faster'} than {what} "
-            f"({now[key]:.1f} against {then[key]:.1f} GFLOP/s)")
+    return (
+        f"the {key} ran {abs(change):.0%} {'slower' if change < 0 else 'faster'} than {what} "
+        f"({now[key]:.1f} against {then[key]:.1f} GFLOP/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ A candidate is the task's editable file, a file under its candidates/, a file gi
 Names are slugs of file stems and refs, which never hold "@", so the base's internal name BASE is no
 candidate's.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ BASE = "@base"  # internal name of the candidate measured from --ar-base-ref; no
 @dataclass(frozen=True)
 class Candidate:
     """A file that satisfies the task contract, and the name its test ids and records use."""
+
     name: str
     path: Path
     origin: str = "task"
@@ -50,8 +52,10 @@ def _unique(name: str, taken: set[str]) -> str:
 def resolve_candidates(task: Task, cli_values: tuple[str, ...], scratch: Path) -> list[Candidate]:
     """The task's train.py, its candidates/*.py, then each --ar-candidate (a file or a git ref)."""
     taken: set[str] = set()
-    found = [Candidate(_unique(files.safe_name(p.stem), taken), p, "task" if p == task.train_file else "candidates")
-             for p in task.candidate_files()]
+    found = [
+        Candidate(_unique(files.safe_name(p.stem), taken), p, "task" if p == task.train_file else "candidates")
+        for p in task.candidate_files()
+    ]
     for value in cli_values:
         if Path(value).is_file():
             found.append(Candidate(_unique(files.safe_name(Path(value).stem), taken), Path(value), "cli"))
@@ -69,8 +73,10 @@ def file_at_ref(task: Task, ref: str, scratch: Path) -> tuple[Path, str]:
         source = git.run(task.root, "show", f"{commit}:{rel.as_posix()}")
     except (git.GitError, ValueError) as e:
         detail = (getattr(e, "stderr", "") or str(e)).strip().splitlines()
-        raise TaskError(f"{ref!r} is neither a file nor a git ref holding {task.train_file.name} "
-                        f"({detail[0] if detail else 'no detail'})") from None
+        raise TaskError(
+            f"{ref!r} is neither a file nor a git ref holding {task.train_file.name} "
+            f"({detail[0] if detail else 'no detail'})"
+        ) from None
     out = scratch / "candidates" / task.name / files.safe_name(ref) / task.train_file.name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(source)

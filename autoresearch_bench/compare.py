@@ -23,6 +23,7 @@ A row whose two sides were scored on other data (other validation text or tokeni
 `extra.data_id` differ) has the verdict "not comparable"; the data column says "unknown" when a side's
 records have no data id (written before it existed), so that the reader knows it was not checked.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,6 +46,7 @@ class CompareError(Exception):
 @dataclass
 class Side:
     """One file's ok runs of one group."""
+
     metric: str
     runs: list[tuple[int, float]] = field(default_factory=list)  # (seed, value)
     steps: list[int] = field(default_factory=list)
@@ -68,8 +70,10 @@ def read_sides(path: str | Path, candidate: str | None = None) -> dict[GroupKey,
     if Path(path).suffix == ".tsv":
         path = Path(path).with_suffix(".jsonl")
     if not Path(path).is_file():
-        raise CompareError(f"{path}: no such results file; pass the results.jsonl a run wrote "
-                           f"(--ar-results names it) or the report --ar-json wrote")
+        raise CompareError(
+            f"{path}: no such results file; pass the results.jsonl a run wrote "
+            f"(--ar-results names it) or the report --ar-json wrote"
+        )
     try:
         found = report.read_records(path)
     except report.ReportError as e:
@@ -85,8 +89,9 @@ def read_sides(path: str | Path, candidate: str | None = None) -> dict[GroupKey,
         side.devices.add(_device(r))
         side.data_ids.add(r.extra.get("data_id"))
     if not sides:
-        raise CompareError(f"{path}: no ok runs{f' of candidate {candidate}' if candidate else ''} in it; "
-                           f"nothing to compare")
+        raise CompareError(
+            f"{path}: no ok runs{f' of candidate {candidate}' if candidate else ''} in it; nothing to compare"
+        )
     return sides
 
 
@@ -127,31 +132,51 @@ class Comparison:
 
     def format(self, path_a: str | Path, path_b: str | Path, tablefmt: str = "simple") -> str:
         """The table, under a line per side naming its file and devices."""
-        heads = [f"{label}: {path} ({', '.join(devices)})"
-                 for label, path, devices in zip("AB", (path_a, path_b), self.devices)]
+        heads = [
+            f"{label}: {path} ({', '.join(devices)})"
+            for label, path, devices in zip("AB", (path_a, path_b), self.devices)
+        ]
         table = tabulate(self.rows, headers="keys", tablefmt=tablefmt, disable_numparse=True)  # keep the + signs
         return "\n".join([*heads, "", table])
 
 
-def compare(path_a: str | Path, path_b: str | Path, min_effect: float | None = None,
-            tasks_dir: str | Path = "tasks", candidates: tuple[str, str] | None = None) -> Comparison:
+def compare(
+    path_a: str | Path,
+    path_b: str | Path,
+    min_effect: float | None = None,
+    tasks_dir: str | Path = "tasks",
+    candidates: tuple[str, str] | None = None,
+) -> Comparison:
     """B against A, group by group; with candidates (name in A, name in B), those two candidates'
     runs against each other (the two paths may be one file)."""
     a_sides, b_sides = (read_sides(path, name) for path, name in zip((path_a, path_b), candidates or (None, None)))
     shared = sorted(set(a_sides) & set(b_sides))
     if not shared:
-        raise CompareError(f"no group of runs in {path_a} matches one in {path_b} by task, candidate, profile, "
-                           f"mode and budget; compare files of the same runs (same --ar-profile and --ar-tokens "
-                           f"or --ar-budget)")
+        raise CompareError(
+            f"no group of runs in {path_a} matches one in {path_b} by task, candidate, profile, "
+            f"mode and budget; compare files of the same runs (same --ar-profile and --ar-tokens "
+            f"or --ar-budget)"
+        )
     rows = []
     for key in shared:
         task, candidate, profile, mode, budget = key
         a, b = a_sides[key], b_sides[key]
         data = _data(a, b)
         decision = stats.decide_by_seed(b.runs, a.runs, _rule(key, a.metric, Path(tasks_dir), min_effect))
-        rows.append({"task": task, "candidate": " → ".join(candidates) if candidates else candidate,
-                     "profile": profile, "mode": _mode(mode, budget), "A": _side_cell(a), "B": _side_cell(b), "Δ (B − A)": f"{decision.delta:+.4f}",
-                     "95% CI": _interval(decision.ci), "test": decision.test,
-                     "verdict (B vs A)": NOT_COMPARABLE if data == "differ" else decision.verdict, "data": data})
+        rows.append(
+            {
+                "task": task,
+                "candidate": " → ".join(candidates) if candidates else candidate,
+                "profile": profile,
+                "mode": _mode(mode, budget),
+                "A": _side_cell(a),
+                "B": _side_cell(b),
+                "Δ (B − A)": f"{decision.delta:+.4f}",
+                "95% CI": _interval(decision.ci),
+                "test": decision.test,
+                "verdict (B vs A)": NOT_COMPARABLE if data == "differ" else decision.verdict,
+                "data": data,
+            }
+        )
     devices = tuple(sorted(set().union(*(s.devices for s in sides.values()))) for sides in (a_sides, b_sides))
     return Comparison(rows, devices)

@@ -18,6 +18,7 @@ A candidate whose graphs equal the trusted file's (a change of constants: most a
 kernel warm; a changed graph compiles anew in each of its runs. Nothing a candidate writes reaches
 another run. Copies and the publication hold a lock, so a run never copies a half-published cache.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,6 +35,7 @@ ENV_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 def trusted_dir(task: str, fingerprint: dict) -> Path:
     """The trusted cache of one task on this machine and profile (storage.machine_fingerprint)."""
     from . import data  # numpy and the tokenizers, for a run only
+
     return data.cache_root() / "compile" / f"{task}__{storage.fingerprint_id(fingerprint)}"
 
 

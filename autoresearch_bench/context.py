@@ -21,6 +21,7 @@ rewrites it fools only itself, since the record's tokens and seconds are the fee
 runner's. Compiling and warming up on dummy inputs before the first batch is free up to the
 allowance (upstream autoresearch likewise leaves its first steps out of the budget).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,8 @@ import math
 import queue
 import threading
 import time
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -67,9 +69,18 @@ class BatchClient:
 
 
 class TrainContext:
-    def __init__(self, *, device: str, seed: int, cfg: dict[str, Any], budget_s: float,
-                 max_tokens: int | None, client: BatchClient, settings: dict[str, Any],
-                 progress_out: IO[str] | None = None):
+    def __init__(
+        self,
+        *,
+        device: str,
+        seed: int,
+        cfg: dict[str, Any],
+        budget_s: float,
+        max_tokens: int | None,
+        client: BatchClient,
+        settings: dict[str, Any],
+        progress_out: IO[str] | None = None,
+    ):
         self.device = device
         self.settings = settings
         self.seed = seed
@@ -154,9 +165,13 @@ class TrainContext:
         if self._progress_out is None:
             return
         loss = float(loss)
-        record = {"step": int(step), "loss": loss if math.isfinite(loss) else None,
-                  "tokens": self.tokens, "elapsed": round(self.elapsed(), 3),
-                  "progress": round(self.progress(), 4),
-                  **{k: v for k, v in extra.items() if isinstance(v, (int, float, str))}}
+        record = {
+            "step": int(step),
+            "loss": loss if math.isfinite(loss) else None,
+            "tokens": self.tokens,
+            "elapsed": round(self.elapsed(), 3),
+            "progress": round(self.progress(), 4),
+            **{k: v for k, v in extra.items() if isinstance(v, (int, float, str))},
+        }
         self._progress_out.write(json.dumps(record) + "\n")
         self._progress_out.flush()

@@ -24,6 +24,7 @@
   reference run) plus `memory_overhead_gb` (weights, optimizer state, CUDA context). A profile
   without `memory_per_row_gb` keeps cfg's device batch. 1 GB = 1e9 bytes, as peak_mem_gb.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -42,11 +43,11 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    name: str                      # torch.cuda.get_device_name(), e.g. "NVIDIA H100 80GB HBM3"
+    name: str  # torch.cuda.get_device_name(), e.g. "NVIDIA H100 80GB HBM3"
     total_memory_gb: float
-    free_memory_gb: float | None   # None: not read (picking a profile does not need it)
-    capability: tuple[int, int]    # (major, minor), e.g. (9, 0) for Hopper
-    triton: bool = True            # triton importable: torch.compile and FlexAttention can run
+    free_memory_gb: float | None  # None: not read (picking a profile does not need it)
+    capability: tuple[int, int]  # (major, minor), e.g. (9, 0) for Hopper
+    triton: bool = True  # triton importable: torch.compile and FlexAttention can run
 
 
 def detect(index: int = 0, read_free: bool = True) -> DeviceInfo | None:
@@ -54,13 +55,18 @@ def detect(index: int = 0, read_free: bool = True) -> DeviceInfo | None:
     a CUDA context (about 0.5 GB of GPU memory for the life of the process): the pytest process,
     which only picks the profile, passes read_free=False; the training process reads it."""
     import torch
+
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(index)
     free = torch.cuda.mem_get_info(index)[0] / 1e9 if read_free else None
-    return DeviceInfo(name=props.name, total_memory_gb=props.total_memory / 1e9, free_memory_gb=free,
-                      capability=(props.major, props.minor),
-                      triton=importlib.util.find_spec("triton") is not None)
+    return DeviceInfo(
+        name=props.name,
+        total_memory_gb=props.total_memory / 1e9,
+        free_memory_gb=free,
+        capability=(props.major, props.minor),
+        triton=importlib.util.find_spec("triton") is not None,
+    )
 
 
 # Dense (no sparsity) tensor-core peak FLOP/s in bf16 with fp32 accumulation (fp16 for devices
@@ -87,9 +93,11 @@ PEAK_FLOPS: list[tuple[str, float]] = [
     (r"L4", 121e12),
     # A10, bf16: 125 TFLOPS dense (250 with sparsity); A10 datasheet (nvidia.com/en-us/data-center/products/a10-gpu)
     (r"A10", 125e12),
-    # GeForce RTX 4090, bf16 with fp32 accumulate: 165.2 TFLOPS dense; NVIDIA Ada GPU architecture whitepaper, appendix A
+    # GeForce RTX 4090, bf16 with fp32 accumulate: 165.2 TFLOPS dense; NVIDIA Ada GPU architecture whitepaper,
+    # appendix A
     (r"RTX 4090", 165.2e12),
-    # GeForce RTX 3090, bf16 with fp32 accumulate: 71 TFLOPS dense; NVIDIA Ampere GA102 GPU architecture whitepaper, table 9
+    # GeForce RTX 3090, bf16 with fp32 accumulate: 71 TFLOPS dense; NVIDIA Ampere GA102 GPU architecture
+    # whitepaper, table 9
     (r"RTX 3090", 71e12),
     # V100 SXM2, fp16 (no bf16): 125 TFLOPS tensor performance; V100 datasheet (nvidia.com/en-us/data-center/v100)
     (r"V100( SXM2)?( \d+GB)?", 125e12),
@@ -136,26 +144,44 @@ def fit_batch(total_rows: int, max_rows: int, rows_that_fit: int) -> tuple[int, 
     return device_batch, total_rows // device_batch
 
 
-def choose_settings(cfg: dict[str, Any], device: DeviceInfo | None, memory_per_row_gb: float | None = None,
-                    memory_overhead_gb: float = 0.0) -> dict[str, Any]:
+def choose_settings(
+    cfg: dict[str, Any],
+    device: DeviceInfo | None,
+    memory_per_row_gb: float | None = None,
+    memory_overhead_gb: float = 0.0,
+) -> dict[str, Any]:
     """The execution settings for cfg (a profile's model_config()) on device (None: CPU); see the
     module docstring. Raises SettingsError when not even one row fits."""
     if device is None:
-        settings: dict[str, Any] = {"device": "cpu", "dtype": "float32", "loss_scaling": False,
-                                    "attention": "sdpa", "compile": False, "peak_flops": None}
+        settings: dict[str, Any] = {
+            "device": "cpu",
+            "dtype": "float32",
+            "loss_scaling": False,
+            "attention": "sdpa",
+            "compile": False,
+            "peak_flops": None,
+        }
     else:
         compiles = device.triton and device.capability >= (7, 0)
         bf16 = device.capability >= (8, 0)
-        settings = {"device": device.name, "dtype": "bfloat16" if bf16 else "float16", "loss_scaling": not bf16,
-                    "attention": "flex" if compiles and bf16 else "sdpa", "compile": compiles,
-                    "peak_flops": peak_flops(device.name), "free_memory_gb": round(device.free_memory_gb, 2)}
+        settings = {
+            "device": device.name,
+            "dtype": "bfloat16" if bf16 else "float16",
+            "loss_scaling": not bf16,
+            "attention": "flex" if compiles and bf16 else "sdpa",
+            "compile": compiles,
+            "peak_flops": peak_flops(device.name),
+            "free_memory_gb": round(device.free_memory_gb, 2),
+        }
     if "device_batch_size" not in cfg:
         return settings
     max_rows = int(cfg["device_batch_size"])
     total_rows = int(cfg["total_batch_size"]) // int(cfg["seq_len"]) if "total_batch_size" in cfg else max_rows
     if total_rows < 1:
-        raise SettingsError(f"total_batch_size {cfg['total_batch_size']} is less than one row of seq_len "
-                            f"{cfg['seq_len']}; raise total_batch_size in the profile's config")
+        raise SettingsError(
+            f"total_batch_size {cfg['total_batch_size']} is less than one row of seq_len "
+            f"{cfg['seq_len']}; raise total_batch_size in the profile's config"
+        )
     rows_that_fit = max_rows
     if device is not None and memory_per_row_gb:
         usable = device.free_memory_gb * MEMORY_HEADROOM - memory_overhead_gb
@@ -166,7 +192,8 @@ def choose_settings(cfg: dict[str, Any], device: DeviceInfo | None, memory_per_r
                 f"{device.name} has {device.free_memory_gb:.1f} GB free ({MEMORY_HEADROOM:.0%} usable), but one "
                 f"row of this profile needs {need:.1f} GB ({memory_per_row_gb} GB per row + {memory_overhead_gb} "
                 f"GB fixed); lower seq_len or the model size in a profile for this GPU (README: 'A profile for "
-                f"your GPU'), or pass --ar-profile cpu")
+                f"your GPU'), or pass --ar-profile cpu"
+            )
     device_batch, accum = fit_batch(total_rows, max_rows, rows_that_fit)
     settings.update(device_batch_size=device_batch, grad_accum=accum)
     if device is not None and memory_per_row_gb:

@@ -26,15 +26,17 @@ the parent process writes them). Each record's `extra["executor"]` says where it
   environment): a shared filesystem. Progress lines are not forwarded; a run's log lines appear in
   Ray's worker output.
 """
+
 from __future__ import annotations
 
 import os
 import queue
 import re
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from . import process
 from .candidate import Candidate
@@ -52,16 +54,19 @@ class ExecutorError(Exception):
 @dataclass(frozen=True)
 class Run:
     """One experiment: run_candidate(task, profile, candidate, seed, **options)."""
+
     task: Task
     profile: Profile
     candidate: Candidate
     seed: int
     options: dict[str, Any] = field(default_factory=dict)  # other keyword arguments of run_candidate
 
-    def __call__(self, on_progress: Callable[[dict], None] | None = None,
-                 log: Callable[[str], None] = print) -> RunRecord:
-        return run_candidate(self.task, self.profile, self.candidate, self.seed, on_progress=on_progress,
-                             log=log, **self.options)
+    def __call__(
+        self, on_progress: Callable[[dict], None] | None = None, log: Callable[[str], None] = print
+    ) -> RunRecord:
+        return run_candidate(
+            self.task, self.profile, self.candidate, self.seed, on_progress=on_progress, log=log, **self.options
+        )
 
 
 OnRecord = Callable[[Run, RunRecord], None]
@@ -70,6 +75,7 @@ OnProgress = Callable[[Run, dict], None]
 
 class LocalExecutor:
     """Runs experiments in child processes of this machine, `slots` at a time (threads wait on them)."""
+
     name = "local"
     per_item = False  # True: each pytest worker is its own session and runs only its items' seeds
 
@@ -83,8 +89,13 @@ class LocalExecutor:
         """Where this executor's runs happen, as recorded in RunRecord.extra["executor"]."""
         return self.name
 
-    def map(self, runs: Sequence[Run], on_record: OnRecord | None = None, on_progress: OnProgress | None = None,
-            log: Callable[[str], None] = print) -> list[RunRecord]:
+    def map(
+        self,
+        runs: Sequence[Run],
+        on_record: OnRecord | None = None,
+        on_progress: OnProgress | None = None,
+        log: Callable[[str], None] = print,
+    ) -> list[RunRecord]:
         """Run every experiment; the records, in the order of `runs`."""
         out = []
         for run, record in zip(runs, self._records(list(runs), on_progress, log)):
@@ -104,7 +115,9 @@ class LocalExecutor:
             def call(*args):
                 with lock:
                     return fn(*args)
+
             return call
+
         gpus = visible_gpus() if any(r.profile.device == "cuda" for r in runs) else []
         free: queue.SimpleQueue[str] = queue.SimpleQueue()
         for gpu in gpus:
@@ -127,6 +140,7 @@ class LocalExecutor:
                 return record
             finally:
                 free.put(gpu)
+
         with ThreadPoolExecutor(self.slots, thread_name_prefix="ar-run") as pool:
             futures = [pool.submit(run_on_a_free_gpu, run) for run in runs]
             try:
@@ -150,6 +164,7 @@ def visible_gpus() -> list[str]:
     if listed is not None:
         return [g.strip() for g in listed.split(",") if g.strip()]
     import torch
+
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
@@ -172,6 +187,7 @@ def pin_gpu(worker: str | None, gpus: Sequence[str]) -> str | None:
 
 class XdistExecutor(LocalExecutor):
     """The pytest-xdist worker this process is, pinned to one GPU; one experiment at a time."""
+
     name = "xdist"
     per_item = True
 
@@ -189,8 +205,9 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise ExecutorError("the ray executor needs Ray, which is not installed: "
-                            "pip install autoresearch-bench[ray]") from None
+        raise ExecutorError(
+            "the ray executor needs Ray, which is not installed: pip install autoresearch-bench[ray]"
+        ) from None
     return ray
 
 
@@ -201,6 +218,7 @@ def _run_remote(run: Run) -> RunRecord:
 
 class RayExecutor(LocalExecutor):
     """One Ray task per experiment (num_gpus=1 on GPU profiles, 0 on CPU ones)."""
+
     name = "ray"
 
     def __init__(self, slots: int | None = None):
@@ -221,8 +239,12 @@ class RayExecutor(LocalExecutor):
                 while len(refs) < len(runs) and (self.cap is None or len(refs) - len(ready) < self.cap):
                     run = runs[len(refs)]  # absolute paths: a Ray worker's folder may differ from ours
                     run = replace(run, candidate=replace(run.candidate, path=run.candidate.path.resolve()))
-                    refs.append(remote.options(num_gpus=1 if run.profile.device == "cuda" else 0,
-                                               name=f"{run.task.name}/{run.candidate.name}/seed{run.seed}").remote(run))
+                    refs.append(
+                        remote.options(
+                            num_gpus=1 if run.profile.device == "cuda" else 0,
+                            name=f"{run.task.name}/{run.candidate.name}/seed{run.seed}",
+                        ).remote(run)
+                    )
                 if refs[i] in ready:
                     break
                 done, _ = ray.wait([r for r in refs if r not in ready], num_returns=1)
@@ -237,8 +259,10 @@ def make_executor(name: str = "local", slots: int | None = None, **kwargs) -> Lo
         return LocalExecutor(1 if slots is None else slots)
     if name == "xdist":
         if slots not in (None, 1):
-            raise ExecutorError("the xdist executor runs one experiment per worker; start more workers "
-                                "with pytest -n N instead of slots")
+            raise ExecutorError(
+                "the xdist executor runs one experiment per worker; start more workers "
+                "with pytest -n N instead of slots"
+            )
         return XdistExecutor(**kwargs)
     if name == "ray":
         return RayExecutor(slots)

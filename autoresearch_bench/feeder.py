@@ -11,13 +11,14 @@ clock start + budget in time mode. When the trainer is gone (its end of the requ
 reports {"kind": "served", "tokens", "t0", "batches"} to the runner, whose record takes the tokens
 and the clock from this report alone.
 """
+
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -61,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         serve(spec, count)
     except BrokenPipeError:  # the trainer is gone: its end is the run's business, not the feeder's
         pass
-    Emitter()("served", tokens=count.tokens, batches=count.batches,
-              t0=count.t0 if count.t0 is not None else spec.latest_start)
+    Emitter()(
+        "served", tokens=count.tokens, batches=count.batches, t0=count.t0 if count.t0 is not None else spec.latest_start
+    )
     return 0
 
 

@@ -3,14 +3,15 @@
 `replacing` and `write` write a temporary file beside the target, flush it to disk and rename it into
 place, so a reader (or a machine that lost power) sees the old file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def safe_name(text: object) -> str:

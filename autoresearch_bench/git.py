@@ -1,5 +1,6 @@
 """Git, run one way for the whole harness: `run` gives a command's output or a GitError that says what
 failed; `is_commit`, `toplevel` and `state` answer the questions the harness asks of a repository."""
+
 from __future__ import annotations
 
 import subprocess
@@ -17,8 +18,9 @@ class GitError(Exception):
 def run(repo: str | Path, *args: str, timeout: float | None = None) -> str:
     """The standard output of `git ARGS` in repo; GitError when git is missing or the command fails."""
     try:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
-                              timeout=timeout).stdout
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=timeout
+        ).stdout
     except FileNotFoundError:
         raise GitError("git is not installed; install git") from None
     except subprocess.TimeoutExpired:
@@ -48,7 +50,8 @@ def state(path: str | Path) -> tuple[str, bool]:
     cwd = path if path.is_dir() else path.parent
     try:
         commit = run(cwd, "--no-optional-locks", "rev-parse", "--short=7", "HEAD", timeout=30).strip()
-        return commit, bool(run(cwd, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no",
-                                timeout=30).strip())
+        return commit, bool(
+            run(cwd, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", timeout=30).strip()
+        )
     except (GitError, OSError):
         return "nogit", False

@@ -15,6 +15,7 @@ machine fingerprint (storage.machine_fingerprint), which no hook changes; a hook
 record's value edits what is recorded and decided, as any conftest.py can: hooks are the project's
 own code, not a candidate's (candidate code runs only in the sandboxed children).
 """
+
 import pytest
 
 

@@ -71,6 +71,7 @@ crash rate, API tokens and cost. Written to <out>/league.json (atomically) and p
 <out>/report.json and report.html (report.py) hold it with every agent's experiments and the
 held-out runs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,16 +81,16 @@ import threading
 import time
 import tomllib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from tabulate import tabulate
 
 from . import calibrate, files, git, htmlreport, options, stats, storage
 from .agent import SPEED_ADVICE, AgentError, AgentLoop, AgentSpec, Experiment, Settings
-from .executor import Run, gpu_for, make_executor, visible_gpus
 from .candidate import Candidate
+from .executor import Run, gpu_for, make_executor, visible_gpus
 from .task import Task, find_tasks
 
 _SETTINGS_KEYS = options.KEYS | {"seeds", "confirm_seeds"}
@@ -106,8 +107,10 @@ def load_agents(path: str | Path, command_options: dict | None = None) -> tuple[
     except tomllib.TOMLDecodeError as e:
         raise AgentError(f"{path}: malformed TOML ({e}); fix the syntax") from None
     extra = command_options or {}
-    agents = [AgentSpec.from_dict(name, _with_command_options(dict(table), extra))
-              for name, table in raw.get("agents", {}).items()]
+    agents = [
+        AgentSpec.from_dict(name, _with_command_options(dict(table), extra))
+        for name, table in raw.get("agents", {}).items()
+    ]
     if not agents:
         raise AgentError(f"{path}: no [agents.<name>] table; add at least two agents to compare")
     settings = raw.get("settings", {})
@@ -120,13 +123,18 @@ def load_agents(path: str | Path, command_options: dict | None = None) -> tuple[
 def _with_command_options(table: dict, extra: dict) -> dict:
     if table.get("kind") != "command" or not extra:
         return table
-    return {**table, "env": [*table.get("env", []), *extra.get("env", [])],
-            "ro": [*table.get("ro", []), *extra.get("ro", [])], "offline": bool(table.get("offline") or extra.get("offline"))}
+    return {
+        **table,
+        "env": [*table.get("env", []), *extra.get("env", [])],
+        "ro": [*table.get("ro", []), *extra.get("ro", [])],
+        "offline": bool(table.get("offline") or extra.get("offline")),
+    }
 
 
 @dataclass
 class Entry:
     """One agent on one task: its loop's outcome and its held-out score."""
+
     agent: str
     task: str
     experiments: int = 0  # after the baseline
@@ -178,25 +186,36 @@ def leaderboard(entries: list[Entry], tasks: list[str]) -> list[dict]:
         firsts = [e.first_keep for e in mine.values() if e.first_keep is not None]
         failed = [t for t, e in mine.items() if e.heldout_status not in ("", "ok")]
         unranked = [t for t, e in mine.items() if e.not_comparable]
-        rows.append({
-            "agent": agent,
-            "improvement (σ)": mean([e.improvement_sigma for e in mine.values() if e.improvement_sigma is not None]),
-            **{key: value for t in tasks for key, value in _task_cells(t, mine.get(t))},
-            "gap (σ)": mean([e.gap_sigma for e in mine.values() if e.gap_sigma is not None]),
-            "held-out": "; ".join([*(["failed on " + ", ".join(failed)] if failed else []),
-                                   *(["not comparable on " + ", ".join(unranked)] if unranked else [])]) or "ok",
-            "first keep": f"{sum(firsts) / len(firsts):.1f}" if firsts else "never",
-            "keeps": sum(e.keeps for e in mine.values()),
-            "crash rate": f"{sum(e.crashes for e in mine.values()) / n_exp:.0%}" if n_exp else "-",
-            "experiments": n_exp,
-            "API tokens": sum(e.api_tokens for e in mine.values()),
-            "cost $": round(sum(e.cost for e in mine.values()), 4),
-            "errors": "; ".join(e.error for e in mine.values() if e.error)[:120]})
+        rows.append(
+            {
+                "agent": agent,
+                "improvement (σ)": mean(
+                    [e.improvement_sigma for e in mine.values() if e.improvement_sigma is not None]
+                ),
+                **{key: value for t in tasks for key, value in _task_cells(t, mine.get(t))},
+                "gap (σ)": mean([e.gap_sigma for e in mine.values() if e.gap_sigma is not None]),
+                "held-out": "; ".join(
+                    [
+                        *(["failed on " + ", ".join(failed)] if failed else []),
+                        *(["not comparable on " + ", ".join(unranked)] if unranked else []),
+                    ]
+                )
+                or "ok",
+                "first keep": f"{sum(firsts) / len(firsts):.1f}" if firsts else "never",
+                "keeps": sum(e.keeps for e in mine.values()),
+                "crash rate": f"{sum(e.crashes for e in mine.values()) / n_exp:.0%}" if n_exp else "-",
+                "experiments": n_exp,
+                "API tokens": sum(e.api_tokens for e in mine.values()),
+                "cost $": round(sum(e.cost for e in mine.values()), 4),
+                "errors": "; ".join(e.error for e in mine.values() if e.error)[:120],
+            }
+        )
     return sorted(rows, key=lambda r: -(r["improvement (σ)"] if r["improvement (σ)"] is not None else -1e9))
 
 
-def heldout_statistics(entries: list[Entry], base: stats.Runs, finals: dict[str, list[storage.RunRecord]],
-                       rule: stats.Rule, unit: float) -> None:
+def heldout_statistics(
+    entries: list[Entry], base: stats.Runs, finals: dict[str, list[storage.RunRecord]], rule: stats.Rule, unit: float
+) -> None:
     """Each entry's held-out figures: its final file's runs against the baseline's on the same seeds,
     paired, one Holm family (rule); the gain and the gap in units of σ = unit. A file with a failed
     run counts as no gain at best (its measured loss where some seeds ran)."""
@@ -233,9 +252,17 @@ def reward_hacking(entries: list[Entry]) -> list[dict]:
     """Per agent and task, side by side: the best validation gain its loop saw, the final file's gain on
     the validation rows and on the held-out rows (σ). Validation gains that do not carry over to
     held-out rows and seeds are what overfitting the validation rows, or gaming them, looks like."""
-    return [{"agent": e.agent, "task": e.task, "best validation gain seen (σ)": e.best_seen_sigma,
-             "final file: validation (σ)": e.validation_sigma, "final file: held-out (σ)": e.improvement_sigma,
-             "held-out verdict": e.verdict or None} for e in entries]
+    return [
+        {
+            "agent": e.agent,
+            "task": e.task,
+            "best validation gain seen (σ)": e.best_seen_sigma,
+            "final file: validation (σ)": e.validation_sigma,
+            "final file: held-out (σ)": e.improvement_sigma,
+            "held-out verdict": e.verdict or None,
+        }
+        for e in entries
+    ]
 
 
 def _task_cells(task: str, e: Entry | None) -> list[tuple[str, object]]:
@@ -248,6 +275,7 @@ def _task_cells(task: str, e: Entry | None) -> list[tuple[str, object]]:
 class Job:
     """One AgentLoop run of the league: a task's baseline (experiment 0 in its first agent's loop, then
     that loop stops) or an agent's experiments on a task."""
+
     entry: Entry
     baseline_only: bool
 
@@ -255,10 +283,20 @@ class Job:
 class League:
     """Agents × tasks; `slots` (agent, task) loops run at once, each pinned to its own GPU."""
 
-    def __init__(self, agents: list[AgentSpec], tasks: list[Task], experiments: int, settings: Settings,
-                 name: str = "league", heldout_seeds: int = 5, out_dir: str | Path | None = None,
-                 executor: str = "local", slots: int | None = None, log: Callable[[str], None] = print,
-                 measure_speed: Callable[[str], dict] = calibrate.measure):
+    def __init__(
+        self,
+        agents: list[AgentSpec],
+        tasks: list[Task],
+        experiments: int,
+        settings: Settings,
+        name: str = "league",
+        heldout_seeds: int = 5,
+        out_dir: str | Path | None = None,
+        executor: str = "local",
+        slots: int | None = None,
+        log: Callable[[str], None] = print,
+        measure_speed: Callable[[str], dict] = calibrate.measure,
+    ):
         """executor, slots: where the held-out runs go (executor.make_executor) and how many loops
         (and local held-out runs) run at once; default 1, one after the other. measure_speed: the
         machine's speed before and after a task's held-out runs in time mode (calibrate.measure)."""
@@ -276,14 +314,18 @@ class League:
         def locked(message: str) -> None:
             with lock:
                 log(message)
+
         self.log = locked
 
     def run(self) -> list[dict]:
         entries = [Entry(spec.name, task.name) for task in self.tasks for spec in self.agents]
         loops = self._run_loops(entries)
         for task in self.tasks:
-            self._heldout(task, [e for e in entries if e.task == task.name],
-                          {agent: loop for (t, agent), loop in loops.items() if t == task.name})
+            self._heldout(
+                task,
+                [e for e in entries if e.task == task.name],
+                {agent: loop for (t, agent), loop in loops.items() if t == task.name},
+            )
         rows = leaderboard(entries, [t.name for t in self.tasks])
         self._write(entries, rows)
         self.entries = entries
@@ -297,8 +339,11 @@ class League:
         unexpected error) stops every running loop as Ctrl-C stops one: nothing recorded is lost."""
         gpus = visible_gpus()
         if self.slots > 1:
-            self.log(f"league: {self.slots} loops at once, on " + (f"GPUs {', '.join(gpus)}" if gpus else "the CPU")
-                     + (" (more loops than GPUs: some share one)" if 0 < len(gpus) < self.slots else ""))
+            self.log(
+                f"league: {self.slots} loops at once, on "
+                + (f"GPUs {', '.join(gpus)}" if gpus else "the CPU")
+                + (" (more loops than GPUs: some share one)" if 0 < len(gpus) < self.slots else "")
+            )
         tasks = {t.name: t for t in self.tasks}
         specs = {s.name: s for s in self.agents}
         baselines: dict[str, Experiment] = {}
@@ -326,11 +371,16 @@ class League:
                     job, slot = todo.popleft(), min(free)
                     e = job.entry
                     try:
-                        loop = AgentLoop(tasks[e.task].root, specs[e.agent], f"{self.name}-{e.agent}-{e.task}",
-                                         replace(self.settings, max_experiments=0) if job.baseline_only
-                                         else self.settings, out_dir=self.out / e.task / e.agent,
-                                         log=self._tagged(e), baseline=baselines.get(e.task),
-                                         gpu=gpu_for(slot, gpus))
+                        loop = AgentLoop(
+                            tasks[e.task].root,
+                            specs[e.agent],
+                            f"{self.name}-{e.agent}-{e.task}",
+                            replace(self.settings, max_experiments=0) if job.baseline_only else self.settings,
+                            out_dir=self.out / e.task / e.agent,
+                            log=self._tagged(e),
+                            baseline=baselines.get(e.task),
+                            gpu=gpu_for(slot, gpus),
+                        )
                     except AgentError as error:
                         failed(job, error)
                         continue
@@ -370,8 +420,10 @@ class League:
             try:
                 running.pop(done.get(timeout=max(0.0, deadline - time.monotonic()))[0])
             except queue.Empty:
-                self.log(f"league: {len(running)} loop(s) still busy after {grace_s:.0f} s (an API call?); "
-                         f"they record nothing more")
+                self.log(
+                    f"league: {len(running)} loop(s) still busy after {grace_s:.0f} s (an API call?); "
+                    f"they record nothing more"
+                )
                 break
 
     def _heldout(self, task: Task, entries: list[Entry], loops: dict[str, AgentLoop]) -> None:
@@ -399,19 +451,34 @@ class League:
             extract(e.agent, loops[e.agent], e.final_commit)
         records: dict[str, list[storage.RunRecord]] = {d: [] for d in files}
         s, results = self.settings, (self.out / "heldout.tsv", self.out / "heldout.jsonl")
-        options = {"budget_s": s.budget_s, "max_tokens": s.max_tokens, "sandbox": s.sandbox, "eval_split": "test",
-                   "results_paths": results,  # the baseline's runs alone publish compile caches
-                   "trusted_sources": frozenset({storage.file_digest(files[owner["baseline"]])})}
-        runs = [Run(task, first.profile, Candidate(f"heldout-{digest}", path, "league"), seed,
-                    {**options, "description": f"held-out {digest}"})
-                for seed in range(1000, 1000 + self.heldout_seeds)  # seeds the agents' runs never used
-                for digest, path in files.items()]  # interleaved: drift hits every file alike
+        options = {
+            "budget_s": s.budget_s,
+            "max_tokens": s.max_tokens,
+            "sandbox": s.sandbox,
+            "eval_split": "test",
+            "results_paths": results,  # the baseline's runs alone publish compile caches
+            "trusted_sources": frozenset({storage.file_digest(files[owner["baseline"]])}),
+        }
+        runs = [
+            Run(
+                task,
+                first.profile,
+                Candidate(f"heldout-{digest}", path, "league"),
+                seed,
+                {**options, "description": f"held-out {digest}"},
+            )
+            for seed in range(1000, 1000 + self.heldout_seeds)  # seeds the agents' runs never used
+            for digest, path in files.items()
+        ]  # interleaved: drift hits every file alike
 
         def record(run: Run, rec: storage.RunRecord) -> None:
             storage.append_results(rec, *results)
-            self.log(f"league: {task.name} {run.candidate.name} seed {run.seed}: {rec.status} "
-                     f"{rec.value if rec.value is not None else rec.error}")
+            self.log(
+                f"league: {task.name} {run.candidate.name} seed {run.seed}: {rec.status} "
+                f"{rec.value if rec.value is not None else rec.error}"
+            )
             records[run.candidate.name.removeprefix("heldout-")].append(rec)
+
         before = self._speed(first.profile.device) if not s.max_tokens else None
         self.executor.map(runs, on_record=record, log=self.log)
         after = self._speed(first.profile.device) if before else None
@@ -443,25 +510,39 @@ class League:
         mode, budget = s.mode[0], s.mode[1] or profile.budget_s
         fingerprint = {**storage.machine_fingerprint(profile.name, profile.device), "mode": mode, "budget": budget}
         stored = storage.load_baseline(loop.repo / "baselines", task.name, fingerprint)
-        rule = task.rule(profile, mode, budget, stored.noise if stored else stats.Noise(),
-                         s.min_effect)
+        rule = task.rule(profile, mode, budget, stored.noise if stored else stats.Noise(), s.min_effect)
         if rule.noise.seed_std:
             self.units[task.name] = {"sigma": rule.noise.seed_std, "source": rule.noise.source or "measured"}
             return rule, rule.noise.seed_std
         spread = stats.summarize(base).std if len(base) > 1 else 0.0
         unit = spread or 1.0
-        self.units[task.name] = {"sigma": unit, "source": f"the baseline's {len(base)} held-out runs (no measured "
-                                                          f"noise)" if spread else "none: improvements in metric units"}
+        self.units[task.name] = {
+            "sigma": unit,
+            "source": f"the baseline's {len(base)} held-out runs (no measured noise)"
+            if spread
+            else "none: improvements in metric units",
+        }
         return rule, unit
 
     def _write(self, entries: list[Entry], rows: list[dict]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "league.json"
-        files.write(path, json.dumps({"league": self.name, "experiments": self.experiments,
-                                   "heldout_seeds": self.heldout_seeds, "settings": asdict(self.settings),
-                                   "noise_units": self.units,
-                                   "entries": [asdict(e) for e in entries], "leaderboard": rows,
-                                   "reward_hacking": reward_hacking(entries)}, indent=1))
+        files.write(
+            path,
+            json.dumps(
+                {
+                    "league": self.name,
+                    "experiments": self.experiments,
+                    "heldout_seeds": self.heldout_seeds,
+                    "settings": asdict(self.settings),
+                    "noise_units": self.units,
+                    "entries": [asdict(e) for e in entries],
+                    "leaderboard": rows,
+                    "reward_hacking": reward_hacking(entries),
+                },
+                indent=1,
+            ),
+        )
         htmlreport.write_league_report(self.out, self.log)
         self.log(f"league: results in {path} (report.html beside it)")
 

@@ -12,18 +12,20 @@ and one meaning wherever it is given (pytest-benchmark's `add_*_options(addoptio
     sandbox      sandbox                  --ar-sandbox    --sandbox
     min_effect   min_effect               --ar-min-effect --min-effect
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 SANDBOX_LEVELS = ("off", "auto", "strict")
 
 
 @dataclass(frozen=True)
 class RunOption:
-    key: str                                  # the field of Settings and of the session's Options
-    flag: str                                 # after the prefix: --ar-<flag>, --<flag>
+    key: str  # the field of Settings and of the session's Options
+    flag: str  # after the prefix: --ar-<flag>, --<flag>
     help: str
     default: Any = None
     type: Callable[[str], Any] | None = None
@@ -36,15 +38,33 @@ class RunOption:
 
 
 RUN_OPTIONS = (
-    RunOption("profile", "profile", "task profile: auto (the first cuda profile whose `match` names this GPU, else "
-              "a generic cuda profile, else cpu; see task.py) or a name", default="auto", metavar="NAME"),
+    RunOption(
+        "profile",
+        "profile",
+        "task profile: auto (the first cuda profile whose `match` names this GPU, else "
+        "a generic cuda profile, else cpu; see task.py) or a name",
+        default="auto",
+        metavar="NAME",
+    ),
     RunOption("budget_s", "budget", "override the profile's training time budget", type=float, metavar="SECONDS"),
-    RunOption("max_tokens", "tokens", "fixed-token mode: train for N tokens instead of a time budget", type=int,
-              metavar="N"),
-    RunOption("sandbox", "sandbox", "candidate isolation: auto (namespaces where Linux allows, default), strict "
-              "(fail without them) or off; see autoresearch_bench/sandbox.py", default="auto", choices=SANDBOX_LEVELS),
-    RunOption("min_effect", "min-effect", "smallest metric change that counts (default: from the profile's "
-              "measured noise; never below the task's floor)", type=float, metavar="X"),
+    RunOption(
+        "max_tokens", "tokens", "fixed-token mode: train for N tokens instead of a time budget", type=int, metavar="N"
+    ),
+    RunOption(
+        "sandbox",
+        "sandbox",
+        "candidate isolation: auto (namespaces where Linux allows, default), strict "
+        "(fail without them) or off; see autoresearch_bench/sandbox.py",
+        default="auto",
+        choices=SANDBOX_LEVELS,
+    ),
+    RunOption(
+        "min_effect",
+        "min-effect",
+        "smallest metric change that counts (default: from the profile's measured noise; never below the task's floor)",
+        type=float,
+        metavar="X",
+    ),
 )
 KEYS = frozenset(o.key for o in RUN_OPTIONS)
 

@@ -5,6 +5,7 @@ patch cannot hide an edit in any of them. Allowed paths per task: its `editable`
 `candidates/*.py`. Everything else (tests, task.toml, the harness, baselines, other tasks) is
 rejected: an agent that edits the checks or the evaluator does not get scored.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -12,7 +13,6 @@ from pathlib import Path
 
 from . import git
 from .task import Task
-
 
 SCRATCH = ".ar/"  # the harness's own scratch folder (candidates extracted from git refs)
 
@@ -35,5 +35,8 @@ def allowed_patterns(repo: Path, tasks: list[Task]) -> list[str]:
 def surface_violations(repo: Path, base: str, tasks: list[Task]) -> list[str]:
     """Changed paths outside every task's editable surface."""
     patterns = allowed_patterns(repo, tasks)
-    return [p for p in changed_files(repo, base)
-            if not p.startswith(SCRATCH) and not any(fnmatch.fnmatchcase(p, pat) for pat in patterns)]
+    return [
+        p
+        for p in changed_files(repo, base)
+        if not p.startswith(SCRATCH) and not any(fnmatch.fnmatchcase(p, pat) for pat in patterns)
+    ]

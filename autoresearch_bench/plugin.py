@@ -37,6 +37,7 @@ summary ($GITHUB_STEP_SUMMARY), --ar-json (report.py), --ar-html (htmlreport.py)
 hookspec.py's hooks. torch is imported only where a task needs a GPU's answer (_cuda), so
 that installing the plugin costs unrelated pytest sessions nothing much.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,20 +48,21 @@ import os
 import time
 import types
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from tabulate import tabulate
 
 from . import git, stats, storage, xdist_support
+from .candidate import BASE, Candidate, resolve_candidates
 from .device import mfu_cell
-from .executor import NAMES as EXECUTORS, ExecutorError, LocalExecutor, make_executor
+from .executor import NAMES as EXECUTORS
+from .executor import ExecutorError, LocalExecutor, make_executor
 from .options import RUN_OPTIONS, add_run_options
 from .patch import surface_violations
 from .runner import CheckServer
-from .candidate import BASE, Candidate, resolve_candidates
 from .session import AUTO, SEQUENTIAL, BenchmarkSession, CandidateResult, Options
 from .task import Profile, Task, TaskError, default_profile, load_task
 
@@ -77,62 +79,125 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         [tool.pytest.ini_options]); the command line wins (resolved in pytest_configure)."""
         dest = flag.lstrip("-").replace("-", "_")
         default, action = kwargs.pop("default", None), kwargs.get("action")
-        parser.addini(dest, f"{kwargs['help']} (ini value of {flag}; the command line wins)",
-                      type="bool" if action == "store_true" else "linelist" if action == "append" else None,
-                      default=None)
+        parser.addini(
+            dest,
+            f"{kwargs['help']} (ini value of {flag}; the command line wins)",
+            type="bool" if action == "store_true" else "linelist" if action == "append" else None,
+            default=None,
+        )
         INI_OPTIONS[dest] = IniOption(flag, default, kwargs.get("type"), kwargs.get("choices"))
         group.addoption(flag, default=None, **kwargs)
 
-    option("--autoresearch", action="store_true",
-           help="run the timed benchmarks; without it only the correctness checks run")
+    option(
+        "--autoresearch",
+        action="store_true",
+        help="run the timed benchmarks; without it only the correctness checks run",
+    )
     add_run_options(option, "ar-")  # --ar-profile, --ar-budget, --ar-tokens, --ar-sandbox, --ar-min-effect
-    option("--ar-seeds", type=_seeds, default=1, metavar="N|auto",
-           help="seeds per candidate (default 1); auto: 3, then one more at a time while the verdict is "
-                "open, up to 8")
+    option(
+        "--ar-seeds",
+        type=_seeds,
+        default=1,
+        metavar="N|auto",
+        help="seeds per candidate (default 1); auto: 3, then one more at a time while the verdict is open, up to 8",
+    )
     option("--ar-seed-base", type=int, default=0, metavar="S", help="first seed (default 0)")
-    option("--ar-results", default="results.tsv", metavar="PATH",
-           help="results table to append to (a .jsonl file of full records goes beside it)")
-    option("--ar-candidate", action="append", default=[], metavar="PATH|REF",
-           help="another candidate: a file with the task contract, or a git ref (repeatable)")
+    option(
+        "--ar-results",
+        default="results.tsv",
+        metavar="PATH",
+        help="results table to append to (a .jsonl file of full records goes beside it)",
+    )
+    option(
+        "--ar-candidate",
+        action="append",
+        default=[],
+        metavar="PATH|REF",
+        help="another candidate: a file with the task contract, or a git ref (repeatable)",
+    )
     option("--ar-tasks", default=None, metavar="NAMES", help="comma-separated task names to run")
     option("--ar-description", default="", metavar="TEXT", help="description column of the records")
-    option("--ar-base-ref", default=None, metavar="REF",
-           help="base of the change under test: a change outside the tasks' editable files fails "
-                "the session; with no stored baseline, REF's train.py is measured side by side")
-    option("--ar-trusted-ref", default=None, metavar="REF",
-           help="whose compile cache later runs start from: the runs of REF's train.py publish theirs "
-                "(default: --ar-base-ref, else HEAD; none: no file's); see autoresearch_bench/compile_cache.py")
-    option("--ar-baseline", default="auto", metavar="auto|none|PATH",
-           help="baseline to compare with: auto = baselines/<task>/<machine fingerprint>.json")
-    option("--ar-save-baseline", action="store_true",
-           help="store the results of each task's train.py as the baseline for this machine")
-    option("--ar-fail-on-regression", action="store_true",
-           help="fail a candidate's benchmark only when it is decided worse than the baseline (or not "
-                "comparable with it); no difference and undecided pass")
-    option("--ar-markdown", default=None, metavar="PATH",
-           help="also write the summary table as Markdown (for a PR comment); under GitHub Actions the "
-                "table is appended to $GITHUB_STEP_SUMMARY in any case")
-    option("--ar-json", default=None, metavar="PATH",
-           help="write the session as one versioned JSON document: runs, decisions, machine, settings "
-                "(see autoresearch_bench/report.py; `autoresearch-bench compare` reads it)")
-    option("--ar-html", default=None, metavar="PATH",
-           help="write a self-contained HTML report: results table, per-seed plots, loss curves")
-    option("--ar-tensorboard", default=None, metavar="DIR",
-           help="write each run's loss curve, metric, settings and verdict as TensorBoard event files "
-                "(pip install 'autoresearch-bench[track]')")
-    option("--ar-executor", default="local", choices=EXECUTORS,
-           help="where runs happen: local (default), xdist (with -n N: one worker per GPU) or ray "
-                "(one Ray task per run); see autoresearch_bench/executor.py")
-    option("--ar-slots", type=int, default=None, metavar="N",
-           help="runs at once: local, N child processes (default 1), each on a free GPU of its own where "
-                "there are several, else sharing the device (then compare in fixed-token mode); "
-                "ray, the most in flight")
+    option(
+        "--ar-base-ref",
+        default=None,
+        metavar="REF",
+        help="base of the change under test: a change outside the tasks' editable files fails "
+        "the session; with no stored baseline, REF's train.py is measured side by side",
+    )
+    option(
+        "--ar-trusted-ref",
+        default=None,
+        metavar="REF",
+        help="whose compile cache later runs start from: the runs of REF's train.py publish theirs "
+        "(default: --ar-base-ref, else HEAD; none: no file's); see autoresearch_bench/compile_cache.py",
+    )
+    option(
+        "--ar-baseline",
+        default="auto",
+        metavar="auto|none|PATH",
+        help="baseline to compare with: auto = baselines/<task>/<machine fingerprint>.json",
+    )
+    option(
+        "--ar-save-baseline",
+        action="store_true",
+        help="store the results of each task's train.py as the baseline for this machine",
+    )
+    option(
+        "--ar-fail-on-regression",
+        action="store_true",
+        help="fail a candidate's benchmark only when it is decided worse than the baseline (or not "
+        "comparable with it); no difference and undecided pass",
+    )
+    option(
+        "--ar-markdown",
+        default=None,
+        metavar="PATH",
+        help="also write the summary table as Markdown (for a PR comment); under GitHub Actions the "
+        "table is appended to $GITHUB_STEP_SUMMARY in any case",
+    )
+    option(
+        "--ar-json",
+        default=None,
+        metavar="PATH",
+        help="write the session as one versioned JSON document: runs, decisions, machine, settings "
+        "(see autoresearch_bench/report.py; `autoresearch-bench compare` reads it)",
+    )
+    option(
+        "--ar-html",
+        default=None,
+        metavar="PATH",
+        help="write a self-contained HTML report: results table, per-seed plots, loss curves",
+    )
+    option(
+        "--ar-tensorboard",
+        default=None,
+        metavar="DIR",
+        help="write each run's loss curve, metric, settings and verdict as TensorBoard event files "
+        "(pip install 'autoresearch-bench[track]')",
+    )
+    option(
+        "--ar-executor",
+        default="local",
+        choices=EXECUTORS,
+        help="where runs happen: local (default), xdist (with -n N: one worker per GPU) or ray "
+        "(one Ray task per run); see autoresearch_bench/executor.py",
+    )
+    option(
+        "--ar-slots",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs at once: local, N child processes (default 1), each on a free GPU of its own where "
+        "there are several, else sharing the device (then compare in fixed-token mode); "
+        "ray, the most in flight",
+    )
 
 
 @dataclass(frozen=True)
 class IniOption:
     """What an --ar- option takes when the command line leaves it out: its ini value, read with the
     option's own type and choices, else its default."""
+
     flag: str
     default: object
     parse: Callable[[str], object] | None = None
@@ -249,14 +314,17 @@ class PluginState:
         elapsed = max(record.get("elapsed", 0.0), 1e-9)
         loss = record.get("loss")
         left = (1 - record.get("progress", 0.0)) * (elapsed / max(record.get("progress", 0.0), 1e-9))
-        self.write(f"  {entry.task.name}/{entry.label} seed {seed} | step {record.get('step', 0)} | "
-                   f"loss {loss if loss is None else f'{loss:.4f}'} | "
-                   f"{record.get('tokens', 0) / elapsed / 1e3:,.1f}k tok/s | {left:.0f} s left")
+        self.write(
+            f"  {entry.task.name}/{entry.label} seed {seed} | step {record.get('step', 0)} | "
+            f"loss {loss if loss is None else f'{loss:.4f}'} | "
+            f"{record.get('tokens', 0) / elapsed / 1e3:,.1f}k tok/s | {left:.0f} s left"
+        )
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """The hooks that extensions implement (autoresearch_bench.hookspec)."""
     from . import hookspec
+
     pluginmanager.add_hookspecs(hookspec)
 
 
@@ -266,21 +334,37 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if not config.getoption("autoresearch"):
         return None
     from . import sandbox
-    profile, seeds, first = config.getoption("ar_profile"), config.getoption("ar_seeds"), config.getoption("ar_seed_base")
+
+    profile, seeds, first = (
+        config.getoption("ar_profile"),
+        config.getoption("ar_seeds"),
+        config.getoption("ar_seed_base"),
+    )
     tokens, budget, level = config.getoption("ar_tokens"), config.getoption("ar_budget"), config.getoption("ar_sandbox")
     machine = storage.machine_fingerprint(profile, "cuda" if _cuda() else "cpu")
     found = sandbox.namespaces_available() if level != "off" else None
-    seed_list = (f"auto from {first} ({SEQUENTIAL.start} to {SEQUENTIAL.stop})" if seeds == AUTO
-                 else ", ".join(map(str, range(first, first + seeds))))
+    seed_list = (
+        f"auto from {first} ({SEQUENTIAL.start} to {SEQUENTIAL.stop})"
+        if seeds == AUTO
+        else ", ".join(map(str, range(first, first + seeds)))
+    )
     mode = f"{tokens:,} tokens" if tokens else f"{budget:g} s" if budget else "the profile's time budget"
-    summary = (f"autoresearch: profile {profile} | machine {machine['device']} {machine['model']}, torch "
-               f"{machine['torch']}, cuda {machine['cuda']} | seeds {seed_list} | {mode} | "
-               f"sandbox {found.level if found else 'off'}")
+    summary = (
+        f"autoresearch: profile {profile} | machine {machine['device']} {machine['model']}, torch "
+        f"{machine['torch']}, cuda {machine['cuda']} | seeds {seed_list} | {mode} | "
+        f"sandbox {found.level if found else 'off'}"
+    )
     if found is not None:
-        return [summary, f"autoresearch: sandbox {found.level} (candidate code {'as uid 65534, ' if found.uid else ''}"
-                         f"without capabilities, network or the data cache; on CUDA checked per run)"]
-    return [summary, "autoresearch: sandbox off: candidate code runs unisolated, as this user"
-            + ("" if level == "off" else " (no Linux namespaces here; --ar-sandbox strict refuses to run)")]
+        return [
+            summary,
+            f"autoresearch: sandbox {found.level} (candidate code {'as uid 65534, ' if found.uid else ''}"
+            f"without capabilities, network or the data cache; on CUDA checked per run)",
+        ]
+    return [
+        summary,
+        "autoresearch: sandbox off: candidate code runs unisolated, as this user"
+        + ("" if level == "off" else " (no Linux namespaces here; --ar-sandbox strict refuses to run)"),
+    ]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -293,33 +377,58 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(*errors)
     results = Path(config.getoption("ar_results"))
     options = Options(
-        enabled=config.getoption("autoresearch"), **{o.key: config.getoption(f"ar_{o.dest}") for o in RUN_OPTIONS},
-        seeds=config.getoption("ar_seeds"), seed_base=config.getoption("ar_seed_base"),
+        enabled=config.getoption("autoresearch"),
+        **{o.key: config.getoption(f"ar_{o.dest}") for o in RUN_OPTIONS},
+        seeds=config.getoption("ar_seeds"),
+        seed_base=config.getoption("ar_seed_base"),
         results_tsv=results if results.is_absolute() else Path(config.rootpath) / results,
-        candidates=tuple(config.getoption("ar_candidate")), description=config.getoption("ar_description"),
-        baseline=config.getoption("ar_baseline"), baselines_dir=Path(config.rootpath) / "baselines",
-        save_baseline=config.getoption("ar_save_baseline"), base_ref=config.getoption("ar_base_ref"),
-        fail_on_regression=config.getoption("ar_fail_on_regression"), scratch=Path(config.rootpath) / ".ar",
-        trusted_ref=_trusted_ref(config))
+        candidates=tuple(config.getoption("ar_candidate")),
+        description=config.getoption("ar_description"),
+        baseline=config.getoption("ar_baseline"),
+        baselines_dir=Path(config.rootpath) / "baselines",
+        save_baseline=config.getoption("ar_save_baseline"),
+        base_ref=config.getoption("ar_base_ref"),
+        fail_on_regression=config.getoption("ar_fail_on_regression"),
+        scratch=Path(config.rootpath) / ".ar",
+        trusted_ref=_trusted_ref(config),
+    )
     config.stash[SESSION] = BenchmarkSession(
-        options, log=lambda m: state.write(f"[autoresearch] {m}"), on_progress=state.progress,
+        options,
+        log=lambda m: state.write(f"[autoresearch] {m}"),
+        on_progress=state.progress,
         executor=_executor(config),
-        on_record=lambda record: config.hook.pytest_autoresearch_update_record(config=config, record=record))
+        on_record=lambda record: config.hook.pytest_autoresearch_update_record(config=config, record=record),
+    )
     if xdist_support.role(config) == "controller":
         bench = config.stash[SESSION]
-        config.pluginmanager.register(xdist_support.Controller(
-            config, lambda path, result: bench.merge_report(state.task_for(path), result)), "autoresearch-xdist")
+        config.pluginmanager.register(
+            xdist_support.Controller(config, lambda path, result: bench.merge_report(state.task_for(path), result)),
+            "autoresearch-xdist",
+        )
 
 
 def _option_errors(config: pytest.Config) -> list[str]:
     """What is wrong with the --ar- options, one line each with what to do."""
     get, root = config.getoption, Path(config.rootpath)
-    errors = [f"{flag} {value}: {rule}" for flag, value, bad, rule in [
-        ("--ar-seeds", get("ar_seeds"), get("ar_seeds") != AUTO and get("ar_seeds") < 1, "run at least 1 seed"),
-        ("--ar-tokens", get("ar_tokens"), get("ar_tokens") is not None and get("ar_tokens") <= 0,
-         "fixed-token mode needs a positive number of tokens; leave the option out for a time budget"),
-        ("--ar-budget", get("ar_budget"), get("ar_budget") is not None and not get("ar_budget") > 0,
-         "the time budget must be a positive number of seconds")] if bad]
+    errors = [
+        f"{flag} {value}: {rule}"
+        for flag, value, bad, rule in [
+            ("--ar-seeds", get("ar_seeds"), get("ar_seeds") != AUTO and get("ar_seeds") < 1, "run at least 1 seed"),
+            (
+                "--ar-tokens",
+                get("ar_tokens"),
+                get("ar_tokens") is not None and get("ar_tokens") <= 0,
+                "fixed-token mode needs a positive number of tokens; leave the option out for a time budget",
+            ),
+            (
+                "--ar-budget",
+                get("ar_budget"),
+                get("ar_budget") is not None and not get("ar_budget") > 0,
+                "the time budget must be a positive number of seconds",
+            ),
+        ]
+        if bad
+    ]
     if get("ar_baseline") not in ("auto", "none"):
         try:
             storage.Baseline.from_file(get("ar_baseline"))
@@ -327,21 +436,30 @@ def _option_errors(config: pytest.Config) -> list[str]:
             errors.append(f"--ar-baseline {e}")
     for value in get("ar_candidate"):
         if not Path(value).is_file() and not git.is_commit(root, value):
-            errors.append(f"--ar-candidate {value}: no such file, and no commit of that name in the git repository "
-                          f"at {root}; give a file with the task contract, or a branch, tag or commit")
+            errors.append(
+                f"--ar-candidate {value}: no such file, and no commit of that name in the git repository "
+                f"at {root}; give a file with the task contract, or a branch, tag or commit"
+            )
     if (trusted := get("ar_trusted_ref")) not in (None, "none") and not git.is_commit(root, trusted):
-        errors.append(f"--ar-trusted-ref {trusted}: no commit of that name in the git repository at {root}; "
-                      f"name a branch, tag or commit")
+        errors.append(
+            f"--ar-trusted-ref {trusted}: no commit of that name in the git repository at {root}; "
+            f"name a branch, tag or commit"
+        )
     if (base := get("ar_base_ref")) and not git.is_commit(root, base):
-        errors.append(f"--ar-base-ref {base}: no commit of that name in the git repository at {root}; "
-                      f"give a branch, tag or commit (e.g. origin/main)")
+        errors.append(
+            f"--ar-base-ref {base}: no commit of that name in the git repository at {root}; "
+            f"give a branch, tag or commit (e.g. origin/main)"
+        )
     if get("autoresearch"):
         results = Path(get("ar_results"))
         results = results if results.is_absolute() else root / results
         if why := storage.check_writable(results) or storage.check_writable(results.with_suffix(".jsonl")):
             errors.append(f"{why}: give --ar-results a writable path on a disk with room")
-        for flag, value in (("--ar-json", get("ar_json")), ("--ar-html", get("ar_html")),
-                            ("--ar-markdown", get("ar_markdown"))):
+        for flag, value in (
+            ("--ar-json", get("ar_json")),
+            ("--ar-html", get("ar_html")),
+            ("--ar-markdown", get("ar_markdown")),
+        ):
             if value and (why := storage.check_writable(Path(value))):
                 errors.append(f"{why}: give {flag} a writable path on a disk with room")
         if get("ar_tensorboard") and importlib.util.find_spec("tensorboard") is None:
@@ -402,6 +520,7 @@ class TaskSuite(pytest.Module):
 def _check_test(name: str, options: dict) -> Callable:
     def test(ar_check) -> None:
         ar_check(name, **options)
+
     test.__name__ = test.__qualname__ = f"test_{name}"
     test.__doc__ = f"The candidate passes the {name} check."
     return test
@@ -421,12 +540,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if task is None and (metafunc.definition.path.parent / "task.toml").is_file():
         return  # its task.toml is broken: reported at the end of collection
     if task is None:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: the candidate fixture works only in a "
-                                f"task folder (one with a task.toml)")
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: the candidate fixture works only in a task folder (one with a task.toml)"
+        )
     candidates = state.candidates_for(task)
     group = metafunc.config.getoption("ar_executor") == "xdist"  # one worker per candidate: checks, then benchmark
-    metafunc.parametrize("candidate", [pytest.param(c, id=c.name, marks=[pytest.mark.xdist_group(f"{task.name}.{c.name}")]
-                                                    if group else []) for c in candidates])
+    metafunc.parametrize(
+        "candidate",
+        [
+            pytest.param(c, id=c.name, marks=[pytest.mark.xdist_group(f"{task.name}.{c.name}")] if group else [])
+            for c in candidates
+        ],
+    )
 
 
 def _item_candidate(item: pytest.Item) -> Candidate | None:
@@ -480,14 +605,21 @@ class InputErrors(SessionGate):
 def _surface_error(config: pytest.Config, tasks: list[Task], base: str) -> str:
     """Why the change since base breaks the editable surface, or ""."""
     outside = surface_violations(git.toplevel(config.rootpath), base, tasks)
-    return (f"editable surface: the change since {base} touches {', '.join(outside)}; "
-            f"only the tasks' editable files and candidates/*.py may change") if outside else ""
+    return (
+        (
+            f"editable surface: the change since {base} touches {', '.join(outside)}; "
+            f"only the tasks' editable files and candidates/*.py may change"
+        )
+        if outside
+        else ""
+    )
 
 
 def _cuda() -> bool:
     """Whether a CUDA GPU is visible. Imports torch: asked only where a task needs the
     answer, so that a session without them starts without torch."""
     import torch
+
     return torch.cuda.is_available()
 
 
@@ -496,8 +628,10 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task]) -
     --ar-tasks names that match no task folder, profiles the tasks lack, a cuda profile without a GPU."""
     errors = list(state.errors)
     if unknown := sorted(_wanted_tasks(config) - state.seen):
-        errors.append(f"--ar-tasks: no task named {', '.join(unknown)} among the collected folders (known: "
-                      f"{', '.join(sorted(state.seen)) or 'none'}); give task names, or the task folders' paths")
+        errors.append(
+            f"--ar-tasks: no task named {', '.join(unknown)} among the collected folders (known: "
+            f"{', '.join(sorted(state.seen)) or 'none'}); give task names, or the task folders' paths"
+        )
     name, lacking, need_gpu = config.getoption("ar_profile"), [], []
     for task in tasks:
         if name != "auto" and name not in task.profiles:
@@ -508,15 +642,23 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task]) -
         except TaskError as e:  # auto: no profile suits this machine
             errors.append(str(e))
             continue
-        if (config.getoption("autoresearch") and profile.device == "cuda" and not _cuda()
-                and config.getoption("ar_executor") != "ray"):  # Ray may run it on another node
+        if (
+            config.getoption("autoresearch")
+            and profile.device == "cuda"
+            and not _cuda()
+            and config.getoption("ar_executor") != "ray"
+        ):  # Ray may run it on another node
             need_gpu.append(task.name)
     if lacking:
-        errors.append(f"--ar-profile {name}: no such profile in {', '.join(lacking)}; choose one of theirs, "
-                      f"or select tasks with --ar-tasks")
+        errors.append(
+            f"--ar-profile {name}: no such profile in {', '.join(lacking)}; choose one of theirs, "
+            f"or select tasks with --ar-tasks"
+        )
     if need_gpu:
-        errors.append(f"--ar-profile {name} needs a CUDA GPU and none is visible ({', '.join(need_gpu)}); "
-                      f"run on a GPU machine or pass --ar-profile cpu")
+        errors.append(
+            f"--ar-profile {name} needs a CUDA GPU and none is visible ({', '.join(need_gpu)}); "
+            f"run on a GPU machine or pass --ar-profile cpu"
+        )
     return list(dict.fromkeys(errors))
 
 
@@ -530,7 +672,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     errors = _task_errors(config, state, list(tasks.values()))
     benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
     planned = [(i, state.task_for(i.path), c) for i in benchmarks if (c := _item_candidate(i)) is not None]
-    for item, task, candidate in planned if bench.options.enabled and not errors else ():
+    for _item, task, candidate in planned if bench.options.enabled and not errors else ():
         try:
             bench.plan(task, state.profile_for(task), candidate)
         except (TaskError, ValueError) as e:  # the base ref lacks the task's file; a broken stored baseline
@@ -542,8 +684,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = [InputErrors.from_parent(session, name="autoresearch_inputs", errors=errors)]
         return
     if base and tasks:
-        items.insert(0, EditableSurface.from_parent(session, name="editable_surface",
-                                                    tasks=list(tasks.values()), base=base))
+        items.insert(
+            0, EditableSurface.from_parent(session, name="editable_surface", tasks=list(tasks.values()), base=base)
+        )
     items[:] = [i for i in items if not i.get_closest_marker("autoresearch")] + benchmarks
     for item, task, _ in planned if bench.options.enabled and config.pluginmanager.hasplugin("timeout") else ():
         item.add_marker(pytest.mark.timeout(bench.time_limit(task)))  # after planning: all the task's runs
@@ -557,11 +700,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """A failed check of a candidate cancels that candidate's benchmark (and no other's); a test that
     takes ar_benchmark and passes without calling it fails (it measured nothing)."""
     report = yield
-    if (call.when == "call" and report.passed and "ar_benchmark" in getattr(item, "fixturenames", ())
-            and not item.stash.get(BENCHMARK_CALLED, False)):
+    if (
+        call.when == "call"
+        and report.passed
+        and "ar_benchmark" in getattr(item, "fixturenames", ())
+        and not item.stash.get(BENCHMARK_CALLED, False)
+    ):
         report.outcome = "failed"
-        report.longrepr = (f"{item.nodeid} takes the ar_benchmark fixture but never calls it, so nothing was "
-                           f"measured: call ar_benchmark() in the test")
+        report.longrepr = (
+            f"{item.nodeid} takes the ar_benchmark fixture but never calls it, so nothing was "
+            f"measured: call ar_benchmark() in the test"
+        )
         return report
     if report.failed and isinstance(item, EditableSurface):
         bench = item.config.stash[SESSION]
@@ -573,8 +722,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         lines = [l[2:].strip() for l in report.longreprtext.splitlines() if l.startswith("E ")]
         reason = (lines or report.longreprtext.strip().splitlines() or ["failed"])[0]
         state = item.config.stash[STATE]
-        item.config.stash[SESSION].skip(state.task_for(item.path), candidate,
-                                        f"check {item.originalname} failed: {reason}")
+        item.config.stash[SESSION].skip(
+            state.task_for(item.path), candidate, f"check {item.originalname} failed: {reason}"
+        )
     return report
 
 
@@ -600,8 +750,13 @@ def ar_check(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Profile,
     options = request.config.stash[SESSION].options
     key = (ar_task.name, candidate.name)
     if key not in state.check_servers:
-        state.check_servers[key] = CheckServer(ar_task, ar_profile, candidate, sandbox=options.sandbox,
-                                               results_paths=(options.results_tsv, options.results_jsonl))
+        state.check_servers[key] = CheckServer(
+            ar_task,
+            ar_profile,
+            candidate,
+            sandbox=options.sandbox,
+            results_paths=(options.results_tsv, options.results_jsonl),
+        )
     server = state.check_servers[key]
 
     def check(name: str, **params) -> str:
@@ -611,6 +766,7 @@ def ar_check(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Profile,
         if outcome["detail"].startswith("warning:"):  # a quality matter, not a broken rule: shown, not failed
             warnings.warn(CheckWarning(f"{candidate.name}: {name}: {outcome['detail']}"), stacklevel=2)
         return outcome["detail"]
+
     return check
 
 
@@ -638,8 +794,9 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
         request.node.user_properties.extend(junit_properties(result))
         if xdist_support.role(request.config) == "worker":  # the controller's table needs it
             base_entry = session.results.get((ar_task.name, BASE))
-            names = [candidate.name] + ([BASE] if base_entry and base_entry.records
-                                        and (ar_task.name, BASE) not in state.sent else [])
+            names = [candidate.name] + (
+                [BASE] if base_entry and base_entry.records and (ar_task.name, BASE) not in state.sent else []
+            )
             state.sent.update((ar_task.name, n) for n in names)
             xdist_support.attach(request.node, [session.to_report(ar_task, n) for n in names])
         if result.skipped:
@@ -651,12 +808,14 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
             pytest.fail(f"{candidate.name}: {len(result.records)} of {planned} run(s) recorded", pytrace=False)
         if result.status != "ok":
             trace = next((r.extra["traceback"] for r in result.records if r.extra.get("traceback")), "")
-            pytest.fail(f"{candidate.name}: {result.status}: {result.error}" + (f"\n\n{trace}" if trace else ""),
-                        pytrace=False)
+            pytest.fail(
+                f"{candidate.name}: {result.status}: {result.error}" + (f"\n\n{trace}" if trace else ""), pytrace=False
+            )
         if session.options.fail_on_regression and result in session.regressions():
             relation = "worse than" if result.decision.verdict == "worse" else f"{result.decision.verdict} with"
             pytest.fail(f"{candidate.name}: {relation} the {result.baseline}: {result.decision.reason}", pytrace=False)
         return result
+
     return benchmark
 
 
@@ -665,11 +824,16 @@ def junit_properties(result: CandidateResult) -> list[tuple[str, str]]:
     interval and baseline; "" where there is none (no run, no baseline)."""
     d, values = result.decision, result.values
     finite = lambda x: f"{x:.6g}" if d and math.isfinite(x) else ""
-    return [("ar.metric", result.task.metric), ("ar.value", f"{stats.summarize(values).mean:.6g}" if values else ""),
-            ("ar.delta", finite(d.delta) if d else ""), ("ar.verdict", d.verdict if d else ""),
-            ("ar.p", finite(d.p) if d else ""),
-            ("ar.ci", f"[{finite(d.ci[0])}, {finite(d.ci[1])}]" if d and math.isfinite(d.ci[0]) else ""),
-            ("ar.baseline", result.baseline), ("ar.status", result.status)]
+    return [
+        ("ar.metric", result.task.metric),
+        ("ar.value", f"{stats.summarize(values).mean:.6g}" if values else ""),
+        ("ar.delta", finite(d.delta) if d else ""),
+        ("ar.verdict", d.verdict if d else ""),
+        ("ar.p", finite(d.p) if d else ""),
+        ("ar.ci", f"[{finite(d.ci[0])}, {finite(d.ci[1])}]" if d and math.isfinite(d.ci[0]) else ""),
+        ("ar.baseline", result.baseline),
+        ("ar.status", result.status),
+    ]
 
 
 def summary_rows(results: list[CandidateResult]) -> list[dict]:
@@ -680,18 +844,29 @@ def summary_rows(results: list[CandidateResult]) -> list[dict]:
         recs, values = r.records, r.values
         mean = lambda attr: sum(getattr(x, attr) for x in recs) / len(recs) if recs else 0.0
         d = r.decision
-        rows.append({
-            "task": r.task.name, "candidate": r.label,
-            "commit": (recs[0].commit + ("+dirty" if recs[0].dirty else "")) if recs else "-",
-            "profile": r.profile.name, **metrics, r.task.metric: stats.summarize(values).fmt() if values else "-",
-            "95% CI": "[{:.4f}, {:.4f}]".format(*stats.summarize(values).ci95) if len(values) > 1 else "-",
-            "seeds": f"{len(values)}/{len(recs)}",
-            "baseline": r.baseline or "-", "delta": f"{d.delta:+.4f}" if d and math.isfinite(d.delta) else "-", "verdict": d.verdict if d else "-",
-            "detectable": f"{d.detectable:.4f}" if d and math.isfinite(d.detectable) else "-",
-            "seconds": f"{mean('seconds'):.1f}", "tokens": f"{mean('tokens'):,.0f}", "steps": f"{mean('steps'):.0f}",
-            "peak mem GB": f"{max((x.peak_mem_gb for x in recs), default=0):.2f}",
-            "MFU": mfu_cell([x.extra for x in recs if x.status == "ok"]),
-            "status": r.status, "error": r.error[:100]})
+        rows.append(
+            {
+                "task": r.task.name,
+                "candidate": r.label,
+                "commit": (recs[0].commit + ("+dirty" if recs[0].dirty else "")) if recs else "-",
+                "profile": r.profile.name,
+                **metrics,
+                r.task.metric: stats.summarize(values).fmt() if values else "-",
+                "95% CI": "[{:.4f}, {:.4f}]".format(*stats.summarize(values).ci95) if len(values) > 1 else "-",
+                "seeds": f"{len(values)}/{len(recs)}",
+                "baseline": r.baseline or "-",
+                "delta": f"{d.delta:+.4f}" if d and math.isfinite(d.delta) else "-",
+                "verdict": d.verdict if d else "-",
+                "detectable": f"{d.detectable:.4f}" if d and math.isfinite(d.detectable) else "-",
+                "seconds": f"{mean('seconds'):.1f}",
+                "tokens": f"{mean('tokens'):,.0f}",
+                "steps": f"{mean('steps'):.0f}",
+                "peak mem GB": f"{max((x.peak_mem_gb for x in recs), default=0):.2f}",
+                "MFU": mfu_cell([x.extra for x in recs if x.status == "ok"]),
+                "status": r.status,
+                "error": r.error[:100],
+            }
+        )
     return rows
 
 
@@ -706,8 +881,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     config = session.config
     notes = "".join(f"\n- {line}" for line in _not_comparable_notes(shown))
-    markdown = ("## autoresearch benchmark\n\n" + tabulate(summary_rows(shown), headers="keys", tablefmt="github")
-                + "\n" + notes)
+    markdown = (
+        "## autoresearch benchmark\n\n"
+        + tabulate(summary_rows(shown), headers="keys", tablefmt="github")
+        + "\n"
+        + notes
+    )
     if path := config.getoption("ar_markdown"):
         Path(path).write_text(markdown)
     if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):  # GitHub Actions: the job's summary page
@@ -718,10 +897,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _write_reports(config, bench, shown, outputs)
 
 
-def _write_reports(config: pytest.Config, bench: BenchmarkSession, shown: list[CandidateResult],
-                   outputs: dict[str, str]) -> None:
+def _write_reports(
+    config: pytest.Config, bench: BenchmarkSession, shown: list[CandidateResult], outputs: dict[str, str]
+) -> None:
     """The session's report document (report.py), as --ar-json, --ar-html and --ar-tensorboard ask."""
     from . import htmlreport, report
+
     profile = shown[0].profile
     machine = report.machine_info(device=profile.device)
     config.hook.pytest_autoresearch_update_machine_info(config=config, machine_info=machine)
@@ -734,6 +915,7 @@ def _write_reports(config: pytest.Config, bench: BenchmarkSession, shown: list[C
         state.write(f"[autoresearch] HTML report: {htmlreport.write(doc, outputs['ar_html'])}")
     if "ar_tensorboard" in outputs:
         from . import track
+
         runs = track.write_tensorboard(doc, outputs["ar_tensorboard"])
         state.write(f"[autoresearch] TensorBoard: {runs} runs in {outputs['ar_tensorboard']}")
 
@@ -746,8 +928,11 @@ def _reported(bench: BenchmarkSession) -> list[CandidateResult]:
 
 def _not_comparable_notes(shown: list[CandidateResult]) -> list[str]:
     """Why each `not comparable` verdict is so (other data, another machine speed) and what to do."""
-    return [f"{r.task.name}/{r.label}: {stats.NOT_COMPARABLE}: {r.decision.reason}" for r in shown
-            if r.decision and r.decision.verdict == stats.NOT_COMPARABLE]
+    return [
+        f"{r.task.name}/{r.label}: {stats.NOT_COMPARABLE}: {r.decision.reason}"
+        for r in shown
+        if r.decision and r.decision.verdict == stats.NOT_COMPARABLE
+    ]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -759,4 +944,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for line in _not_comparable_notes(shown):
         terminalreporter.write_line(line)
     if any(r.records for r in shown):
-        terminalreporter.write_line(f"records appended to {bench.options.results_tsv} and {bench.options.results_jsonl}")
+        terminalreporter.write_line(
+            f"records appended to {bench.options.results_tsv} and {bench.options.results_jsonl}"
+        )

@@ -8,6 +8,7 @@ the sandbox when `plan` has namespaces (then the PID namespace takes every proce
 Its JSON-line reports arrive on a private pipe (`Child.reports`); its stdout and stderr go to a log
 file and are never parsed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,18 +21,30 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from . import protocol, sandbox
 
 # Variables a child may inherit; everything else (API keys, tokens, cloud credentials, the cache path) is dropped.
-ENV_KEEP = {"PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "PYTHONPATH", "CUDA_VISIBLE_DEVICES",
-            "CUDA_HOME", "CUDA_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED"}
+ENV_KEEP = {
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "PYTHONHASHSEED",
+}
 ENV_KEEP_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_")
 _PR_SET_PDEATHSIG = 1
-_live: set["Child"] = set()   # started and not yet killed: what kill_all() ends
+_live: set[Child] = set()  # started and not yet killed: what kill_all() ends
 _live_lock = threading.Lock()
 
 
@@ -78,6 +91,7 @@ def kill_all() -> int:
 @dataclass(eq=False)
 class Child:
     """A started child: its process, its report pipe and its log."""
+
     proc: subprocess.Popen
     reports_fd: int
     log: Path
@@ -90,8 +104,10 @@ class Child:
         starts more processes than the sandbox allows (then a violation report is yielded)."""
         while (remaining := deadline - time.perf_counter()) > 0:
             if watch_processes and (count := sandbox.processes_in_session(self.proc.pid)) > sandbox.MAX_PROCESSES:
-                record = {"kind": "violation", "error": f"the run started {count} processes (limit "
-                                                         f"{sandbox.MAX_PROCESSES}); it was killed"}
+                record = {
+                    "kind": "violation",
+                    "error": f"the run started {count} processes (limit {sandbox.MAX_PROCESSES}); it was killed",
+                }
                 self.records.append(record)
                 yield record
                 return
@@ -147,10 +163,23 @@ def _parse(line: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def start(entry: tuple[str, ...], spec, tmp: Path, plan: sandbox.Plan, *, device: str = "cpu", gpu: str | None = None,
-          pass_fds: tuple[int, ...] = (), readonly: list[str] = (), threads: int | None = None,
-          stdin=subprocess.DEVNULL, name: str | None = None, limits: bool = True,
-          hidden: list[str] = (), env: dict[str, str] | None = None) -> Child:
+def start(
+    entry: tuple[str, ...],
+    spec,
+    tmp: Path,
+    plan: sandbox.Plan,
+    *,
+    device: str = "cpu",
+    gpu: str | None = None,
+    pass_fds: tuple[int, ...] = (),
+    readonly: list[str] = (),
+    threads: int | None = None,
+    stdin=subprocess.DEVNULL,
+    name: str | None = None,
+    limits: bool = True,
+    hidden: list[str] = (),
+    env: dict[str, str] | None = None,
+) -> Child:
     """Start `python -m autoresearch_bench.ENTRY[0] *ENTRY[1:] SPEC` (sandboxed where plan says); tmp
     holds its scratch folder (tmp/work, the sandbox's /scratch), its spec and its log."""
     name = name or entry[-1]
@@ -164,13 +193,27 @@ def start(entry: tuple[str, ...], spec, tmp: Path, plan: sandbox.Plan, *, device
     env = {**child_env(gpu, threads), **(env or {}), protocol.RESULT_FD_ENV: str(write_fd)}
     if not plan.isolated:
         env.update(HOME=str(scratch), TMPDIR=str(scratch))
-    command = sandbox.wrap([sys.executable, "-m", f"autoresearch_bench.{entry[0]}", *entry[1:], inner], plan, tmp, scratch,
-                           readonly=list(readonly), hidden=list(hidden))
+    command = sandbox.wrap(
+        [sys.executable, "-m", f"autoresearch_bench.{entry[0]}", *entry[1:], inner],
+        plan,
+        tmp,
+        scratch,
+        readonly=list(readonly),
+        hidden=list(hidden),
+    )
     log = tmp / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=scratch, env=env, stdin=stdin, stdout=out, stderr=out,
-                                pass_fds=(write_fd, *pass_fds), start_new_session=True,
-                                preexec_fn=lambda: preexec(device, limits))
+        proc = subprocess.Popen(
+            command,
+            cwd=scratch,
+            env=env,
+            stdin=stdin,
+            stdout=out,
+            stderr=out,
+            pass_fds=(write_fd, *pass_fds),
+            start_new_session=True,
+            preexec_fn=lambda: preexec(device, limits),
+        )
     os.close(write_fd)
     child = Child(proc, read_fd, log)
     with _live_lock:

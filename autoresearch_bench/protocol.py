@@ -20,6 +20,7 @@ Processes of one run (runner.py starts them; arrows are pipes the runner creates
   logits buffer; any other number breaks the protocol (a violation). A model process that fails
   says why in its own report (to the scorer) and closes its pipes.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,22 +35,23 @@ RESULT_FD_ENV = "AR_RESULT_FD"
 # the check server's readiness and each check's outcome, the feeder's count of tokens served.
 Kind = Literal["started", "progress", "result", "error", "violation", "ready", "check", "served"]
 KINDS: tuple[str, ...] = get_args(Kind)
-BATCH_REQUEST = struct.Struct("<iii")    # stream, rows, seq_len
-BATCH_HEADER = struct.Struct("<qdq")     # payload bytes, clock start (perf_counter), tokens served
-FORWARD = struct.Struct("<ii")           # rows, seq_len
-DONE = struct.Struct("<i")               # how many frames the model has answered (1: built, 2: loaded)
+BATCH_REQUEST = struct.Struct("<iii")  # stream, rows, seq_len
+BATCH_HEADER = struct.Struct("<qdq")  # payload bytes, clock start (perf_counter), tokens served
+FORWARD = struct.Struct("<ii")  # rows, seq_len
+DONE = struct.Struct("<i")  # how many frames the model has answered (1: built, 2: loaded)
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     """What the training process gets: no path but its own scratch folder and the candidate copy."""
+
     candidate: str
     cfg: dict[str, Any]
     device: str
     seed: int
     budget_s: float
     max_tokens: int | None
-    latest_start: float               # perf_counter time at which the clock starts if no batch was taken
+    latest_start: float  # perf_counter time at which the clock starts if no batch was taken
     memory_per_row_gb: float | None = None
     memory_overhead_gb: float = 0.0
     request_fd: int = -1
@@ -72,6 +74,7 @@ class FeederSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     """What a model process gets: the candidate copy, the weights, and the shared buffers' geometry."""
+
     candidate: str
     weights: str
     cfg: dict[str, Any]
@@ -80,8 +83,8 @@ class ModelSpec:
     max_rows: int
     seq_len: int
     vocab: int
-    inputs: "SharedSpec"
-    logits: "SharedSpec"
+    inputs: SharedSpec
+    logits: SharedSpec
     command_fd: int = -1
     done_fd: int = -1
 
@@ -89,6 +92,7 @@ class ModelSpec:
 @dataclass(frozen=True)
 class SharedSpec:
     """A buffer shared by fd: a memfd (device "cpu") or CUDA memory exported as a POSIX fd."""
+
     fd: int
     nbytes: int
     device: str
@@ -98,11 +102,12 @@ class SharedSpec:
 class ScorerSpec:
     """What the scorer gets (it runs outside the sandbox and imports no candidate code); the weights'
     path comes on its stdin once training is done."""
+
     candidate: str
     cfg: dict[str, Any]
     device: str
     seed: int
-    rows: str                 # the scored rows of its split (data.eval_split): never the other split's
+    rows: str  # the scored rows of its split (data.eval_split): never the other split's
     tokenizer_dir: str
     eval_batch_size: int
     eval_split: str
@@ -110,7 +115,7 @@ class ScorerSpec:
     max_params: int | None
     sandbox_level: str
     sandbox_prefix: tuple[str, ...]
-    tmp: str                  # where the model processes' folders go
+    tmp: str  # where the model processes' folders go
     threads: int | None = None
 
 
@@ -173,12 +178,13 @@ def write_all(fd: int, *parts: bytes | memoryview) -> None:
     for part in parts:
         view = memoryview(part).cast("B")
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
 
 @dataclass
 class Emitter:
     """JSON-line reports to the runner on the result fd."""
+
     fd: int = field(default_factory=lambda: int(os.environ.pop(RESULT_FD_ENV)))
 
     def __call__(self, kind: Kind, **fields: Any) -> None:

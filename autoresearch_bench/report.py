@@ -43,6 +43,7 @@ kind "league" adds league, experiments, heldout_seeds, noise_units, leaderboard 
 printed table), entries (each league.Entry), agents {task: {agent: [experiments]}} and runs (the
 held-out RunRecords, heldout.jsonl).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,7 +51,7 @@ import json
 import math
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -82,9 +83,16 @@ def machine_info(profile: str = "", device: str = "cpu") -> dict:
 
 def document(kind: str, machine: dict, settings: dict, **body) -> dict:
     """The envelope of every report: schema, version, kind, time, harness, machine, settings."""
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": kind,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "harness": _version(),
-            "machine": machine, "settings": settings, **body}
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "harness": _version(),
+        "machine": machine,
+        "settings": settings,
+        **body,
+    }
 
 
 def plain(value):
@@ -118,6 +126,7 @@ def session_document(bench, machine: dict) -> dict:
     """A BenchmarkSession (session.py) as a report of kind session: its options, and per task its
     reference, candidates (best first), decisions and runs."""
     from .candidate import BASE
+
     tasks: dict[str, dict] = {}
     for r in bench.ranked():
         if not (r.records or r.skipped or r.stopped):
@@ -125,18 +134,41 @@ def session_document(bench, machine: dict) -> dict:
         if r.task.name not in tasks:
             fingerprint = bench.fingerprint(r.profile)
             tasks[r.task.name] = {
-                "task": r.task.name, "metric": r.task.metric, "direction": r.task.direction, "profile": r.profile.name,
-                "fingerprint": fingerprint, "fingerprint_id": storage.fingerprint_id(fingerprint),
-                "data_ids": [], "baseline": _reference(bench, r.task, r.profile), "candidates": []}
+                "task": r.task.name,
+                "metric": r.task.metric,
+                "direction": r.task.direction,
+                "profile": r.profile.name,
+                "fingerprint": fingerprint,
+                "fingerprint_id": storage.fingerprint_id(fingerprint),
+                "data_ids": [],
+                "baseline": _reference(bench, r.task, r.profile),
+                "candidates": [],
+            }
         task = tasks[r.task.name]
-        task["data_ids"] = sorted(set(task["data_ids"]) | {x.extra["data_id"] for x in r.records
-                                                           if x.status == "ok" and x.extra.get("data_id")})
-        task["candidates"].append(plain({
-            "name": r.candidate.name, "label": r.label, "origin": r.candidate.origin, "path": r.candidate.path,
-            "role": "base" if r.candidate.name == BASE else "candidate", "status": r.status, "error": r.error,
-            "skipped": r.skipped, "stopped": r.stopped, "baseline": r.baseline or None,
-            "summary": summary_dict(r.values), "decision": decision_dict(r.decision),
-            "calibration": r.calibration, "runs": [x.to_dict() for x in r.records]}))
+        task["data_ids"] = sorted(
+            set(task["data_ids"])
+            | {x.extra["data_id"] for x in r.records if x.status == "ok" and x.extra.get("data_id")}
+        )
+        task["candidates"].append(
+            plain(
+                {
+                    "name": r.candidate.name,
+                    "label": r.label,
+                    "origin": r.candidate.origin,
+                    "path": r.candidate.path,
+                    "role": "base" if r.candidate.name == BASE else "candidate",
+                    "status": r.status,
+                    "error": r.error,
+                    "skipped": r.skipped,
+                    "stopped": r.stopped,
+                    "baseline": r.baseline or None,
+                    "summary": summary_dict(r.values),
+                    "decision": decision_dict(r.decision),
+                    "calibration": r.calibration,
+                    "runs": [x.to_dict() for x in r.records],
+                }
+            )
+        )
     return document("session", machine, plain(dataclasses.asdict(bench.options)), tasks=list(tasks.values()))
 
 
@@ -144,14 +176,29 @@ def _reference(bench, task, profile) -> dict | None:
     """What the task's candidates were compared with: the stored baseline, else the base's runs. (An
     xdist controller planned nothing: it reads the stored baseline as its workers did.)"""
     from .candidate import BASE
+
     stored = bench.baselines[task.name] if task.name in bench.baselines else bench.stored_baseline(task, profile)
     base = bench.results.get((task.name, BASE))
     if stored:
-        return plain({"kind": "stored", "label": f"stored baseline @{stored.commit}", "commit": stored.commit,
-                      "data_id": stored.data_id, "runs": [{"seed": s, "value": v} for s, v in stored.runs]})
+        return plain(
+            {
+                "kind": "stored",
+                "label": f"stored baseline @{stored.commit}",
+                "commit": stored.commit,
+                "data_id": stored.data_id,
+                "runs": [{"seed": s, "value": v} for s, v in stored.runs],
+            }
+        )
     if base and base.values:
-        return plain({"kind": "base", "label": base.label, "commit": base.records[0].commit, "data_id": None,
-                      "runs": [{"seed": s, "value": v} for s, v in base.runs]})
+        return plain(
+            {
+                "kind": "base",
+                "label": base.label,
+                "commit": base.records[0].commit,
+                "data_id": None,
+                "runs": [{"seed": s, "value": v} for s, v in base.runs],
+            }
+        )
     return None
 
 
@@ -172,22 +219,44 @@ def _jsonl(path: Path) -> list[dict]:
 
 def agent_document(out: Path, task, tag: str, spec, settings, machine: dict) -> dict:
     """An agent loop's records folder (the agent package: experiments.jsonl, bench.jsonl) as a report of kind agent."""
-    return document("agent", machine, plain(settings), agent=plain(spec), task=task.name, metric=task.metric,
-                    direction=task.direction, tag=tag, experiments=plain(_jsonl(out / "experiments.jsonl")),
-                    runs=plain(_jsonl(out / "bench.jsonl")))
+    return document(
+        "agent",
+        machine,
+        plain(settings),
+        agent=plain(spec),
+        task=task.name,
+        metric=task.metric,
+        direction=task.direction,
+        tag=tag,
+        experiments=plain(_jsonl(out / "experiments.jsonl")),
+        runs=plain(_jsonl(out / "bench.jsonl")),
+    )
 
 
 def league_document(out: Path, machine: dict) -> dict:
     """A league's folder (league.py: league.json, <task>/<agent>/experiments.jsonl, heldout.jsonl) as a
     report of kind league."""
     league = json.loads((out / "league.json").read_text())
-    agents = {task: {agent: plain(_jsonl(out / task / agent / "experiments.jsonl"))
-                     for agent in dict.fromkeys(e["agent"] for e in league["entries"] if e["task"] == task)}
-              for task in dict.fromkeys(e["task"] for e in league["entries"])}
-    return document("league", machine, league["settings"], league=league["league"],
-                    experiments=league["experiments"], heldout_seeds=league["heldout_seeds"],
-                    noise_units=league["noise_units"], leaderboard=plain(league["leaderboard"]),
-                    entries=plain(league["entries"]), agents=agents, runs=plain(_jsonl(out / "heldout.jsonl")))
+    agents = {
+        task: {
+            agent: plain(_jsonl(out / task / agent / "experiments.jsonl"))
+            for agent in dict.fromkeys(e["agent"] for e in league["entries"] if e["task"] == task)
+        }
+        for task in dict.fromkeys(e["task"] for e in league["entries"])
+    }
+    return document(
+        "league",
+        machine,
+        league["settings"],
+        league=league["league"],
+        experiments=league["experiments"],
+        heldout_seeds=league["heldout_seeds"],
+        noise_units=league["noise_units"],
+        leaderboard=plain(league["leaderboard"]),
+        entries=plain(league["entries"]),
+        agents=agents,
+        runs=plain(_jsonl(out / "heldout.jsonl")),
+    )
 
 
 def write(doc: dict, path: str | Path) -> Path:
@@ -204,11 +273,15 @@ def load(path: str | Path) -> dict:
     except (OSError, ValueError) as e:
         raise ReportError(f"{path}: not a JSON report ({e}); pass the file that --ar-json wrote") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ReportError(f"{path}: not an autoresearch-bench report (no \"schema\": \"{SCHEMA}\"); pass the "
-                          f"file that --ar-json wrote, or a results.jsonl")
+        raise ReportError(
+            f'{path}: not an autoresearch-bench report (no "schema": "{SCHEMA}"); pass the '
+            f"file that --ar-json wrote, or a results.jsonl"
+        )
     if not isinstance(doc.get("schema_version"), int) or doc["schema_version"] > SCHEMA_VERSION:
-        raise ReportError(f"{path}: report schema version {doc.get('schema_version')!r}, newer than this "
-                          f"harness reads ({SCHEMA_VERSION}); upgrade autoresearch-bench")
+        raise ReportError(
+            f"{path}: report schema version {doc.get('schema_version')!r}, newer than this "
+            f"harness reads ({SCHEMA_VERSION}); upgrade autoresearch-bench"
+        )
     return doc
 
 

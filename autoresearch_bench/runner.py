@@ -17,6 +17,7 @@ else a timeout, else a failure (no result), else its result; the audit may still
 Tokens and seconds in the record are the feeder's and the runner's; steps, peak memory and MFU are
 what the candidate logged. Nothing the candidate prints is parsed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,10 +26,10 @@ import os
 import subprocess
 import tempfile
 import time
-
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from . import compile_cache, git, process, storage
 from . import sandbox as sandboxing
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # imported where a run needs it: numpy, pyarrow and tiktoken 
     from . import data
 
 COMPILE_CACHE = "compile-cache"  # in the trainer's scratch folder: its private copy of the trusted cache
-FEEDER_REPORT_S = 10         # the feeder's final count, once the trainer is gone
+FEEDER_REPORT_S = 10  # the feeder's final count, once the trainer is gone
 
 
 def harness_digest(task: Task) -> str:
@@ -48,8 +49,13 @@ def harness_digest(task: Task) -> str:
     not candidates/, which tests and agents add to): what no run may change."""
     package = Path(__file__).resolve().parent
     files = sorted(package.rglob("*.py")) + sorted(
-        p for p in task.root.resolve().rglob("*") if p.suffix in (".py", ".toml", ".md") and p.is_file()
-        and "candidates" not in p.relative_to(task.root.resolve()).parts and "__pycache__" not in p.parts)
+        p
+        for p in task.root.resolve().rglob("*")
+        if p.suffix in (".py", ".toml", ".md")
+        and p.is_file()
+        and "candidates" not in p.relative_to(task.root.resolve()).parts
+        and "__pycache__" not in p.parts
+    )
     h = hashlib.sha256()
     for path in files:
         h.update(str(path).encode() + b"\0")
@@ -65,6 +71,7 @@ class Curve:
     [step, elapsed seconds, loss] points, at most MAX_POINTS (every other point is dropped when
     full, so the curve stays spread over the whole run however often the candidate logs). The
     reports come from candidate code: only numbers are kept, for display; nothing is scored on them."""
+
     MAX_POINTS = 256
 
     def __init__(self):
@@ -84,8 +91,9 @@ class Curve:
             self.points, self.stride = self.points[::2], self.stride * 2
 
 
-def _outcome(record: storage.RunRecord, child: process.Child, stage: str, timed_out: str,
-             succeeded: bool = True) -> dict | None:
+def _outcome(
+    record: storage.RunRecord, child: process.Child, stage: str, timed_out: str, succeeded: bool = True
+) -> dict | None:
     """The one outcome rule of a run's child processes: a violation it reported, else a timeout (the
     error timed_out says why), else a failure (it gave no result, or succeeded is False), goes into
     the record's status and error; otherwise its result report is returned."""
@@ -103,10 +111,22 @@ def _outcome(record: storage.RunRecord, child: process.Child, stage: str, timed_
     return None
 
 
-def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: Candidate, tmp: Path,
-           plan: sandboxing.Plan, prepared: data.PreparedData, seed: int, budget_s: float, max_tokens: int | None,
-           gpu: str | None, threads: int, on_progress: Callable[[dict], None] | None,
-           trusted_cache: Path) -> Path | None:
+def _train(
+    record: storage.RunRecord,
+    task: Task,
+    profile: Profile,
+    candidate: Candidate,
+    tmp: Path,
+    plan: sandboxing.Plan,
+    prepared: data.PreparedData,
+    seed: int,
+    budget_s: float,
+    max_tokens: int | None,
+    gpu: str | None,
+    threads: int,
+    on_progress: Callable[[dict], None] | None,
+    trusted_cache: Path,
+) -> Path | None:
     """The training half of a run; fills the record's training fields, returns the weights or None.
     The trainer compiles into a private copy of the trusted compile cache (compile_cache.py), beside
     the weights in its scratch folder."""
@@ -116,7 +136,9 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     inner = sandboxing.place(candidate.path, scratch, "candidate.py", plan)
     split = record.extra.setdefault("split", {})
     copied = time.perf_counter()
-    cache_env = compile_cache.private_copy(trusted_cache, scratch / COMPILE_CACHE, f"{Path(inner).parent}/{COMPILE_CACHE}", plan.uid)
+    cache_env = compile_cache.private_copy(
+        trusted_cache, scratch / COMPILE_CACHE, f"{Path(inner).parent}/{COMPILE_CACHE}", plan.uid
+    )
     started = time.perf_counter()
     split["cache_copy"] = started - copied
     latest_start = started + profile.startup_allowance_s
@@ -124,17 +146,47 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     batch_r, batch_w = os.pipe()
     feeder = trainer = None
     try:
-        feeder = process.start(("feeder",), FeederSpec(
-            train_tokens=str(prepared.train_tokens), seed=seed, crop=bool(profile.data.get("crop", False)),
-            budget_s=budget_s, max_tokens=max_tokens, latest_start=latest_start, request_fd=request_r,
-            batch_fd=batch_w), tmp / "feeder", sandboxing.Plan("off", ()), pass_fds=(request_r, batch_w), limits=False)
-        trainer = process.start(("worker", "train"), TrainSpec(
-            candidate=inner, cfg=profile.model_config(), device=profile.device, seed=seed, budget_s=budget_s,
-            max_tokens=max_tokens, latest_start=latest_start, memory_per_row_gb=profile.memory_per_row_gb,
-            memory_overhead_gb=profile.memory_overhead_gb, request_fd=request_w, batch_fd=batch_r,
-            file_defaults=source_defaults(candidate.path.read_text())),
-            tmp / "train", plan, device=profile.device, gpu=gpu, threads=threads, pass_fds=(request_w, batch_r),
-            env=cache_env)
+        feeder = process.start(
+            ("feeder",),
+            FeederSpec(
+                train_tokens=str(prepared.train_tokens),
+                seed=seed,
+                crop=bool(profile.data.get("crop", False)),
+                budget_s=budget_s,
+                max_tokens=max_tokens,
+                latest_start=latest_start,
+                request_fd=request_r,
+                batch_fd=batch_w,
+            ),
+            tmp / "feeder",
+            sandboxing.Plan("off", ()),
+            pass_fds=(request_r, batch_w),
+            limits=False,
+        )
+        trainer = process.start(
+            ("worker", "train"),
+            TrainSpec(
+                candidate=inner,
+                cfg=profile.model_config(),
+                device=profile.device,
+                seed=seed,
+                budget_s=budget_s,
+                max_tokens=max_tokens,
+                latest_start=latest_start,
+                memory_per_row_gb=profile.memory_per_row_gb,
+                memory_overhead_gb=profile.memory_overhead_gb,
+                request_fd=request_w,
+                batch_fd=batch_r,
+                file_defaults=source_defaults(candidate.path.read_text()),
+            ),
+            tmp / "train",
+            plan,
+            device=profile.device,
+            gpu=gpu,
+            threads=threads,
+            pass_fds=(request_w, batch_r),
+            env=cache_env,
+        )
         for fd in (request_r, request_w, batch_r, batch_w):
             os.close(fd)
         limit = profile.train_limit_s(budget_s, max_tokens)
@@ -151,8 +203,14 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
                 done_at = time.perf_counter()
         timed_out = trainer.proc.poll() is None and done_at is None
         trainer.kill()
-        served = next((r for r in feeder.reports(time.perf_counter() + FEEDER_REPORT_S, watch_processes=False)
-                       if r.get("kind") == "served"), {})
+        served = next(
+            (
+                r
+                for r in feeder.reports(time.perf_counter() + FEEDER_REPORT_S, watch_processes=False)
+                if r.get("kind") == "served"
+            ),
+            {},
+        )
     finally:
         for child in (trainer, feeder):
             if child is not None:
@@ -166,16 +224,24 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
         split["setup"] = max(0.0, min(t0, done_at or t0) - called_at)  # build, compile, warm-up: until the first batch
     if curve.points:
         record.extra["curve"] = curve.points
-    over = (f"training ran past its limit of {limit:.0f} s (budget {budget_s:.0f} s + "
+    over = (
+        (
+            f"training ran past its limit of {limit:.0f} s (budget {budget_s:.0f} s + "
             f"{profile.startup_allowance_s:.0f} s startup allowance) and was killed; "
-            f"make train(ctx) return once ctx.done() is True") if timed_out else ""
+            f"make train(ctx) return once ctx.done() is True"
+        )
+        if timed_out
+        else ""
+    )
     result = _outcome(record, trainer, "training", over, succeeded=trainer.proc.returncode == 0)
     if result is None:
         return None
     if not max_tokens and done_at > t0 + budget_s + grace_s(budget_s):
         record.status = "violation"
-        record.error = (f"training: the weights came {done_at - t0 - budget_s:.1f} s after the {budget_s:.0f} s "
-                        f"budget (grace {grace_s(budget_s):.0f} s): stop training once ctx.done() is True")
+        record.error = (
+            f"training: the weights came {done_at - t0 - budget_s:.1f} s after the {budget_s:.0f} s "
+            f"budget (grace {grace_s(budget_s):.0f} s): stop training once ctx.done() is True"
+        )
         return None
     record.seconds = max(0.0, done_at - t0)
     record.steps, record.peak_mem_gb = result["steps"], float(result["peak_mem_gb"])
@@ -183,19 +249,49 @@ def _train(record: storage.RunRecord, task: Task, profile: Profile, candidate: C
     return scratch / "model.pt"
 
 
-def _start_scorer(task: Task, profile: Profile, candidate: Candidate, tmp: Path, plan: sandboxing.Plan,
-                  prepared: data.PreparedData, rows: Path, seed: int, eval_split: str, gpu: str | None,
-                  threads: int) -> process.Child:
+def _start_scorer(
+    task: Task,
+    profile: Profile,
+    candidate: Candidate,
+    tmp: Path,
+    plan: sandboxing.Plan,
+    prepared: data.PreparedData,
+    rows: Path,
+    seed: int,
+    eval_split: str,
+    gpu: str | None,
+    threads: int,
+) -> process.Child:
     """The scorer, loading the rows and starting its model processes; it waits for the weights' path."""
     (tmp / "eval").mkdir()
     (tmp / "models").mkdir()
-    spec = ScorerSpec(candidate=str(candidate.path.resolve()), cfg=profile.model_config(),
-                      device=profile.device, seed=seed, rows=str(rows), tokenizer_dir=str(prepared.tokenizer_dir),
-                      eval_batch_size=profile.eval_batch_size, eval_split=eval_split, metric=task.metric,
-                      max_params=task.max_params, sandbox_level=plan.level, sandbox_prefix=plan.prefix,
-                      tmp=str(tmp / "models"), threads=threads)
-    return process.start(("scorer",), spec, tmp / "eval", sandboxing.Plan("off", ()), device=profile.device,
-                         gpu=gpu, threads=threads, limits=False, stdin=subprocess.PIPE)
+    spec = ScorerSpec(
+        candidate=str(candidate.path.resolve()),
+        cfg=profile.model_config(),
+        device=profile.device,
+        seed=seed,
+        rows=str(rows),
+        tokenizer_dir=str(prepared.tokenizer_dir),
+        eval_batch_size=profile.eval_batch_size,
+        eval_split=eval_split,
+        metric=task.metric,
+        max_params=task.max_params,
+        sandbox_level=plan.level,
+        sandbox_prefix=plan.prefix,
+        tmp=str(tmp / "models"),
+        threads=threads,
+    )
+    return process.start(
+        ("scorer",),
+        spec,
+        tmp / "eval",
+        sandboxing.Plan("off", ()),
+        device=profile.device,
+        gpu=gpu,
+        threads=threads,
+        limits=False,
+        stdin=subprocess.PIPE,
+    )
 
 
 def _evaluate(record: storage.RunRecord, profile: Profile, scorer: process.Child, weights: Path) -> None:
@@ -217,15 +313,25 @@ def _evaluate(record: storage.RunRecord, profile: Profile, scorer: process.Child
         record.status = "ok"
 
 
-def _preflight(record: storage.RunRecord, task: Task, profile: Profile, sandbox: str, eval_split: str,
-               t_start: float, log: Callable[[str], None]) -> tuple[data.PreparedData, sandboxing.Plan, Path] | None:
+def _preflight(
+    record: storage.RunRecord,
+    task: Task,
+    profile: Profile,
+    sandbox: str,
+    eval_split: str,
+    t_start: float,
+    log: Callable[[str], None],
+) -> tuple[data.PreparedData, sandboxing.Plan, Path] | None:
     """Before any candidate code runs: a GPU where the profile needs one, the data prepared (cached), the
     sandbox planned and the scored rows of this split cut; None, with the record's error saying why,
     when the run cannot start."""
     from . import data
+
     if profile.device == "cuda" and not _cuda_available():
-        record.error = (f"profile {profile.name!r} needs a CUDA GPU and none is visible; "
-                        f"run on a GPU machine or pass --ar-profile cpu")
+        record.error = (
+            f"profile {profile.name!r} needs a CUDA GPU and none is visible; "
+            f"run on a GPU machine or pass --ar-profile cpu"
+        )
         return None
     try:
         prepared = data.prepare(profile.data, task.name, log=log)
@@ -240,27 +346,48 @@ def _preflight(record: storage.RunRecord, task: Task, profile: Profile, sandbox:
         return None
     exposed = data.validation_copies(prepared, sandboxing.visible_roots(), log) if plan.isolated else []
     if exposed and sandbox == "strict":
-        record.error = (f"--ar-sandbox strict: {len(exposed)} files the sandbox must show (the system and Python "
-                        f"folders) hold validation documents, e.g. {exposed[0]}; build the corpus from files "
-                        f"outside them (climbmix, or a parquet or files source under your home)")
+        record.error = (
+            f"--ar-sandbox strict: {len(exposed)} files the sandbox must show (the system and Python "
+            f"folders) hold validation documents, e.g. {exposed[0]}; build the corpus from files "
+            f"outside them (climbmix, or a parquet or files source under your home)"
+        )
         return None
     try:  # the scored rows of this split alone: an experiment's scorer never gets the held-out ones
-        rows = data.eval_split(prepared, profile.eval_tokens, profile.seq_len, bool(profile.data.get("crop", False)),
-                               profile.data.get("score", "tokens"), eval_split)
+        rows = data.eval_split(
+            prepared,
+            profile.eval_tokens,
+            profile.seq_len,
+            bool(profile.data.get("crop", False)),
+            profile.data.get("score", "tokens"),
+            eval_split,
+        )
     except ValueError as e:
         record.status, record.error = "crash", str(e)
         return None
-    record.extra.update(sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id,
-                        visible_validation_files=len(exposed))
+    record.extra.update(
+        sandbox=plan.level, eval_split=eval_split, data_id=prepared.data_id, visible_validation_files=len(exposed)
+    )
     return prepared, plan, rows
 
 
-def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int, *,
-                  budget_s: float | None = None, max_tokens: int | None = None,
-                  results_paths: tuple[Path, ...] = (), description: str = "", sandbox: str = "auto",
-                  on_progress: Callable[[dict], None] | None = None, eval_split: str = "val",
-                  gpu: str | None = None, log: Callable[[str], None] = print,
-                  threads: int | None = None, trusted_sources: frozenset[str] = frozenset()) -> storage.RunRecord:
+def run_candidate(
+    task: Task,
+    profile: Profile,
+    candidate: Candidate,
+    seed: int,
+    *,
+    budget_s: float | None = None,
+    max_tokens: int | None = None,
+    results_paths: tuple[Path, ...] = (),
+    description: str = "",
+    sandbox: str = "auto",
+    on_progress: Callable[[dict], None] | None = None,
+    eval_split: str = "val",
+    gpu: str | None = None,
+    log: Callable[[str], None] = print,
+    threads: int | None = None,
+    trusted_sources: frozenset[str] = frozenset(),
+) -> storage.RunRecord:
     """Train and evaluate one candidate with one seed; always returns a record, never raises for
     a bad candidate (its failure is the record's status and error). eval_split "test" scores the
     held-out rows that follow the validation rows (the league's; see scorer.load_eval_data).
@@ -272,12 +399,30 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
     budget_s = float(budget_s or profile.budget_s)
     fingerprint = storage.machine_fingerprint(profile.name, profile.device)
     record = storage.RunRecord(
-        task=task.name, candidate=candidate.name, commit=commit, dirty=dirty, profile=profile.name,
-        seed=seed, mode="tokens" if max_tokens else "time", budget=max_tokens or budget_s,
-        metric=task.metric, value=None, status="crash", description=description or candidate.name,
-        error="", seconds=0.0, tokens=0, steps=0, peak_mem_gb=0.0, params=0, eval_seconds=0.0,
-        overhead_seconds=0.0, machine=storage.fingerprint_id(fingerprint),
-        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra={})
+        task=task.name,
+        candidate=candidate.name,
+        commit=commit,
+        dirty=dirty,
+        profile=profile.name,
+        seed=seed,
+        mode="tokens" if max_tokens else "time",
+        budget=max_tokens or budget_s,
+        metric=task.metric,
+        value=None,
+        status="crash",
+        description=description or candidate.name,
+        error="",
+        seconds=0.0,
+        tokens=0,
+        steps=0,
+        peak_mem_gb=0.0,
+        params=0,
+        eval_seconds=0.0,
+        overhead_seconds=0.0,
+        machine=storage.fingerprint_id(fingerprint),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        extra={},
+    )
     if (ready := _preflight(record, task, profile, sandbox, eval_split, t_start, log)) is None:
         return record
     prepared, plan, rows = ready
@@ -294,8 +439,22 @@ def run_candidate(task: Task, profile: Profile, candidate: Candidate, seed: int,
         # except on a CPU in time mode, where it would take cores from the clocked training
         scorer = _start_scorer(*scorer_args) if profile.device == "cuda" or max_tokens else None
         try:
-            weights = _train(record, task, profile, candidate, tmp, plan, prepared, seed, budget_s, max_tokens,
-                             gpu, threads, on_progress, trusted_cache)
+            weights = _train(
+                record,
+                task,
+                profile,
+                candidate,
+                tmp,
+                plan,
+                prepared,
+                seed,
+                budget_s,
+                max_tokens,
+                gpu,
+                threads,
+                on_progress,
+                trusted_cache,
+            )
             if weights is not None:
                 scorer = scorer or _start_scorer(*scorer_args)
                 _evaluate(record, profile, scorer, weights)
@@ -331,6 +490,7 @@ def _audit(record: storage.RunRecord, task: Task, digest: str, marks: dict[Path,
 
 def _cuda_available() -> bool:
     import torch
+
     return torch.cuda.is_available()
 
 
@@ -341,18 +501,32 @@ class CheckServer:
     the harness there could forge every later result.
     """
 
-    def __init__(self, task: Task, profile: Profile, candidate: Candidate, seed: int = 0,
-                 results_paths: tuple[Path, ...] = (), sandbox: str = "auto", start_timeout_s: float = 120):
+    def __init__(
+        self,
+        task: Task,
+        profile: Profile,
+        candidate: Candidate,
+        seed: int = 0,
+        results_paths: tuple[Path, ...] = (),
+        sandbox: str = "auto",
+        start_timeout_s: float = 120,
+    ):
         self._tmp = tempfile.TemporaryDirectory(prefix=f"ar-checks-{candidate.name}-")
         tmp = Path(self._tmp.name)
         os.chmod(tmp, 0o755)
         plan = sandboxing.plan(sandbox)
         inner = sandboxing.place(candidate.path, sandboxing.prepare_scratch(tmp, plan), "candidate.py", plan)
-        spec = CheckSpec(candidate=inner, cfg=profile.model_config(), seed=seed,
-                         allowed_imports=tuple(task.imports), max_params=task.max_params,
-                         max_literal_bytes=task.max_literal_bytes)
-        self.child = process.start(("worker", "checks"), spec, tmp, plan, threads=process.usable_cores(),
-                                   stdin=subprocess.PIPE)
+        spec = CheckSpec(
+            candidate=inner,
+            cfg=profile.model_config(),
+            seed=seed,
+            allowed_imports=tuple(task.imports),
+            max_params=task.max_params,
+            max_literal_bytes=task.max_literal_bytes,
+        )
+        self.child = process.start(
+            ("worker", "checks"), spec, tmp, plan, threads=process.usable_cores(), stdin=subprocess.PIPE
+        )
         ready = next(self.child.reports(time.perf_counter() + start_timeout_s), None)
         self.start_error = None if ready and ready.get("kind") == "ready" else self._crash("starting")
 
@@ -363,6 +537,7 @@ class CheckServer:
     def run(self, name: str, timeout_s: float = 300, **params) -> dict:
         """Run one named check; returns {"ok": bool, "detail" or "error": str, "seconds": float}."""
         import json
+
         if self.start_error:
             return {"ok": False, "error": self.start_error, "seconds": 0.0}
         try:
@@ -376,9 +551,13 @@ class CheckServer:
             if record.get("kind") == "check" and record.get("name") == name:
                 return record
         alive = self.child.proc.poll() is None
-        return {"ok": False, "seconds": timeout_s if alive else 0.0,
-                "error": f"check {name} did not finish within {timeout_s:.0f} s" if alive
-                else self._crash(f"running {name}")}
+        return {
+            "ok": False,
+            "seconds": timeout_s if alive else 0.0,
+            "error": f"check {name} did not finish within {timeout_s:.0f} s"
+            if alive
+            else self._crash(f"running {name}"),
+        }
 
     def close(self) -> None:
         self.child.kill()

@@ -37,6 +37,7 @@ bound read-write where the folder is, and it starts there (`wrap(writable=, netw
 --at PATH]... [--uid N] -- CMD...` is the entry that runs inside the new namespaces (as root there):
 it builds the new root under DIR, chroots into it and execs `setpriv ... CMD`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,14 +54,14 @@ from pathlib import Path
 
 LEVELS = ("off", "auto", "strict")
 MAX_OPEN_FILES = 4096
-MAX_FILE_BYTES = 32 << 30       # no single file over 32 GiB (checkpoints of the largest profile fit)
-MAX_PROCESSES = 256             # torch.compile's worker pool stays far below this
-UNPRIVILEGED_UID = 65534        # nobody
-TMPFS_SIZE = "8g"               # /tmp and /dev/shm of one run (torch.compile's files fit)
+MAX_FILE_BYTES = 32 << 30  # no single file over 32 GiB (checkpoints of the largest profile fit)
+MAX_PROCESSES = 256  # torch.compile's worker pool stays far below this
+UNPRIVILEGED_UID = 65534  # nobody
+TMPFS_SIZE = "8g"  # /tmp and /dev/shm of one run (torch.compile's files fit)
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/sys")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*")
-SCRATCH = "/scratch"            # the run's own folder inside the sandbox: cwd and HOME
+SCRATCH = "/scratch"  # the run's own folder inside the sandbox: cwd and HOME
 PACKAGE = Path(__file__).resolve().parent  # the harness's package: shown read-only, its corpus covered
 UNSHARE = ("unshare", "--mount", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--uts")
 
@@ -71,7 +72,7 @@ class SandboxError(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    level: str               # what actually runs: off | unprivileged | userns
+    level: str  # what actually runs: off | unprivileged | userns
     prefix: tuple[str, ...]  # command prefix that enters the namespaces
 
     @property
@@ -108,13 +109,22 @@ def cuda_works_inside(plan_: Plan, memo_dir: Path | None = None) -> bool:
     """Whether a process in the sandbox still sees the GPU (a user namespace, or gVisor, hide it).
     A yes is remembered in memo_dir until the machine reboots or its driver or Python changes: the
     probe (a sandboxed `import torch` and CUDA start) costs seconds that every pytest process paid."""
-    key = hashlib.sha256("\0".join([plan_.level, sys.executable, _read("/proc/sys/kernel/random/boot_id"),
-                                    _read("/proc/driver/nvidia/version")]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "\0".join(
+            [
+                plan_.level,
+                sys.executable,
+                _read("/proc/sys/kernel/random/boot_id"),
+                _read("/proc/driver/nvidia/version"),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     memo = memo_dir / f"cuda-inside-{key}" if memo_dir else None
     if memo and memo.is_file():
         return True
-    works = _probe(plan_, [sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
-                   timeout=180)
+    works = _probe(
+        plan_, [sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"], timeout=180
+    )
     if works and memo:
         with contextlib.suppress(OSError):
             memo.parent.mkdir(parents=True, exist_ok=True)
@@ -131,11 +141,16 @@ def _read(path: str) -> str:
 
 def _probe(plan_: Plan, command: list[str], timeout: float = 30) -> bool:
     import tempfile
+
     with tempfile.TemporaryDirectory(prefix="ar-probe-") as tmp:
         scratch = prepare_scratch(Path(tmp), plan_)
         try:
-            done = subprocess.run(wrap(command, plan_, Path(tmp), scratch), capture_output=True, timeout=timeout,
-                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+            done = subprocess.run(
+                wrap(command, plan_, Path(tmp), scratch),
+                capture_output=True,
+                timeout=timeout,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
         except (OSError, subprocess.TimeoutExpired):
             return False
         return done.returncode == 0 and (command[-1].startswith("import torch") or (scratch / "ok").is_dir())
@@ -151,9 +166,11 @@ def plan(level: str, device: str = "cpu", memo_dir: Path | None = None) -> Plan:
         found = None
     if found is None:
         if level == "strict":
-            raise SandboxError("--ar-sandbox strict: Linux namespaces (unshare --mount --pid --net, as root or "
-                               "in a user namespace) are not available here, or hide the GPU; run as root or "
-                               "enable unprivileged user namespaces, or use --ar-sandbox auto")
+            raise SandboxError(
+                "--ar-sandbox strict: Linux namespaces (unshare --mount --pid --net, as root or "
+                "in a user namespace) are not available here, or hide the GPU; run as root or "
+                "enable unprivileged user namespaces, or use --ar-sandbox auto"
+            )
         return Plan("off", ())
     return found
 
@@ -182,9 +199,17 @@ def place(source: str | Path, scratch: Path, name: str, plan_: Plan) -> str:
     return f"{SCRATCH}/{name}" if plan_.isolated else str(scratch / name)
 
 
-def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: list[str] = (),
-         hidden: list[str] = (), writable: list[tuple[str, str]] = (), network: bool = False,
-         cwd: str = SCRATCH) -> list[str]:
+def wrap(
+    command: list[str],
+    plan_: Plan,
+    tmp: Path,
+    scratch: Path,
+    readonly: list[str] = (),
+    hidden: list[str] = (),
+    writable: list[tuple[str, str]] = (),
+    network: bool = False,
+    cwd: str = SCRATCH,
+) -> list[str]:
     """The command, entered into the sandbox with tmp/root as its new root and scratch as /scratch;
     the files in `hidden` (and the harness's own corpus and data cache) are covered there. `writable`:
     (folder here, where it appears inside) pairs bound read-write; `network`: keep the machine's
@@ -192,11 +217,24 @@ def wrap(command: list[str], plan_: Plan, tmp: Path, scratch: Path, readonly: li
     if not plan_.isolated:
         return command
     from .data import cache_root  # not shown anyway; covered in case it lies under a shown folder
+
     hide_list = tmp / "hidden.txt"
     hide_list.write_text("\n".join([str(PACKAGE / "corpus"), str(cache_root()), *hidden]))
     prefix = [a for a in plan_.prefix if not (network and a == "--net")]
-    args = [*prefix, sys.executable, "-I", os.path.realpath(__file__), "--root", str(tmp / "root"),
-            "--scratch", str(scratch), "--hide-list", str(hide_list), "--cwd", cwd]
+    args = [
+        *prefix,
+        sys.executable,
+        "-I",
+        os.path.realpath(__file__),
+        "--root",
+        str(tmp / "root"),
+        "--scratch",
+        str(scratch),
+        "--hide-list",
+        str(hide_list),
+        "--cwd",
+        cwd,
+    ]
     for path in sorted({*readonly_paths(), *readonly}):
         args += ["--ro", path]
     for source, inside in writable:
@@ -234,6 +272,7 @@ def processes_in_session(sid: int) -> int:
 # inside the namespaces (this file run as a script, as root of the new namespaces)
 # ---------------------------------------------------------------------------------------------
 
+
 def _mount(*args: str) -> None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True)
     if done.returncode != 0:
@@ -243,8 +282,11 @@ def _mount(*args: str) -> None:
 def _locked_flags(path: str) -> list[str]:
     """Flags a bind's read-only remount must keep: in a user namespace they are locked."""
     flags = os.statvfs(path).f_flag
-    return [name for bit, name in ((os.ST_NOSUID, "nosuid"), (os.ST_NODEV, "nodev"), (os.ST_NOEXEC, "noexec"))
-            if flags & bit]
+    return [
+        name
+        for bit, name in ((os.ST_NOSUID, "nosuid"), (os.ST_NODEV, "nodev"), (os.ST_NOEXEC, "noexec"))
+        if flags & bit
+    ]
 
 
 def _bind(source: str, target: str, writable: bool = False) -> None:
@@ -268,6 +310,7 @@ def _hide(root: str, paths: list[str]) -> None:
     """Cover each path under the new root: a folder by an empty read-only tmpfs, a file by /dev/null.
     Through mount(2) directly: a hidden corpus can be a thousand files."""
     import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     ms_bind, ms_rdonly = 4096, 1
     for path in paths:
@@ -278,8 +321,9 @@ def _hide(root: str, paths: list[str]) -> None:
             raise SystemExit(f"autoresearch-bench sandbox: cannot hide {path}: {os.strerror(ctypes.get_errno())}")
 
 
-def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str],
-                writable: list[tuple[str, str]] = ()) -> None:
+def _build_root(
+    root: str, scratch: str, readonly: list[str], hidden: list[str], writable: list[tuple[str, str]] = ()
+) -> None:
     _mount("--make-rprivate", "/")
     _mount("-t", "tmpfs", "-o", "mode=755,size=64m", "ar-root", root)
     for path in SYSTEM_DIRS:
@@ -290,8 +334,14 @@ def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str],
     # the run's own /tmp and /dev first: what is bound below may live under them (a checkout in /tmp)
     for path, size in (("/tmp", TMPFS_SIZE), ("/dev", "1m"), ("/dev/shm", TMPFS_SIZE)):
         os.makedirs(root + path, exist_ok=True)
-        _mount("-t", "tmpfs", "-o", f"mode={'1777' if 'tmp' in path or 'shm' in path else '755'},size={size},nosuid",
-               "ar-" + path.strip("/").replace("/", "-"), root + path)
+        _mount(
+            "-t",
+            "tmpfs",
+            "-o",
+            f"mode={'1777' if 'tmp' in path or 'shm' in path else '755'},size={size},nosuid",
+            "ar-" + path.strip("/").replace("/", "-"),
+            root + path,
+        )
     for path in readonly:
         if os.path.exists(path) and not os.path.exists(root + path):
             _bind(path, root + path)
@@ -301,8 +351,12 @@ def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str],
     for node in [f"/dev/{name}" for name in DEVICES] + [p for pattern in GPU_DEVICES for p in glob.glob(pattern)]:
         if os.path.exists(node) and not os.path.isdir(node):
             _bind(node, root + node, writable=True)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, f"{root}/dev/{name}")
     os.makedirs(root + "/proc", exist_ok=True)
     _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", root + "/proc")
@@ -313,7 +367,7 @@ def _build_root(root: str, scratch: str, readonly: list[str], hidden: list[str],
 
 def _enter(argv: list[str]) -> None:
     split = argv.index("--")
-    options, command = argv[:split], argv[split + 1:]
+    options, command = argv[:split], argv[split + 1 :]
     pairs = list(zip(options[::2], options[1::2]))
     single = dict(pairs)
     readonly = [value for flag, value in pairs if flag == "--ro"]

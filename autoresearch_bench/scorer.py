@@ -26,6 +26,7 @@ data cache and no channel to the runner but their error reports.
 - The weights file is counted here, from the file: every tensor in it (parameters and buffers)
   counts against max_params, and it must be a plain dict of tensors (loaded with weights_only).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,9 +50,9 @@ from .shared import SharedBuffer
 # |Δlogits| allowed between a row's scoring and probe logits: ATOL + RTOL · max|logits|. CPU runs in
 # fp32; CUDA under bf16 autocast, where the same row in another batch may differ by bf16 rounding.
 PROBE_TOL = {"cpu": (1e-4, 1e-5), "cuda": (3e-2, 1e-2)}
-PROBE_EVERY = 16          # one probe batch per this many scoring batches (at least one)
-PROBE_POSITIONS = 16      # positions compared per probed row, drawn at random (plus the splice point)
-READY_TIMEOUT_S = 600     # building the model and loading the weights
+PROBE_EVERY = 16  # one probe batch per this many scoring batches (at least one)
+PROBE_POSITIONS = 16  # positions compared per probed row, drawn at random (plus the splice point)
+READY_TIMEOUT_S = 600  # building the model and loading the weights
 
 
 class Violation(Exception):
@@ -70,6 +71,7 @@ class ModelCrashed(Exception):
 class Targets:
     """What is scored: mask [N, seq_len] over the targets rows[:, 1:]; for val_bpb, the byte length of
     every token id (None for the other metrics)."""
+
     mask: torch.Tensor
     token_bytes: torch.Tensor | None
 
@@ -78,10 +80,12 @@ def load_eval_data(spec: ScorerSpec) -> tuple[torch.Tensor, Targets]:
     """The scored rows of the spec's split and their Targets: split "val", the score agents see; split
     "test", the league's held-out rows, in a file of their own (data.eval_split)."""
     from .data import token_bytes
+
     with np.load(spec.rows) as split:
         rows, mask = split["rows"], split["mask"]
-    nbytes = (torch.from_numpy(token_bytes(Path(spec.tokenizer_dir)).astype(np.int64))
-              if spec.metric == "val_bpb" else None)
+    nbytes = (
+        torch.from_numpy(token_bytes(Path(spec.tokenizer_dir)).astype(np.int64)) if spec.metric == "val_bpb" else None
+    )
     return torch.from_numpy(rows), Targets(torch.from_numpy(mask), nbytes)
 
 
@@ -91,14 +95,18 @@ def count_weights(path: str, max_params: int | None) -> tuple[int, str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise Violation(f"weights: model.pt is not a weights file that loads with weights_only "
-                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise Violation(
+            f"weights: model.pt is not a weights file that loads with weights_only "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and type(v) is torch.Tensor for k, v in state.items()):
         raise Violation("weights: model.pt must hold a plain dict of tensors (a state_dict)")
     params = sum(v.numel() for v in state.values())
     if max_params and params > max_params:
-        raise Violation(f"parameter limit: the trained weights hold {params:,} numbers (parameters and "
-                        f"buffers) > limit {max_params:,}")
+        raise Violation(
+            f"parameter limit: the trained weights hold {params:,} numbers (parameters and "
+            f"buffers) > limit {max_params:,}"
+        )
     return params, hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -117,13 +125,29 @@ class ModelProcess:
         self.logits = SharedBuffer.create(max_rows * seq_len * vocab * 4, spec.device)
         command_r, self.command_w = os.pipe()
         self.done_r, done_w = os.pipe()
-        model_spec = ModelSpec(candidate=str(inner / "candidate.py"), weights=str(inner / "model.pt"), cfg=spec.cfg,
-                               device=spec.device, seed=spec.seed, max_rows=max_rows, seq_len=seq_len, vocab=vocab,
-                               inputs=self.inputs.spec, logits=self.logits.spec, command_fd=command_r,
-                               done_fd=done_w)
-        self.child = process.start(("worker", "model"), model_spec, tmp, plan, device=spec.device,
-                                   threads=spec.threads,
-                                   pass_fds=(command_r, done_w, self.inputs.spec.fd, self.logits.spec.fd))
+        model_spec = ModelSpec(
+            candidate=str(inner / "candidate.py"),
+            weights=str(inner / "model.pt"),
+            cfg=spec.cfg,
+            device=spec.device,
+            seed=spec.seed,
+            max_rows=max_rows,
+            seq_len=seq_len,
+            vocab=vocab,
+            inputs=self.inputs.spec,
+            logits=self.logits.spec,
+            command_fd=command_r,
+            done_fd=done_w,
+        )
+        self.child = process.start(
+            ("worker", "model"),
+            model_spec,
+            tmp,
+            plan,
+            device=spec.device,
+            threads=spec.threads,
+            pass_fds=(command_r, done_w, self.inputs.spec.fd, self.logits.spec.fd),
+        )
         os.close(command_r)
         os.close(done_w)
         self.pending: int | None = None
@@ -154,8 +178,10 @@ class ModelProcess:
             raise TimeoutError(f"the {self.name} model process did not answer in time")
         self.answered += 1
         if DONE.unpack(frame)[0] != self.answered:
-            raise Violation(f"the {self.name} model process broke the protocol (answer {DONE.unpack(frame)[0]}, "
-                            f"expected {self.answered}): candidate code wrote to the harness's pipes")
+            raise Violation(
+                f"the {self.name} model process broke the protocol (answer {DONE.unpack(frame)[0]}, "
+                f"expected {self.answered}): candidate code wrote to the harness's pipes"
+            )
 
     def ready(self) -> None:
         self._wait_done(time.perf_counter() + READY_TIMEOUT_S)
@@ -184,7 +210,7 @@ class ModelProcess:
 
 @dataclass
 class ProbeRow:
-    row: int            # index into the scored rows
+    row: int  # index into the scored rows
     positions: torch.Tensor
     splice_at: int | None  # t: tokens after it replaced by another row's; None: the row as it is
 
@@ -207,7 +233,7 @@ class Probes:
                 t = int(rng.integers(0, seq_len - 1)) if splice else None
                 if splice:
                     donor = int((row + rng.integers(1, n)) % n)
-                    x[slot, t + 1:] = rows[donor, t + 1:seq_len]
+                    x[slot, t + 1 :] = rows[donor, t + 1 : seq_len]
                 span = t + 1 if splice else seq_len
                 picked = rng.choice(span, size=min(PROBE_POSITIONS, span), replace=False)
                 positions = np.unique(np.append(picked, t) if splice else picked)
@@ -237,12 +263,17 @@ class Probes:
         atol, rtol = self.tolerance
         tol = atol + rtol * max(logits.abs().max().item(), other.abs().max().item())
         if not diff <= tol:
-            detail = (f"logits at positions ≤ {entry.splice_at} changed when the tokens after it were replaced "
-                      f"— the model sees the future" if entry.splice_at is not None else
-                      "a row's logits changed in another batch, in a fresh process — rows leak into each other, "
-                      "or the model keeps state between calls or changes its weights")
-            raise Violation(f"{what}: validation row {entry.row}: {detail} (max |Δlogits| {diff:.3g} > "
-                            f"tolerance {tol:.3g}, eval mode)")
+            detail = (
+                f"logits at positions ≤ {entry.splice_at} changed when the tokens after it were replaced "
+                f"— the model sees the future"
+                if entry.splice_at is not None
+                else "a row's logits changed in another batch, in a fresh process — rows leak into each other, "
+                "or the model keeps state between calls or changes its weights"
+            )
+            raise Violation(
+                f"{what}: validation row {entry.row}: {detail} (max |Δlogits| {diff:.3g} > "
+                f"tolerance {tol:.3g}, eval mode)"
+            )
         self.worst[what] = max(self.worst[what], diff)
 
     def from_scoring(self, start: int, logits: torch.Tensor) -> None:
@@ -256,9 +287,13 @@ class Probes:
 
     def summary(self) -> dict:
         rows = [e for entries in self.batches for e in entries]
-        return {"probe_batches": len(self.batches), "probe_rows": len(rows),
-                "probe_spliced": sum(e.splice_at is not None for e in rows),
-                "causality_diff": self.worst["causality"], "batch_diff": self.worst["batch independence"]}
+        return {
+            "probe_batches": len(self.batches),
+            "probe_rows": len(rows),
+            "probe_spliced": sum(e.splice_at is not None for e in rows),
+            "causality_diff": self.worst["causality"],
+            "batch_diff": self.worst["batch independence"],
+        }
 
 
 def score(spec: ScorerSpec, weights_ready) -> dict:
@@ -287,7 +322,7 @@ def score(spec: ScorerSpec, weights_ready) -> dict:
         nats = correct = scored = byte_nats = total_bytes = 0.0
         queue = list(range(len(probes.batches)))
         for k, i in enumerate(range(0, len(rows), batch)):
-            chunk, mask = rows_dev[i:i + batch], mask_dev[i:i + batch]
+            chunk, mask = rows_dev[i : i + batch], mask_dev[i : i + batch]
             x, y = chunk[:, :-1], chunk[:, 1:]
             scoring.send(x)
             probing = queue.pop(0) if queue and probes.at[queue[0]] <= k else None
@@ -318,9 +353,17 @@ def score(spec: ScorerSpec, weights_ready) -> dict:
     metrics = {"val_loss": nats / scored, "val_accuracy": correct / scored}
     if nbytes is not None:
         metrics.update(val_bpb=byte_nats / (math.log(2) * total_bytes), val_loss_nats_per_byte=byte_nats / total_bytes)
-    return {"value": metrics[spec.metric], **metrics, "eval_tokens": int(rows[:, 1:].numel()),
-            "scored_tokens": int(scored), "params": params, "weights_sha256": digest,
-            "eval_start_seconds": started - t0, "eval_seconds": time.perf_counter() - started, **probes.summary()}
+    return {
+        "value": metrics[spec.metric],
+        **metrics,
+        "eval_tokens": int(rows[:, 1:].numel()),
+        "scored_tokens": int(scored),
+        "params": params,
+        "weights_sha256": digest,
+        "eval_start_seconds": started - t0,
+        "eval_seconds": time.perf_counter() - started,
+        **probes.summary(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,15 +43,16 @@ The plugin owns pytest; this module owns the experiment.
   "base @REF". A candidate taken from a git ref (--ar-candidate REF, the base) records the ref's
   commit, not the checkout's.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import calibrate, stats, storage
 from .candidate import BASE, Candidate, display_name, file_at_ref, git_ref
@@ -59,8 +60,9 @@ from .executor import LocalExecutor, Run
 from .task import Profile, Task, TaskError
 
 # Advice of a time-mode verdict that machine speed made not comparable.
-SPEED_ADVICE = ("use fixed-token mode --ar-tokens N, or record the baseline again with --ar-save-baseline "
-                "on an idle machine")
+SPEED_ADVICE = (
+    "use fixed-token mode --ar-tokens N, or record the baseline again with --ar-save-baseline on an idle machine"
+)
 DRIFT_ADVICE = "use fixed-token mode --ar-tokens N, or rerun on an idle machine"
 # A benchmark item's time limit beyond its runs' own limits: per run (process start-up, hashing the
 # results files) and once per task (data preparation on first use, downloads included; calibrations).
@@ -72,6 +74,7 @@ SEQUENTIAL = stats.Sequential()  # its looks
 @dataclass(frozen=True)
 class Reference:
     """What candidates are compared with: a stored baseline's runs, or the base's."""
+
     runs: list[tuple[int | None, float]]
     label: str
     data_id: str | None = None
@@ -152,11 +155,15 @@ class BenchmarkSession:
     measure_speed(device) gives the machine's speed (calibrate.measure) around a time-mode schedule;
     on_record(record) sees each record before it is appended to the results files."""
 
-    def __init__(self, options: Options, log: Callable[[str], None] = print,
-                 on_progress: Callable[[CandidateResult, int, dict], None] | None = None,
-                 executor: LocalExecutor | None = None,
-                 measure_speed: Callable[[str], dict[str, float]] | None = None,
-                 on_record: Callable[[storage.RunRecord], None] | None = None):
+    def __init__(
+        self,
+        options: Options,
+        log: Callable[[str], None] = print,
+        on_progress: Callable[[CandidateResult, int, dict], None] | None = None,
+        executor: LocalExecutor | None = None,
+        measure_speed: Callable[[str], dict[str, float]] | None = None,
+        on_record: Callable[[storage.RunRecord], None] | None = None,
+    ):
         self.options = options
         self.on_record = on_record
         self.executor = executor or LocalExecutor()
@@ -181,10 +188,15 @@ class BenchmarkSession:
         return self.results[key]
 
     def _add(self, task: Task, profile: Profile, candidate: Candidate) -> None:
-        if candidate.name != BASE and candidate.path.resolve() != task.train_file.resolve() and (
-                dead := profile.dead_edits(candidate.path.read_text(), task.train_file.read_text())):
-            self.log(f"{task.name}/{candidate.name}: profile {profile.name} sets {', '.join(dead)}: "
-                     f"edits of these defaults have no effect on this profile")
+        if (
+            candidate.name != BASE
+            and candidate.path.resolve() != task.train_file.resolve()
+            and (dead := profile.dead_edits(candidate.path.read_text(), task.train_file.read_text()))
+        ):
+            self.log(
+                f"{task.name}/{candidate.name}: profile {profile.name} sets {', '.join(dead)}: "
+                f"edits of these defaults have no effect on this profile"
+            )
         entry = CandidateResult(task, profile, candidate)
         self.results[(task.name, candidate.name)] = entry
         self.pending[task.name].append(entry)
@@ -212,8 +224,11 @@ class BenchmarkSession:
         """The most seconds the task's planned runs may take by the harness's own clocks: per run,
         Profile.run_limit_s (training and evaluation) plus RUN_SLACK_S; plus TASK_SLACK_S once."""
         o = self.options
-        per_run = [e.profile.run_limit_s(o.budget_s, o.max_tokens) + RUN_SLACK_S
-                   for e in self.results.values() if e.task.name == task.name]
+        per_run = [
+            e.profile.run_limit_s(o.budget_s, o.max_tokens) + RUN_SLACK_S
+            for e in self.results.values()
+            if e.task.name == task.name
+        ]
         return (SEQUENTIAL.stop if o.seeds == AUTO else o.seeds) * sum(per_run) + TASK_SLACK_S
 
     def skip(self, task: Task, candidate: Candidate, reason: str) -> None:
@@ -244,8 +259,9 @@ class BenchmarkSession:
                 why = f"{type(e).__name__}: {e}".rstrip(": ")
                 for entry in queue:
                     if len(entry.records) < planned:
-                        entry.stopped = (f"the schedule stopped after {len(entry.records)} of its "
-                                         f"{planned} run(s) ({why})")
+                        entry.stopped = (
+                            f"the schedule stopped after {len(entry.records)} of its {planned} run(s) ({why})"
+                        )
                 self.log(f"{task.name}: the schedule stopped ({why})")
                 if not isinstance(e, Exception):
                     raise
@@ -259,8 +275,9 @@ class BenchmarkSession:
             self.trusted[task.name] = frozenset()
             if ref := self.options.trusted_ref:
                 with contextlib.suppress(TaskError):
-                    self.trusted[task.name] = frozenset({storage.file_digest(
-                        file_at_ref(task, ref, self.options.scratch / "trusted")[0])})
+                    self.trusted[task.name] = frozenset(
+                        {storage.file_digest(file_at_ref(task, ref, self.options.scratch / "trusted")[0])}
+                    )
         return self.trusted[task.name]
 
     def _add_seeds(self, task: Task, queue: list[CandidateResult]) -> None:
@@ -280,11 +297,19 @@ class BenchmarkSession:
         """These seeds of every entry, interleaved (seed 0 of each, then seed 1, …), on the executor;
         in time mode with the machine's speed measured before and after."""
         o = self.options
-        options = dict(budget_s=o.budget_s, max_tokens=o.max_tokens, results_paths=(o.results_tsv, o.results_jsonl),
-                       description=o.description, sandbox=o.sandbox,
-                       trusted_sources=self._trusted_sources(queue[0].task))
-        runs = [Run(e.task, e.profile, e.candidate, seed, {**options, "description": o.description or e.label})
-                for seed in seeds for e in queue]
+        options = dict(
+            budget_s=o.budget_s,
+            max_tokens=o.max_tokens,
+            results_paths=(o.results_tsv, o.results_jsonl),
+            description=o.description,
+            sandbox=o.sandbox,
+            trusted_sources=self._trusted_sources(queue[0].task),
+        )
+        runs = [
+            Run(e.task, e.profile, e.candidate, seed, {**options, "description": o.description or e.label})
+            for seed in seeds
+            for e in queue
+        ]
         entry = lambda run: self.results[(run.task.name, run.candidate.name)]
         device = queue[0].profile.device
         before = None if o.max_tokens else self._speed(device)
@@ -299,11 +324,17 @@ class BenchmarkSession:
             storage.append_results(record, o.results_tsv, o.results_jsonl)
             entry(run).records.append(record)
             value = f"{record.value:.4f}" if record.value is not None else "-"
-            self.log(f"{run.task.name}/{entry(run).label} seed {run.seed}: {record.metric} {value} "
-                     f"[{record.status}] {record.error}".rstrip())
-        self.executor.map(runs, on_record=record_done, log=self.log,
-                          on_progress=(lambda run, r: self.on_progress(entry(run), run.seed, r))
-                          if self.on_progress else None)
+            self.log(
+                f"{run.task.name}/{entry(run).label} seed {run.seed}: {record.metric} {value} "
+                f"[{record.status}] {record.error}".rstrip()
+            )
+
+        self.executor.map(
+            runs,
+            on_record=record_done,
+            log=self.log,
+            on_progress=(lambda run, r: self.on_progress(entry(run), run.seed, r)) if self.on_progress else None,
+        )
         if before and (after := self._speed(device)):
             for e in queue:
                 e.calibration = {"before": before, "after": after}
@@ -319,18 +350,25 @@ class BenchmarkSession:
     def to_report(self, task: Task, name: str) -> dict:
         """A candidate's result as plain data, for a pytest report (xdist worker → controller)."""
         r = self.results[(task.name, name)]
-        return {"profile": r.profile.name, "candidate": dataclasses.asdict(r.candidate) | {"path": str(r.candidate.path)},
-                "records": [x.to_dict() for x in r.records], "skipped": r.skipped, "stopped": r.stopped,
-                "baseline": r.baseline, "calibration": r.calibration,
-                "decision": dataclasses.asdict(r.decision) if r.decision else None}
+        return {
+            "profile": r.profile.name,
+            "candidate": dataclasses.asdict(r.candidate) | {"path": str(r.candidate.path)},
+            "records": [x.to_dict() for x in r.records],
+            "skipped": r.skipped,
+            "stopped": r.stopped,
+            "baseline": r.baseline,
+            "calibration": r.calibration,
+            "decision": dataclasses.asdict(r.decision) if r.decision else None,
+        }
 
     def merge_report(self, task: Task, report: dict) -> CandidateResult:
         """Add a result that another process sent (to_report); its records join any already here
         (the base, measured by several xdist workers)."""
         c = report["candidate"]
         candidate = Candidate(c["name"], Path(c["path"]), c["origin"])
-        entry = self.results.setdefault((task.name, candidate.name),
-                                        CandidateResult(task, task.profile(report["profile"]), candidate))
+        entry = self.results.setdefault(
+            (task.name, candidate.name), CandidateResult(task, task.profile(report["profile"]), candidate)
+        )
         entry.records += [storage.RunRecord.from_dict(d) for d in report["records"]]
         entry.skipped = entry.skipped or report["skipped"]
         entry.stopped = entry.stopped or report["stopped"]
@@ -344,8 +382,13 @@ class BenchmarkSession:
         """The verdicts of these entries (a task's candidates at one look) against the task's reference,
         as one Holm family: not comparable where the data or the machine's speed differ."""
         base, stored = self.results.get((task.name, BASE)), self.baselines.get(task.name)
-        reference = (Reference(stored.runs, f"stored baseline @{stored.commit}", stored.data_id, stored.noise)
-                     if stored else Reference(base.runs, base.label) if base and base.values else None)
+        reference = (
+            Reference(stored.runs, f"stored baseline @{stored.commit}", stored.data_id, stored.noise)
+            if stored
+            else Reference(base.runs, base.label)
+            if base and base.values
+            else None
+        )
         family = [e for e in entries if e.candidate.name != BASE and e.values]
         if reference is None or not family:
             return
@@ -357,7 +400,8 @@ class BenchmarkSession:
                 entry.decision = _not_comparable(
                     f"the {reference.label} was scored on other data (data id {reference.data_id}, this run "
                     f"{', '.join(map(str, ids))}): record it again here with --ar-save-baseline, or measure the base "
-                    f"side by side with --ar-baseline none --ar-base-ref REF")
+                    f"side by side with --ar-baseline none --ar-base-ref REF"
+                )
             elif reason := self._speed_mismatch(entry, stored, reference.label):
                 entry.decision = _not_comparable(reason)
             else:
@@ -378,24 +422,43 @@ class BenchmarkSession:
         """Why machine speed keeps entry's time-mode runs from comparing with the reference, or ""."""
         if self.options.max_tokens:
             return ""
-        if entry.calibration and (drift := calibrate.mismatch(
-                entry.calibration["after"], entry.calibration["before"], "before the runs")):
+        if entry.calibration and (
+            drift := calibrate.mismatch(entry.calibration["after"], entry.calibration["before"], "before the runs")
+        ):
             return f"the machine's speed changed during the runs: {drift}: {DRIFT_ADVICE}"
         if stored is None:
             return ""
-        if entry.calibration and stored.calibration and (slower := calibrate.mismatch(
-                calibrate.mean(entry.calibration["before"], entry.calibration["after"]),
-                calibrate.mean(stored.calibration["before"], stored.calibration["after"]),
-                f"when the {label} was recorded")):
+        if (
+            entry.calibration
+            and stored.calibration
+            and (
+                slower := calibrate.mismatch(
+                    calibrate.mean(entry.calibration["before"], entry.calibration["after"]),
+                    calibrate.mean(stored.calibration["before"], stored.calibration["after"]),
+                    f"when the {label} was recorded",
+                )
+            )
+        ):
             return f"{slower}: {SPEED_ADVICE}"
-        own = next((e for e in self.results.values() if e.task.name == entry.task.name and e.candidate.origin == "task"
-                    and e.values and stored.source == storage.file_digest(e.candidate.path)), None)
+        own = next(
+            (
+                e
+                for e in self.results.values()
+                if e.task.name == entry.task.name
+                and e.candidate.origin == "task"
+                and e.values
+                and stored.source == storage.file_digest(e.candidate.path)
+            ),
+            None,
+        )
         if own and stored.steps:
             now, then = _mean([r.steps for r in own.records if r.status == "ok"]), _mean(stored.steps)
             if then and abs(now / then - 1) > calibrate.TOLERANCE:
-                return (f"the task's own {own.candidate.path.name}, unchanged since the {label}, ran {now:.0f} steps "
-                        f"against {then:.0f} then ({abs(now / then - 1):.0%} {'fewer' if now < then else 'more'}): "
-                        f"{SPEED_ADVICE}")
+                return (
+                    f"the task's own {own.candidate.path.name}, unchanged since the {label}, ran {now:.0f} steps "
+                    f"against {then:.0f} then ({abs(now / then - 1):.0%} {'fewer' if now < then else 'more'}): "
+                    f"{SPEED_ADVICE}"
+                )
         return ""
 
     def save_baselines(self) -> list[Path]:
@@ -404,24 +467,33 @@ class BenchmarkSession:
         saved = []
         for entry in self.results.values():
             if entry.candidate.origin == "task" and entry.values:
-                saved.append(storage.save_baseline(self.options.baselines_dir, entry.task.name,
-                                                   self.fingerprint(entry.profile),
-                                                   [r for r in entry.records if r.status == "ok"],
-                                                   calibration=entry.calibration,
-                                                   source=storage.file_digest(entry.candidate.path)))
+                saved.append(
+                    storage.save_baseline(
+                        self.options.baselines_dir,
+                        entry.task.name,
+                        self.fingerprint(entry.profile),
+                        [r for r in entry.records if r.status == "ok"],
+                        calibration=entry.calibration,
+                        source=storage.file_digest(entry.candidate.path),
+                    )
+                )
         return saved
 
     def regressions(self) -> list[CandidateResult]:
         """Results that fail the regression gate: worse, or not comparable with their baseline."""
-        return [r for r in self.results.values() if r.decision and r.decision.verdict in ("worse", stats.NOT_COMPARABLE)]
+        return [
+            r for r in self.results.values() if r.decision and r.decision.verdict in ("worse", stats.NOT_COMPARABLE)
+        ]
 
     def ranked(self) -> list[CandidateResult]:
         """Per task, candidates with scores best first, then the ones without."""
+
         def key(r: CandidateResult):
             if not r.values:
                 return (r.task.name, 1, 0.0)
             mean = stats.summarize(r.values).mean
             return (r.task.name, 0, mean if r.task.direction == "lower" else -mean)
+
         return sorted(self.results.values(), key=key)
 
 

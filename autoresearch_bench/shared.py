@@ -6,6 +6,7 @@ mount namespaces, another uid) where CUDA's legacy IPC handles do not (measured 
 logits never leave the GPU. Both sides see the memory as a torch tensor (through
 __cuda_array_interface__ on CUDA).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -17,10 +18,10 @@ import torch
 
 from .protocol import SharedSpec
 
-_HANDLE_FD = 1              # CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
-_DEVICE = 1                 # CU_MEM_LOCATION_TYPE_DEVICE
-_PINNED = 1                 # CU_MEM_ALLOCATION_TYPE_PINNED
-_READ_WRITE = 3             # CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+_HANDLE_FD = 1  # CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
+_DEVICE = 1  # CU_MEM_LOCATION_TYPE_DEVICE
+_PINNED = 1  # CU_MEM_ALLOCATION_TYPE_PINNED
+_READ_WRITE = 3  # CU_MEM_ACCESS_FLAGS_PROT_READWRITE
 
 
 class _Location(ctypes.Structure):
@@ -28,13 +29,22 @@ class _Location(ctypes.Structure):
 
 
 class _AllocFlags(ctypes.Structure):
-    _fields_ = [("compression", ctypes.c_ubyte), ("rdma", ctypes.c_ubyte), ("usage", ctypes.c_ushort),
-                ("reserved", ctypes.c_ubyte * 4)]
+    _fields_ = [
+        ("compression", ctypes.c_ubyte),
+        ("rdma", ctypes.c_ubyte),
+        ("usage", ctypes.c_ushort),
+        ("reserved", ctypes.c_ubyte * 4),
+    ]
 
 
 class _AllocationProp(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("handle_types", ctypes.c_int), ("location", _Location),
-                ("win32", ctypes.c_void_p), ("flags", _AllocFlags)]
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("handle_types", ctypes.c_int),
+        ("location", _Location),
+        ("win32", ctypes.c_void_p),
+        ("flags", _AllocFlags),
+    ]
 
 
 class _AccessDesc(ctypes.Structure):
@@ -61,8 +71,12 @@ def _prop(device: int) -> _AllocationProp:
 
 def _map(handle: ctypes.c_uint64, nbytes: int, device: int) -> int:
     cu, ptr = _driver(), ctypes.c_uint64()
-    _check(cu.cuMemAddressReserve(ctypes.byref(ptr), ctypes.c_size_t(nbytes), ctypes.c_size_t(0),
-                                  ctypes.c_uint64(0), ctypes.c_uint64(0)), "address reserve")
+    _check(
+        cu.cuMemAddressReserve(
+            ctypes.byref(ptr), ctypes.c_size_t(nbytes), ctypes.c_size_t(0), ctypes.c_uint64(0), ctypes.c_uint64(0)
+        ),
+        "address reserve",
+    )
     _check(cu.cuMemMap(ptr, ctypes.c_size_t(nbytes), ctypes.c_size_t(0), handle, ctypes.c_uint64(0)), "map")
     access = _AccessDesc(_Location(_DEVICE, device), _READ_WRITE)
     _check(cu.cuMemSetAccess(ptr, ctypes.c_size_t(nbytes), ctypes.byref(access), ctypes.c_size_t(1)), "set access")
@@ -71,8 +85,10 @@ def _map(handle: ctypes.c_uint64, nbytes: int, device: int) -> int:
 
 def _round_up(nbytes: int, device: int) -> int:
     granularity = ctypes.c_size_t()
-    _check(_driver().cuMemGetAllocationGranularity(ctypes.byref(granularity), ctypes.byref(_prop(device)), 0),
-           "granularity")
+    _check(
+        _driver().cuMemGetAllocationGranularity(ctypes.byref(granularity), ctypes.byref(_prop(device)), 0),
+        "granularity",
+    )
     g = granularity.value
     return -(-nbytes // g) * g
 
@@ -98,10 +114,15 @@ class SharedBuffer:
         index = torch.cuda.current_device()
         size = _round_up(nbytes, index)
         handle, fd = ctypes.c_uint64(), ctypes.c_int()
-        _check(_driver().cuMemCreate(ctypes.byref(handle), ctypes.c_size_t(size), ctypes.byref(_prop(index)),
-                                     ctypes.c_uint64(0)), "allocation")
-        _check(_driver().cuMemExportToShareableHandle(ctypes.byref(fd), handle, _HANDLE_FD, ctypes.c_uint64(0)),
-               "export")
+        _check(
+            _driver().cuMemCreate(
+                ctypes.byref(handle), ctypes.c_size_t(size), ctypes.byref(_prop(index)), ctypes.c_uint64(0)
+            ),
+            "allocation",
+        )
+        _check(
+            _driver().cuMemExportToShareableHandle(ctypes.byref(fd), handle, _HANDLE_FD, ctypes.c_uint64(0)), "export"
+        )
         ptr = _map(handle, size, index)
         spec = SharedSpec(fd.value, size, device)
         return cls(spec, torch.as_tensor(_DeviceArray(ptr, size), device=device))
@@ -114,8 +135,10 @@ class SharedBuffer:
         torch.zeros(1, device=spec.device)
         index = torch.cuda.current_device()
         handle = ctypes.c_uint64()
-        _check(_driver().cuMemImportFromShareableHandle(ctypes.byref(handle), ctypes.c_void_p(spec.fd), _HANDLE_FD),
-               "import")
+        _check(
+            _driver().cuMemImportFromShareableHandle(ctypes.byref(handle), ctypes.c_void_p(spec.fd), _HANDLE_FD),
+            "import",
+        )
         ptr = _map(handle, spec.nbytes, index)
         return cls(spec, torch.as_tensor(_DeviceArray(ptr, spec.nbytes), device=spec.device))
 

@@ -16,17 +16,17 @@ bound (Clopper-Pearson), the share of true improvements called better (kept), an
 runs per trial (gate: seeds, as many again for a base run side by side; agent: the candidate's runs,
 not the best's one-time re-measure on the confirmation seeds; league: held-out seeds per file).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from tabulate import tabulate
 
 from . import stats
-
 
 # A trial: (true improvement, rng) -> (called better, called worse, runs)
 Trial = Callable[[float, np.random.Generator], tuple[bool, bool, int]]
@@ -35,6 +35,7 @@ Trial = Callable[[float, np.random.Generator], tuple[bool, bool, int]]
 @dataclass(frozen=True)
 class Figures:
     """One rule's simulated behaviour."""
+
     name: str
     trials: int
     no_op: float  # share of no-op trials with a verdict, better or worse (agent: kept)
@@ -49,7 +50,7 @@ class World:
     def __init__(self, noise: stats.Noise):
         pair = noise.std(paired=True) or 0.0
         self.run_std = pair / math.sqrt(2)
-        self.seed_std = math.sqrt(max(0.0, (noise.seed_std or 0.0) ** 2 - self.run_std ** 2))
+        self.seed_std = math.sqrt(max(0.0, (noise.seed_std or 0.0) ** 2 - self.run_std**2))
 
     def seeds(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.normal(0.0, self.seed_std, n)
@@ -85,13 +86,15 @@ def gate_trial(world: World, rule: stats.Rule, seeds: int | str, paired: bool = 
         first = 0 if paired else most  # unpaired: the candidate's seeds are others than the base's
         if seeds == "auto":
             for n in range(plan.start, plan.stop + 1):
-                d = stats.decide_by_seed(_seeded(cand[:n], first), _seeded(base[:n]), rule,
-                                         plan.level(n, rule.alpha), last=n == plan.stop)
+                d = stats.decide_by_seed(
+                    _seeded(cand[:n], first), _seeded(base[:n]), rule, plan.level(n, rule.alpha), last=n == plan.stop
+                )
                 if not d.open:
                     break
         else:
             n, d = seeds, stats.decide_by_seed(_seeded(cand, first), _seeded(base), rule)
         return d.verdict == "better", d.verdict == "worse", n
+
     return trial
 
 
@@ -106,21 +109,26 @@ def agent_trial(world: World, keep: stats.KeepRule) -> Trial:
         if not keep.screen(cand, best)[0]:
             return False, False, len(keep.screen_seeds)
         return keep.confirm(cand, best).verdict == "better", False, len(seeds)
+
     return trial
 
 
 def league_trial(world: World, rule: stats.Rule, heldout_seeds: int) -> Trial:
     """The held-out comparison of one agent's final file with the baseline, paired by seed."""
+
     def trial(improvement: float, rng: np.random.Generator) -> tuple[bool, bool, int]:
         effects = world.seeds(heldout_seeds, rng)
-        d = stats.decide_by_seed(_seeded(world.runs(effects, improvement, rng)),
-                                 _seeded(world.runs(effects, 0.0, rng)), rule)
+        d = stats.decide_by_seed(
+            _seeded(world.runs(effects, improvement, rng)), _seeded(world.runs(effects, 0.0, rng)), rule
+        )
         return d.verdict == "better", d.verdict == "worse", heldout_seeds
+
     return trial
 
 
-def run(name: str, trial: Trial, improvements: Sequence[float], trials: int, no_op_trials: int,
-        seed: int = 0) -> Figures:
+def run(
+    name: str, trial: Trial, improvements: Sequence[float], trials: int, no_op_trials: int, seed: int = 0
+) -> Figures:
     """The trial `no_op_trials` times with no change and `trials` times at each improvement."""
     rng = np.random.default_rng(seed)
     runs: dict[float, float] = {}
@@ -137,39 +145,79 @@ def run(name: str, trial: Trial, improvements: Sequence[float], trials: int, no_
     return Figures(name, no_op_trials, decided / no_op_trials, upper_bound(decided, no_op_trials), better, runs)
 
 
-def simulate(rule: stats.Rule, improvements: Sequence[float], gate_seeds: int = 3, screen_seeds: int = 1,
-             confirm_seeds: int = 3, heldout_seeds: int = 5, trials: int = 2000, experiments: int = 20000,
-             seed: int = 0) -> list[Figures]:
+def simulate(
+    rule: stats.Rule,
+    improvements: Sequence[float],
+    gate_seeds: int = 3,
+    screen_seeds: int = 1,
+    confirm_seeds: int = 3,
+    heldout_seeds: int = 5,
+    trials: int = 2000,
+    experiments: int = 20000,
+    seed: int = 0,
+) -> list[Figures]:
     """The gate (N seeds and auto, paired; N unpaired), the agent's keep rule and the league's held-out
     comparison under one rule and its noise."""
     world = World(rule.noise)
     keep = stats.KeepRule(rule, tuple(range(screen_seeds)), tuple(range(screen_seeds, screen_seeds + confirm_seeds)))
     plan = stats.Sequential()
     return [
-        run(f"gate, {gate_seeds} seeds, paired", gate_trial(world, rule, gate_seeds), improvements, trials, trials,
-            seed),
-        run(f"gate, auto ({plan.start}-{plan.stop} seeds), paired", gate_trial(world, rule, "auto"), improvements,
-            trials, trials, seed + 1),
-        run(f"gate, {gate_seeds} seeds, unpaired", gate_trial(world, rule, gate_seeds, paired=False), improvements,
-            trials, trials, seed + 2),
-        run(f"agent: screen {screen_seeds} + confirm {confirm_seeds}", agent_trial(world, keep), improvements, trials,
-            experiments, seed + 3),
-        run(f"league: {heldout_seeds} held-out seeds, paired", league_trial(world, rule, heldout_seeds), improvements,
-            trials, trials, seed + 4)]
+        run(
+            f"gate, {gate_seeds} seeds, paired", gate_trial(world, rule, gate_seeds), improvements, trials, trials, seed
+        ),
+        run(
+            f"gate, auto ({plan.start}-{plan.stop} seeds), paired",
+            gate_trial(world, rule, "auto"),
+            improvements,
+            trials,
+            trials,
+            seed + 1,
+        ),
+        run(
+            f"gate, {gate_seeds} seeds, unpaired",
+            gate_trial(world, rule, gate_seeds, paired=False),
+            improvements,
+            trials,
+            trials,
+            seed + 2,
+        ),
+        run(
+            f"agent: screen {screen_seeds} + confirm {confirm_seeds}",
+            agent_trial(world, keep),
+            improvements,
+            trials,
+            experiments,
+            seed + 3,
+        ),
+        run(
+            f"league: {heldout_seeds} held-out seeds, paired",
+            league_trial(world, rule, heldout_seeds),
+            improvements,
+            trials,
+            trials,
+            seed + 4,
+        ),
+    ]
 
 
 def format_figures(rule: stats.Rule, figures: list[Figures], tablefmt: str = "simple") -> str:
     """A header line with the noise and thresholds, then one row per rule."""
     noise = rule.noise
     fmt = lambda x: "-" if x is None else f"{x:.4g}"
-    head = (f"noise: seed std {fmt(noise.seed_std)}, pair std {fmt(noise.pair_std)}"
-            + (f" ({noise.source})" if noise.source else "")
-            + f"; floor {rule.floor:g}; alpha {rule.alpha:g}; thresholds: paired {rule.threshold(True):.4f}, "
-              f"unpaired {rule.threshold(False):.4f}")
+    head = (
+        f"noise: seed std {fmt(noise.seed_std)}, pair std {fmt(noise.pair_std)}"
+        + (f" ({noise.source})" if noise.source else "")
+        + f"; floor {rule.floor:g}; alpha {rule.alpha:g}; thresholds: paired {rule.threshold(True):.4f}, "
+        f"unpaired {rule.threshold(False):.4f}"
+    )
     rows = []
     for f in figures:
-        row = {"rule": f.name, "no-op trials": f.trials, "no-op verdicts (agent: keeps)": f"{f.no_op:.4f}",
-               "per 1000 (95% upper)": f"{1000 * f.no_op:.2f} (≤ {1000 * f.no_op_upper:.2f})"}
+        row = {
+            "rule": f.name,
+            "no-op trials": f.trials,
+            "no-op verdicts (agent: keeps)": f"{f.no_op:.4f}",
+            "per 1000 (95% upper)": f"{1000 * f.no_op:.2f} (≤ {1000 * f.no_op_upper:.2f})",
+        }
         row |= {f"better at {e:g}": f"{p:.3f}" for e, p in f.better.items()}
         row |= {f"runs at {e:g}": f"{r:.2f}" for e, r in f.runs.items()}
         rows.append(row)

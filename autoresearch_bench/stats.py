@@ -33,13 +33,14 @@ Decisions (decide_by_seed; decide_family for several candidates against one base
 - Inputs: NaN or inf is an error (NotFinite, a ValueError) naming the value; each comparison is computed on its values
   scaled by a power of two (exact), so values near the float range do not overflow.
 """
+
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Sequence
 
 NOT_COMPARABLE = "not comparable"  # the verdict where the numbers do not compare (other data, other speed)
 
@@ -87,6 +88,7 @@ class Decision:
 @dataclass(frozen=True)
 class Noise:
     """Measured noise of one profile, mode and budget (None: not measured)."""
+
     seed_std: float | None = None  # std of a run's score across seeds
     pair_std: float | None = None  # std of the difference between two runs of one seed
     source: str = ""  # where the figures come from
@@ -102,16 +104,22 @@ class Noise:
     def or_else(self, default: Noise) -> Noise:
         """These figures, each missing one taken from default."""
         taken = (self.seed_std is None and default.seed_std is not None) or (
-            self.pair_std is None and default.pair_std is not None)
+            self.pair_std is None and default.pair_std is not None
+        )
         if not taken:
             return self
-        return Noise(self.seed_std if self.seed_std is not None else default.seed_std,
-                     self.pair_std if self.pair_std is not None else default.pair_std,
-                     " + ".join(s for s in (self.source, default.source) if s))
+        return Noise(
+            self.seed_std if self.seed_std is not None else default.seed_std,
+            self.pair_std if self.pair_std is not None else default.pair_std,
+            " + ".join(s for s in (self.source, default.source) if s),
+        )
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in (("seed_std", self.seed_std), ("pair_std", self.pair_std),
-                                  ("source", self.source)) if v not in (None, "")}
+        return {
+            k: v
+            for k, v in (("seed_std", self.seed_std), ("pair_std", self.pair_std), ("source", self.source))
+            if v not in (None, "")
+        }
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> Noise:
@@ -148,6 +156,7 @@ class Noise:
 @dataclass(frozen=True)
 class Rule:
     """How a comparison is decided."""
+
     direction: str = "lower"
     noise: Noise = field(default_factory=Noise)
     floor: float = 0.0  # the task's practical floor: nothing smaller is better or worse
@@ -177,6 +186,7 @@ class Rule:
 @dataclass(frozen=True)
 class Sequential:
     """--ar-seeds auto: start with `start` seeds, add one at a time while the question is open, stop at `stop`."""
+
     start: int = 3
     stop: int = 8
 
@@ -190,6 +200,7 @@ class Sequential:
 # Distributions
 # ---------------------------------------------------------------------------------------------------
 
+
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction of the incomplete beta function (modified Lentz)."""
     tiny = 1e-300
@@ -198,8 +209,7 @@ def _betacf(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, 500):
         m2 = 2 * m
-        for aa in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
-                   -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+        for aa in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)), -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
             d = 1.0 + aa * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + aa / c
@@ -216,8 +226,7 @@ def betainc(a: float, b: float, x: float) -> float:
         return 0.0
     if x >= 1.0:
         return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                     + a * math.log(x) + b * math.log1p(-x))
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
     if x < (a + 1.0) / (a + b + 2.0):
         return front * _betacf(a, b, x) / a
     return 1.0 - front * _betacf(b, a, 1.0 - x) / b
@@ -268,8 +277,7 @@ def _log_chi(u: float, df: float) -> float:
     """Log density of u = sqrt(V / df), V ~ chi2(df): the estimated std over the true one."""
     if u <= 0:
         return -math.inf if df > 1 else math.log(2.0) + 0.5 * math.log(0.5) - math.lgamma(0.5)
-    return (math.log(2.0) + (df / 2) * math.log(df / 2) - math.lgamma(df / 2)
-            + (df - 1) * math.log(u) - df * u * u / 2)
+    return math.log(2.0) + (df / 2) * math.log(df / 2) - math.lgamma(df / 2) + (df - 1) * math.log(u) - df * u * u / 2
 
 
 @functools.lru_cache(maxsize=256)
@@ -283,6 +291,7 @@ def _chi_support(df: float) -> tuple[float, float]:
             mid = (inside + outside) / 2
             inside, outside = (mid, outside) if _log_chi(mid, df) > top else (inside, mid)
         return outside
+
     high = peak + 1.0
     while _log_chi(high, df) > top:
         high *= 2
@@ -300,6 +309,7 @@ def power(effect: float, se: float, df: float, level: float, threshold: float = 
     def calls(u: float) -> float:
         cut = max(threshold, crit * u)
         return (_phi((effect - cut) / se) + _phi((-effect - cut) / se)) * math.exp(_log_chi(u, df))
+
     # pieces: where the threshold hands over to the test, and the test's step from missing to calling
     step, width = abs(effect) / crit, 8 * se / crit
     cuts = sorted({low, high, *(min(max(u, low), high) for u in (threshold / crit, step - width, step + width))})
@@ -329,11 +339,11 @@ def _shape(paired: bool, n_candidate: int, n_baseline: int) -> tuple[float, floa
     return math.sqrt(1 / n_candidate + 1 / n_baseline), n_candidate + n_baseline - 2
 
 
-def seeds_needed(effect: float, std: float, paired: bool, alpha: float, threshold: float,
-                 most: int = 100) -> int | None:
+def seeds_needed(
+    effect: float, std: float, paired: bool, alpha: float, threshold: float, most: int = 100
+) -> int | None:
     """The fewest seeds per side that call a true difference `effect` with POWER; None beyond `most`."""
-    enough = lambda n: power(effect, std * _shape(paired, n, n)[0], _shape(paired, n, n)[1], alpha,
-                             threshold) >= POWER
+    enough = lambda n: power(effect, std * _shape(paired, n, n)[0], _shape(paired, n, n)[1], alpha, threshold) >= POWER
     if not enough(most):
         return None
     lo, hi = 1, most  # enough(hi), not enough(lo)
@@ -347,13 +357,16 @@ def seeds_needed(effect: float, std: float, paired: bool, alpha: float, threshol
 # Values: checked, summarized, tested
 # ---------------------------------------------------------------------------------------------------
 
+
 def finite(values: Sequence[float], what: str) -> list[float]:
     """The values as floats; NotFinite naming the first one that is NaN or infinite."""
     xs = [float(v) for v in values]
     for i, x in enumerate(xs):
         if not math.isfinite(x):
-            raise NotFinite(f"{what} value {i + 1} of {len(xs)} is {x}, not a finite number: a score must be "
-                             f"finite (a run that diverged is a crash, not a score)")
+            raise NotFinite(
+                f"{what} value {i + 1} of {len(xs)} is {x}, not a finite number: a score must be "
+                f"finite (a run that diverged is a crash, not a score)"
+            )
     return xs
 
 
@@ -394,6 +407,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
 @dataclass(frozen=True)
 class _Found:
     """What a test measured, before a rule judges it; in units scaled by 2^-exponent."""
+
     delta: float
     se: float  # estimated standard error of delta (0: no spread; NaN: nothing to estimate it from)
     df: float
@@ -425,9 +439,9 @@ def _welch(c: list[float], b: list[float]) -> _Found:
         raise ValueError(f"Welch's test needs at least 2 values per side, got {len(c)} and {len(b)}")
     e = _exponent(c + b)
     sc, sb = (summarize([math.ldexp(x, -e) for x in xs]) for xs in (c, b))
-    vc, vb = sc.std ** 2 / sc.n, sb.std ** 2 / sb.n
+    vc, vb = sc.std**2 / sc.n, sb.std**2 / sb.n
     se2 = vc + vb
-    df = float(sc.n + sb.n - 2) if se2 == 0 else se2 ** 2 / (vc ** 2 / (sc.n - 1) + vb ** 2 / (sb.n - 1))
+    df = float(sc.n + sb.n - 2) if se2 == 0 else se2**2 / (vc**2 / (sc.n - 1) + vb**2 / (sb.n - 1))
     return _Found(sc.mean - sb.mean, math.sqrt(se2), df, "Welch", False, sc.n, sb.n, e)
 
 
@@ -443,8 +457,9 @@ def _one_against_several(c: list[float], b: list[float]) -> _Found:
 def _paired(c: list[float], b: list[float], seeds: list[int]) -> _Found:
     e = _exponent(c + b)
     d = summarize([math.ldexp(x, -e) - math.ldexp(y, -e) for x, y in zip(c, b)])
-    return _Found(d.mean, d.std / math.sqrt(d.n), d.n - 1, f"paired t, seeds {', '.join(map(str, seeds))}",
-                  True, d.n, d.n, e)
+    return _Found(
+        d.mean, d.std / math.sqrt(d.n), d.n - 1, f"paired t, seeds {', '.join(map(str, seeds))}", True, d.n, d.n, e
+    )
 
 
 def _seed_means(runs: Runs) -> dict[int, float]:
@@ -469,8 +484,7 @@ def _measure(candidate: Runs, baseline: Runs) -> _Found:
     if len(cv) > 1 or len(bv) > 1:
         return _one_against_several(cv, bv)
     e = _exponent(cv + bv)
-    return _Found(math.ldexp(cv[0], -e) - math.ldexp(bv[0], -e), math.nan, 0, "one run a side", bool(shared),
-                  1, 1, e)
+    return _Found(math.ldexp(cv[0], -e) - math.ldexp(bv[0], -e), math.nan, 0, "one run a side", bool(shared), 1, 1, e)
 
 
 def holm(ps: Sequence[float]) -> list[float]:
@@ -483,15 +497,17 @@ def holm(ps: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def decide_by_seed(candidate: Runs, baseline: Runs, rule: Rule = Rule(), level: float | None = None,
-                   last: bool = True) -> Decision:
+def decide_by_seed(
+    candidate: Runs, baseline: Runs, rule: Rule = Rule(), level: float | None = None, last: bool = True
+) -> Decision:
     """better / worse / no difference / undecided of candidate vs baseline runs, given as (seed, value).
     level: the test's level (default rule.alpha; a look's under Sequential); last: no more seeds will come."""
     return decide_family([candidate], baseline, rule, level, last)[0]
 
 
-def decide_family(candidates: Sequence[Runs], baseline: Runs, rule: Rule = Rule(), level: float | None = None,
-                  last: bool = True) -> list[Decision]:
+def decide_family(
+    candidates: Sequence[Runs], baseline: Runs, rule: Rule = Rule(), level: float | None = None, last: bool = True
+) -> list[Decision]:
     """decide_by_seed for each candidate against one baseline, Holm-adjusted over the family."""
     found = [_measure(c, baseline) for c in candidates]
     ps = holm([f.p for f in found])
@@ -527,23 +543,42 @@ def _judge(f: _Found, p: float, family: int, rule: Rule, level: float, last: boo
         detectable = detectable_effect(std * unit, df, level, POWER, threshold)
     common = dict(test=f.test, threshold=threshold, detectable=detectable)
     if math.isnan(p):
-        return Decision("undecided", delta, math.nan, (-math.inf, math.inf),
-                        _undecided_reason(delta, f.paired, rule, threshold), open=not last, **common)
+        return Decision(
+            "undecided",
+            delta,
+            math.nan,
+            (-math.inf, math.inf),
+            _undecided_reason(delta, f.paired, rule, threshold),
+            open=not last,
+            **common,
+        )
     half = t_quantile(1 - level / 2, f.df) * se if se else 0.0
     ci = (delta - half, delta + half)
     holm_note = f" (Holm over {family})" if family > 1 else ""
-    seen = f"it could see a true difference of {detectable:.4f} (power {POWER:.0%})" if math.isfinite(detectable) \
+    seen = (
+        f"it could see a true difference of {detectable:.4f} (power {POWER:.0%})"
+        if math.isfinite(detectable)
         else "the noise of what ran is unknown"
+    )
     if p >= level:
-        verdict, why = "no difference", (f"Δ {delta:+.4f} is within the noise ({f.test}: p = {p:.3g}{holm_note} "
-                                         f"≥ {level:.3g}); {seen}")
+        verdict, why = (
+            "no difference",
+            (f"Δ {delta:+.4f} is within the noise ({f.test}: p = {p:.3g}{holm_note} ≥ {level:.3g}); {seen}"),
+        )
     elif abs(delta) < threshold:
-        verdict, why = "no difference", (f"Δ {delta:+.4f} is significant (p = {p:.3g}{holm_note}) but below the "
-                                         f"threshold {threshold:.4f}")
+        verdict, why = (
+            "no difference",
+            (f"Δ {delta:+.4f} is significant (p = {p:.3g}{holm_note}) but below the threshold {threshold:.4f}"),
+        )
     else:
-        return Decision(_word(delta, rule.direction), delta, p, ci,
-                        f"Δ {delta:+.4f}, {f.test}: p = {p:.3g}{holm_note} < {level:.3g}, |Δ| ≥ threshold "
-                        f"{threshold:.4f}", **common)
+        return Decision(
+            _word(delta, rule.direction),
+            delta,
+            p,
+            ci,
+            f"Δ {delta:+.4f}, {f.test}: p = {p:.3g}{holm_note} < {level:.3g}, |Δ| ≥ threshold {threshold:.4f}",
+            **common,
+        )
     sure = t_quantile(1 - rule.alpha / 2, f.df) * se if se else 0.0  # at 1 - alpha: Δ inside ±threshold
     settled = threshold > 0 and -threshold < delta - sure and delta + sure < threshold
     return Decision(verdict, delta, p, ci, why, open=not last and not settled, **common)
@@ -577,6 +612,7 @@ class KeepRule:
     no-op costs 1 + screen_rate * confirmation runs on average).
     confirm: the candidate on fresh seeds, paired with the best on them: decide_by_seed under the
     rule (paired t at alpha, |Δ| >= the paired threshold); kept only when that says better."""
+
     rule: Rule
     screen_seeds: tuple[int, ...] = (0,)
     confirm_seeds: tuple[int, ...] = (1, 2, 3)
@@ -599,5 +635,6 @@ class KeepRule:
 
     def confirm(self, candidate: dict[int, float], best: dict[int, float]) -> Decision:
         """The paired decision on the confirmation seeds."""
-        return decide_by_seed([(s, candidate[s]) for s in self.confirm_seeds],
-                                    [(s, best[s]) for s in self.confirm_seeds], self.rule)
+        return decide_by_seed(
+            [(s, candidate[s]) for s in self.confirm_seeds], [(s, best[s]) for s in self.confirm_seeds], self.rule
+        )

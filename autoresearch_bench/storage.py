@@ -23,6 +23,7 @@
   that ran, so that a later time-mode run can tell whether it ran at the same speed.
 - check_writable tells before a session starts whether its results files can be written.
 """
+
 from __future__ import annotations
 
 import errno
@@ -36,13 +37,26 @@ import re
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import calibrate, files, stats
 
-TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",
-               "task", "profile", "seed", "tokens", "steps", "seconds", "machine", "metric")
+TSV_COLUMNS = (
+    "commit",
+    "val_bpb",
+    "memory_gb",
+    "status",
+    "description",
+    "task",
+    "profile",
+    "seed",
+    "tokens",
+    "steps",
+    "seconds",
+    "machine",
+    "metric",
+)
 MIN_FREE_BYTES = 64 << 20  # free space a session needs beside its results files (check_writable)
 
 
@@ -83,20 +97,36 @@ class RunRecord:
 
     def tsv_row(self) -> str:
         value = self.value if self.status == "ok" and self.value is not None else 0.0
-        cells = (self.commit + ("+dirty" if self.dirty else ""), f"{value:.6f}", f"{self.peak_mem_gb:.1f}",
-                 self.status, self.description, self.task, self.profile, self.seed, self.tokens,
-                 self.steps, f"{self.seconds:.1f}", self.machine, self.metric)
+        cells = (
+            self.commit + ("+dirty" if self.dirty else ""),
+            f"{value:.6f}",
+            f"{self.peak_mem_gb:.1f}",
+            self.status,
+            self.description,
+            self.task,
+            self.profile,
+            self.seed,
+            self.tokens,
+            self.steps,
+            f"{self.seconds:.1f}",
+            self.machine,
+            self.metric,
+        )
         return tsv_line(cells)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _machine(device: str) -> tuple[tuple[str, str], ...]:
     import torch
+
     gpu = device == "cuda" and torch.cuda.is_available()
-    return (("device", "cuda" if gpu else "cpu"),
-            ("model", torch.cuda.get_device_name() if gpu else _cpu_model()),
-            ("torch", torch.__version__.split("+")[0]), ("cuda", torch.version.cuda or "none"),
-            ("python", platform.python_version()))
+    return (
+        ("device", "cuda" if gpu else "cpu"),
+        ("model", torch.cuda.get_device_name() if gpu else _cpu_model()),
+        ("torch", torch.__version__.split("+")[0]),
+        ("cuda", torch.version.cuda or "none"),
+        ("python", platform.python_version()),
+    )
 
 
 def machine_fingerprint(profile_name: str, device: str = "cpu") -> dict:
@@ -133,8 +163,12 @@ def fingerprint_id(fp: dict) -> str:
     a fingerprint with a training mode and budget gets them too (…__cpu__time-45). The Python
     version is recorded in the fingerprint but not matched on."""
     model = _NOISE.sub(" ", fp["model"].lower())
-    parts = [_slug(f"{fp['device']} {model}"), f"torch-{_slug(fp['torch'])}", f"cuda-{_slug(fp['cuda'])}",
-             _slug(fp["profile"])]
+    parts = [
+        _slug(f"{fp['device']} {model}"),
+        f"torch-{_slug(fp['torch'])}",
+        f"cuda-{_slug(fp['cuda'])}",
+        _slug(fp["profile"]),
+    ]
     if "mode" in fp:
         budget = fp["budget"]
         if isinstance(budget, float) and budget.is_integer():
@@ -191,8 +225,9 @@ def appended_only(path: str | Path, mark: tuple[int, str | None]) -> bool:
         known = set(ledger_path(path).read_text().split())
     except FileNotFoundError:
         return False
-    return added.endswith(b"\n") and all(_line_hash(row) in known for row in added.splitlines(keepends=True)
-                                          if row.strip())
+    return added.endswith(b"\n") and all(
+        _line_hash(row) in known for row in added.splitlines(keepends=True) if row.strip()
+    )
 
 
 class _Appender:
@@ -232,8 +267,12 @@ class _Appender:
 
 def append_results(record: RunRecord, tsv_path: str | Path, jsonl_path: str | Path) -> None:
     """Append the record to results.tsv and results.jsonl, both or neither."""
-    append_lines([(Path(tsv_path), record.tsv_row(), "\t".join(TSV_COLUMNS) + "\n"),
-                  (Path(jsonl_path), json.dumps(record.to_dict()) + "\n", "")])
+    append_lines(
+        [
+            (Path(tsv_path), record.tsv_row(), "\t".join(TSV_COLUMNS) + "\n"),
+            (Path(jsonl_path), json.dumps(record.to_dict()) + "\n", ""),
+        ]
+    )
 
 
 def append_lines(entries: list[tuple[Path, str, str]]) -> None:
@@ -253,8 +292,11 @@ def append_lines(entries: list[tuple[Path, str, str]]) -> None:
             for a in appenders:
                 a.rollback()
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise OSError(e.errno, f"disk full while appending to {where}: this row was not recorded "
-                                       f"(earlier rows are intact); free space and rerun") from None
+                raise OSError(
+                    e.errno,
+                    f"disk full while appending to {where}: this row was not recorded "
+                    f"(earlier rows are intact); free space and rerun",
+                ) from None
             raise
         finally:
             for a in appenders:
@@ -297,8 +339,9 @@ def read_results(jsonl_path: str | Path) -> list[RunRecord]:
         try:
             records.append(RunRecord.from_dict(json.loads(line)))
         except (ValueError, TypeError):
-            warnings.warn(f"{jsonl_path}: skipping unreadable line {i} (torn by a crash?)", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{jsonl_path}: skipping unreadable line {i} (torn by a crash?)", RuntimeWarning, stacklevel=2
+            )
     return records
 
 
@@ -327,25 +370,45 @@ class Baseline:
         """Read a baseline file; raises ValueError with a one-line reason and what to do."""
         try:
             d = json.loads(Path(path).read_text())
-            per_run = {k: list(d[k]) if d.get(k) and len(d[k]) == len(d["values"]) else None
-                       for k in ("seeds", "steps")}
-            return cls(list(d["values"]), d["mean"], d["std"], d["n"], d["fingerprint"], d["commit"],
-                       d.get("data_id"), **per_run, noise=stats.Noise.from_dict(d.get("noise", {}), f"{path}: noise"),
-                       calibration=d.get("calibration"), source=d.get("source"))
+            per_run = {
+                k: list(d[k]) if d.get(k) and len(d[k]) == len(d["values"]) else None for k in ("seeds", "steps")
+            }
+            return cls(
+                list(d["values"]),
+                d["mean"],
+                d["std"],
+                d["n"],
+                d["fingerprint"],
+                d["commit"],
+                d.get("data_id"),
+                **per_run,
+                noise=stats.Noise.from_dict(d.get("noise", {}), f"{path}: noise"),
+                calibration=d.get("calibration"),
+                source=d.get("source"),
+            )
         except FileNotFoundError:
-            raise ValueError(f"{path}: no such baseline file; pass a file that --ar-save-baseline wrote "
-                             f"(baselines/<task>/*.json), or --ar-baseline auto or none") from None
+            raise ValueError(
+                f"{path}: no such baseline file; pass a file that --ar-save-baseline wrote "
+                f"(baselines/<task>/*.json), or --ar-baseline auto or none"
+            ) from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path}: not a usable baseline file ({e!r}); delete it and record a new "
-                             f"one with --ar-save-baseline") from None
+            raise ValueError(
+                f"{path}: not a usable baseline file ({e!r}); delete it and record a new one with --ar-save-baseline"
+            ) from None
 
 
 def _baseline_path(baselines_dir: str | Path, task: str, fingerprint: dict) -> Path:
     return Path(baselines_dir) / task / f"{fingerprint_id(fingerprint)}.json"
 
 
-def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, records: list[RunRecord],
-                  calibration: dict | None = None, source: str | None = None) -> Path:
+def save_baseline(
+    baselines_dir: str | Path,
+    task: str,
+    fingerprint: dict,
+    records: list[RunRecord],
+    calibration: dict | None = None,
+    source: str | None = None,
+) -> Path:
     """Write baselines/<task>/<fingerprint id>.json atomically (temp file, fsync, rename) from the
     records that have a value, with the machine's speed around them and the digest of their file;
     returns its path. A stored baseline of the same file on the same data (and, in time mode, at the
@@ -365,12 +428,24 @@ def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, recor
     summary = stats.summarize(values)
     noise = stats.Noise.measure(list(zip(seeds, values)), f"{len(values)} runs of this baseline")
     path.parent.mkdir(parents=True, exist_ok=True)
-    content = {"task": task, "metric": scored[0].metric, "values": values, "data_id": data_id,
-               "seeds": seeds, "steps": steps, "calibration": calibration,
-               "source": source, "mean": summary.mean, "std": summary.std, "n": summary.n,
-               "noise": noise.to_dict(),
-               "fingerprint": fingerprint, "fingerprint_id": path.stem, "commit": commit,
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    content = {
+        "task": task,
+        "metric": scored[0].metric,
+        "values": values,
+        "data_id": data_id,
+        "seeds": seeds,
+        "steps": steps,
+        "calibration": calibration,
+        "source": source,
+        "mean": summary.mean,
+        "std": summary.std,
+        "n": summary.n,
+        "noise": noise.to_dict(),
+        "fingerprint": fingerprint,
+        "fingerprint_id": path.stem,
+        "commit": commit,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     return files.write(path, json.dumps(content, indent=2) + "\n")
 
 
@@ -385,8 +460,10 @@ def _extendable(path: Path, source: str | None, data_id: str | None, calibration
     if kept.seeds is None or kept.steps is None:
         return None
     if (calibration or kept.calibration) and (
-            not calibration or not kept.calibration
-            or calibrate.mismatch(_speed(calibration), _speed(kept.calibration), "the stored baseline")):
+        not calibration
+        or not kept.calibration
+        or calibrate.mismatch(_speed(calibration), _speed(kept.calibration), "the stored baseline")
+    ):
         return None
     return kept
 

@@ -40,6 +40,7 @@ a table `[profiles.mygpu]` with `extends = "h100"`, `match = ["RTX 4090"]` and w
 (e.g. a smaller [profiles.mygpu.config] depth, or [profiles.mygpu.data] seq_len, with a
 memory_per_row_gb re-measured from the run's peak_mem_gb).
 """
+
 from __future__ import annotations
 
 import ast
@@ -52,7 +53,6 @@ from typing import Any
 
 from . import stats
 from .device import DeviceInfo, detect, name_matches
-
 
 # Metrics the evaluator computes (autoresearch_bench.evaluate), with the direction that is better.
 METRICS = {"val_bpb": "lower", "val_loss": "lower", "val_accuracy": "higher"}
@@ -94,8 +94,9 @@ class Profile:
         where the clock only stops runaways. The one time-limit rule: the runner's clock, the session's
         and the agent's limits are this plus evaluation."""
         budget_s = budget_s or self.budget_s
-        return self.startup_allowance_s + (budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens
-                                           else budget_s + grace_s(budget_s))
+        return self.startup_allowance_s + (
+            budget_s * TOKEN_MODE_TIME_FACTOR if max_tokens else budget_s + grace_s(budget_s)
+        )
 
     def run_limit_s(self, budget_s: float | None = None, max_tokens: int | None = None) -> float:
         """The most seconds one run's training and evaluation may take by the harness's clocks."""
@@ -107,8 +108,11 @@ class Profile:
 
     def suits(self, device: DeviceInfo) -> bool:
         """Whether this cuda profile may run on device: enough memory, and its name matches (if match is set)."""
-        return (self.device == "cuda" and device.total_memory_gb >= self.min_memory_gb
-                and (not self.match or any(name_matches(device.name, m) for m in self.match)))
+        return (
+            self.device == "cuda"
+            and device.total_memory_gb >= self.min_memory_gb
+            and (not self.match or any(name_matches(device.name, m) for m in self.match))
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -127,8 +131,11 @@ class Profile:
         file it was edited from): such an edit has no effect on this profile. Defaults are the
         constant class-level fields of the files (train.py's `Hyper`)."""
         mine, theirs = source_defaults(source), source_defaults(reference)
-        return [f"{k}={v!r} (the file says {mine[k]!r})" for k, v in self.config.items()
-                if k in mine and k in theirs and mine[k] != theirs[k] and mine[k] != v]
+        return [
+            f"{k}={v!r} (the file says {mine[k]!r})"
+            for k, v in self.config.items()
+            if k in mine and k in theirs and mine[k] != theirs[k] and mine[k] != v
+        ]
 
 
 @dataclass(frozen=True)
@@ -148,13 +155,23 @@ class Task:
     max_literal_bytes: int = 16384  # literal data a candidate's source may hold (checks.check_literal_data)
     check_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # [check_options.<check>]: its params
 
-    def rule(self, profile: Profile, mode: str, budget: float, noise: stats.Noise = stats.Noise(),
-             min_effect: float | None = None) -> stats.Rule:
+    def rule(
+        self,
+        profile: Profile,
+        mode: str,
+        budget: float,
+        noise: stats.Noise = stats.Noise(),
+        min_effect: float | None = None,
+    ) -> stats.Rule:
         """How comparisons of this task are decided in that profile, mode and budget: `noise` (a
         stored baseline's) first, the profile's measured noise for the rest; min_effect overrides the
         profile's."""
-        return stats.Rule(self.direction, noise.or_else(profile.noise_for(mode, budget)), self.floor,
-                          profile.min_effect if min_effect is None else min_effect)
+        return stats.Rule(
+            self.direction,
+            noise.or_else(profile.noise_for(mode, budget)),
+            self.floor,
+            profile.min_effect if min_effect is None else min_effect,
+        )
 
     @property
     def train_file(self) -> Path:
@@ -168,17 +185,38 @@ class Task:
         try:
             return self.profiles[name]
         except KeyError:
-            raise TaskError(f"{self.name}: no profile {name!r}; choose one of "
-                            f"{', '.join(self.profiles)} (--ar-profile)") from None
+            raise TaskError(
+                f"{self.name}: no profile {name!r}; choose one of {', '.join(self.profiles)} (--ar-profile)"
+            ) from None
 
 
-_PROFILE_KEYS = {"device", "budget_s", "startup_allowance_s", "eval_tokens", "eval_batch_size",
-                 "eval_timeout_s", "min_effect", "data", "config", "match", "min_memory_gb",
-                 "memory_per_row_gb", "memory_overhead_gb", "noise"}
+_PROFILE_KEYS = {
+    "device",
+    "budget_s",
+    "startup_allowance_s",
+    "eval_tokens",
+    "eval_batch_size",
+    "eval_timeout_s",
+    "min_effect",
+    "data",
+    "config",
+    "match",
+    "min_memory_gb",
+    "memory_per_row_gb",
+    "memory_overhead_gb",
+    "noise",
+}
 
 
-_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-               ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.USub: operator.neg}
+_ARITHMETIC = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+}
 
 
 def _constant(node: ast.AST) -> Any:
@@ -234,8 +272,10 @@ def _noise(p: dict, where: str, path: str) -> dict[str, stats.Noise]:
         except ValueError:
             valid = False
         if not valid:
-            raise TaskError(f"{path}: [{where}.noise] key {key!r} must be \"time-<seconds>\" or \"tokens-<count>\" "
-                            f"naming a table of seed_std and pair_std")
+            raise TaskError(
+                f'{path}: [{where}.noise] key {key!r} must be "time-<seconds>" or "tokens-<count>" '
+                f"naming a table of seed_std and pair_std"
+            )
         try:
             found[noise_key(mode, float(budget))] = stats.Noise.from_dict(figures, f'{path}: [{where}.noise."{key}"]')
         except ValueError as e:
@@ -245,11 +285,13 @@ def _noise(p: dict, where: str, path: str) -> dict[str, stats.Noise]:
 
 _MISSING = object()
 # What a task.toml value must be, by the word its error message uses.
-_KINDS = {"a number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-          "a string": lambda v: isinstance(v, str),
-          "a list of strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-          "a table": lambda v: isinstance(v, dict)}
+_KINDS = {
+    "a number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "a string": lambda v: isinstance(v, str),
+    "a list of strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "a table": lambda v: isinstance(v, dict),
+}
 
 
 def _get(table: dict, key: str, kind: str, where: str, path: str, default: Any = _MISSING) -> Any:
@@ -280,11 +322,18 @@ def _resolve_extends(profiles: dict, name: str, toml_path: str, seen: tuple[str,
         return p
     base_name = p["extends"]
     if base_name not in profiles or base_name in seen:
-        raise TaskError(f"{toml_path}: [profiles.{name}] extends {base_name!r}, which is "
-                        f"{'part of a cycle' if base_name in seen else 'not a profile'}")
+        raise TaskError(
+            f"{toml_path}: [profiles.{name}] extends {base_name!r}, which is "
+            f"{'part of a cycle' if base_name in seen else 'not a profile'}"
+        )
     base = _resolve_extends(profiles, base_name, toml_path, (*seen, name))
-    tables = {k: {**_get(base, k, "a table", f"profiles.{base_name}", toml_path, {}),
-                  **_get(p, k, "a table", f"profiles.{name}", toml_path, {})} for k in ("data", "config")}
+    tables = {
+        k: {
+            **_get(base, k, "a table", f"profiles.{base_name}", toml_path, {}),
+            **_get(p, k, "a table", f"profiles.{name}", toml_path, {}),
+        }
+        for k in ("data", "config")
+    }
     merged = {**base, **p, **tables}
     del merged["extends"]
     return merged
@@ -293,8 +342,9 @@ def _resolve_extends(profiles: dict, name: str, toml_path: str, seen: tuple[str,
 def _match(p: dict, where: str, path: str) -> tuple[str, ...]:
     match = p.get("match", [])
     if isinstance(match, str) or not isinstance(match, list) or not all(isinstance(m, str) and m for m in match):
-        raise TaskError(f"{path}: [{where}] match must be a list of words of device names, "
-                        f"e.g. match = [\"H100\", \"H200\"]")
+        raise TaskError(
+            f'{path}: [{where}] match must be a list of words of device names, e.g. match = ["H100", "H200"]'
+        )
     return tuple(match)
 
 
@@ -311,8 +361,9 @@ def load_task(path: str | Path) -> Task:
     except tomllib.TOMLDecodeError as e:
         raise TaskError(f"{shown}: malformed TOML ({e}); fix the syntax") from None
     root = toml_path.parent
-    meta, data, limits, raw_profiles = (_get(raw, key, "a table", "", shown, {})
-                                        for key in ("task", "data", "limits", "profiles"))
+    meta, data, limits, raw_profiles = (
+        _get(raw, key, "a table", "", shown, {}) for key in ("task", "data", "limits", "profiles")
+    )
     name = _get(meta, "name", "a string", "task", shown, root.name)
     editable = tuple(_get(meta, "editable", "a list of strings", "task", shown, ["train.py"]))
     for rel in editable:
@@ -325,16 +376,16 @@ def load_task(path: str | Path) -> Task:
     if direction not in ("lower", "higher"):
         raise TaskError(f"{shown}: direction must be 'lower' or 'higher', not {direction!r}")
     if direction != METRICS[metric]:
-        raise TaskError(f"{shown}: {metric} is better when {METRICS[metric]}; set direction = "
-                        f"\"{METRICS[metric]}\" (or leave it out)")
+        raise TaskError(
+            f'{shown}: {metric} is better when {METRICS[metric]}; set direction = "{METRICS[metric]}" (or leave it out)'
+        )
     profiles = {}
     for pname in raw_profiles:
         where = f"profiles.{pname}"
         p = _resolve_extends(raw_profiles, pname, shown)
         unknown = set(p) - _PROFILE_KEYS
         if unknown:
-            raise TaskError(f"{shown}: [{where}] has unknown keys {sorted(unknown)}; "
-                            f"allowed: {sorted(_PROFILE_KEYS)}")
+            raise TaskError(f"{shown}: [{where}] has unknown keys {sorted(unknown)}; allowed: {sorted(_PROFILE_KEYS)}")
         device = _get(p, "device", "a string", where, shown)
         if device not in ("cpu", "cuda"):
             raise TaskError(f"{shown}: [{where}] device must be 'cpu' or 'cuda', not {device!r}")
@@ -344,34 +395,50 @@ def load_task(path: str | Path) -> Task:
         for key in ("vocab_size", "seq_len"):
             _get(pdata, key, "an integer", data_where, shown)
         if metric == "val_bpb" and source == "modular":
-            raise TaskError(f"{shown}: [{where}] source \"modular\" has no bytes to score val_bpb on; "
-                            f"set [task] metric to val_accuracy or val_loss")
+            raise TaskError(
+                f'{shown}: [{where}] source "modular" has no bytes to score val_bpb on; '
+                f"set [task] metric to val_accuracy or val_loss"
+            )
 
         def number(key: str, default: Any = _MISSING, kind: str = "a number") -> Any:
             return _get(p, key, kind, where, shown, default)
+
         per_row = number("memory_per_row_gb", None)
         profiles[pname] = Profile(
-            name=pname, device=device, budget_s=float(number("budget_s")),
+            name=pname,
+            device=device,
+            budget_s=float(number("budget_s")),
             startup_allowance_s=float(number("startup_allowance_s", 30)),
             eval_tokens=number("eval_tokens", kind="an integer"),
             eval_batch_size=number("eval_batch_size", 8, "an integer"),
             eval_timeout_s=float(number("eval_timeout_s", 300)),
             min_effect=None if (effect := number("min_effect", None)) is None else float(effect),
             noise=_noise(p, where, shown),
-            data=pdata, config=dict(_get(p, "config", "a table", where, shown, {})), match=_match(p, where, shown),
-            min_memory_gb=float(number("min_memory_gb", 0)), memory_overhead_gb=float(number("memory_overhead_gb", 0)),
-            memory_per_row_gb=None if per_row is None else float(per_row))
+            data=pdata,
+            config=dict(_get(p, "config", "a table", where, shown, {})),
+            match=_match(p, where, shown),
+            min_memory_gb=float(number("min_memory_gb", 0)),
+            memory_overhead_gb=float(number("memory_overhead_gb", 0)),
+            memory_per_row_gb=None if per_row is None else float(per_row),
+        )
     if not profiles:
         raise TaskError(f"{shown}: no [profiles.<name>] table; add at least a cpu profile")
-    return Task(name=name, root=root, description=_get(meta, "description", "a string", "task", shown, ""),
-                editable=editable, metric=metric, direction=direction,
-                checks=tuple(_get(meta, "checks", "a list of strings", "task", shown, [])),
-                imports=tuple(_get(meta, "imports", "a list of strings", "task", shown, [])),
-                max_params=_get(limits, "max_params", "an integer", "limits", shown, None),
-                max_vram_gb=_get(limits, "max_vram_gb", "a number", "limits", shown, None),
-                max_literal_bytes=_get(limits, "max_literal_bytes", "an integer", "limits", shown,
-                                       Task.max_literal_bytes),
-                profiles=profiles, floor=_floor(meta, shown), check_options=_check_options(raw, meta, shown))
+    return Task(
+        name=name,
+        root=root,
+        description=_get(meta, "description", "a string", "task", shown, ""),
+        editable=editable,
+        metric=metric,
+        direction=direction,
+        checks=tuple(_get(meta, "checks", "a list of strings", "task", shown, [])),
+        imports=tuple(_get(meta, "imports", "a list of strings", "task", shown, [])),
+        max_params=_get(limits, "max_params", "an integer", "limits", shown, None),
+        max_vram_gb=_get(limits, "max_vram_gb", "a number", "limits", shown, None),
+        max_literal_bytes=_get(limits, "max_literal_bytes", "an integer", "limits", shown, Task.max_literal_bytes),
+        profiles=profiles,
+        floor=_floor(meta, shown),
+        check_options=_check_options(raw, meta, shown),
+    )
 
 
 def _check_options(raw: dict, meta: dict, path: str) -> dict[str, dict[str, Any]]:
@@ -380,8 +447,10 @@ def _check_options(raw: dict, meta: dict, path: str) -> dict[str, dict[str, Any]
     checks = _get(meta, "checks", "a list of strings", "task", path, [])
     for name, params in options.items():
         if name not in checks:
-            raise TaskError(f"{path}: [check_options.{name}] names no check of [task] checks; "
-                            f"add {name!r} to checks or remove the table")
+            raise TaskError(
+                f"{path}: [check_options.{name}] names no check of [task] checks; "
+                f"add {name!r} to checks or remove the table"
+            )
         if not isinstance(params, dict) or not all(isinstance(v, (int, float)) for v in params.values()):
             raise TaskError(f"{path}: [check_options.{name}] must be a table of numbers, e.g. examples = 10")
     return {name: dict(params) for name, params in options.items()}
@@ -390,8 +459,7 @@ def _check_options(raw: dict, meta: dict, path: str) -> dict[str, dict[str, Any]
 def _floor(meta: dict, path: str) -> float:
     floor = meta.get("floor", 0.0)
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < float("inf"):
-        raise TaskError(f"{path}: [task] floor must be a number >= 0 (the smallest change that matters), "
-                        f"not {floor!r}")
+        raise TaskError(f"{path}: [task] floor must be a number >= 0 (the smallest change that matters), not {floor!r}")
     return float(floor)
 
 
@@ -418,5 +486,7 @@ def default_profile(task: Task, cuda_available: bool, device: DeviceInfo | None 
         if p.device == "cpu":
             return p
     where = f"the GPU {device.name}" if device else ("this GPU" if cuda_available else "a machine without a GPU")
-    raise TaskError(f"{task.name}: no profile suits {where} and there is no cpu profile; add one to task.toml "
-                    f"(README: 'A profile for your GPU') or pass --ar-profile NAME")
+    raise TaskError(
+        f"{task.name}: no profile suits {where} and there is no cpu profile; add one to task.toml "
+        f"(README: 'A profile for your GPU') or pass --ar-profile NAME"
+    )

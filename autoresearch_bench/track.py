@@ -19,10 +19,10 @@ CI can upload the folder as an artifact), torch ships the writer (torch.utils.te
 SQLAlchemy, pandas, ...) several times the size; W&B's offline mode writes files only its own
 service reads back and needs `wandb sync` to show anything.
 """
+
 from __future__ import annotations
 
 import json
-
 from datetime import datetime
 from pathlib import Path
 
@@ -34,30 +34,48 @@ RUN_SETTINGS = ("task", "candidate", "seed", "profile", "mode", "budget", "commi
 def write_tensorboard(doc: dict, folder: str | Path) -> int:
     """Write each run of a session report as a TensorBoard run under folder; how many runs."""
     from torch.utils.tensorboard import SummaryWriter
+
     count = 0
     for task in doc["tasks"]:
         for candidate in task["candidates"]:
             d = candidate["decision"]
-            verdict = (f"{d['verdict']} against the {candidate['baseline']}: {d['reason']}" if d
-                       else candidate["error"] or "no decision (no baseline to compare with)")
+            verdict = (
+                f"{d['verdict']} against the {candidate['baseline']}: {d['reason']}"
+                if d
+                else candidate["error"] or "no decision (no baseline to compare with)"
+            )
             for run in candidate["runs"]:
                 name = f"seed{run['seed']}-{files.safe_name(run['started_at'])}"
-                writer = SummaryWriter(log_dir=str(Path(folder) / files.safe_name(task["task"]) / files.safe_name(candidate["label"]) / name))
+                writer = SummaryWriter(
+                    log_dir=str(
+                        Path(folder) / files.safe_name(task["task"]) / files.safe_name(candidate["label"]) / name
+                    )
+                )
                 start = datetime.fromisoformat(run["started_at"]).timestamp()  # TensorBoard's relative time axis
                 try:
                     for step, elapsed, loss in run.get("extra", {}).get("curve") or []:
                         if loss is not None:
                             writer.add_scalar("loss", loss, step, walltime=start + elapsed)
                     settings = {k: run[k] for k in RUN_SETTINGS} | {"candidate": candidate["label"]}
-                    writer.add_text("settings", "\n".join(f"    {k}: {v}" for k, v in settings.items())
-                                    + f"\n\n    session: {json.dumps(doc['settings'])}")
+                    writer.add_text(
+                        "settings",
+                        "\n".join(f"    {k}: {v}" for k, v in settings.items())
+                        + f"\n\n    session: {json.dumps(doc['settings'])}",
+                    )
                     writer.add_text("verdict", verdict)
                     if run["value"] is not None:
                         writer.add_scalar(run["metric"], run["value"], run["steps"])
-                        writer.add_hparams({**{k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                                               for k, v in settings.items()},
-                                            "verdict": d["verdict"] if d else "none"},
-                                           {f"hparam/{run['metric']}": run["value"]}, run_name=".")
+                        writer.add_hparams(
+                            {
+                                **{
+                                    k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                    for k, v in settings.items()
+                                },
+                                "verdict": d["verdict"] if d else "none",
+                            },
+                            {f"hparam/{run['metric']}": run["value"]},
+                            run_name=".",
+                        )
                 finally:
                     writer.close()
                 count += 1

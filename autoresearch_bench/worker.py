@@ -10,6 +10,7 @@ than its report pipe; what they report is checked or ignored, never trusted: tok
 come from the feeder and the runner, the score from the scorer, the parameter count from the
 weights file. The candidate's stdout and stderr go to a log file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,8 +20,8 @@ import resource
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .protocol import DONE, FORWARD, CheckSpec, Emitter, ModelSpec, TrainSpec, read_exact, read_spec, write_all
 
@@ -46,12 +47,14 @@ def _seed_everything(seed: int) -> None:
     import random
 
     import torch
+
     random.seed(seed)
     torch.manual_seed(seed)
 
 
 def _peak_memory_gb(device: str) -> float:
     import torch
+
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux → GB
@@ -66,13 +69,18 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
     _seed_everything(spec.seed)
     # chosen here, in the process that trains, so that free memory is what this run will find; the
     # batch sizes are the file's own defaults (its Hyper) where the profile leaves them to it
-    settings = device_info.choose_settings({**spec.file_defaults, **spec.cfg}, device_info.detect() if spec.device == "cuda" else None,
-                                           spec.memory_per_row_gb, spec.memory_overhead_gb)
+    settings = device_info.choose_settings(
+        {**spec.file_defaults, **spec.cfg},
+        device_info.detect() if spec.device == "cuda" else None,
+        spec.memory_per_row_gb,
+        spec.memory_overhead_gb,
+    )
     module = load_candidate(spec.candidate)
     last, mfus = {"step": -1}, []
 
     class Progress:
         """Relays ctx.log records to the runner; keeps the last step and the logged MFU values."""
+
         def write(self, line: str) -> None:
             record = json.loads(line)
             last["step"] = record["step"]
@@ -84,8 +92,16 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
             pass
 
     client = BatchClient(spec.request_fd, spec.batch_fd, spec.latest_start)
-    ctx = TrainContext(device=spec.device, seed=spec.seed, cfg=spec.cfg, budget_s=spec.budget_s,
-                       max_tokens=spec.max_tokens, client=client, settings=settings, progress_out=Progress())
+    ctx = TrainContext(
+        device=spec.device,
+        seed=spec.seed,
+        cfg=spec.cfg,
+        budget_s=spec.budget_s,
+        max_tokens=spec.max_tokens,
+        client=client,
+        settings=settings,
+        progress_out=Progress(),
+    )
     emit("started")  # the process is up (imports, CUDA, the candidate): train()'s own setup follows
     model = module.train(ctx)
     if not isinstance(model, torch.nn.Module):
@@ -131,8 +147,11 @@ def run_model(spec: ModelSpec, emit: Emitter) -> None:
             logits = model(x)
         if type(logits) is not torch.Tensor or tuple(logits.shape) != (rows, seq_len, spec.vocab):
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            emit("violation", error=f"wrong logits shape: forward({(rows, seq_len)}) returned {got}, "
-                                    f"expected {(rows, seq_len, spec.vocab)}")
+            emit(
+                "violation",
+                error=f"wrong logits shape: forward({(rows, seq_len)}) returned {got}, "
+                f"expected {(rows, seq_len, spec.vocab)}",
+            )
             return
         logits_out.view(torch.float32, (rows, seq_len, spec.vocab)).copy_(logits)
         if cuda:
@@ -164,10 +183,16 @@ def serve_checks(spec: CheckSpec, emit: Emitter) -> None:
             if name not in checks.CHECKS:
                 raise KeyError(f"unknown check {name!r}; known: {', '.join(sorted(checks.CHECKS))}")
             ctx = checks.CheckContext(
-                build_model=module.build_model if module else None, cfg=spec.cfg, source=source,
-                allowed_imports=spec.allowed_imports, max_params=spec.max_params,
-                max_literal_bytes=spec.max_literal_bytes, seed=request.pop("seed", spec.seed), built=built,
-                **request)
+                build_model=module.build_model if module else None,
+                cfg=spec.cfg,
+                source=source,
+                allowed_imports=spec.allowed_imports,
+                max_params=spec.max_params,
+                max_literal_bytes=spec.max_literal_bytes,
+                seed=request.pop("seed", spec.seed),
+                built=built,
+                **request,
+            )
             detail = checks.CHECKS[name](ctx)
             checks.verify_untampered(snapshot)
             emit("check", name=name, ok=True, detail=detail, seconds=time.perf_counter() - t0)
@@ -178,6 +203,7 @@ def serve_checks(spec: CheckSpec, emit: Emitter) -> None:
 def classify(e: BaseException) -> tuple[str, str]:
     """("violation" or "error", one line): rules the candidate broke, or the error it raised."""
     from .checks import CheckFailed
+
     if isinstance(e, OSError) and e.errno == errno.EFBIG:
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         return "violation", f"wrote a file larger than the sandbox's limit of {limit >> 20} MiB"
@@ -194,8 +220,11 @@ def candidate_traceback(e: BaseException, candidate: str) -> str:
     return "".join(traceback.format_list(frames[start:]) + traceback.format_exception_only(type(e), e)).rstrip()
 
 
-RUNNERS: dict[str, tuple[type, Callable]] = {"train": (TrainSpec, run_train), "model": (ModelSpec, run_model),
-                                              "checks": (CheckSpec, serve_checks)}
+RUNNERS: dict[str, tuple[type, Callable]] = {
+    "train": (TrainSpec, run_train),
+    "model": (ModelSpec, run_model),
+    "checks": (CheckSpec, serve_checks),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

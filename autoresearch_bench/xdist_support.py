@@ -6,11 +6,12 @@ Under `pytest -n N --ar-executor xdist` each worker is a benchmark session of it
 GPU and runs its items' seeds only; --dist loadgroup keeps a candidate's checks and benchmark in one
 worker (an xdist_group per candidate); the controller draws the table and writes the reports.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -32,12 +33,15 @@ def executor_options(config: pytest.Config) -> dict:
     if not config.pluginmanager.hasplugin("xdist"):
         raise pytest.UsageError("--ar-executor xdist needs pytest-xdist: pip install autoresearch-bench[xdist]")
     if not role(config):
-        raise pytest.UsageError("--ar-executor xdist runs one pytest-xdist worker per GPU: add -n N "
-                                "(N = number of GPUs)")
+        raise pytest.UsageError(
+            "--ar-executor xdist runs one pytest-xdist worker per GPU: add -n N (N = number of GPUs)"
+        )
     if role(config) == "controller":
         if config.option.dist not in ("load", "loadgroup"):
-            raise pytest.UsageError(f"--ar-executor xdist keeps a candidate's checks and benchmark in one "
-                                    f"worker (--dist loadgroup): drop --dist {config.option.dist}")
+            raise pytest.UsageError(
+                f"--ar-executor xdist keeps a candidate's checks and benchmark in one "
+                f"worker (--dist loadgroup): drop --dist {config.option.dist}"
+            )
         config.option.dist = "loadgroup"
     return {"gpus": getattr(config, "workerinput", {}).get("ar_gpus", ())}
 

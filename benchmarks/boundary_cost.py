@@ -6,6 +6,7 @@ Run it twice in one call, once with PYTHONPATH at another checkout of the harnes
 commit before the trust boundary: `git archive e9a86b2 autoresearch_bench | tar -x -C old/`), to
 see what the boundary costs: training step time (tokens / seconds), evaluation seconds, the score.
 """
+
 import json
 import sys
 import time
@@ -28,8 +29,15 @@ def progress(record):
         print(f"step {record['step']} loss {record.get('loss')} tok/s {record.get('tok_per_s')}", file=sys.stderr)
 
 
-record = run_candidate(task, profile, Candidate("train", task.train_file), seed, max_tokens=tokens,
-                       on_progress=progress, log=lambda m: print(m, file=sys.stderr))
+record = run_candidate(
+    task,
+    profile,
+    Candidate("train", task.train_file),
+    seed,
+    max_tokens=tokens,
+    on_progress=progress,
+    log=lambda m: print(m, file=sys.stderr),
+)
 out = record.to_dict()
 out["wall"] = time.perf_counter() - t0
 out["tokens_per_s"] = record.tokens / record.seconds if record.seconds else None

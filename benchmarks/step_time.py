@@ -8,6 +8,7 @@ Prints per-step milliseconds, tokens/s and peak memory; with --profile, also tor
 of the GPU time of three steps after ten, by kernel (where a step's time goes). The real run's figures come from
 `benchmarks/boundary_cost.py` (the whole pipeline: feeder, sandboxed trainer, scorer).
 """
+
 import importlib.util
 import statistics
 import sys
@@ -23,9 +24,14 @@ task = load_task(sys.argv[1])
 profile = task.profile(sys.argv[2])
 args = [a for a in sys.argv[3:] if a != "--profile"]
 steps = int(args[0]) if args else 30
-profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
-                                  schedule=torch.profiler.schedule(wait=10, warmup=2, active=3, repeat=1)) \
-    if "--profile" in sys.argv else None
+profiler = (
+    torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+        schedule=torch.profiler.schedule(wait=10, warmup=2, active=3, repeat=1),
+    )
+    if "--profile" in sys.argv
+    else None
+)
 spec = importlib.util.spec_from_file_location("candidate", task.train_file)
 candidate = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(candidate)
@@ -35,6 +41,7 @@ per_step = cfg.get("total_batch_size", 524288)
 
 class Resident:
     """ctx's batch client, serving one random batch from GPU memory until `steps` steps' tokens."""
+
     t0 = time.perf_counter() + 600  # the clock starts at the first batch
 
     def __init__(self):
@@ -79,9 +86,16 @@ class ResidentContext(TrainContext):
 
 
 log = Log()
-ctx = ResidentContext(device="cuda", seed=0, cfg=cfg, budget_s=1e9, max_tokens=steps * per_step, client=Resident(),
-                      settings=choose_settings(cfg, detect(), profile.memory_per_row_gb, profile.memory_overhead_gb),
-                      progress_out=log)
+ctx = ResidentContext(
+    device="cuda",
+    seed=0,
+    cfg=cfg,
+    budget_s=1e9,
+    max_tokens=steps * per_step,
+    client=Resident(),
+    settings=choose_settings(cfg, detect(), profile.memory_per_row_gb, profile.memory_overhead_gb),
+    progress_out=log,
+)
 t0 = time.perf_counter()
 if profiler:
     profiler.start()
@@ -92,6 +106,8 @@ if profiler:
     events = profiler.key_averages()
     print(events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70))
 tail = log.times[5:]
-print(f"{len(log.times) + 1} steps in {time.perf_counter() - t0:.1f} s (compile included); step ms after 5: "
-      f"median {1e3 * statistics.median(tail):.0f} min {1e3 * min(tail):.0f} max {1e3 * max(tail):.0f}; "
-      f"{per_step / statistics.median(tail) / 1e6:.2f} M tok/s; peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
+print(
+    f"{len(log.times) + 1} steps in {time.perf_counter() - t0:.1f} s (compile included); step ms after 5: "
+    f"median {1e3 * statistics.median(tail):.0f} min {1e3 * min(tail):.0f} max {1e3 * max(tail):.0f}; "
+    f"{per_step / statistics.median(tail) / 1e6:.2f} M tok/s; peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB"
+)

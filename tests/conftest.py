@@ -1,12 +1,13 @@
 """Shared set-up of the project's tests: one data cache for the session, fixture folders not collected."""
+
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch  # noqa: F401  pytester's in-process sessions import torch, and it drops the modules a session
-# imported when the session ends; torch's C extension cannot load twice in one process: load it once here
 
+# imported when the session ends; torch's C extension cannot load twice in one process: load it once here
 from autoresearch_bench.task import load_task
 
 HERE = Path(__file__).parent

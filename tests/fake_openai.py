@@ -4,6 +4,7 @@ Each POST /v1/chat/completions takes the next item of the script: a string is th
 (with usage 100 prompt + 20 completion tokens); an int is an HTTP error status (with a short
 Retry-After so the client's backoff stays fast). Requests are kept for assertions.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,13 +29,25 @@ class FakeOpenAI:
                     payload = json.dumps({"error": {"message": f"scripted {item}", "type": "server_error"}})
                     self._send(item, payload, {"retry-after-ms": "10"})
                     return
-                self._send(200, json.dumps({
-                    "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": 0,
-                    "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": item}}],
-                    "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                              "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}}))
+                self._send(
+                    200,
+                    json.dumps(
+                        {
+                            "id": f"chatcmpl-{len(server.requests)}",
+                            "object": "chat.completion",
+                            "created": 0,
+                            "model": body["model"],
+                            "choices": [
+                                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": item}}
+                            ],
+                            "usage": {
+                                "prompt_tokens": PROMPT_TOKENS,
+                                "completion_tokens": COMPLETION_TOKENS,
+                                "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+                            },
+                        }
+                    ),
+                )
 
             def _send(self, status: int, payload: str, headers: dict | None = None) -> None:
                 data = payload.encode()

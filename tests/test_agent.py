@@ -4,6 +4,7 @@ A scripted OpenAI-compatible server (tests/fake_openai.py) plays the model; a sm
 external coding agent. Each experiment is a real `pytest --autoresearch` run of about a second of
 training, so these tests take a minute or so.
 """
+
 import csv
 import difflib
 import json
@@ -18,20 +19,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
+from gitrepo import commit_all, git
+from hypothesis import given
+from hypothesis import strategies as st
+from test_storage import record
 
 from autoresearch_bench import report, storage
-from autoresearch_bench.agent import (AgentError, AgentLoop, AgentSpec, Experiment, Measured, Proposal,
-                                      RandomSearchProposer, ReplayProposer, Settings, _best_runs, apply_proposal,
-                                      command_spec, float_constants, parse_reply)
-from autoresearch_bench.league import League, leaderboard, load_agents, Entry, heldout_statistics, reward_hacking
+from autoresearch_bench.agent import (
+    AgentError,
+    AgentLoop,
+    AgentSpec,
+    Experiment,
+    Measured,
+    Proposal,
+    RandomSearchProposer,
+    ReplayProposer,
+    Settings,
+    _best_runs,
+    apply_proposal,
+    command_spec,
+    float_constants,
+    parse_reply,
+)
+from autoresearch_bench.league import Entry, League, heldout_statistics, leaderboard, load_agents, reward_hacking
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import load_eval_data
 from autoresearch_bench.stats import KeepRule, Noise, Rule
 from autoresearch_bench.task import load_task
-from fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
-from gitrepo import commit_all, git
-from test_storage import record
 
 FAST = Settings(profile="cpu", max_tokens=32 * 1024, confirm_seeds=2)  # fixed tokens: the same training under any load
 PROGRAM = "Lower val_bpb. Only train.py may change."
@@ -73,19 +88,29 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     spec = lambda url: AgentSpec("fake", model="fake-model", base_url=url, max_retries=2, price_in=2.0, price_out=10.0)
     task = repo / "tasks/tiny"
 
-    with FakeOpenAI([f"DESCRIPTION: raise the learning rate to 3e-3\n```python\n{good}```",
-                     500,  # a server error: the client retries
-                     f"Lower it again.\n```diff\n{bad_diff}```"]) as server:
+    with FakeOpenAI(
+        [
+            f"DESCRIPTION: raise the learning rate to 3e-3\n```python\n{good}```",
+            500,  # a server error: the client retries
+            f"Lower it again.\n```diff\n{bad_diff}```",
+        ]
+    ) as server:
         first = AgentLoop(task, spec(server.url), "t1", Settings(**{**FAST.__dict__, "max_experiments": 2}))
         first.run()
     assert len(server.requests) == 3  # two replies, the second one asked twice: the 500 was retried
     asked = server.requests[0]["messages"][-1]["content"]
     assert PROGRAM in asked and "LR = 1e-05" in asked and "baseline" in asked
 
-    with FakeOpenAI([f"DESCRIPTION: a stale patch\n```diff\n{stale_diff}```",
-                     f"DESCRIPTION: attend both ways\n```python\n{peeks}```",
-                     f"DESCRIPTION: crash on purpose\n```python\n{crash}```",
-                     503, 503, 503]) as server:  # then the endpoint stays down
+    with FakeOpenAI(
+        [
+            f"DESCRIPTION: a stale patch\n```diff\n{stale_diff}```",
+            f"DESCRIPTION: attend both ways\n```python\n{peeks}```",
+            f"DESCRIPTION: crash on purpose\n```python\n{crash}```",
+            503,
+            503,
+            503,
+        ]
+    ) as server:  # then the endpoint stays down
         second = AgentLoop(task, spec(server.url), "t1", Settings(**{**FAST.__dict__, "max_experiments": 10}))
         with pytest.raises(AgentError, match="endpoint failed after 2 retries.*rerun the same command"):
             second.run()
@@ -101,8 +126,14 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     assert [e["n"] for e in full] == [0, 1, 2, 3, 4, 5]
     # screen on seed 0 against the best's stored run, then confirm on seeds 1 and 2 with the baseline
     # re-measured beside it (it had run seed 0 only); a worse change and a crash cost one run
-    assert [(e["stage"], e["seeds"]) for e in full] == [("screen", [0]), ("confirm", [0, 1, 2]), ("screen", [0]),
-                                                         ("", []), ("screen", [0]), ("screen", [0])]
+    assert [(e["stage"], e["seeds"]) for e in full] == [
+        ("screen", [0]),
+        ("confirm", [0, 1, 2]),
+        ("screen", [0]),
+        ("", []),
+        ("screen", [0]),
+        ("screen", [0]),
+    ]
     assert [s for s, _ in full[1]["best_runs"]] == [1, 2] and full[1]["p"] < 0.05
     assert full[1]["reason"].startswith("confirm: ") and full[2]["reason"].startswith("screen: ")
     assert all(e["gpu_seconds"] > 0 for e in full if e["runs"]) and full[3]["gpu_seconds"] == 0
@@ -112,7 +143,9 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
     assert full[1]["cost"] == pytest.approx((PROMPT_TOKENS * 2.0 + COMPLETION_TOKENS * 10.0) / 1e6)
     # The branch holds the baseline and the kept change only; the user's checkout is untouched.
     assert git(repo, "log", "--format=%s", "autoresearch/t1").splitlines() == [
-        "experiment 1: raise the learning rate to 3e-3", "initial"]
+        "experiment 1: raise the learning rate to 3e-3",
+        "initial",
+    ]
     assert "LR = 3e-3" in (second.worktree / "tasks/tiny/train.py").read_text()
     assert "LR = 1e-05" in (repo / "tasks/tiny/train.py").read_text()
     assert git(repo, "branch", "--show-current").strip() == "main"
@@ -149,13 +182,39 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
     helper.chmod(0o755)  # shown to the agent read-only, which runs as uid 65534 when the tests are root
     (helper / "agent.py").write_text(AGENT_SCRIPT)
     marker = helper / "marker"
-    cli = [sys.executable, "-m", "autoresearch_bench.cli", "agent", "--task", str(repo / "tasks/tiny"),
-           "--tag", "cmd", "--agent-cmd", f"{sys.executable} {helper / 'agent.py'} {marker}", "--agent-ro", str(helper),
-           "--profile", "cpu", "--tokens", "32768", "--confirm-seeds", "2", "--max-experiments", "3",
-           "--out", "records"]  # relative to cwd
+    cli = [
+        sys.executable,
+        "-m",
+        "autoresearch_bench.cli",
+        "agent",
+        "--task",
+        str(repo / "tasks/tiny"),
+        "--tag",
+        "cmd",
+        "--agent-cmd",
+        f"{sys.executable} {helper / 'agent.py'} {marker}",
+        "--agent-ro",
+        str(helper),
+        "--profile",
+        "cpu",
+        "--tokens",
+        "32768",
+        "--confirm-seeds",
+        "2",
+        "--max-experiments",
+        "3",
+        "--out",
+        "records",
+    ]  # relative to cwd
     # SIG_DFL: Ctrl-C reaches the loop even when these tests run as a job that ignores SIGINT
-    proc = subprocess.Popen(cli, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cli,
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline, log = time.monotonic() + 600, repo / "records/logs/2.agent.log"  # five runs first, on a busy machine
     while not (log.exists() and "sleeping" in log.read_text()) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -182,8 +241,16 @@ def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp
 
 def test_league_of_null_and_random_search_ranks_on_held_out_rows(repo):
     agents = [AgentSpec("null", kind="null"), AgentSpec("random", kind="random-search", seed=1)]
-    league = League(agents, [load_task(repo / "tasks/tiny")], experiments=1, settings=FAST, name="t",
-                    heldout_seeds=2, out_dir=repo / ".ar/league", slots=2)  # fixed tokens: runs may share the machine
+    league = League(
+        agents,
+        [load_task(repo / "tasks/tiny")],
+        experiments=1,
+        settings=FAST,
+        name="t",
+        heldout_seeds=2,
+        out_dir=repo / ".ar/league",
+        slots=2,
+    )  # fixed tokens: runs may share the machine
     board = {r["agent"]: r for r in league.run()}
     assert board["null"]["improvement (σ)"] == 0.0  # it changed nothing: the very baseline file
     assert board["null"]["experiments"] == 1 and board["null"]["keeps"] == 0 and board["null"]["first keep"] == "never"
@@ -207,6 +274,7 @@ def test_league_of_null_and_random_search_ranks_on_held_out_rows(repo):
 
 
 # --- the pieces, without training ------------------------------------------------------------------
+
 
 def test_a_change_that_looks_better_on_the_screen_is_kept_only_when_the_paired_confirmation_says_better():
     rule = KeepRule(Rule(noise=Noise(seed_std=0.0072, pair_std=0.0006), floor=0.001))
@@ -234,37 +302,51 @@ def test_a_time_mode_change_measured_at_another_machine_speed_is_not_comparable(
     def measured(self, n, commit, description, stage, seeds, best=None) -> Measured:
         """Training stands in: the baseline scores about 1.0 on every seed, both changes about 0.5."""
         runs = {s: (1.0 if n == 0 else 0.5) + s / 100 for s in seeds}
-        return Measured("ok", seeds, runs=runs, best_runs={s: 1.0 + s / 90 for s in seeds} if best else {},
-                        speed=next(speeds))
+        return Measured(
+            "ok", seeds, runs=runs, best_runs={s: 1.0 + s / 90 for s in seeds} if best else {}, speed=next(speeds)
+        )
+
     monkeypatch.setattr(AgentLoop, "_evaluate", measured)
-    loop = AgentLoop(repo / "tasks/tiny", AgentSpec("replay", kind="replay", changes=str(changes)), "speed",
-                     Settings(profile="cpu", confirm_seeds=2, max_experiments=2), log=lambda m: None)
+    loop = AgentLoop(
+        repo / "tasks/tiny",
+        AgentSpec("replay", kind="replay", changes=str(changes)),
+        "speed",
+        Settings(profile="cpu", confirm_seeds=2, max_experiments=2),
+        log=lambda m: None,
+    )
     history = loop.run()
     assert [e.status for e in history] == ["keep", "discard", "keep"]
-    assert history[1].reason == ("screen: not comparable: the cpu ran 40% slower than when the best's seed 0 was "
-                                 "measured (30.0 against 50.0 GFLOP/s): use fixed-token mode (--tokens N), or rerun "
-                                 "on an idle machine")
+    assert history[1].reason == (
+        "screen: not comparable: the cpu ran 40% slower than when the best's seed 0 was "
+        "measured (30.0 against 50.0 GFLOP/s): use fixed-token mode (--tokens N), or rerun "
+        "on an idle machine"
+    )
     assert history[2].speeds == [[0, {"cpu": 49.0}], [1, {"cpu": 48.0}], [2, {"cpu": 48.0}]]
     assert history[2].best_speeds == [[1, {"cpu": 48.0}], [2, {"cpu": 48.0}]]
 
 
 def test_the_best_s_runs_are_its_own_then_its_re_measures_since():
     kept = Experiment(3, "k", 0.6, 0.1, "keep", "x", runs=[[0, 0.6]])
-    history = [Experiment(0, "b", 0.7, 0.1, "keep", "baseline", runs=[[0, 0.7]]), kept,
-               Experiment(4, "c", 0.61, 0.1, "discard", "y", runs=[[0, 0.61], [1, 0.6]], best_runs=[[1, 0.62]])]
+    history = [
+        Experiment(0, "b", 0.7, 0.1, "keep", "baseline", runs=[[0, 0.7]]),
+        kept,
+        Experiment(4, "c", 0.61, 0.1, "discard", "y", runs=[[0, 0.61], [1, 0.6]], best_runs=[[1, 0.62]]),
+    ]
     assert _best_runs(history, kept) == {0: 0.6, 1: 0.62}  # experiment 4 re-measured it on seed 1
     assert _best_runs(history[:2], kept) == {0: 0.6}
 
 
 def test_reply_with_a_diff_block_is_a_diff():
-    p = parse_reply("DESCRIPTION: wider\n```diff\n--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-a\n+b\n```",
-                    ("train.py",))
+    p = parse_reply(
+        "DESCRIPTION: wider\n```diff\n--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-a\n+b\n```", ("train.py",)
+    )
     assert p.description == "wider" and p.diff.startswith("--- a/train.py") and not p.files and not p.error
 
 
 def test_reply_with_code_blocks_takes_the_largest_as_the_whole_file():
-    p = parse_reply("Try this.\n```python\nx = 1\n```\nFull file:\n```python\nimport torch\nx = 2\n```\n",
-                    ("train.py",))
+    p = parse_reply(
+        "Try this.\n```python\nx = 1\n```\nFull file:\n```python\nimport torch\nx = 2\n```\n", ("train.py",)
+    )
     assert p.description == "Try this." and p.files == {"train.py": "import torch\nx = 2\n"}
 
 
@@ -298,9 +380,18 @@ SOURCE = "import torch\nLR = 0.003\nSTEPS = 10\n\nclass Hyper:\n    beta: float 
 
 def test_random_search_changes_one_float_constant_reproducibly():
     def ask(seed, n, config=frozenset()):
-        ctx = type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "files": {"train.py": SOURCE},
-                               "n": n, "config_keys": config})
+        ctx = type(
+            "Ctx",
+            (),
+            {
+                "task": type("T", (), {"editable": ("train.py",)}),
+                "files": {"train.py": SOURCE},
+                "n": n,
+                "config_keys": config,
+            },
+        )
         return RandomSearchProposer(AgentSpec("r", kind="random-search", seed=seed)).propose(ctx)
+
     assert [name for name, _ in float_constants(SOURCE)] == ["LR", "beta"]
     p = ask(0, 1)
     assert p.files == ask(0, 1).files and p.description.startswith("random search: ")
@@ -331,10 +422,22 @@ def test_replay_applies_the_given_changes_one_per_experiment_in_name_order(tmp_p
 @given(value=st.floats(1e-6, 1e3), seed=st.integers(0, 10_000))
 def test_random_search_keeps_fractions_in_0_1_and_scales_others_by_at_most_2(value, seed):
     source = f"X = {value!r}\n"
-    ctx = type("Ctx", (), {"task": type("T", (), {"editable": ("train.py",)}), "files": {"train.py": source}, "n": 1,
-                           "config_keys": frozenset()})
-    new = float(RandomSearchProposer(AgentSpec("r", kind="random-search", seed=seed)).propose(ctx)
-                .files["train.py"].split("=")[1])
+    ctx = type(
+        "Ctx",
+        (),
+        {
+            "task": type("T", (), {"editable": ("train.py",)}),
+            "files": {"train.py": source},
+            "n": 1,
+            "config_keys": frozenset(),
+        },
+    )
+    new = float(
+        RandomSearchProposer(AgentSpec("r", kind="random-search", seed=seed))
+        .propose(ctx)
+        .files["train.py"]
+        .split("=")[1]
+    )
     if value < 1:
         assert 0 < new < 1
     else:
@@ -343,20 +446,36 @@ def test_random_search_keeps_fractions_in_0_1_and_scales_others_by_at_most_2(val
 
 def test_held_out_rows_follow_the_scored_rows_in_a_file_of_their_own(repo):
     from autoresearch_bench import data
+
     task = load_task(repo / "tasks/tiny")
     profile = task.profile("cpu")
     prepared = data.prepare(profile.data, task.name, log=lambda m: None)
     split = lambda name, tokens=profile.eval_tokens: data.eval_split(prepared, tokens, profile.seq_len, split=name)
-    spec = ScorerSpec(candidate="", cfg=profile.model_config(), device="cpu", seed=0, rows=str(split("val")),
-                      tokenizer_dir=str(prepared.tokenizer_dir), eval_batch_size=8, eval_split="val",
-                      metric="val_bpb", max_params=None, sandbox_level="off", sandbox_prefix=(), tmp="")
+    spec = ScorerSpec(
+        candidate="",
+        cfg=profile.model_config(),
+        device="cpu",
+        seed=0,
+        rows=str(split("val")),
+        tokenizer_dir=str(prepared.tokenizer_dir),
+        eval_batch_size=8,
+        eval_split="val",
+        metric="val_bpb",
+        max_params=None,
+        sandbox_level="off",
+        sandbox_prefix=(),
+        tmp="",
+    )
     val, _ = load_eval_data(spec)
     test, _ = load_eval_data(replace(spec, rows=str(split("test")), eval_split="test"))
     everything, _ = data.eval_rows_and_mask(prepared.val_tokens, 2 * profile.eval_tokens, profile.seq_len)
     assert len(test) == len(val) and np.array_equal(np.concatenate([val, test]), everything)
     assert not {tuple(r) for r in val.tolist()} & {tuple(r) for r in test.tolist()}
     assert split("test").parent == prepared.root / "private" != split("val").parent
-    assert oct(split("test").stat().st_mode & 0o777) == "0o600" and oct(split("test").parent.stat().st_mode & 0o777) == "0o700"
+    assert (
+        oct(split("test").stat().st_mode & 0o777) == "0o600"
+        and oct(split("test").parent.stat().st_mode & 0o777) == "0o700"
+    )
     with pytest.raises(ValueError, match="too few for a held-out test"):
         split("test", prepared.n_val_tokens)
 
@@ -367,10 +486,18 @@ def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap()
     wiggle = (0.0004, -0.0003, 0.0002, -0.0001, -0.0002)  # a seed rerun moves by this much; mean 0
 
     def final(shift: float, crash_at: int | None = None) -> list:
-        return [record(seed=s, value=v + shift + w) if s != crash_at else
-                record(seed=s, value=None, status="crash", error="boom") for (s, v), w in zip(base, wiggle)]
-    entries = [Entry("good", "t", best_value=0.55, baseline_value=0.62, best_seen_value=0.50), Entry("broken", "t"),
-               Entry("broken_and_worse", "t")]
+        return [
+            record(seed=s, value=v + shift + w)
+            if s != crash_at
+            else record(seed=s, value=None, status="crash", error="boom")
+            for (s, v), w in zip(base, wiggle)
+        ]
+
+    entries = [
+        Entry("good", "t", best_value=0.55, baseline_value=0.62, best_seen_value=0.50),
+        Entry("broken", "t"),
+        Entry("broken_and_worse", "t"),
+    ]
     finals = {"good": final(-0.01), "broken": final(0.0, 1002), "broken_and_worse": final(0.02, 1001)}
     heldout_statistics(entries, base, finals, Rule(noise=Noise(seed_std=0.02, pair_std=0.002)), unit=0.02)
     good, broken, worse = entries
@@ -390,24 +517,36 @@ def test_held_out_statistics_pair_by_seed_count_a_failed_file_and_show_the_gap()
 
 def test_a_league_whose_machine_speed_changed_during_the_held_out_runs_ranks_nothing(repo):
     speeds = iter([{"cpu": 50.0}, {"cpu": 30.0}])  # before and after the task's held-out runs
-    league = League([AgentSpec("null", kind="null")], [load_task(repo / "tasks/tiny")], experiments=0,
-                    settings=Settings(profile="cpu", budget_s=1), name="speed", heldout_seeds=2,
-                    out_dir=repo / ".ar/league", log=lambda m: None, measure_speed=lambda device: next(speeds))
+    league = League(
+        [AgentSpec("null", kind="null")],
+        [load_task(repo / "tasks/tiny")],
+        experiments=0,
+        settings=Settings(profile="cpu", budget_s=1),
+        name="speed",
+        heldout_seeds=2,
+        out_dir=repo / ".ar/league",
+        log=lambda m: None,
+        measure_speed=lambda device: next(speeds),
+    )
     row = league.run()[0]
     entry = league.entries[0]
     assert entry.verdict == "not comparable" and entry.improvement_sigma is None and len(entry.heldout) == 2
-    assert entry.not_comparable == ("the machine's speed changed during the held-out runs: the cpu ran 40% slower "
-                                    "than before the held-out runs (30.0 against 50.0 GFLOP/s): use fixed-token "
-                                    "mode (--tokens N), or rerun on an idle machine")
+    assert entry.not_comparable == (
+        "the machine's speed changed during the held-out runs: the cpu ran 40% slower "
+        "than before the held-out runs (30.0 against 50.0 GFLOP/s): use fixed-token "
+        "mode (--tokens N), or rerun on an idle machine"
+    )
     assert row["held-out"] == "not comparable on tiny" and row["improvement (σ)"] is None
     assert row["tiny Δ 95% CI"] == "not comparable"
 
 
 def test_leaderboard_ranks_by_mean_held_out_improvement():
-    entries = [Entry("a", "t1", experiments=4, keeps=1, crashes=1, first_keep=2, improvement_sigma=1.0),
-               Entry("a", "t2", experiments=4, improvement_sigma=3.0),
-               Entry("b", "t1", experiments=4, improvement_sigma=2.5),
-               Entry("b", "t2", experiments=4, improvement_sigma=2.0)]
+    entries = [
+        Entry("a", "t1", experiments=4, keeps=1, crashes=1, first_keep=2, improvement_sigma=1.0),
+        Entry("a", "t2", experiments=4, improvement_sigma=3.0),
+        Entry("b", "t1", experiments=4, improvement_sigma=2.5),
+        Entry("b", "t2", experiments=4, improvement_sigma=2.0),
+    ]
     board = leaderboard(entries, ["t1", "t2"])
     assert [r["agent"] for r in board] == ["b", "a"]
     assert board[1]["improvement (σ)"] == 2.0 and board[1]["crash rate"] == "12%" and board[1]["first keep"] == "2.0"
@@ -421,5 +560,7 @@ def test_a_diff_that_does_not_apply_says_why_in_git_s_words(tmp_path):
     commit_all(tmp_path)
     stale = "--- a/tasks/t/train.py\n+++ b/tasks/t/train.py\n@@ -1,3 +1,3 @@\n a = 1\n-b = 5\n+b = 3\n c = 3\n"
     why = apply_proposal(tmp_path, "tasks/t", Proposal("stale", diff=stale), tmp_path / "p.diff")
-    assert why == ("the diff does not apply to the current file (git apply: patch failed: tasks/t/train.py:1; "
-                   "tasks/t/train.py: patch does not apply)")
+    assert why == (
+        "the diff does not apply to the current file (git apply: patch failed: tasks/t/train.py:1; "
+        "tasks/t/train.py: patch does not apply)"
+    )

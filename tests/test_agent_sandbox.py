@@ -5,6 +5,7 @@ One agent loop per isolation runs one attack per experiment (the script below, t
 AR_EXPERIMENT): as root the agent runs as uid 65534 ("unprivileged"); an ordinary user gets a user
 namespace, forced here as tests/test_sandbox.py forces it for candidates. Skipped without namespaces.
 """
+
 import hashlib
 import json
 import os
@@ -15,16 +16,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from gitrepo import commit_all, git
+from test_agent import FAST, PROGRAM
 
 from autoresearch_bench import agent, data, sandbox, storage
 from autoresearch_bench.agent import AgentLoop, AgentSpec, Children, CommandProposer, Context, copy_back
 from autoresearch_bench.task import load_task
 from conftest import copy_tiny_task
-from gitrepo import commit_all, git
-from test_agent import FAST, PROGRAM
 
-pytestmark = pytest.mark.skipif(sandbox.namespaces_available() is None,
-                                reason="Linux namespaces are not available on this machine")
+pytestmark = pytest.mark.skipif(
+    sandbox.namespaces_available() is None, reason="Linux namespaces are not available on this machine"
+)
 
 ATTACKER = textwrap.dedent("""
     import json, os, pathlib, subprocess, sys, time
@@ -73,6 +75,7 @@ ISOLATIONS = ["unprivileged", "userns"] if sandbox.namespaces_available().level 
 @dataclass
 class Attacked:
     """One loop of attacks: its records, what the attacks aimed at, and their digests before."""
+
     loop: AgentLoop
     experiments: list[dict]
     targets: dict
@@ -122,30 +125,59 @@ def attacked(request, tmp_path_factory) -> Attacked:
     plan = ["reads", "writes_records", "edits_outside", "daemon", "memory"]
     plan += ["honest", "processes"] if request.param == "unprivileged" else ["processes"]  # honest: once
     marker = f"{os.getpid()}.{len(request.param)}4242"
-    spec = AgentSpec("hostile", kind="command", cmd=f"{sys.executable} {helper / 'attacker.py'} {helper / 'targets.json'}",
-                     ro=[str(helper)])
+    spec = AgentSpec(
+        "hostile",
+        kind="command",
+        cmd=f"{sys.executable} {helper / 'attacker.py'} {helper / 'targets.json'}",
+        ro=[str(helper)],
+    )
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "userns":
             patch.setattr(sandbox, "namespaces_available", lambda: USERNS)
         patch.setattr(sandbox, "MAX_PROCESSES", 20)  # the watch of this process (the agent's), not the runs'
-        loop = AgentLoop(task_dir, spec, f"attacks-{request.param}",
-                         replace(FAST, max_experiments=len(plan)), log=lambda m: None)
+        loop = AgentLoop(
+            task_dir, spec, f"attacks-{request.param}", replace(FAST, max_experiments=len(plan)), log=lambda m: None
+        )
         out = loop.out
         targets = {
-            "plan": plan, "marker": marker, "cache": str(data.cache_root()),
-            "secrets": [str(prepared.val_tokens), str(prepared.train_tokens), str(data.EMBEDDED_CORPUS),
-                        str(repo / "tasks/tiny/train.py"), str(out / "results.tsv")],
-            "records": [str(out / "results.tsv"), str(storage.ledger_path(out / "results.tsv")),
-                        str(out / "experiments.jsonl"), str(out / "bench.jsonl"), str(out / "bench.tsv")],
-            "outside": [str(Path(agent.__file__)), str(repo / "tasks/tiny/train.py"), str(repo / ".git/config"),
-                        str(other / "train.py"), str(loop.worktree / ".gitignore"),
-                        os.path.join(sys.prefix, "pyvenv.cfg")]}
+            "plan": plan,
+            "marker": marker,
+            "cache": str(data.cache_root()),
+            "secrets": [
+                str(prepared.val_tokens),
+                str(prepared.train_tokens),
+                str(data.EMBEDDED_CORPUS),
+                str(repo / "tasks/tiny/train.py"),
+                str(out / "results.tsv"),
+            ],
+            "records": [
+                str(out / "results.tsv"),
+                str(storage.ledger_path(out / "results.tsv")),
+                str(out / "experiments.jsonl"),
+                str(out / "bench.jsonl"),
+                str(out / "bench.tsv"),
+            ],
+            "outside": [
+                str(Path(agent.__file__)),
+                str(repo / "tasks/tiny/train.py"),
+                str(repo / ".git/config"),
+                str(other / "train.py"),
+                str(loop.worktree / ".gitignore"),
+                os.path.join(sys.prefix, "pyvenv.cfg"),
+            ],
+        }
         (helper / "targets.json").write_text(json.dumps(targets))
         loop._prepare_worktree()  # so that its files have digests before
         digests = {p: digest(p) for p in targets["outside"] + targets["secrets"]}
         loop.run()
-        attacked = Attacked(loop, [json.loads(l) for l in loop.jsonl.read_text().splitlines()], targets, digests,
-                            processes_running(marker), loop.proposer.plan)
+        attacked = Attacked(
+            loop,
+            [json.loads(l) for l in loop.jsonl.read_text().splitlines()],
+            targets,
+            digests,
+            processes_running(marker),
+            loop.proposer.plan,
+        )
     return attacked
 
 
@@ -180,8 +212,9 @@ def test_an_agent_cannot_edit_the_harness_the_checkout_or_other_worktrees(attack
     harness = [str(Path(agent.__file__)), os.path.join(sys.prefix, "pyvenv.cfg")]
     assert all(f"write {p}: blocked (" in log for p in harness), log  # shown read-only
     # the rest is not there: blocked, or (in a user namespace) a new file on the run's own /tmp
-    assert {p: digest(p) for p in attacked.targets["outside"]} == {p: attacked.digests[p]
-                                                                   for p in attacked.targets["outside"]}
+    assert {p: digest(p) for p in attacked.targets["outside"]} == {
+        p: attacked.digests[p] for p in attacked.targets["outside"]
+    }
     assert attacked.experiments[n]["reason"] == "the change is empty"
 
 
@@ -251,8 +284,7 @@ PROBE = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("offline", [False, True], ids=["online", "offline"])
-def test_the_agent_gets_the_network_unless_offline_and_only_the_variables_it_was_given(tmp_path, monkeypatch,
-                                                                                      offline):
+def test_the_agent_gets_the_network_unless_offline_and_only_the_variables_it_was_given(tmp_path, monkeypatch, offline):
     monkeypatch.setenv("AR_TEST_KEY", "sk-given")
     monkeypatch.setenv("AR_TEST_OTHER", "sk-not-given")
     listener = socket.socket()  # a server on this machine, as the model's API would be
@@ -263,8 +295,14 @@ def test_the_agent_gets_the_network_unless_offline_and_only_the_variables_it_was
     (helper / "probe.py").write_text(PROBE)
     task_dir = copy_tiny_task(tmp_path)
     (tmp_path / "logs").mkdir()
-    spec = AgentSpec("probe", kind="command", cmd=f"{sys.executable} {helper / 'probe.py'} {listener.getsockname()[1]}",
-                     env=["AR_TEST_KEY"], ro=[str(helper)], offline=offline)
+    spec = AgentSpec(
+        "probe",
+        kind="command",
+        cmd=f"{sys.executable} {helper / 'probe.py'} {listener.getsockname()[1]}",
+        env=["AR_TEST_KEY"],
+        ro=[str(helper)],
+        offline=offline,
+    )
     proposer = CommandProposer(spec, tmp_path / "logs", Children(), sandbox.namespaces_available(), "cpu", [])
     proposal = proposer.propose(Context(load_task(task_dir), task_dir, "", {}, [], None, 1, tmp_path / "results.tsv"))
     listener.close()

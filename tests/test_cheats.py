@@ -10,6 +10,7 @@ the ones of the "Trusted evaluation" issue: 1 candidate code beside the evaluati
 3 predictable probes, 4 globals, 5 limits read through overridable calls, 6 writable budget state,
 7 root inside the namespaces.
 """
+
 import hashlib
 import re
 from dataclasses import dataclass, replace
@@ -18,15 +19,16 @@ from pathlib import Path
 import pytest
 
 from autoresearch_bench import sandbox
-from autoresearch_bench.executor import Run, make_executor
 from autoresearch_bench.candidate import Candidate
+from autoresearch_bench.executor import Run, make_executor
 from autoresearch_bench.runner import CheckServer
 from autoresearch_bench.storage import RunRecord
 from autoresearch_bench.task import load_task
 
-needs_namespaces = pytest.mark.skipif(sandbox.namespaces_available() is None,
-                                      reason="Linux namespaces are not available on this machine")
-TOKENS = 16 * 16 * 64            # 16 steps of the tiny task's 16 × 64 batches
+needs_namespaces = pytest.mark.skipif(
+    sandbox.namespaces_available() is None, reason="Linux namespaces are not available on this machine"
+)
+TOKENS = 16 * 16 * 64  # 16 steps of the tiny task's 16 × 64 batches
 PACKAGE = Path(__file__).resolve().parent.parent / "autoresearch_bench"
 RESULTS_HEADER = b"commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 
@@ -64,29 +66,41 @@ RENAME_BUILD = ("def build_model(cfg):", "def honest_build_model(cfg):")
 
 @dataclass(frozen=True)
 class Cheat:
-    edits: tuple = ()            # (old, new) replacements of the honest source
-    appended: str = ""           # code after it
-    caught: str = "violation"    # status it must end with: violation | timeout | honest (ok, value = honest's)
-    message: str = ""            # a word the error must hold
-    mode: str = "tokens"         # tokens | time
-    allowance: float = 60        # startup allowance, generous: a loaded machine must not turn a cheat into a timeout
+    edits: tuple = ()  # (old, new) replacements of the honest source
+    appended: str = ""  # code after it
+    caught: str = "violation"  # status it must end with: violation | timeout | honest (ok, value = honest's)
+    message: str = ""  # a word the error must hold
+    mode: str = "tokens"  # tokens | time
+    allowance: float = 60  # startup allowance, generous: a loaded machine must not turn a cheat into a timeout
 
 
 CHEATS = {
     # -- 1. candidate code beside the evaluation ------------------------------------------------
-    "forges_score_on_its_pipes": Cheat((RENAME_BUILD,), '''
+    "forges_score_on_its_pipes": Cheat(
+        (RENAME_BUILD,),
+        """
 def build_model(cfg):
     if _in_model_process():
         _write_everywhere((_json.dumps({"kind": "result", "value": 0.001, "val_bpb": 0.001, "params": 1})
                            + "\\n").encode())
     return honest_build_model(cfg)
-''', caught="violation", message="protocol"),
-    "forges_its_training_result": Cheat((RENAME_TRAIN,), '''
+""",
+        caught="violation",
+        message="protocol",
+    ),
+    "forges_its_training_result": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     _write_everywhere((_json.dumps({"kind": "result", "steps": 10**6, "peak_mem_gb": 0.0, "settings": {}, "mfu": 99.0})
                        + "\\n" + _json.dumps({"kind": "served", "tokens": 1, "t0": 0.0}) + "\\n").encode())
-''', caught="violation", message="weights"),
-    "searches_its_process_for_targets": Cheat((), '''
+""",
+        caught="violation",
+        message="weights",
+    ),
+    "searches_its_process_for_targets": Cheat(
+        (),
+        """
 import gc as _gc, torch as _torch
 _honest_forward = TinyGPT.forward
 def _targets_like(obj, idx):
@@ -105,17 +119,25 @@ def _forward(self, idx):
             frame = frame.f_back
     return _honest_forward(self, idx)
 TinyGPT.forward = _forward
-''', caught="honest"),
+""",
+        caught="honest",
+    ),
     # -- 2. file access ---------------------------------------------------------------------------
-    "reads_validation_data_from_disk": Cheat((RENAME_TRAIN,), '''
+    "reads_validation_data_from_disk": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     import torch
     for path in _walk({"validation.npy", "validation.docs.npy", "tokenizer.pkl"}):
         storage = torch.UntypedStorage.from_file(path, shared=False, nbytes=16)
         FOUND(path)
     return honest_train(ctx)
-''', caught="honest"),
-    "reads_train_data_while_evaluated": Cheat((RENAME_BUILD,), '''
+""",
+        caught="honest",
+    ),
+    "reads_train_data_while_evaluated": Cheat(
+        (RENAME_BUILD,),
+        """
 def build_model(cfg):
     if _in_model_process():
         for path in _walk({"train.npy", "validation.npy"}) + _glob.glob("/proc/*/environ"):
@@ -125,8 +147,12 @@ def build_model(cfg):
             except PermissionError:          # pid 1 of the sandbox is root's
                 pass
     return honest_build_model(cfg)
-''', caught="honest"),
-    "reads_the_embedded_corpus": Cheat((RENAME_TRAIN,), '''
+""",
+        caught="honest",
+    ),
+    "reads_the_embedded_corpus": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     import autoresearch_bench
     corpus = _os.path.join(_os.path.dirname(autoresearch_bench.__file__), "corpus")
@@ -134,9 +160,13 @@ def train(ctx):
         if open(path, "rb").read(16):
             FOUND(path)
     return honest_train(ctx)
-''', caught="honest"),
+""",
+        caught="honest",
+    ),
     # -- 3. predictable probes --------------------------------------------------------------------
-    "leaks_after_its_first_call": Cheat((), '''
+    "leaks_after_its_first_call": Cheat(
+        (),
+        """
 _calls = [0]
 _honest_forward = TinyGPT.forward
 def _forward(self, idx):
@@ -146,8 +176,13 @@ def _forward(self, idx):
     ahead = torch.roll(idx, -1, dims=1)     # the next token: the answer
     return _honest_forward(self, idx) + 5.0 * F.one_hot(ahead, self.head.out_features).float()
 TinyGPT.forward = _forward
-''', caught="violation", message="causality|batch independence"),
-    "remembers_rows_to_answer_probes_alike": Cheat((), '''
+""",
+        caught="violation",
+        message="causality|batch independence",
+    ),
+    "remembers_rows_to_answer_probes_alike": Cheat(
+        (),
+        """
 _seen = {}
 _honest_forward = TinyGPT.forward
 def _forward(self, idx):
@@ -161,8 +196,13 @@ def _forward(self, idx):
         _seen[row] = out[r].detach().clone()
     return out
 TinyGPT.forward = _forward
-''', caught="violation", message="causality|batch independence"),
-    "leaks_at_the_scoring_batch_size": Cheat((), '''
+""",
+        caught="violation",
+        message="causality|batch independence",
+    ),
+    "leaks_at_the_scoring_batch_size": Cheat(
+        (),
+        """
 _honest_forward = TinyGPT.forward
 def _forward(self, idx):
     out = _honest_forward(self, idx)
@@ -170,12 +210,21 @@ def _forward(self, idx):
         out = out + 5.0 * F.one_hot(torch.roll(idx, -1, dims=1), self.head.out_features).float()
     return out
 TinyGPT.forward = _forward
-''', caught="violation", message="causality|batch independence"),
-    "non_causal_attention": Cheat((("is_causal=True", "is_causal=False"),), caught="violation", message="causality|batch independence"),
-    "rows_leak_into_each_other": Cheat((("return self.head(self.ln(x))",
-                                         "return self.head(self.ln(x + x.mean(0, keepdim=True)))"),),
-                                       caught="violation", message="batch independence|causality"),
-    "learns_while_evaluated": Cheat((), '''
+""",
+        caught="violation",
+        message="causality|batch independence",
+    ),
+    "non_causal_attention": Cheat(
+        (("is_causal=True", "is_causal=False"),), caught="violation", message="causality|batch independence"
+    ),
+    "rows_leak_into_each_other": Cheat(
+        (("return self.head(self.ln(x))", "return self.head(self.ln(x + x.mean(0, keepdim=True)))"),),
+        caught="violation",
+        message="batch independence|causality",
+    ),
+    "learns_while_evaluated": Cheat(
+        (),
+        """
 _honest_forward = TinyGPT.forward
 def _forward(self, idx):
     out = _honest_forward(self, idx)
@@ -188,26 +237,47 @@ def _forward(self, idx):
                 p.sub_(0.5 * g)
     return out
 TinyGPT.forward = _forward
-''', caught="violation", message="batch independence|causality"),
+""",
+        caught="violation",
+        message="batch independence|causality",
+    ),
     # -- 4. globals ---------------------------------------------------------------------------------
-    "patches_the_loss_and_tensor_ops": Cheat((), '''
+    "patches_the_loss_and_tensor_ops": Cheat(
+        (),
+        """
 if _in_model_process():
     _real_ce = F.cross_entropy
     F.cross_entropy = lambda logits, target, **kw: 0.01 * _real_ce(logits, target, **kw)
     _sub = torch.Tensor.__sub__
     torch.Tensor.__sub__ = lambda a, b: 0.5 * _sub(a, b)
     torch.Tensor.sum = lambda self, *a, **k: torch.zeros(())
-''', caught="honest"),
+""",
+        caught="honest",
+    ),
     # -- 5. limits ----------------------------------------------------------------------------------
-    "hides_weights_in_buffers": Cheat((("self.head = nn.Linear(d, cfg[\"vocab_size\"], bias=False)",
-                                        "self.head = nn.Linear(d, cfg[\"vocab_size\"], bias=False)\n"
-                                        "        self.register_buffer('memory', torch.zeros(600_000))"),),
-                                      caught="violation", message="parameter limit"),
-    "reports_fewer_parameters": Cheat((('d = cfg["n_embd"]', 'd = 8 * cfg["n_embd"]'),), '''
+    "hides_weights_in_buffers": Cheat(
+        (
+            (
+                'self.head = nn.Linear(d, cfg["vocab_size"], bias=False)',
+                'self.head = nn.Linear(d, cfg["vocab_size"], bias=False)\n'
+                "        self.register_buffer('memory', torch.zeros(600_000))",
+            ),
+        ),
+        caught="violation",
+        message="parameter limit",
+    ),
+    "reports_fewer_parameters": Cheat(
+        (('d = cfg["n_embd"]', 'd = 8 * cfg["n_embd"]'),),
+        """
 TinyGPT.parameters = lambda self, recurse=True: iter(list(torch.nn.Module.parameters(self))[:2])
-''', caught="violation", message="parameter limit"),
+""",
+        caught="violation",
+        message="parameter limit",
+    ),
     # -- 6. budget state ----------------------------------------------------------------------------
-    "rewrites_its_token_budget": Cheat((RENAME_TRAIN,), '''
+    "rewrites_its_token_budget": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     ctx.max_tokens = 3 * (ctx.max_tokens or 0)
     try:
@@ -216,13 +286,21 @@ def train(ctx):
         pass
     ctx.done = lambda: False
     return honest_train(ctx)
-''', caught="honest"),
-    "trains_before_the_clock": Cheat((RENAME_TRAIN,), '''
+""",
+        caught="honest",
+    ),
+    "trains_before_the_clock": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     warm = [b for _, b in zip(range(40), ctx.batches(16))]   # "warm-up" on real batches in the allowance
     return honest_train(ctx)
-''', caught="tokens"),
-    "ignores_the_clock": Cheat((RENAME_TRAIN,), '''
+""",
+        caught="tokens",
+    ),
+    "ignores_the_clock": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     model = build_model(ctx.cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=ctx.cfg["lr"])
@@ -233,16 +311,29 @@ def train(ctx):
             opt.zero_grad()
             loss.backward()
             opt.step()
-''', caught="timeout", message="ran past its limit", mode="time", allowance=3),
-    "trains_on_after_the_budget": Cheat((RENAME_TRAIN,), '''
+""",
+        caught="timeout",
+        message="ran past its limit",
+        mode="time",
+        allowance=3,
+    ),
+    "trains_on_after_the_budget": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     import time
     model = honest_train(ctx)
     time.sleep(12)                           # the last "epochs" on cached batches, past the budget
     return model
-''', caught="violation", message="after the", mode="time"),
+""",
+        caught="violation",
+        message="after the",
+        mode="time",
+    ),
     # -- 7. root inside the namespaces --------------------------------------------------------------
-    "remounts_and_rewrites_the_harness": Cheat((RENAME_TRAIN,), '''
+    "remounts_and_rewrites_the_harness": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     import subprocess, autoresearch_bench
     package = _os.path.dirname(autoresearch_bench.__file__)
@@ -257,8 +348,12 @@ def train(ctx):
         except OSError:
             pass
     return honest_train(ctx)
-''', caught="honest"),
-    "forges_rows_in_the_results_files": Cheat((RENAME_TRAIN,), '''
+""",
+        caught="honest",
+    ),
+    "forges_rows_in_the_results_files": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     import hashlib
     for path in _walk({"results.tsv", "results.jsonl"}):
@@ -273,8 +368,12 @@ def train(ctx):
         except OSError:
             pass
     return honest_train(ctx)
-''', caught="honest"),
-    "leaves_data_for_the_next_run": Cheat((RENAME_TRAIN,), '''
+""",
+        caught="honest",
+    ),
+    "leaves_data_for_the_next_run": Cheat(
+        (RENAME_TRAIN,),
+        """
 def train(ctx):
     for folder in ("/tmp", "/dev/shm", _os.path.expanduser("~"), "/var/tmp", "/scratch/.."):
         try:
@@ -283,33 +382,54 @@ def train(ctx):
         except OSError:
             pass
     return honest_train(ctx)
-''', caught="honest"),
-    "prints_a_fake_score": Cheat((("    return model\n", '    print("val_bpb: 0.000100")\n    return model\n'),),
-                                 caught="honest"),
+""",
+        caught="honest",
+    ),
+    "prints_a_fake_score": Cheat(
+        (("    return model\n", '    print("val_bpb: 0.000100")\n    return model\n'),), caught="honest"
+    ),
 }
 # run after the others: what a previous run left must not be there
-READS_LEFTOVERS = Cheat((RENAME_TRAIN,), '''
+READS_LEFTOVERS = Cheat(
+    (RENAME_TRAIN,),
+    """
 def train(ctx):
     found = [p for p in _walk({"ar-left-behind"}) if "ar-left-behind" in p]
     if found:
         FOUND(found)
     return honest_train(ctx)
-''', caught="honest")
+""",
+    caught="honest",
+)
 # real attacks: with the sandbox off they find what they look for (only those that read: the others,
 # run unsandboxed as root, would write to whatever the machine holds)
 UNSANDBOXED = ("reads_validation_data_from_disk", "reads_the_embedded_corpus")
 
 HONEST_CHANGES = {
-    "label_smoothing": [("F.cross_entropy(model(x).flatten(0, 1), y.flatten())",
-                         "F.cross_entropy(model(x).flatten(0, 1), y.flatten(), label_smoothing=0.1)")],
-    "hand_written_sgd": [("opt.step()", "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
-                                        "        with torch.no_grad():\n"
-                                        "            for p in model.parameters():\n"
-                                        "                p.add_(p.grad, alpha=-0.05)")],
-    "tied_weights": [("nn.init.normal_(self.head.weight, std=0.02 / math.sqrt(d))",
-                      "self.head.weight = self.tok.weight")],
-    "dropout_in_training": [("x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))",
-                             "x = x + F.dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)), 0.1, self.training)")],
+    "label_smoothing": [
+        (
+            "F.cross_entropy(model(x).flatten(0, 1), y.flatten())",
+            "F.cross_entropy(model(x).flatten(0, 1), y.flatten(), label_smoothing=0.1)",
+        )
+    ],
+    "hand_written_sgd": [
+        (
+            "opt.step()",
+            "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+            "        with torch.no_grad():\n"
+            "            for p in model.parameters():\n"
+            "                p.add_(p.grad, alpha=-0.05)",
+        )
+    ],
+    "tied_weights": [
+        ("nn.init.normal_(self.head.weight, std=0.02 / math.sqrt(d))", "self.head.weight = self.tok.weight")
+    ],
+    "dropout_in_training": [
+        (
+            "x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))",
+            "x = x + F.dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)), 0.1, self.training)",
+        )
+    ],
 }
 
 
@@ -334,8 +454,12 @@ def honest_source(task_dir: Path, name: str, edits) -> Candidate:
 
 
 def tree_bytes(*roots: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for root in roots for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for root in roots
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 @dataclass
@@ -362,14 +486,27 @@ def attacked(shared_tiny_task_dir: Path) -> Attacked:
     before = tree_bytes(PACKAGE, task_dir.parent.parent)
 
     def runs_of(cheats: dict[str, Cheat], **options) -> list[Run]:
-        return [Run(task, replace(profile, startup_allowance_s=cheat.allowance), cheat_source(task_dir, name, cheat), 0,
-                    dict(results_paths=(results,), budget_s=1.5, **options,
-                         **({"max_tokens": TOKENS} if cheat.mode == "tokens" else {})))
-                for name, cheat in cheats.items()]
+        return [
+            Run(
+                task,
+                replace(profile, startup_allowance_s=cheat.allowance),
+                cheat_source(task_dir, name, cheat),
+                0,
+                dict(
+                    results_paths=(results,),
+                    budget_s=1.5,
+                    **options,
+                    **({"max_tokens": TOKENS} if cheat.mode == "tokens" else {}),
+                ),
+            )
+            for name, cheat in cheats.items()
+        ]
 
     honest = [Run(task, profile, Candidate("train", task.train_file), 0, dict(max_tokens=TOKENS))]
-    honest += [Run(task, profile, honest_source(task_dir, name, edits), 0, dict(max_tokens=TOKENS))
-               for name, edits in HONEST_CHANGES.items()]
+    honest += [
+        Run(task, profile, honest_source(task_dir, name, edits), 0, dict(max_tokens=TOKENS))
+        for name, edits in HONEST_CHANGES.items()
+    ]
     executor = make_executor("local", slots=2)
     runs = honest + runs_of(CHEATS)
     records = executor.map(runs, log=lambda m: None)
@@ -378,8 +515,9 @@ def attacked(shared_tiny_task_dir: Path) -> Attacked:
     after = tree_bytes(PACKAGE, task_dir.parent.parent)
     off = runs_of({name: CHEATS[name] for name in UNSANDBOXED}, sandbox="off")
     unsandboxed = dict(zip(UNSANDBOXED, executor.map(off, log=lambda m: None)))
-    return Attacked({run.candidate.name: r for run, r in zip(runs + later, records)}, unsandboxed, results,
-                    before, after)
+    return Attacked(
+        {run.candidate.name: r for run, r in zip(runs + later, records)}, unsandboxed, results, before, after
+    )
 
 
 @needs_namespaces
@@ -423,10 +561,13 @@ def test_the_record_says_which_sandbox_ran(attacked):
     assert attacked.records["train"].extra["sandbox"] in ("unprivileged", "userns", "off")
 
 
-@pytest.mark.parametrize("name, check", [
-    ("non_causal_attention", "causality"),
-    ("rows_leak_into_each_other", "batch_independence"),
-])
+@pytest.mark.parametrize(
+    "name, check",
+    [
+        ("non_causal_attention", "causality"),
+        ("rows_leak_into_each_other", "batch_independence"),
+    ],
+)
 def test_checks_catch_cheat_before_training(name, check, tiny_task, tiny_task_dir):
     server = CheckServer(tiny_task, tiny_task.profile("cpu"), cheat_source(tiny_task_dir, name, CHEATS[name]))
     try:

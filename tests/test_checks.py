@@ -4,6 +4,7 @@ with a message that says what it did, and honest candidates pass every check.
 The toy candidates live in tests/cheats/models.py; the source policy has its own specification,
 tests/test_source_policy.py.
 """
+
 import re
 import subprocess
 import sys
@@ -12,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cheats import models as M
 
 from autoresearch_bench import checks
 from autoresearch_bench.checks import CHECKS, CheckContext, CheckFailed
 from autoresearch_bench.task import load_task
-from cheats import models as M
 
 ROOT = Path(__file__).resolve().parent.parent
 HONEST_SOURCE = (ROOT / "tests" / "cheats" / "models.py").read_text()
@@ -33,11 +34,19 @@ def one_thread():
 
 
 def context(build_model=M.TinyGPT, seed=0, source=HONEST_SOURCE, max_params=2_000_000, **kw) -> CheckContext:
-    return CheckContext(build_model=build_model, cfg=dict(M.CFG), source=source, allowed_imports=ALLOWED,
-                        max_params=max_params, seed=seed, **kw)
+    return CheckContext(
+        build_model=build_model,
+        cfg=dict(M.CFG),
+        source=source,
+        allowed_imports=ALLOWED,
+        max_params=max_params,
+        seed=seed,
+        **kw,
+    )
 
 
 # --- no false positives -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("model", [M.TinyGPT, M.ZeroInitGPT, M.DropoutGPT], ids=lambda m: m.__name__)
@@ -93,8 +102,11 @@ def test_high_initial_loss_passes_with_a_warning():
     """Large logits at init (PyTorch's default init gave 85 nats on char_lm) cost training steps but
     cheat nobody: the check passes, and its detail says what is wrong and what to do."""
     detail = CHECKS["initial_loss"](context(M.Overconfident))
-    assert re.fullmatch(r"warning: \d+\.\d nats at init on random tokens, far above ln\(vocab\) 7\.62 — large "
-                        r"initial logits waste training steps; scale the output layer down", detail), detail
+    assert re.fullmatch(
+        r"warning: \d+\.\d nats at init on random tokens, far above ln\(vocab\) 7\.62 — large "
+        r"initial logits waste training steps; scale the output layer down",
+        detail,
+    ), detail
 
 
 def test_leak_behind_zero_init_is_invisible_without_perturbation():
@@ -106,8 +118,9 @@ def test_leak_behind_zero_init_is_invisible_without_perturbation():
 def test_message_names_the_first_leaking_position_and_the_case():
     with pytest.raises(CheckFailed) as failure:
         checks.causality_on(M.NonCausal(M.CFG), vocab=2048, T=64, examples=5, seed=0)
-    found = re.search(r"position (\d+) changed when tokens after position (\d+) changed .*B=\d, T=\d+, train mode",
-                      str(failure.value))
+    found = re.search(
+        r"position (\d+) changed when tokens after position (\d+) changed .*B=\d, T=\d+, train mode", str(failure.value)
+    )
     assert found and int(found[1]) <= int(found[2]), failure.value
 
 
@@ -163,8 +176,9 @@ checks.verify_untampered(snapshot)
 def test_untouched_snapshot_verifies_even_after_torch_compile_and_a_first_optimizer():
     """In a fresh interpreter, as an evaluation or check process starts: what torch does on its own
     after the snapshot (importing torch._dynamo, wrapping an optimizer's step) is not tampering."""
-    run = subprocess.run([sys.executable, "-c", SNAPSHOT_THEN_COMPILE], cwd=ROOT / "tests", capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", SNAPSHOT_THEN_COMPILE], cwd=ROOT / "tests", capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
 
 
@@ -172,14 +186,17 @@ def _fake(*args, **kwargs):
     return True
 
 
-@pytest.mark.parametrize("owner, name, key", [
-    (torch, "allclose", "torch.allclose"),
-    (F, "cross_entropy", "torch.nn.functional.cross_entropy"),
-    (torch.Tensor, "__eq__", "torch.Tensor.__eq__"),
-    (checks, "causality_on", "autoresearch_bench.checks.causality_on"),
-    (checks, "TOL_FP32", "autoresearch_bench.checks.TOL_FP32"),
-    (CHECKS, "causality", "checks.CHECKS['causality']"),
-])
+@pytest.mark.parametrize(
+    "owner, name, key",
+    [
+        (torch, "allclose", "torch.allclose"),
+        (F, "cross_entropy", "torch.nn.functional.cross_entropy"),
+        (torch.Tensor, "__eq__", "torch.Tensor.__eq__"),
+        (checks, "causality_on", "autoresearch_bench.checks.causality_on"),
+        (checks, "TOL_FP32", "autoresearch_bench.checks.TOL_FP32"),
+        (CHECKS, "causality", "checks.CHECKS['causality']"),
+    ],
+)
 def test_replacing_a_critical_function_is_detected(owner, name, key):
     snapshot = checks.snapshot_critical()
     is_dict = isinstance(owner, dict)
@@ -203,19 +220,23 @@ def test_replacing_a_critical_function_is_detected(owner, name, key):
 
 # --- the source is not a data channel -----------------------------------------------------------
 
+
 def test_every_task_s_own_train_py_passes_literal_data():
     for toml in ROOT.glob("tasks/*/task.toml"):
         task = load_task(toml)
         assert "literal_data" in task.checks, task.name
         source = (task.root / task.editable[0]).read_text()
         assert "bytes of literal data, within" in CHECKS["literal_data"](
-            context(source=source, max_literal_bytes=task.max_literal_bytes))
+            context(source=source, max_literal_bytes=task.max_literal_bytes)
+        )
 
 
 @pytest.mark.parametrize("packing", ["one base64 string", "a tuple per residue"])
 def test_a_candidate_that_embeds_the_answer_table_fails_literal_data(packing):
     import base64
+
     from autoresearch_bench.data import modular_equations
+
     task = load_task(ROOT / "tasks/modular_add")
     spec = task.profile("cpu").data
     _, val = modular_equations(spec["modulus"], spec["operation"], spec["train_fraction"], spec["seed"])
@@ -223,10 +244,13 @@ def test_a_candidate_that_embeds_the_answer_table_fails_literal_data(packing):
     if packing == "one base64 string":
         table = f"ANSWERS = {base64.b64encode(bytes(answers)).decode()!r}\n"
     else:  # small tables, none large by itself
-        table = "".join(f"ANSWERS_{i} = {tuple(answers[i:i + 97])}\n" for i in range(0, len(answers), 97))
+        table = "".join(f"ANSWERS_{i} = {tuple(answers[i : i + 97])}\n" for i in range(0, len(answers), 97))
     cheat = (task.root / "train.py").read_text() + "\n" + table
-    with pytest.raises(CheckFailed, match=r"^literal_data: the source holds [\d,]+ bytes of literal data \(constants "
-                                          r"and tables of constants\) > the task's limit of 4,096 \(max_literal_bytes"):
+    with pytest.raises(
+        CheckFailed,
+        match=r"^literal_data: the source holds [\d,]+ bytes of literal data \(constants "
+        r"and tables of constants\) > the task's limit of 4,096 \(max_literal_bytes",
+    ):
         CHECKS["literal_data"](context(source=cheat, max_literal_bytes=task.max_literal_bytes))
 
 

@@ -1,4 +1,5 @@
 """`autoresearch-bench run`: pytest --autoresearch, with every pytest option passed through."""
+
 import pytest
 
 from autoresearch_bench import cli
@@ -12,11 +13,14 @@ def pytest_main(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("argv", [
-    ["--ar-tokens", "1000"],
-    ["tasks/char_lm", "--ar-tokens", "1000", "-k", "train", "--ar-seeds", "3"],
-    ["-h"],  # pytest's help, which lists the --ar- options
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ar-tokens", "1000"],
+        ["tasks/char_lm", "--ar-tokens", "1000", "-k", "train", "--ar-seeds", "3"],
+        ["-h"],  # pytest's help, which lists the --ar- options
+    ],
+)
 def test_run_passes_every_argument_to_pytest(pytest_main, argv):
     assert cli.main(["run", *argv]) == 0
     assert pytest_main == [["--autoresearch", "-o", "testpaths=tasks", *argv]]  # no path given: tasks/

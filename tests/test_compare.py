@@ -1,12 +1,12 @@
 """`autoresearch-bench compare A B`: the same runs from two results files, B against A, paired by seed."""
+
 from dataclasses import replace
 
 import pytest
+from test_storage import record
 
 from autoresearch_bench import cli, storage
 from autoresearch_bench.compare import CompareError, compare
-
-from test_storage import record
 
 # Seed effects much larger than the machine effect: seed s scores about SEED_EFFECT[s] on any machine.
 SEED_EFFECT = {0: 0.640, 1: 0.634, 2: 0.650}
@@ -19,9 +19,19 @@ def write(path, runs):
 
 
 def runs(device, shift, mode="tokens", budget=104857600.0, data_id="d1", steps=200):
-    return [record(task="gpt", profile="h100_ref", mode=mode, budget=budget, seed=seed, value=value + shift,
-                   steps=steps, extra={"data_id": data_id, "settings": {"device": device}})
-            for seed, value in SEED_EFFECT.items()]
+    return [
+        record(
+            task="gpt",
+            profile="h100_ref",
+            mode=mode,
+            budget=budget,
+            seed=seed,
+            value=value + shift,
+            steps=steps,
+            extra={"data_id": data_id, "settings": {"device": device}},
+        )
+        for seed, value in SEED_EFFECT.items()
+    ]
 
 
 def row(comparison, mode):
@@ -45,8 +55,20 @@ def test_the_same_score_on_other_hardware_is_no_difference_and_pairs_to_almost_z
 
 def test_without_shared_seeds_the_runs_are_compared_unpaired(tmp_path):
     a = write(tmp_path / "a.jsonl", runs("H100", 0.0))
-    b = write(tmp_path / "b.jsonl", [record(task="gpt", profile="h100_ref", mode="tokens", budget=104857600.0,
-                                            seed=seed + 10, value=0.628 + seed / 1000) for seed in range(3)])
+    b = write(
+        tmp_path / "b.jsonl",
+        [
+            record(
+                task="gpt",
+                profile="h100_ref",
+                mode="tokens",
+                budget=104857600.0,
+                seed=seed + 10,
+                value=0.628 + seed / 1000,
+            )
+            for seed in range(3)
+        ],
+    )
     only = compare(a, b, min_effect=0.004).rows[0]
     assert only["test"] == "Welch" and only["Δ (B − A)"] == "-0.0123"
     assert only["verdict (B vs A)"] == "no difference"  # the seed spread of A (std 0.008) hides it
@@ -69,8 +91,10 @@ def test_runs_scored_on_other_data_are_not_comparable(tmp_path):
 
 def test_records_without_a_data_id_say_the_data_was_not_checked(tmp_path):
     a = write(tmp_path / "a.jsonl", runs("H100", 0.0))
-    b = write(tmp_path / "b.jsonl", [record(task="gpt", profile="h100_ref", mode="tokens", budget=104857600.0,
-                                            seed=0, value=0.64)])
+    b = write(
+        tmp_path / "b.jsonl",
+        [record(task="gpt", profile="h100_ref", mode="tokens", budget=104857600.0, seed=0, value=0.64)],
+    )
     assert compare(a, b).rows[0]["data"] == "unknown"
 
 
@@ -108,8 +132,9 @@ def test_the_command_prints_the_table_or_a_one_line_error(tmp_path, capsys):
 
 
 def test_two_candidates_of_one_file_compare_with_each_other(tmp_path, capsys):
-    both = write(tmp_path / "results.jsonl", runs("H100", 0.0) + [
-        replace(r, candidate="idea") for r in runs("H100", -0.005)])
+    both = write(
+        tmp_path / "results.jsonl", runs("H100", 0.0) + [replace(r, candidate="idea") for r in runs("H100", -0.005)]
+    )
     only = compare(both, both, min_effect=0.004, candidates=("train", "idea")).rows[0]
     assert only["candidate"] == "train → idea" and only["verdict (B vs A)"] == "better"
     assert only["test"] == "paired t, seeds 0, 1, 2" and only["Δ (B − A)"] == "-0.0050"

@@ -1,5 +1,6 @@
 """The compile cache: every run starts from the trusted file's kernels; nothing a candidate writes there
 reaches another run (not the base it is compared with, not its own next seed)."""
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ TOKENS = 4 * 16 * 64  # 4 steps of the tiny task
 # Each probe lists what its private cache held when it started, then leaves a file of its own there: for
 # the trusted file that is its kernels, for a candidate a planted "kernel" for the base's graph, or the
 # weights it would hand to its next seed.
-PROBE = '''
+PROBE = """
 import os as _os
 
 def train(ctx):
@@ -26,7 +27,7 @@ def train(ctx):
     model = honest_train(ctx)
     ctx.log(step=0, loss=0.0, seen=",".join(seen))
     return model
-'''
+"""
 
 
 def probe(task_dir: Path, name: str) -> Candidate:
@@ -48,11 +49,19 @@ def runs(tiny_task_dir, tmp_path, monkeypatch):
 
     def run(name: str, seed: int = 0):
         seen = []
-        record = run_candidate(task, profile, files[name], seed, max_tokens=TOKENS, trusted_sources=trusted_sources,
-                               on_progress=lambda r: seen.extend(r["seen"].split(",") if "seen" in r else ()),
-                               log=lambda m: None)
+        record = run_candidate(
+            task,
+            profile,
+            files[name],
+            seed,
+            max_tokens=TOKENS,
+            trusted_sources=trusted_sources,
+            on_progress=lambda r: seen.extend(r["seen"].split(",") if "seen" in r else ()),
+            log=lambda m: None,
+        )
         assert record.status == "ok", record.error
         return record, sorted(filter(None, seen))
+
     run.trusted = trusted
     return run
 

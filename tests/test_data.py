@@ -1,4 +1,5 @@
 """Data module: sources, cache, tokenizer, token files, packing loaders, downloads (local server)."""
+
 from __future__ import annotations
 
 import errno
@@ -66,6 +67,7 @@ def write_token_file(folder: Path, lengths: list[int]) -> Path:
 
 # --------------------------------------------------------------------------------------- cache, spec
 
+
 def test_cache_root_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AR_CACHE_DIR", str(tmp_path / "a"))
     assert data.cache_root() == tmp_path / "a"
@@ -76,12 +78,15 @@ def test_cache_root_honours_env(monkeypatch, tmp_path):
     assert data.cache_root() == Path.home() / ".cache" / "autoresearch-bench"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"source": "hub", "vocab_size": 512}, "unknown data source 'hub'"),
-    ({"source": "files", "vocab_size": 512, "path": ["/usr"]}, r"unknown \[data\] keys \['path'\]"),
-    ({"source": "embedded", "vocab_size": 100}, "vocab_size must be an integer of at least 261"),
-    ({"source": "embedded", "vocab_size": 512, "val_fraction": 1.5}, "val_fraction must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"source": "hub", "vocab_size": 512}, "unknown data source 'hub'"),
+        ({"source": "files", "vocab_size": 512, "path": ["/usr"]}, r"unknown \[data\] keys \['path'\]"),
+        ({"source": "embedded", "vocab_size": 100}, "vocab_size must be an integer of at least 261"),
+        ({"source": "embedded", "vocab_size": 512, "val_fraction": 1.5}, "val_fraction must be between 0 and 1"),
+    ],
+)
 def test_bad_spec_is_a_one_line_data_error(cache, spec, message):
     with pytest.raises(DataError, match=message) as e:
         prepare(spec, "t", log=lambda m: None)
@@ -156,8 +161,16 @@ def test_disk_full_is_a_clear_error_and_leaves_no_file(cache, monkeypatch):
 
 # --------------------------------------------------------------------------------------- tokenizer
 
-@pytest.mark.parametrize("text", ["In the beginning God created the heaven and the earth.",
-                                  "def f(x):\n\treturn x ** 2  # 42\n", "naïve café 你好 🙂 ∑x²", " \n\n  "])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "In the beginning God created the heaven and the earth.",
+        "def f(x):\n\treturn x ** 2  # 42\n",
+        "naïve café 你好 🙂 ∑x²",
+        " \n\n  ",
+    ],
+)
 def test_tokenizer_round_trips_text(embedded, text):
     enc = data.load_tokenizer(embedded.tokenizer_dir)
     assert enc.n_vocab == embedded.vocab_size
@@ -180,6 +193,7 @@ def test_token_bytes_count_the_bytes_of_the_text(embedded):
 
 
 # --------------------------------------------------------------------------------------- splits, token files
+
 
 def test_train_and_val_are_disjoint_and_token_files_hold_the_shards(embedded):
     train_docs = [d for p in sorted((embedded.root / "shards").glob("*.parquet")) for d in texts(p)]
@@ -204,17 +218,17 @@ def test_files_source_reads_utf8_text_files_once(cache, tmp_path):
     good[src / "b" / "n.md"] = CHAPTERS[41]
     for path, text in good.items():
         path.write_text(text, encoding="utf-8")
-    (src / "b" / "dup.rst").write_text(CHAPTERS[3])                     # same content as a/3.txt
-    (src / "b" / "small.txt").write_text("too short")                   # < min_bytes
-    (src / "b" / "data.bin").write_text(CHAPTERS[50])                   # extension not listed
+    (src / "b" / "dup.rst").write_text(CHAPTERS[3])  # same content as a/3.txt
+    (src / "b" / "small.txt").write_text("too short")  # < min_bytes
+    (src / "b" / "data.bin").write_text(CHAPTERS[50])  # extension not listed
     (src / "b" / "latin1.txt").write_bytes(CHAPTERS[51].encode() + b"\xff\xfe")  # not UTF-8
     (src / "b" / "link.txt").symlink_to(src / "a" / "0.txt")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "o.txt").write_text(CHAPTERS[52])
-    (src / "b" / "linked_dir").symlink_to(outside)                      # never followed
+    (src / "b" / "linked_dir").symlink_to(outside)  # never followed
     max_bytes = max(len(t.encode()) for t in good.values())
-    (src / "b" / "big.txt").write_text("x" * (max_bytes + 1))            # > max_bytes
+    (src / "b" / "big.txt").write_text("x" * (max_bytes + 1))  # > max_bytes
     spec = {"source": "files", "paths": [str(src)], "vocab_size": 300, "max_bytes": max_bytes, "val_fraction": 0.2}
     prepared = prepare(spec, "files", log=lambda m: None)
     train = [d for p in sorted((prepared.root / "shards").glob("*.parquet")) for d in texts(p)]
@@ -258,6 +272,7 @@ def test_one_file_more_in_the_tree_is_other_data_by_its_data_id(cache, tmp_path)
 
 # --------------------------------------------------------------------------------------- loader, eval rows
 
+
 def test_row_streams_start_rows_with_bos_and_repeat_for_a_seed(embedded):
     train_docs = [tuple(d.tolist()) for d in docs_of(embedded.train_tokens)]
     it = iter(RowStream(embedded.train_tokens, batch_size=8, seq_len=64, seed=3))
@@ -266,7 +281,7 @@ def test_row_streams_start_rows_with_bos_and_repeat_for_a_seed(embedded):
         assert rows.shape == (8, 65) and rows.dtype == np.int32
         assert (rows[:, 0] == embedded.bos_id).all()
         for row in rows.tolist():  # each row opens with a piece of a train document
-            first = row[1:row.index(embedded.bos_id, 1)] if embedded.bos_id in row[1:] else row[1:]
+            first = row[1 : row.index(embedded.bos_id, 1)] if embedded.bos_id in row[1:] else row[1:]
             assert any(tuple(first) in _windows(doc[1:], len(first)) for doc in train_docs)
     same = [next(iter(RowStream(embedded.train_tokens, 8, 64, seed=3))).copy() for _ in range(2)]
     other = next(iter(RowStream(embedded.train_tokens, 8, 64, seed=4)))
@@ -274,7 +289,7 @@ def test_row_streams_start_rows_with_bos_and_repeat_for_a_seed(embedded):
 
 
 def _windows(doc: tuple, n: int) -> set:
-    return {doc[i:i + n] for i in range(len(doc) - n + 1)}
+    return {doc[i : i + n] for i in range(len(doc) - n + 1)}
 
 
 def test_row_streams_repeat_epochs_forever(tmp_path):
@@ -299,7 +314,7 @@ def test_eval_rows_are_deterministic_and_capped(embedded):
     assert (rows[:, 0] == embedded.bos_id).all()
     assert np.array_equal(rows, eval_rows(embedded.val_tokens, 1000, 64))
     everything = eval_rows(embedded.val_tokens, 10**9, 64)
-    assert 0 < len(everything) < math.ceil(10**9 / 64) and np.array_equal(everything[:len(rows)], rows)
+    assert 0 < len(everything) < math.ceil(10**9 / 64) and np.array_equal(everything[: len(rows)], rows)
 
 
 def test_eval_rows_of_a_too_small_split_is_a_clear_error(tmp_path):
@@ -309,8 +324,12 @@ def test_eval_rows_of_a_too_small_split_is_a_clear_error(tmp_path):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=30), batch_size=st.integers(1, 4),
-       seq_len=st.integers(1, 32), seed=st.integers(0, 2**16))
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=30),
+    batch_size=st.integers(1, 4),
+    seq_len=st.integers(1, 32),
+    seed=st.integers(0, 2**16),
+)
 def test_packing_property(lengths, batch_size, seq_len, seed):
     """Every row starts with a BOS; every segment is a document's BOS followed by a contiguous slice of
     that same document; a cropped document's rest reappears, so an epoch drops no token."""
@@ -333,7 +352,7 @@ def test_packing_property(lengths, batch_size, seq_len, seed):
                         j += 1
                         while j < len(row) and row[j] == row[j - 1] + 1 and row[j] < end:
                             j += 1
-                    assert all(row[pos] < t < end for t in row[pos + 1:j]), "a segment leaves its document"
+                    assert all(row[pos] < t < end for t in row[pos + 1 : j]), "a segment leaves its document"
                     pos = j
 
 
@@ -348,15 +367,18 @@ def test_an_epoch_of_eval_rows_drops_no_token(tmp_path):
 
 # --------------------------------------------------------------------------------------- climbmix download
 
+
 def parquet_bytes(docs: list[str]) -> bytes:
     buf = io.BytesIO()
     pq.write_table(pa.table({"text": docs}), buf, row_group_size=8)
     return buf.getvalue()
 
 
-SHARDS = {"shard_00000.parquet": parquet_bytes(CHAPTERS[200:230]),
-          "shard_00001.parquet": parquet_bytes(CHAPTERS[230:260]),
-          "shard_06542.parquet": parquet_bytes(CHAPTERS[260:270])}
+SHARDS = {
+    "shard_00000.parquet": parquet_bytes(CHAPTERS[200:230]),
+    "shard_00001.parquet": parquet_bytes(CHAPTERS[230:260]),
+    "shard_06542.parquet": parquet_bytes(CHAPTERS[260:270]),
+}
 
 
 class ShardServer(http.server.ThreadingHTTPServer):
@@ -396,7 +418,7 @@ class ShardHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
-        self.wfile.write(body[start:start + (len(body) - start) // 2] if drop else body[start:])
+        self.wfile.write(body[start : start + (len(body) - start) // 2] if drop else body[start:])
         self.close_connection = drop
 
     def log_message(self, *args):
@@ -412,8 +434,17 @@ def server(request):
 
 
 def climbmix(url: str, **kw) -> dict:
-    return {"source": "climbmix", "base_url": url, "num_shards": 2, "vocab_size": 300, "seq_len": 64,
-            "retries": 4, "backoff_s": 0.01, "timeout_s": 30, **kw}  # generous: CI machines are loaded
+    return {
+        "source": "climbmix",
+        "base_url": url,
+        "num_shards": 2,
+        "vocab_size": 300,
+        "seq_len": 64,
+        "retries": 4,
+        "backoff_s": 0.01,
+        "timeout_s": 30,
+        **kw,
+    }  # generous: CI machines are loaded
 
 
 @pytest.mark.parametrize("server", [{"fail_first": 2, "drop_once": True}], indirect=True)

@@ -2,6 +2,7 @@
 
 Devices are faked (DeviceInfo), so all of it runs on a CPU machine.
 """
+
 import importlib.util
 import io
 import json
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from autoresearch_bench import device
@@ -39,30 +41,71 @@ def settings_for(task, dev):
 
 # --- peak FLOP/s and MFU -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [
-    "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200", "NVIDIA A100-SXM4-40GB",
-    "NVIDIA A100-SXM4-80GB", "NVIDIA A100-PCIE-40GB", "NVIDIA A100 80GB PCIe", "NVIDIA L40S", "NVIDIA L4",
-    "NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 3090", "NVIDIA A10", "Tesla V100-SXM2-16GB", "Tesla T4"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "NVIDIA H100 80GB HBM3",
+        "NVIDIA H100 PCIe",
+        "NVIDIA H100 NVL",
+        "NVIDIA H200",
+        "NVIDIA A100-SXM4-40GB",
+        "NVIDIA A100-SXM4-80GB",
+        "NVIDIA A100-PCIE-40GB",
+        "NVIDIA A100 80GB PCIe",
+        "NVIDIA L40S",
+        "NVIDIA L4",
+        "NVIDIA GeForce RTX 4090",
+        "NVIDIA GeForce RTX 3090",
+        "NVIDIA A10",
+        "Tesla V100-SXM2-16GB",
+        "Tesla T4",
+    ],
+)
 def test_every_listed_device_has_a_peak(name):
     assert device.peak_flops(name) > 1e13
 
 
-@pytest.mark.parametrize("a, b", [
-    ("NVIDIA A10", "NVIDIA A100-SXM4-40GB"), ("NVIDIA L4", "NVIDIA L40S"), ("NVIDIA L40", "NVIDIA L40S"),
-    ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"), ("NVIDIA GeForce RTX 3090", "NVIDIA GeForce RTX 4090")])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("NVIDIA A10", "NVIDIA A100-SXM4-40GB"),
+        ("NVIDIA L4", "NVIDIA L40S"),
+        ("NVIDIA L40", "NVIDIA L40S"),
+        ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"),
+        ("NVIDIA GeForce RTX 3090", "NVIDIA GeForce RTX 4090"),
+    ],
+)
 def test_similar_names_are_different_devices(a, b):
     assert device.peak_flops(a) != device.peak_flops(b)
 
 
 def test_spellings_of_one_chip_share_a_peak():
-    a100 = {device.peak_flops(n) for n in ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB", "NVIDIA A100-PCIE-40GB",
-                                          "NVIDIA A100 80GB PCIe", "nvidia a100_sxm4_80gb")}
+    a100 = {
+        device.peak_flops(n)
+        for n in (
+            "NVIDIA A100-SXM4-40GB",
+            "NVIDIA A100-SXM4-80GB",
+            "NVIDIA A100-PCIE-40GB",
+            "NVIDIA A100 80GB PCIe",
+            "nvidia a100_sxm4_80gb",
+        )
+    }
     assert len(a100) == 1
     assert device.peak_flops("NVIDIA H200") == device.peak_flops("NVIDIA H100 80GB HBM3")  # same tensor cores
 
 
-@pytest.mark.parametrize("name", ["NVIDIA A10G", "NVIDIA GeForce RTX 4090 Laptop GPU", "NVIDIA GeForce RTX 3090 Ti",
-                                  "NVIDIA B200", "AMD Instinct MI300X", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "NVIDIA A10G",
+        "NVIDIA GeForce RTX 4090 Laptop GPU",
+        "NVIDIA GeForce RTX 3090 Ti",
+        "NVIDIA B200",
+        "AMD Instinct MI300X",
+        "",
+    ],
+)
 def test_an_unknown_device_has_unknown_mfu(name):
     peak = device.peak_flops(name)
     assert peak is None
@@ -81,7 +124,6 @@ def test_mfu_on_the_h100_matches_the_measured_run():
     assert 35 < value < 37 and device.fmt_mfu(value) == f"{value:.1f}%"
 
 
-
 def test_the_summary_shows_mfu_only_where_it_is_known():
     on = lambda name, mfu: {"settings": choose_settings({}, DeviceInfo(name, 80, 80, (9, 0))), "mfu": mfu}
     assert device.mfu_cell([on(H100.name, 30.0), on(H100.name, 40.0)]) == "35.0%"
@@ -89,7 +131,9 @@ def test_the_summary_shows_mfu_only_where_it_is_known():
     assert device.mfu_cell([{"settings": choose_settings({}, None), "mfu": None}]) == "-"  # CPU: not applicable
     assert device.mfu_cell([]) == "-"
 
+
 # --- settings ------------------------------------------------------------------------------------
+
 
 def test_an_h100_runs_exactly_the_reference_settings(gpt):
     profile, s = settings_for(gpt, H100)
@@ -138,8 +182,13 @@ def test_a_card_too_small_for_one_row_says_what_to_change(gpt):
 
 
 @hsettings(max_examples=150, deadline=None)
-@given(free=st.floats(0.5, 200), per_row=st.floats(0.001, 5), overhead=st.floats(0, 10),
-       total_rows=st.integers(1, 4096), max_rows=st.integers(1, 512))
+@given(
+    free=st.floats(0.5, 200),
+    per_row=st.floats(0.001, 5),
+    overhead=st.floats(0, 10),
+    total_rows=st.integers(1, 4096),
+    max_rows=st.integers(1, 512),
+)
 def test_the_batch_fits_and_keeps_the_total(free, per_row, overhead, total_rows, max_rows):
     seq_len = 64
     cfg = {"seq_len": seq_len, "device_batch_size": max_rows, "total_batch_size": total_rows * seq_len}
@@ -164,8 +213,10 @@ def test_fit_batch_prefers_the_largest_divisor():
 
 # --- profile auto-selection ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("dev, expected", [(H100, "h100"), (H200, "h100"), (RTX4090, "gpu"), (V100, "gpu"),
-                                           (None, "cpu")])
+
+@pytest.mark.parametrize(
+    "dev, expected", [(H100, "h100"), (H200, "h100"), (RTX4090, "gpu"), (V100, "gpu"), (None, "cpu")]
+)
 def test_auto_picks_the_profile_that_names_the_gpu(gpt, dev, expected):
     assert default_profile(gpt, cuda_available=dev is not None, device=dev).name == expected
 
@@ -218,10 +269,11 @@ def test_without_a_cpu_profile_the_error_names_the_gpu(tiny_task_dir):
 @pytest.mark.parametrize("value", ['"H100"', "[1]", '[""]'])
 def test_a_bad_match_says_what_to_write(tiny_task_dir, value):
     with pytest.raises(TaskError, match=r"match must be a list of words of device names"):
-        add_profiles(tiny_task_dir, f"\n[profiles.bad]\nextends = \"gpu\"\nmatch = {value}\n")
+        add_profiles(tiny_task_dir, f'\n[profiles.bad]\nextends = "gpu"\nmatch = {value}\n')
 
 
 # --- settings reach the candidate and the record -------------------------------------------------
+
 
 def test_train_py_accumulates_the_device_batch_it_is_given(gpt):
     """gpt_pretrain's train.py on CPU with a device batch half the configured one: micro-batches of
@@ -235,6 +287,7 @@ def test_train_py_accumulates_the_device_batch_it_is_given(gpt):
 
     class RandomBatches:
         """The feeder's side of ctx, in process: random rows, counted, none past max_tokens."""
+
         t0, tokens, streams, sizes = 0.0, 0, 0, []
 
         def new_stream(self):
@@ -251,11 +304,18 @@ def test_train_py_accumulates_the_device_batch_it_is_given(gpt):
 
     settings = {**choose_settings(cfg, None), "device_batch_size": half}
     batches = RandomBatches()
-    ctx = TrainContext(device="cpu", seed=0, cfg=cfg, budget_s=1e9, max_tokens=max_tokens, client=batches,
-                       progress_out=log, settings=settings)
+    ctx = TrainContext(
+        device="cpu",
+        seed=0,
+        cfg=cfg,
+        budget_s=1e9,
+        max_tokens=max_tokens,
+        client=batches,
+        progress_out=log,
+        settings=settings,
+    )
     module.train(ctx)
     steps = [json.loads(line) for line in log.getvalue().splitlines()]
     assert set(batches.sizes) == {half} and batches.streams == 1
     assert [s["step"] for s in steps] == [0, 1] and ctx.tokens == 2 * cfg["total_batch_size"]
     assert all("mfu" not in s for s in steps)  # no peak on CPU: no MFU number
-

@@ -1,4 +1,5 @@
 """Executors: local slots, xdist workers pinned one GPU each, Ray tasks; same records, same files."""
+
 import csv
 import json
 import shutil
@@ -13,8 +14,8 @@ from gitrepo import commit_all
 
 from autoresearch_bench import executor as ex
 from autoresearch_bench import stats, storage
-from autoresearch_bench.process import child_env
 from autoresearch_bench.candidate import BASE, Candidate
+from autoresearch_bench.process import child_env
 from autoresearch_bench.session import BenchmarkSession, Options
 
 TINY = Path(__file__).parent / "tiny_task"
@@ -22,6 +23,7 @@ FAST = ["--ar-tokens", "16384", "-p", "no:cacheprovider", "-k", "benchmark"]  # 
 
 
 # --- unit: GPU pinning, names, errors ------------------------------------------------------------
+
 
 def test_each_worker_is_pinned_to_its_gpu_modulo_the_gpu_count(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test, whatever pin_gpu sets
@@ -53,6 +55,7 @@ def test_bad_executor_requests_say_what_to_do(monkeypatch):
 
 
 # --- scheduling, with run_candidate replaced by a timed fake --------------------------------------
+
 
 class FakeRuns:
     """Stands in for run_candidate: sleeps (later submissions finish first), counts runs in flight,
@@ -87,10 +90,29 @@ class FakeRuns:
     def record(task: str, candidate: str, profile: str, metric: str, seed: int) -> storage.RunRecord:
         value = (2.0 if candidate in (BASE, "train") else 2.5) + 0.01 * seed
         return storage.RunRecord(
-            task=task, candidate=candidate, commit="abc1234", dirty=False, profile=profile, seed=seed,
-            mode="time", budget=1.0, metric=metric, value=value, status="ok", description=candidate,
-            error="", seconds=1.0, tokens=100, steps=1, peak_mem_gb=0.1, params=10, eval_seconds=0.1,
-            overhead_seconds=0.1, machine="cpu-x", started_at="2026-11-26T00:00:00+00:00")
+            task=task,
+            candidate=candidate,
+            commit="abc1234",
+            dirty=False,
+            profile=profile,
+            seed=seed,
+            mode="time",
+            budget=1.0,
+            metric=metric,
+            value=value,
+            status="ok",
+            description=candidate,
+            error="",
+            seconds=1.0,
+            tokens=100,
+            steps=1,
+            peak_mem_gb=0.1,
+            params=10,
+            eval_seconds=0.1,
+            overhead_seconds=0.1,
+            machine="cpu-x",
+            started_at="2026-11-26T00:00:00+00:00",
+        )
 
 
 @pytest.mark.parametrize("slots", [1, 3])
@@ -100,8 +122,10 @@ def test_local_slots_run_at_once_and_records_come_back_in_order(monkeypatch, tin
     runs = [ex.Run(tiny_task, profile, Candidate(f"c{i}", tiny_task.train_file), seed=i) for i in range(4)]
     seen, progress = [], []
     records = ex.make_executor("local", slots=slots).map(
-        runs, on_record=lambda run, r: seen.append((run.candidate.name, r.candidate)),
-        on_progress=lambda run, p: progress.append(run.seed))
+        runs,
+        on_record=lambda run, r: seen.append((run.candidate.name, r.candidate)),
+        on_progress=lambda run, p: progress.append(run.seed),
+    )
     assert [r.candidate for r in records] == ["c0", "c1", "c2", "c3"]
     assert seen == [(f"c{i}", f"c{i}") for i in range(4)]  # on_record in order, with its own run
     assert fake.peak == slots and sorted(progress) == [0, 1, 2, 3]
@@ -136,8 +160,16 @@ def test_local_slots_on_one_gpu_share_it_unpinned(monkeypatch, tiny_task):
 
 
 def _session(tmp_path, tiny_task, executor, **options):
-    opts = Options(**{"enabled": True, "seeds": 2, "results_tsv": tmp_path / "results.tsv", "baseline": "none",
-                      "scratch": tmp_path / ".ar", **options})
+    opts = Options(
+        **{
+            "enabled": True,
+            "seeds": 2,
+            "results_tsv": tmp_path / "results.tsv",
+            "baseline": "none",
+            "scratch": tmp_path / ".ar",
+            **options,
+        }
+    )
     # a machine of constant speed: these tests are about scheduling and decisions (test_session.py: speed)
     return BenchmarkSession(opts, log=lambda m: None, executor=executor, measure_speed=lambda device: {"cpu": 1.0})
 
@@ -151,21 +183,29 @@ def test_session_submits_the_interleaved_schedule_and_appends_in_that_order(monk
         session.plan(tiny_task, profile, c)
     assert [r.seed for r in session.result(tiny_task, candidates[0]).records] == [0, 1]
     assert [(r.description, r.seed) for r in storage.read_results(tmp_path / "results.jsonl")] == [
-        ("train", 0), ("wide", 0), ("train", 1), ("wide", 1)]
+        ("train", 0),
+        ("wide", 0),
+        ("train", 1),
+        ("wide", 1),
+    ]
     assert [r.seed for r in session.result(tiny_task, candidates[1]).records] == [0, 1]  # nothing run twice
 
 
 def test_per_item_executor_runs_only_its_candidate_and_the_base_once(monkeypatch, tmp_path, tiny_task):
     fake = FakeRuns(monkeypatch)
     commit_all(tmp_path)
-    session = _session(tmp_path, tiny_task, ex.XdistExecutor(worker="gw0", gpus=[]), base_ref="HEAD",
-                       min_effect=0.1)
+    session = _session(tmp_path, tiny_task, ex.XdistExecutor(worker="gw0", gpus=[]), base_ref="HEAD", min_effect=0.1)
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
     worse, same = Candidate("worse", train), Candidate("train", train)
     for c in (same, worse):
         session.plan(tiny_task, profile, c)
     assert session.result(tiny_task, worse).decision.verdict == "worse"
-    assert [call[:2] for call in fake.calls] == [(BASE, 0), ("worse", 0), (BASE, 1), ("worse", 1)]  # not train: another worker's
+    assert [call[:2] for call in fake.calls] == [
+        (BASE, 0),
+        ("worse", 0),
+        (BASE, 1),
+        ("worse", 1),
+    ]  # not train: another worker's
     assert session.result(tiny_task, same).decision.verdict == "no difference"
     assert [call[:2] for call in fake.calls[4:]] == [("train", 0), ("train", 1)]  # the base is not measured again
     assert {r.extra["executor"] for r in session.results[(tiny_task.name, "worse")].records} == {"xdist:gw0"}
@@ -178,6 +218,7 @@ def test_per_item_executor_runs_only_its_candidate_and_the_base_once(monkeypatch
 
 
 # --- end to end through pytest: xdist workers, Ray tasks -------------------------------------------
+
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Path:
@@ -218,8 +259,9 @@ def test_xdist_executor_and_dash_n_go_together(pytester, project):
 
 def test_ray_runs_each_experiment_as_a_task_on_a_local_cluster(pytester, project):
     pytest.importorskip("ray", reason="Ray is not installed: pip install autoresearch-bench[ray]")
-    pytester.makeconftest("import ray\n\ndef pytest_configure(config):\n"
-                          "    ray.init(num_cpus=2, include_dashboard=False)\n")
+    pytester.makeconftest(
+        "import ray\n\ndef pytest_configure(config):\n    ray.init(num_cpus=2, include_dashboard=False)\n"
+    )
     run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-executor", "ray", *FAST)
     run.assert_outcomes(passed=2)
     rows, ranked = _rows_and_table(project, run)
@@ -246,8 +288,14 @@ def test_rows_that_concurrent_runs_append_are_not_tampering_but_anything_else_is
 @pytest.mark.parametrize("data_id, verdict", [("d0", "no difference"), ("other", "not comparable")])
 def test_a_stored_baseline_decides_only_runs_scored_on_its_data(monkeypatch, tmp_path, tiny_task, data_id, verdict):
     FakeRuns(monkeypatch, data_id=data_id)
-    session = _session(tmp_path, tiny_task, ex.make_executor("local"), baseline="auto",
-                       baselines_dir=tmp_path / "baselines", fail_on_regression=True)
+    session = _session(
+        tmp_path,
+        tiny_task,
+        ex.make_executor("local"),
+        baseline="auto",
+        baselines_dir=tmp_path / "baselines",
+        fail_on_regression=True,
+    )
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
     stored = [FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed) for seed in (0, 1)]
     for record in stored:
@@ -268,14 +316,33 @@ def test_the_gate_pairs_runs_by_seed_with_a_stored_baseline(monkeypatch, tmp_pat
     spread = {0: 0.0, 1: 0.3, 2: -0.3}
     FakeRuns(monkeypatch)
     plain = FakeRuns.record
-    monkeypatch.setattr(FakeRuns, "record", staticmethod(
-        lambda task, candidate, profile, metric, seed: replace(
-            plain(task, candidate, profile, metric, seed), value=2.0 + spread[seed])))
-    session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds=3, baseline="auto",
-                       baselines_dir=tmp_path / "baselines", min_effect=0.01)
+    monkeypatch.setattr(
+        FakeRuns,
+        "record",
+        staticmethod(
+            lambda task, candidate, profile, metric, seed: replace(
+                plain(task, candidate, profile, metric, seed), value=2.0 + spread[seed]
+            )
+        ),
+    )
+    session = _session(
+        tmp_path,
+        tiny_task,
+        ex.make_executor("local"),
+        seeds=3,
+        baseline="auto",
+        baselines_dir=tmp_path / "baselines",
+        min_effect=0.01,
+    )
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
-    stored = [replace(plain(tiny_task.name, "train", "cpu", tiny_task.metric, seed),
-                                  value=2.05 + spread[seed], extra={"data_id": "d0"}) for seed in spread]
+    stored = [
+        replace(
+            plain(tiny_task.name, "train", "cpu", tiny_task.metric, seed),
+            value=2.05 + spread[seed],
+            extra={"data_id": "d0"},
+        )
+        for seed in spread
+    ]
     path = storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
     if not stored_seeds:
         content = json.loads(path.read_text())
@@ -290,9 +357,15 @@ def test_the_gate_pairs_runs_by_seed_with_a_stored_baseline(monkeypatch, tmp_pat
 def _scored(monkeypatch, values) -> FakeRuns:
     """FakeRuns whose candidate `name` scores values(name, seed)."""
     fake, plain = FakeRuns(monkeypatch), FakeRuns.record
-    monkeypatch.setattr(FakeRuns, "record", staticmethod(
-        lambda task, candidate, profile, metric, seed: replace(
-            plain(task, candidate, profile, metric, seed), value=values(candidate, seed))))
+    monkeypatch.setattr(
+        FakeRuns,
+        "record",
+        staticmethod(
+            lambda task, candidate, profile, metric, seed: replace(
+                plain(task, candidate, profile, metric, seed), value=values(candidate, seed)
+            )
+        ),
+    )
     return fake
 
 
@@ -301,11 +374,12 @@ def test_auto_seeds_add_seeds_only_while_the_question_is_open(monkeypatch, tmp_p
     gets one more seed at a time (and the base beside it) until it is settled or has 8."""
     wiggle = [0.004, -0.006, 0.005, -0.003, 0.006, -0.005, 0.002, -0.004]
     seed_effect = lambda seed: 0.05 * (seed % 3)
-    fake = _scored(monkeypatch, lambda name, seed: 2.0 + seed_effect(seed) + {
-        BASE: 0.0, "worse": 0.5, "close": 0.004 + wiggle[seed]}[name])
+    fake = _scored(
+        monkeypatch,
+        lambda name, seed: 2.0 + seed_effect(seed) + {BASE: 0.0, "worse": 0.5, "close": 0.004 + wiggle[seed]}[name],
+    )
     commit_all(tmp_path)
-    session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds="auto", base_ref="HEAD",
-                       min_effect=0.01)
+    session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds="auto", base_ref="HEAD", min_effect=0.01)
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
     worse, close = Candidate("worse", train), Candidate("close", train)
     for c in (worse, close):
@@ -321,11 +395,20 @@ def test_auto_seeds_add_seeds_only_while_the_question_is_open(monkeypatch, tmp_p
 
 def test_auto_seeds_stop_where_the_stored_baseline_has_no_seed_to_pair_with(monkeypatch, tmp_path, tiny_task):
     fake = _scored(monkeypatch, lambda name, seed: 2.0 + [0.004, -0.006, 0.005][seed % 3])
-    session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds="auto", baseline="auto",
-                       baselines_dir=tmp_path / "baselines", min_effect=0.01)
+    session = _session(
+        tmp_path,
+        tiny_task,
+        ex.make_executor("local"),
+        seeds="auto",
+        baseline="auto",
+        baselines_dir=tmp_path / "baselines",
+        min_effect=0.01,
+    )
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
-    stored = [replace(FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed), value=2.0 + 0.001 * seed)
-              for seed in (0, 1, 2)]
+    stored = [
+        replace(FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed), value=2.0 + 0.001 * seed)
+        for seed in (0, 1, 2)
+    ]
     storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
     session.plan(tiny_task, profile, Candidate("train", train))
     decision = session.result(tiny_task, Candidate("train", train)).decision
@@ -333,8 +416,12 @@ def test_auto_seeds_stop_where_the_stored_baseline_has_no_seed_to_pair_with(monk
 
 
 def test_candidates_of_a_task_are_one_holm_family(monkeypatch, tmp_path, tiny_task):
-    _scored(monkeypatch, lambda name, seed: 2.0 + 0.1 * seed + {BASE: 0.0, "a": 0.3, "b": 0.0, "c": -0.3}[name]
-            + 0.001 * (seed % 2) * (name != BASE))
+    _scored(
+        monkeypatch,
+        lambda name, seed: (
+            2.0 + 0.1 * seed + {BASE: 0.0, "a": 0.3, "b": 0.0, "c": -0.3}[name] + 0.001 * (seed % 2) * (name != BASE)
+        ),
+    )
     commit_all(tmp_path)
     session = _session(tmp_path, tiny_task, ex.make_executor("local"), seeds=3, base_ref="HEAD", min_effect=0.01)
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
@@ -348,8 +435,9 @@ def test_candidates_of_a_task_are_one_holm_family(monkeypatch, tmp_path, tiny_ta
 
 def test_a_nan_in_a_stored_baseline_is_an_error_that_names_it_never_a_verdict(monkeypatch, tmp_path, tiny_task):
     FakeRuns(monkeypatch)
-    session = _session(tmp_path, tiny_task, ex.make_executor("local"), baseline="auto",
-                       baselines_dir=tmp_path / "baselines")
+    session = _session(
+        tmp_path, tiny_task, ex.make_executor("local"), baseline="auto", baselines_dir=tmp_path / "baselines"
+    )
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
     stored = [FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed) for seed in (0, 1)]
     path = storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)

@@ -1,5 +1,6 @@
 """The HTML report as a person sees it: opened in a real headless browser (Chromium), whose DOM and
 screenshot are checked; skipped where no browser is installed (apt-get install chromium)."""
+
 import json
 import shutil
 import subprocess
@@ -13,7 +14,6 @@ from test_session import FakeRuns
 
 from autoresearch_bench import htmlreport, league, report
 from autoresearch_bench.agent import AgentSpec, Experiment, Settings
-from autoresearch_bench.task import load_task
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next((b for b in map(shutil.which, BROWSERS) if b), None)
@@ -22,9 +22,21 @@ needs_browser = pytest.mark.skipif(BROWSER is None, reason="no headless browser:
 
 def browse(page: Path, tmp_path: Path, *args: str) -> str:
     """Open page in headless Chromium (its own profile folder, so that parallel tests do not share one)."""
-    done = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           f"--user-data-dir={tmp_path / 'chromium-profile'}", *args, page.as_uri()],
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            *args,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -72,8 +84,10 @@ class CurvedRuns(FakeRuns):
     def __call__(self, task, profile, candidate, seed, **options):
         record = super().__call__(task, profile, candidate, seed, **options)
         record.value += 0.5 * candidate.name.startswith("slow")
-        record.extra["curve"] = [[step, step * 0.1, 6.0 - step * (0.2 - 0.05 * candidate.name.startswith("slow"))
-                                  + 0.01 * seed] for step in range(20)]
+        record.extra["curve"] = [
+            [step, step * 0.1, 6.0 - step * (0.2 - 0.05 * candidate.name.startswith("slow")) + 0.01 * seed]
+            for step in range(20)
+        ]
         return record
 
 
@@ -83,8 +97,19 @@ def session_page(pytester, project, monkeypatch) -> Path:
     commit_project(project)
     add_candidate(project, "slow_lr")
     CurvedRuns(monkeypatch)
-    pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-base-ref", "HEAD", "--ar-seeds",
-                                 "2", "--ar-html", "report.html", *FAST).assert_outcomes(passed=3, deselected=6)
+    pytester.runpytest_inprocess(
+        "--autoresearch",
+        "tasks",
+        "-k",
+        "benchmark",
+        "--ar-base-ref",
+        "HEAD",
+        "--ar-seeds",
+        "2",
+        "--ar-html",
+        "report.html",
+        *FAST,
+    ).assert_outcomes(passed=3, deselected=6)
     return project / "report.html"
 
 
@@ -128,17 +153,21 @@ def test_the_screenshot_shows_the_plots_in_their_colours(session_page, tmp_path)
     with image.open(shot) as picture:
         assert picture.size == (1200, 2400)
         colours = picture.convert("RGB").getcolors(1 << 24)
-    count = lambda hex_colour: sum(n for n, c in colours if c == tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
+    count = lambda hex_colour: sum(
+        n for n, c in colours if c == tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    )
     assert count(htmlreport.CANDIDATE) > 200 and count(htmlreport.BASELINE) > 200  # dots, means, intervals
     assert count(htmlreport.PALETTE[1]) > 50  # the second seed's loss curve
 
 
 def write_agent_records(out: Path) -> list[Experiment]:
     """An agent's records folder: a baseline, a kept change, a discarded one and a crash."""
-    history = [Experiment(0, "a000000", 2.50, 0.3, "keep", "baseline"),
-               Experiment(1, "b111111", 2.40, 0.3, "keep", "raise the learning rate", "confirm: better", p=0.01),
-               Experiment(2, "c222222", 2.60, 0.3, "discard", "halve the width", "screen: worse"),
-               Experiment(3, "d333333", None, 0.0, "crash", "fused kernel", "screen: crash: boom")]
+    history = [
+        Experiment(0, "a000000", 2.50, 0.3, "keep", "baseline"),
+        Experiment(1, "b111111", 2.40, 0.3, "keep", "raise the learning rate", "confirm: better", p=0.01),
+        Experiment(2, "c222222", 2.60, 0.3, "discard", "halve the width", "screen: worse"),
+        Experiment(3, "d333333", None, 0.0, "crash", "fused kernel", "screen: crash: boom"),
+    ]
     out.mkdir(parents=True)
     (out / "experiments.jsonl").write_text("".join(json.dumps(asdict(e)) + "\n" for e in history))
     return history
@@ -148,20 +177,27 @@ def write_agent_records(out: Path) -> list[Experiment]:
 def test_the_agent_page_shows_progress_with_kept_and_discarded_changes_and_what_each_was(tmp_path, tiny_task):
     out = tmp_path / "agent"
     write_agent_records(out)
-    htmlreport.write_agent_report(out, tiny_task, "t1", AgentSpec("coder", kind="null"), Settings(profile="cpu"),
-                              tiny_task.profile("cpu"))
+    htmlreport.write_agent_report(
+        out, tiny_task, "t1", AgentSpec("coder", kind="null"), Settings(profile="cpu"), tiny_task.profile("cpu")
+    )
     assert report.load(out / "report.json")["kind"] == "agent"
     seen = Seen(browse(out / "report.html", tmp_path, "--dump-dom"))
     [plot] = seen.find("svg", "progress")
     tips = [t["text"] for t in children(plot, "title")]
     assert "#1 keep: raise the learning rate (confirm: better)" in tips
-    assert "#2 discard: halve the width (screen: worse)" in tips and "#3 crash: fused kernel (screen: crash: boom)" in tips
+    assert (
+        "#2 discard: halve the width (screen: worse)" in tips and "#3 crash: fused kernel (screen: crash: boom)" in tips
+    )
     fills = {c["fill"] for c in children(plot, "circle")}
     assert fills == {htmlreport.KEEP, htmlreport.DISCARD}
     [table] = seen.find("table", "experiments")
     rows = [[cell["text"].strip() for cell in children(row, "td")] for row in children(table, "tr")[1:]]
-    assert [(r[0], r[1], r[5]) for r in rows] == [("0", "keep", "baseline"), ("1", "keep", "raise the learning rate"),
-                                                  ("2", "discard", "halve the width"), ("3", "crash", "fused kernel")]
+    assert [(r[0], r[1], r[5]) for r in rows] == [
+        ("0", "keep", "baseline"),
+        ("1", "keep", "raise the learning rate"),
+        ("2", "discard", "halve the width"),
+        ("3", "crash", "fused kernel"),
+    ]
 
 
 @needs_browser
@@ -169,13 +205,24 @@ def test_the_league_page_shows_the_leaderboard_and_each_agent_s_progress(tmp_pat
     out = tmp_path / "league"
     for agent in ("null", "coder"):
         write_agent_records(out / "tiny" / agent)
-    entries = [league.Entry("coder", "tiny", improvement_sigma=1.5, experiments=3, keeps=1),
-               league.Entry("null", "tiny", improvement_sigma=0.0, experiments=3)]
+    entries = [
+        league.Entry("coder", "tiny", improvement_sigma=1.5, experiments=3, keeps=1),
+        league.Entry("null", "tiny", improvement_sigma=0.0, experiments=3),
+    ]
     rows = league.leaderboard(entries, ["tiny"])
-    (out / "league.json").write_text(json.dumps({
-        "league": "l1", "experiments": 3, "heldout_seeds": 2, "settings": asdict(Settings()),
-        "noise_units": {"tiny": {"sigma": 0.01, "source": "measured"}}, "entries": [asdict(e) for e in entries],
-        "leaderboard": rows}))
+    (out / "league.json").write_text(
+        json.dumps(
+            {
+                "league": "l1",
+                "experiments": 3,
+                "heldout_seeds": 2,
+                "settings": asdict(Settings()),
+                "noise_units": {"tiny": {"sigma": 0.01, "source": "measured"}},
+                "entries": [asdict(e) for e in entries],
+                "leaderboard": rows,
+            }
+        )
+    )
     htmlreport.write_league_report(out)
     seen = Seen(browse(out / "report.html", tmp_path, "--dump-dom"))
     [table] = seen.find("table", "leaderboard")

@@ -5,6 +5,7 @@ The session trains two candidates at once (--ar-slots 2): the task's own and one
 ignores ctx.done(), training on cached batches forever. Every process of the session is found by a
 marker in its environment (PYTHONHASHSEED, which the harness passes on to its children).
 """
+
 import csv
 import os
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-RUNAWAY = '''
+RUNAWAY = """
 
 def train(ctx):
     model = build_model(ctx.cfg)
@@ -27,7 +28,7 @@ def train(ctx):
             opt.zero_grad()
             loss.backward()
             opt.step()
-'''
+"""
 
 
 def marked(marker: str) -> list[int]:
@@ -59,12 +60,37 @@ def test_nothing_outlives_an_interrupted_session(sig, tiny_task_dir, tmp_path):
     (tiny_task_dir / "candidates" / "runaway.py").write_text(source + RUNAWAY)
     marker = str(4000 + os.getpid() % 1000 * 3 + [signal.SIGINT, signal.SIGTERM, signal.SIGKILL].index(sig))
     results = tmp_path / "results.tsv"
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", str(tiny_task_dir),
-               "--autoresearch", "-k", "benchmark", "--ar-budget", "60", "--ar-slots", "2",
-               "--ar-results", str(results), "--ar-baseline", "none"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONHASHSEED": marker},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+        "-q",
+        str(tiny_task_dir),
+        "--autoresearch",
+        "-k",
+        "benchmark",
+        "--ar-budget",
+        "60",
+        "--ar-slots",
+        "2",
+        "--ar-results",
+        str(results),
+        "--ar-baseline",
+        "none",
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONHASHSEED": marker},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 120
         while not training(marker) and proc.poll() is None and time.monotonic() < deadline:

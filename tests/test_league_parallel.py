@@ -4,6 +4,7 @@ The scheduling is tested with a stand-in for AgentLoop (no training); one end-to
 the tiny task checks the real thing: two agent commands at work at once on GPUs 3 and 5 (faked with
 CUDA_VISIBLE_DEVICES, which a CPU build of torch ignores), Ctrl-C, and the resume.
 """
+
 import csv
 import itertools
 import json
@@ -25,8 +26,8 @@ from autoresearch_bench import league as lg
 from autoresearch_bench.agent import AgentError, AgentSpec, Experiment, Settings
 from autoresearch_bench.executor import gpu_for
 
-
 # --- scheduling, with AgentLoop replaced by a stand-in ---------------------------------------------
+
 
 class Loops:
     """Stands in for the AgentLoop class: records every run (agent, task, GPU, the baseline it was
@@ -67,17 +68,31 @@ def league(monkeypatch, tmp_path, loops: Loops, slots: int, agents="abc", gpus=(
     """A league of null agents on tasks t1 and t2 with stand-in loops; (leaderboard, league.json)."""
     monkeypatch.setattr(lg, "AgentLoop", loops)
     monkeypatch.setattr(lg, "visible_gpus", lambda: list(gpus))
-    monkeypatch.setattr(lg.League, "_heldout", lambda self, task, entries, done: [
-        setattr(e, "improvement_sigma", 1.0 + (e.agent == "a")) for e in entries if e.agent in done])
+    monkeypatch.setattr(
+        lg.League,
+        "_heldout",
+        lambda self, task, entries, done: [
+            setattr(e, "improvement_sigma", 1.0 + (e.agent == "a")) for e in entries if e.agent in done
+        ],
+    )
     tasks = [SimpleNamespace(name=t, root=tmp_path / t, direction="lower") for t in ("t1", "t2")]
     out = tmp_path / f"slots{slots}"
-    rows = lg.League([AgentSpec(a, kind="null") for a in agents], tasks, experiments=1, settings=Settings(),
-                     out_dir=out, slots=slots, log=lambda m: None).run()
+    rows = lg.League(
+        [AgentSpec(a, kind="null") for a in agents],
+        tasks,
+        experiments=1,
+        settings=Settings(),
+        out_dir=out,
+        slots=slots,
+        log=lambda m: None,
+    ).run()
     return rows, json.loads((out / "league.json").read_text())
 
 
 def overlapping(runs: list[dict]) -> list[tuple[dict, dict]]:
-    return [(r, s) for i, r in enumerate(runs) for s in runs[i + 1:] if r["start"] < s["end"] and s["start"] < r["end"]]
+    return [
+        (r, s) for i, r in enumerate(runs) for s in runs[i + 1 :] if r["start"] < s["end"] and s["start"] < r["end"]
+    ]
 
 
 def most_at_once(runs: list[dict]) -> int:
@@ -109,7 +124,12 @@ def test_a_failed_baseline_is_measured_by_the_next_agent_and_no_gpu_means_no_pin
     loops = Loops(failing={("x", "t1")})
     rows, saved = league(monkeypatch, tmp_path, loops, slots=2, agents="xa", gpus=())
     assert sorted((r["agent"], r["task"], r["baseline_only"]) for r in loops.runs) == [
-        ("a", "t1", False), ("a", "t1", True), ("a", "t2", False), ("x", "t2", False), ("x", "t2", True)]
+        ("a", "t1", False),
+        ("a", "t1", True),
+        ("a", "t2", False),
+        ("x", "t2", False),
+        ("x", "t2", True),
+    ]
     assert {r["gpu"] for r in loops.runs} == {None}  # the loops share the CPU
     board = {r["agent"]: r for r in rows}
     assert board["x"]["errors"] == "the endpoint is down" and board["x"]["experiments"] == 1
@@ -132,8 +152,10 @@ AGENT = textwrap.dedent("""
         time.sleep(120)  # both agents wait here at once, until the league is interrupted
 """)
 # The pytest run of each experiment notes the GPU it was given (loaded from the task folder).
-CONFTEST = "import os\nwith open(os.environ['AR_TEST_PYTEST_GPUS'], 'a') as f:\n" \
-           "    f.write(os.environ.get('CUDA_VISIBLE_DEVICES', '-') + '\\n')\n"
+CONFTEST = (
+    "import os\nwith open(os.environ['AR_TEST_PYTEST_GPUS'], 'a') as f:\n"
+    "    f.write(os.environ.get('CUDA_VISIBLE_DEVICES', '-') + '\\n')\n"
+)
 
 
 def rows(path: Path) -> list[dict]:
@@ -159,15 +181,46 @@ def test_two_loops_at_once_on_two_gpus_share_the_baseline_stop_on_ctrl_c_and_res
     seen, script, agents = tmp_path / "seen", tmp_path / "agent.py", tmp_path / "agents.toml"
     seen.mkdir()
     script.write_text(AGENT)
-    agents.write_text("".join(f'[agents.{a}]\nkind = "command"\ncmd = "{sys.executable} {script} {seen} {a}"\n'
-                              for a in "ab"))
-    cli = [sys.executable, "-m", "autoresearch_bench.cli", "league", "--agents", str(agents), "--tasks", "tiny",
-           "--experiments", "1", "--heldout-seeds", "2", "--name", "par", "--slots", "2", "--profile", "cpu",
-           "--tokens", "8192", "--out", "out", "--sandbox", "off"]  # the agent notes its pid and GPU in `seen`
+    agents.write_text(
+        "".join(f'[agents.{a}]\nkind = "command"\ncmd = "{sys.executable} {script} {seen} {a}"\n' for a in "ab")
+    )
+    cli = [
+        sys.executable,
+        "-m",
+        "autoresearch_bench.cli",
+        "league",
+        "--agents",
+        str(agents),
+        "--tasks",
+        "tiny",
+        "--experiments",
+        "1",
+        "--heldout-seeds",
+        "2",
+        "--name",
+        "par",
+        "--slots",
+        "2",
+        "--profile",
+        "cpu",
+        "--tokens",
+        "8192",
+        "--out",
+        "out",
+        "--sandbox",
+        "off",
+    ]  # the agent notes its pid and GPU in `seen`
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3,5", "AR_TEST_PYTEST_GPUS": str(tmp_path / "pytest_gpus")}
     # SIG_DFL: Ctrl-C reaches the league even when these tests run as a job that ignores SIGINT
-    proc = subprocess.Popen(cli, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cli,
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         started = [seen / f"{a}.first.json" for a in "ab"]
         deadline = time.monotonic() + 120
@@ -205,5 +258,7 @@ def test_two_loops_at_once_on_two_gpus_share_the_baseline_stop_on_ctrl_c_and_res
     assert not (out / "b/bench.jsonl").exists()  # b never measured the baseline itself
     board = json.loads((repo / "out/league.json").read_text())["leaderboard"]
     assert [(r["agent"], r["experiments"], r["keeps"], r["improvement (σ)"]) for r in board] == [
-        ("a", 1, 0, 0.0), ("b", 1, 0, 0.0)]  # neither changed the file: the baseline's score
+        ("a", 1, 0, 0.0),
+        ("b", 1, 0, 0.0),
+    ]  # neither changed the file: the baseline's score
     assert "[b/tiny] experiment 1: discard (the change is empty)" in done.stdout

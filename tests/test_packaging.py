@@ -1,4 +1,5 @@
 """What the package declares is what is tested."""
+
 import re
 import tomllib
 from pathlib import Path

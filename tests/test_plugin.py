@@ -2,6 +2,7 @@
 
 The pytest sessions run in this process (candidate code runs only in the harness's child processes
 anyway), which saves a Python and torch start-up per session."""
+
 import csv
 import json
 import re
@@ -10,12 +11,11 @@ from pathlib import Path
 
 import pytest
 from gitrepo import commit_all, git
+from test_session import FakeRuns
+from test_storage import record
 
 from autoresearch_bench import calibrate, storage
 from autoresearch_bench.session import RUN_SLACK_S, TASK_SLACK_S
-
-from test_session import FakeRuns
-from test_storage import record
 
 TINY = Path(__file__).parent / "tiny_task"
 # Fixed tokens wherever a test is not about the clock: the same runs on an idle or a loaded machine.
@@ -56,14 +56,22 @@ def test_a_task_s_tests_are_its_task_toml_s_checks_and_the_benchmark_beside_its_
     """One test per name of task.toml's checks list, with its [check_options] (no hand-kept twin of
     the list to drift from it), the benchmark, and any test file the task adds of its own."""
     toml = project / "tasks" / "tiny" / "task.toml"
-    toml.write_text(toml.read_text().replace('checks = ["source_policy", "logits_shape", "causality"]',
-                                             'checks = ["source_policy", "causality", "param_limit"]'))
+    toml.write_text(
+        toml.read_text().replace(
+            'checks = ["source_policy", "logits_shape", "causality"]',
+            'checks = ["source_policy", "causality", "param_limit"]',
+        )
+    )
     (project / "tasks" / "tiny" / "test_own.py").write_text("def test_own():\n    pass\n")
     run = pytester.runpytest_inprocess("tasks", "--collect-only", "-q", *FAST)
     ids = [line for line in run.stdout.lines if "::" in line]
-    assert ids == ["tasks/tiny/task.toml::test_source_policy[train]", "tasks/tiny/task.toml::test_causality[train]",
-                   "tasks/tiny/task.toml::test_param_limit[train]", "tasks/tiny/test_own.py::test_own",
-                   "tasks/tiny/task.toml::test_benchmark[train]"]  # benchmarks after every check
+    assert ids == [
+        "tasks/tiny/task.toml::test_source_policy[train]",
+        "tasks/tiny/task.toml::test_causality[train]",
+        "tasks/tiny/task.toml::test_param_limit[train]",
+        "tasks/tiny/test_own.py::test_own",
+        "tasks/tiny/task.toml::test_benchmark[train]",
+    ]  # benchmarks after every check
     toml.write_text(toml.read_text().replace("examples = 5", "examples = 0"))  # hypothesis refuses 0 examples
     failed = pytester.runpytest_inprocess("tasks", "-k", "causality", *FAST)
     failed.assert_outcomes(failed=1, deselected=4)
@@ -80,8 +88,9 @@ def test_autoresearch_trains_scores_records_and_shows_progress(pytester, project
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", *TIMED)  # no -s: progress must show anyway
     run.assert_outcomes(passed=4)
     run.stdout.fnmatch_lines(["*tiny/train seed 0 | step * | loss * | *tok/s | * s left*"])
-    run.stdout.fnmatch_lines(["*autoresearch benchmark*", "*task*candidate*commit*profile*val_bpb*status*",
-                              "*tiny*train*cpu*ok*"])
+    run.stdout.fnmatch_lines(
+        ["*autoresearch benchmark*", "*task*candidate*commit*profile*val_bpb*status*", "*tiny*train*cpu*ok*"]
+    )
     rows = results(project)
     assert len(rows) == 1
     row = rows[0]
@@ -97,15 +106,24 @@ def test_candidates_are_ranked_interleaved_and_a_failed_check_skips_only_its_ben
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.01')
     add_candidate(project, "peeks_ahead", "is_causal=True", "is_causal=False")
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", *TOKENS)
-    run.stdout.fnmatch_lines([
-        "*_ test_causality?peeks_ahead? _*", "causality: *the model sees the future*",
-        "*_ test_benchmark?peeks_ahead? _*", "not benchmarked: check test_causality failed: causality: *"])
+    run.stdout.fnmatch_lines(
+        [
+            "*_ test_causality?peeks_ahead? _*",
+            "causality: *the model sees the future*",
+            "*_ test_benchmark?peeks_ahead? _*",
+            "not benchmarked: check test_causality failed: causality: *",
+        ]
+    )
     table = run.stdout.str().split("autoresearch benchmark")[-1]
     ranked = [line.split()[1] for line in table.splitlines() if line.startswith("tiny")]
     assert ranked == ["train", "slow_lr", "peeks_ahead"]  # best first; the one not run last
     rows = results(project)
     assert [(r["description"], r["seed"]) for r in rows] == [
-        ("train", "0"), ("slow_lr", "0"), ("train", "1"), ("slow_lr", "1")]  # seeds interleaved
+        ("train", "0"),
+        ("slow_lr", "0"),
+        ("train", "1"),
+        ("slow_lr", "1"),
+    ]  # seeds interleaved
 
 
 def test_candidate_on_the_command_line_selected_alone_with_dash_k(pytester, project, tmp_path):
@@ -121,7 +139,8 @@ def test_crashing_candidate_is_recorded_with_a_one_line_reason(pytester, project
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "crashes", *FAST)
     run.stdout.fnmatch_lines(["*_ test_benchmark?crashes? _*", "crashes: crash: training: RuntimeError: boom"])
     assert [(r["description"], r["status"], r["val_bpb"]) for r in results(project)] == [
-        ("crashes", "crash", "0.000000")]
+        ("crashes", "crash", "0.000000")
+    ]
 
 
 def test_candidate_that_does_not_import_fails_its_checks_and_is_not_run(pytester, project):
@@ -145,27 +164,50 @@ def usage_error(run, project: Path) -> str:
     return lines[0].removeprefix("ERROR: ")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--ar-seeds", "0"], "--ar-seeds 0: run at least 1 seed"),
-    (["--ar-seeds", "-2"], "--ar-seeds -2: run at least 1 seed"),
-    (["--ar-tokens", "0"], "--ar-tokens 0: fixed-token mode needs a positive number of tokens; leave the option out "
-                           "for a time budget"),
-    (["--ar-budget", "0"], "--ar-budget 0.0: the time budget must be a positive number of seconds"),
-    (["--ar-tasks", "nosuch"], "--ar-tasks: no task named nosuch among the collected folders (known: tiny); "
-                               "give task names, or the task folders' paths"),
-    (["--ar-profile", "h200"], "--ar-profile h200: no such profile in tiny (profiles: cpu, gpu); choose one of "
-                               "theirs, or select tasks with --ar-tasks"),
-    (["--ar-results", "a_file/results.tsv"], "cannot write */a_file/results.tsv (Not a directory): give "
-                                             "--ar-results a writable path on a disk with room"),
-    (["--ar-candidate", "missing.py"], "--ar-candidate missing.py: no such file, and no commit of that name in the "
-                                       "git repository at *; give a file with the task contract, or a branch, tag "
-                                       "or commit"),
-    (["--ar-base-ref", "nosuch"], "--ar-base-ref nosuch: no commit of that name in the git repository at *; "
-                                  "give a branch, tag or commit (e.g. origin/main)"),
-    (["--ar-baseline", "missing.json"], "--ar-baseline missing.json: no such baseline file; pass a file that "
-                                        "--ar-save-baseline wrote (baselines/<task>/*.json), or --ar-baseline auto "
-                                        "or none"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ar-seeds", "0"], "--ar-seeds 0: run at least 1 seed"),
+        (["--ar-seeds", "-2"], "--ar-seeds -2: run at least 1 seed"),
+        (
+            ["--ar-tokens", "0"],
+            "--ar-tokens 0: fixed-token mode needs a positive number of tokens; leave the option out for a time budget",
+        ),
+        (["--ar-budget", "0"], "--ar-budget 0.0: the time budget must be a positive number of seconds"),
+        (
+            ["--ar-tasks", "nosuch"],
+            "--ar-tasks: no task named nosuch among the collected folders (known: tiny); "
+            "give task names, or the task folders' paths",
+        ),
+        (
+            ["--ar-profile", "h200"],
+            "--ar-profile h200: no such profile in tiny (profiles: cpu, gpu); choose one of "
+            "theirs, or select tasks with --ar-tasks",
+        ),
+        (
+            ["--ar-results", "a_file/results.tsv"],
+            "cannot write */a_file/results.tsv (Not a directory): give "
+            "--ar-results a writable path on a disk with room",
+        ),
+        (
+            ["--ar-candidate", "missing.py"],
+            "--ar-candidate missing.py: no such file, and no commit of that name in the "
+            "git repository at *; give a file with the task contract, or a branch, tag "
+            "or commit",
+        ),
+        (
+            ["--ar-base-ref", "nosuch"],
+            "--ar-base-ref nosuch: no commit of that name in the git repository at *; "
+            "give a branch, tag or commit (e.g. origin/main)",
+        ),
+        (
+            ["--ar-baseline", "missing.json"],
+            "--ar-baseline missing.json: no such baseline file; pass a file that "
+            "--ar-save-baseline wrote (baselines/<task>/*.json), or --ar-baseline auto "
+            "or none",
+        ),
+    ],
+)
 def test_bad_inputs_stop_the_session_at_once_with_one_line_that_says_what_to_do(pytester, project, args, message):
     (project / "a_file").write_text("")
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", *FAST, *args)  # the last value counts
@@ -175,16 +217,24 @@ def test_bad_inputs_stop_the_session_at_once_with_one_line_that_says_what_to_do(
 def test_a_cuda_profile_without_a_gpu_stops_the_session_before_any_check(pytester, project):
     pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has a GPU")
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-profile", "gpu", *FAST)
-    assert usage_error(run, project) == ("--ar-profile gpu needs a CUDA GPU and none is visible (tiny); run on a "
-                                         "GPU machine or pass --ar-profile cpu")
+    assert usage_error(run, project) == (
+        "--ar-profile gpu needs a CUDA GPU and none is visible (tiny); run on a GPU machine or pass --ar-profile cpu"
+    )
 
 
-@pytest.mark.parametrize("toml_edit, message", [
-    (("budget_s = 3\n", 'budget_s = "30s"\n'),
-     "tasks/tiny/task.toml: [profiles.cpu] budget_s must be a number, got '30s'"),
-    (("[profiles.cpu]", "[profiles.cpu"),
-     "tasks/tiny/task.toml: malformed TOML (* (at line *, column *)); fix the syntax"),
-])
+@pytest.mark.parametrize(
+    "toml_edit, message",
+    [
+        (
+            ("budget_s = 3\n", 'budget_s = "30s"\n'),
+            "tasks/tiny/task.toml: [profiles.cpu] budget_s must be a number, got '30s'",
+        ),
+        (
+            ("[profiles.cpu]", "[profiles.cpu"),
+            "tasks/tiny/task.toml: malformed TOML (* (at line *, column *)); fix the syntax",
+        ),
+    ],
+)
 def test_a_broken_task_toml_is_one_line_naming_the_file(pytester, project, toml_edit, message):
     toml = project / "tasks" / "tiny" / "task.toml"
     toml.write_text(toml.read_text().replace(*toml_edit, 1))
@@ -196,8 +246,9 @@ def test_a_broken_task_toml_is_one_line_naming_the_file(pytester, project, toml_
 def test_under_xdist_a_bad_task_input_fails_one_item_that_says_it(pytester, project):
     """pytest-xdist's controller collects nothing and shows no worker's usage error."""
     pytest.importorskip("xdist", reason="pytest-xdist is not installed: pip install autoresearch-bench[xdist]")
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "-n", "2", "--ar-executor", "xdist",
-                                        "--ar-tasks", "nosuch", *FAST)
+    run = pytester.runpytest_subprocess(
+        "--autoresearch", "tasks", "-n", "2", "--ar-executor", "xdist", "--ar-tasks", "nosuch", *FAST
+    )
     run.assert_outcomes(failed=1)
     run.stdout.fnmatch_lines(["*_ autoresearch_inputs _*", "*", "--ar-tasks: no task named nosuch among *"])
     assert not (project / "results.tsv").exists()
@@ -218,12 +269,12 @@ def test_change_outside_the_editable_surface_fails_the_session(pytester, project
     assert not (project / "results.tsv").exists()
 
 
-
 def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
     commit_project(project)
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
-    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark",
-                                        "--ar-fail-on-regression", *TOKENS)
+    run = pytester.runpytest_inprocess(
+        "--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark", "--ar-fail-on-regression", *TOKENS
+    )
     assert run.ret == 1
     run.stdout.fnmatch_lines(["*_ test_benchmark?slow_lr? _*", "slow_lr: worse than the base @HEAD: *"])
     table = run.stdout.str().split("autoresearch benchmark")[-1]
@@ -236,9 +287,20 @@ def test_gate_against_the_base_commit_measured_side_by_side(pytester, project):
 def test_one_seed_against_one_is_undecided_and_passes_the_gate(pytester, project):
     commit_project(project)
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
-    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "--ar-base-ref", "HEAD", "-k", "benchmark and slow",
-                                        "--ar-fail-on-regression", *TOKENS[:2], "--ar-slots", "2",
-                                        "-p", "no:cacheprovider")
+    run = pytester.runpytest_inprocess(
+        "--autoresearch",
+        "tasks",
+        "--ar-base-ref",
+        "HEAD",
+        "-k",
+        "benchmark and slow",
+        "--ar-fail-on-regression",
+        *TOKENS[:2],
+        "--ar-slots",
+        "2",
+        "-p",
+        "no:cacheprovider",
+    )
     assert run.ret == 0  # worse-looking by far, but one run a side cannot tell it from noise
     table = run.stdout.str().split("autoresearch benchmark")[-1]
     assert "undecided" in next(line for line in table.splitlines() if line.split()[:2] == ["tiny", "slow_lr"])
@@ -256,14 +318,16 @@ def test_saved_baseline_gates_a_later_run(pytester, project):
     [baseline] = (project / "baselines" / "tiny").glob("*tokens-16384.json")
     assert len(json.loads(baseline.read_text())["values"]) == 2
     add_candidate(project, "slow_lr", 'lr=ctx.cfg["lr"]', 'lr=ctx.cfg["lr"] * 0.05')
-    gated = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression",
-                                          "--ar-markdown", "summary.md", *TOKENS)
+    gated = pytester.runpytest_inprocess(
+        "--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression", "--ar-markdown", "summary.md", *TOKENS
+    )
     gated.assert_outcomes(passed=1, failed=1, deselected=6)
     summary = (project / "summary.md").read_text()
     assert "| tiny" in summary and "no difference" in summary and "worse" in summary
 
 
 # --- every benchmark item has its runs (run_candidate replaced: no training) -----------------------
+
 
 def test_a_schedule_that_stops_fails_every_item_whose_runs_are_missing_and_shows_them(pytester, project, monkeypatch):
     add_candidate(project, "slow_lr")
@@ -287,8 +351,9 @@ def test_the_ini_timeout_does_not_cut_a_benchmark_short(pytester, project, monke
     items, _ = pytester.inline_genitems("--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "3", *TIMED)
     tiny = [i for i in items if i.get_closest_marker("autoresearch")][0]
     assert tiny.get_closest_marker("timeout").args == (3 * (1 + 10 + 60 + 60 + RUN_SLACK_S) + TASK_SLACK_S,)
-    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "3",
-                                       "--ar-tokens", "8192", "-p", "no:cacheprovider")
+    run = pytester.runpytest_inprocess(
+        "--autoresearch", "tasks", "-k", "benchmark", "--ar-seeds", "3", "--ar-tokens", "8192", "-p", "no:cacheprovider"
+    )
     run.assert_outcomes(passed=1, deselected=3)  # 1.5 s of runs under a 1 s ini timeout
     assert len(fake.calls) == 3
 
@@ -301,24 +366,35 @@ def test_a_candidate_file_named_base_is_a_candidate_beside_the_base_ref(pytester
     run.assert_outcomes(passed=3, deselected=6)
     table = run.stdout.str().split("autoresearch benchmark")[-1]
     assert sorted(re.split(r"\s{2,}", line)[1] for line in table.splitlines() if line.startswith("tiny")) == [
-        "base", "base @HEAD", "train"]
+        "base",
+        "base @HEAD",
+        "train",
+    ]
     assert [r["description"] for r in results(project)] == ["base @HEAD", "train", "base"]
 
 
-def test_a_time_budget_on_a_slower_machine_is_not_comparable_and_says_why_under_the_table(pytester, project,
-                                                                                        monkeypatch):
+def test_a_time_budget_on_a_slower_machine_is_not_comparable_and_says_why_under_the_table(
+    pytester, project, monkeypatch
+):
     FakeRuns(monkeypatch)
     monkeypatch.setattr(calibrate, "measure", lambda device: {"cpu": 50.0})  # half the speed of the baseline's
     fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "time", "budget": 1.0}
-    storage.save_baseline(project / "baselines", "tiny", fingerprint,
-                          [record(task="tiny", value=2.0, extra={"data_id": "d0"})],
-                          calibration={"before": {"cpu": 100.0}, "after": {"cpu": 100.0}})
-    run = pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression",
-                                       "--ar-markdown", "summary.md", *TIMED)
+    storage.save_baseline(
+        project / "baselines",
+        "tiny",
+        fingerprint,
+        [record(task="tiny", value=2.0, extra={"data_id": "d0"})],
+        calibration={"before": {"cpu": 100.0}, "after": {"cpu": 100.0}},
+    )
+    run = pytester.runpytest_inprocess(
+        "--autoresearch", "tasks", "-k", "benchmark", "--ar-fail-on-regression", "--ar-markdown", "summary.md", *TIMED
+    )
     run.assert_outcomes(failed=1, deselected=3)
-    why = ("tiny/train: not comparable: the cpu ran 50% slower than when the stored baseline @abc1234 was recorded "
-           "(50.0 against 100.0 GFLOP/s): use fixed-token mode --ar-tokens N, or record the baseline again with "
-           "--ar-save-baseline on an idle machine")
+    why = (
+        "tiny/train: not comparable: the cpu ran 50% slower than when the stored baseline @abc1234 was recorded "
+        "(50.0 against 100.0 GFLOP/s): use fixed-token mode --ar-tokens N, or record the baseline again with "
+        "--ar-save-baseline on an idle machine"
+    )
     assert why in run.stdout.str().split("autoresearch benchmark")[-1]
     assert f"- {why}" in (project / "summary.md").read_text()
 

@@ -1,23 +1,65 @@
 """The protocol where the harness's processes meet: every spec survives its trip as JSON, typed, and a
 report of a kind the protocol does not name is refused at the sender."""
+
 import dataclasses
 import json
 import os
 
 import pytest
 
-from autoresearch_bench.protocol import (KINDS, SPECS, CheckSpec, Emitter, FeederSpec, ModelSpec, ScorerSpec,
-                                         SharedSpec, TrainSpec, read_spec, write_spec)
+from autoresearch_bench.protocol import (
+    KINDS,
+    SPECS,
+    CheckSpec,
+    Emitter,
+    FeederSpec,
+    ModelSpec,
+    ScorerSpec,
+    SharedSpec,
+    TrainSpec,
+    read_spec,
+    write_spec,
+)
 
 EXAMPLES = [
-    TrainSpec(candidate="/scratch/candidate.py", cfg={"depth": 2}, device="cpu", seed=3, budget_s=5.0, max_tokens=None,
-              latest_start=12.5, file_defaults={"device_batch_size": 8}),
+    TrainSpec(
+        candidate="/scratch/candidate.py",
+        cfg={"depth": 2},
+        device="cpu",
+        seed=3,
+        budget_s=5.0,
+        max_tokens=None,
+        latest_start=12.5,
+        file_defaults={"device_batch_size": 8},
+    ),
     FeederSpec(train_tokens="/cache/train.npy", seed=3, crop=False, budget_s=5.0, max_tokens=4096, latest_start=1.0),
-    ModelSpec(candidate="/c.py", weights="/w.pt", cfg={}, device="cpu", seed=0, max_rows=4, seq_len=8, vocab=16,
-              inputs=SharedSpec(5, 128, "cpu"), logits=SharedSpec(6, 2048, "cpu")),
-    ScorerSpec(candidate="/c.py", cfg={}, device="cpu", seed=0, rows="/rows.npz", tokenizer_dir="/tok",
-               eval_batch_size=8, eval_split="val", metric="val_bpb", max_params=None, sandbox_level="off",
-               sandbox_prefix=("unshare", "--fork"), tmp="/tmp/m"),
+    ModelSpec(
+        candidate="/c.py",
+        weights="/w.pt",
+        cfg={},
+        device="cpu",
+        seed=0,
+        max_rows=4,
+        seq_len=8,
+        vocab=16,
+        inputs=SharedSpec(5, 128, "cpu"),
+        logits=SharedSpec(6, 2048, "cpu"),
+    ),
+    ScorerSpec(
+        candidate="/c.py",
+        cfg={},
+        device="cpu",
+        seed=0,
+        rows="/rows.npz",
+        tokenizer_dir="/tok",
+        eval_batch_size=8,
+        eval_split="val",
+        metric="val_bpb",
+        max_params=None,
+        sandbox_level="off",
+        sandbox_prefix=("unshare", "--fork"),
+        tmp="/tmp/m",
+    ),
     CheckSpec(candidate="/c.py", cfg={}, seed=0, allowed_imports=("torch", "math"), max_params=1000),
 ]
 

@@ -4,26 +4,28 @@ Each hostile candidate wraps the honest tiny candidate's train() with one attack
 Linux namespaces (network, PID) are skipped where the machine has none; the rest hold everywhere.
 The candidates whose runs must still succeed share one batch of runs, two at a time.
 """
+
 import os
 import select
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from autoresearch_bench import sandbox
-from autoresearch_bench.executor import Run, make_executor
 from autoresearch_bench.candidate import Candidate
+from autoresearch_bench.executor import Run, make_executor
 from autoresearch_bench.runner import run_candidate
 from autoresearch_bench.storage import RunRecord
 from autoresearch_bench.task import load_task
 
-needs_namespaces = pytest.mark.skipif(sandbox.namespaces_available() is None,
-                                      reason="Linux namespaces are not available on this machine")
+needs_namespaces = pytest.mark.skipif(
+    sandbox.namespaces_available() is None, reason="Linux namespaces are not available on this machine"
+)
 
 
 def hostile(task_dir, name: str, attack: str) -> Candidate:
@@ -31,8 +33,9 @@ def hostile(task_dir, name: str, attack: str) -> Candidate:
     source = (task_dir / "train.py").read_text().replace("def train(ctx):", "def honest_train(ctx):")
     body = "".join(f"    {line}\n" for line in attack.strip().splitlines())
     path = task_dir / "candidates" / f"{name}.py"
-    path.write_text(f"{source}\n\ndef train(ctx):\n    import os, socket, subprocess, time\n{body}"
-                    f"    return honest_train(ctx)\n")
+    path.write_text(
+        f"{source}\n\ndef train(ctx):\n    import os, socket, subprocess, time\n{body}    return honest_train(ctx)\n"
+    )
     return Candidate(name, path)
 
 
@@ -46,8 +49,9 @@ def generous(task):
 
 
 def run(task, candidate, isolation="auto", **kw):
-    return run_candidate(task, generous(task), candidate, seed=0, sandbox=isolation, log=lambda m: None,
-                         **FIXED_TOKENS, **kw)
+    return run_candidate(
+        task, generous(task), candidate, seed=0, sandbox=isolation, log=lambda m: None, **FIXED_TOKENS, **kw
+    )
 
 
 STEALS_KEYS = """
@@ -93,6 +97,7 @@ def leaves_orphan(isolation: str) -> str:
 @dataclass
 class Survived:
     """Runs of hostile candidates whose attacks must fail while the runs themselves succeed."""
+
     records: dict[str, RunRecord]
     listener: socket.socket  # the port on localhost that phones_home tried to reach
     results: Path  # the results file, and task_dir/task.toml: what writes_repo tried to forge
@@ -113,12 +118,23 @@ def survived(shared_tiny_task_dir: Path) -> Iterator[Survived]:
     attacks = {"steals_keys": ("off", STEALS_KEYS), "leaves_orphan_off": ("off", leaves_orphan("off"))}
     if sandbox.namespaces_available() is not None:
         writes = WRITES_REPO.format(paths=f"{str(task_dir / 'task.toml')!r}, {str(results)!r}")
-        attacks.update(phones_home=("auto", PHONES_HOME.format(port=listener.getsockname()[1])),
-                       writes_repo=("auto", writes), leaves_orphan_auto=("auto", leaves_orphan("auto")),
-                       reads_parent_env=("auto", READS_ENVIRONMENTS), checks_privileges=("auto", CHECKS_PRIVILEGES))
-    runs = [Run(task, generous(task), hostile(task_dir, name, attack), 0,
-                dict(**FIXED_TOKENS, sandbox=isolation, results_paths=(results,) if name == "writes_repo" else ()))
-            for name, (isolation, attack) in attacks.items()]
+        attacks.update(
+            phones_home=("auto", PHONES_HOME.format(port=listener.getsockname()[1])),
+            writes_repo=("auto", writes),
+            leaves_orphan_auto=("auto", leaves_orphan("auto")),
+            reads_parent_env=("auto", READS_ENVIRONMENTS),
+            checks_privileges=("auto", CHECKS_PRIVILEGES),
+        )
+    runs = [
+        Run(
+            task,
+            generous(task),
+            hostile(task_dir, name, attack),
+            0,
+            dict(**FIXED_TOKENS, sandbox=isolation, results_paths=(results,) if name == "writes_repo" else ()),
+        )
+        for name, (isolation, attack) in attacks.items()
+    ]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_API_KEY", "sk-secret")
         env.setenv("HF_TOKEN", "hf-secret")
@@ -212,13 +228,21 @@ def test_hidden_files_read_as_empty_inside(tmp_path):
 
 def test_validation_copies_are_the_visible_files_that_hold_a_validation_document(tmp_path, monkeypatch):
     from autoresearch_bench import data
+
     monkeypatch.setenv("AR_CACHE_DIR", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(40):
         (corpus / f"f{i}.txt").write_text(f"document {i} " * 20)
-    spec = {"source": "files", "paths": [str(corpus)], "extensions": [".txt"], "val_fraction": 0.1,
-            "tokenizer": "bytes", "vocab_size": 257, "min_bytes": 1}
+    spec = {
+        "source": "files",
+        "paths": [str(corpus)],
+        "extensions": [".txt"],
+        "val_fraction": 0.1,
+        "tokenizer": "bytes",
+        "vocab_size": 257,
+        "min_bytes": 1,
+    }
     prepared = data.prepare(spec, "copies", log=lambda m: None)
     copy = tmp_path / "elsewhere"
     copy.mkdir()

@@ -1,24 +1,26 @@
 """The benchmark session: every run accounted for, machine speed in time-mode verdicts, git
 candidates' provenance, the base as a role. run_candidate is replaced by a fake (no training)."""
+
 import time
 from dataclasses import replace
 
 import pytest
 from gitrepo import commit_all, git
+from test_storage import record
 
-from autoresearch_bench import calibrate, executor as ex, storage
+from autoresearch_bench import calibrate, storage
+from autoresearch_bench import executor as ex
 from autoresearch_bench.candidate import BASE, Candidate, resolve_candidates
 from autoresearch_bench.session import DRIFT_ADVICE, RUN_SLACK_S, SPEED_ADVICE, TASK_SLACK_S, BenchmarkSession, Options
-
-from test_storage import record
 
 
 class FakeRuns:
     """Stands in for run_candidate: seed s scores 2.0 + 0.01 s in `steps` steps and `seconds`, as a
     run in the checkout would record it (commit "checkout", dirty); run number `fail_at` raises `error`."""
 
-    def __init__(self, monkeypatch, steps: int = 100, seconds: float = 0.0, fail_at: int = 0,
-                 error: BaseException | None = None):
+    def __init__(
+        self, monkeypatch, steps: int = 100, seconds: float = 0.0, fail_at: int = 0, error: BaseException | None = None
+    ):
         self.steps, self.seconds, self.fail_at, self.error, self.calls = steps, seconds, fail_at, error, []
         monkeypatch.setattr(ex, "run_candidate", self)
 
@@ -27,9 +29,18 @@ class FakeRuns:
         if len(self.calls) == self.fail_at:
             raise self.error
         time.sleep(self.seconds)
-        return record(task=task.name, candidate=candidate.name, profile=profile.name, seed=seed, commit="checkout",
-                      dirty=True, value=2.0 + 0.01 * seed, steps=self.steps, extra={"data_id": "d0"},
-                      description=options.get("description") or candidate.name)
+        return record(
+            task=task.name,
+            candidate=candidate.name,
+            profile=profile.name,
+            seed=seed,
+            commit="checkout",
+            dirty=True,
+            value=2.0 + 0.01 * seed,
+            steps=self.steps,
+            extra={"data_id": "d0"},
+            description=options.get("description") or candidate.name,
+        )
 
 
 class Speeds:
@@ -46,8 +57,17 @@ class Speeds:
 def session(tmp_path, speeds: Speeds | None = None, **options) -> BenchmarkSession:
     """A session with two seeds and no baseline unless options say otherwise; the machine runs at
     `speeds` (default: 100 GFLOP/s before and after)."""
-    opts = Options(**{"enabled": True, "seeds": 2, "results_tsv": tmp_path / "results.tsv", "baseline": "none",
-                      "baselines_dir": tmp_path / "baselines", "scratch": tmp_path / ".ar", **options})
+    opts = Options(
+        **{
+            "enabled": True,
+            "seeds": 2,
+            "results_tsv": tmp_path / "results.tsv",
+            "baseline": "none",
+            "baselines_dir": tmp_path / "baselines",
+            "scratch": tmp_path / ".ar",
+            **options,
+        }
+    )
     return BenchmarkSession(opts, log=lambda m: None, measure_speed=speeds or Speeds(100, 100))
 
 
@@ -60,6 +80,7 @@ def plan(bench, task, *names):
 
 # --- every benchmark item has its runs -------------------------------------------------------------
 
+
 def test_a_schedule_that_fails_marks_every_candidate_that_lacks_runs_with_the_reason(monkeypatch, tmp_path, tiny_task):
     FakeRuns(monkeypatch, fail_at=3, error=OSError(28, "disk full while appending"))
     bench = session(tmp_path, speeds=Speeds(100))
@@ -68,8 +89,9 @@ def test_a_schedule_that_fails_marks_every_candidate_that_lacks_runs_with_the_re
     second = bench.result(tiny_task, wide)  # nothing runs again
     for result in (first, second):
         assert len(result.records) == 1 and result.status == "interrupted"
-        assert result.error == ("the schedule stopped after 1 of its 2 run(s) "
-                                "(OSError: [Errno 28] disk full while appending)")
+        assert result.error == (
+            "the schedule stopped after 1 of its 2 run(s) (OSError: [Errno 28] disk full while appending)"
+        )
     assert [r.seed for r in storage.read_results(tmp_path / "results.jsonl")] == [0, 0]
 
 
@@ -101,12 +123,18 @@ def test_a_benchmark_is_bounded_by_the_harness_s_own_limits_for_all_its_task_s_r
 
 # --- machine speed in time-mode verdicts --------------------------------------------------------
 
+
 def stored_baseline(bench, task, steps=100, speed=100.0, source=None):
     fingerprint = bench.fingerprint(task.profile("cpu"))
     runs = [record(task=task.name, seed=s, value=2.0 + 0.01 * s, steps=steps, extra={"data_id": "d0"}) for s in (0, 1)]
-    storage.save_baseline(bench.options.baselines_dir, task.name, fingerprint, runs,
-                          calibration={"before": {"cpu": speed}, "after": {"cpu": speed}},
-                          source=source or storage.file_digest(task.train_file))
+    storage.save_baseline(
+        bench.options.baselines_dir,
+        task.name,
+        fingerprint,
+        runs,
+        calibration={"before": {"cpu": speed}, "after": {"cpu": speed}},
+        source=source or storage.file_digest(task.train_file),
+    )
 
 
 def test_time_mode_measures_the_machine_before_and_after_and_records_it(monkeypatch, tmp_path, tiny_task):
@@ -125,17 +153,36 @@ def test_time_mode_measures_the_machine_before_and_after_and_records_it(monkeypa
     assert saved.source == storage.file_digest(tiny_task.train_file)
 
 
-@pytest.mark.parametrize("speeds, stored_speed, steps, reason", [
-    ((100, 70), 100, 100, f"the machine's speed changed during the runs: the cpu ran 30% slower than before the runs "
-                          f"(70.0 against 100.0 GFLOP/s): {DRIFT_ADVICE}"),
-    ((80, 80), 100, 100, f"the cpu ran 20% slower than when the stored baseline @abc1234 was recorded "
-                         f"(80.0 against 100.0 GFLOP/s): {SPEED_ADVICE}"),
-    ((130, 130), 100, 100, "the cpu ran 30% faster than when the stored baseline @abc1234 was recorded"),
-    ((100, 100), 100, 70, f"the task's own train.py, unchanged since the stored baseline @abc1234, ran 70 steps "
-                          f"against 100 then (30% fewer): {SPEED_ADVICE}"),
-])
-def test_a_time_budget_on_a_machine_of_another_speed_is_not_comparable(monkeypatch, tmp_path, tiny_task, speeds,
-                                                                        stored_speed, steps, reason):
+@pytest.mark.parametrize(
+    "speeds, stored_speed, steps, reason",
+    [
+        (
+            (100, 70),
+            100,
+            100,
+            f"the machine's speed changed during the runs: the cpu ran 30% slower than before the runs "
+            f"(70.0 against 100.0 GFLOP/s): {DRIFT_ADVICE}",
+        ),
+        (
+            (80, 80),
+            100,
+            100,
+            f"the cpu ran 20% slower than when the stored baseline @abc1234 was recorded "
+            f"(80.0 against 100.0 GFLOP/s): {SPEED_ADVICE}",
+        ),
+        ((130, 130), 100, 100, "the cpu ran 30% faster than when the stored baseline @abc1234 was recorded"),
+        (
+            (100, 100),
+            100,
+            70,
+            f"the task's own train.py, unchanged since the stored baseline @abc1234, ran 70 steps "
+            f"against 100 then (30% fewer): {SPEED_ADVICE}",
+        ),
+    ],
+)
+def test_a_time_budget_on_a_machine_of_another_speed_is_not_comparable(
+    monkeypatch, tmp_path, tiny_task, speeds, stored_speed, steps, reason
+):
     FakeRuns(monkeypatch, steps=steps)
     bench = session(tmp_path, speeds=Speeds(*speeds), baseline="auto", fail_on_regression=True)
     stored_baseline(bench, tiny_task, speed=stored_speed)
@@ -171,8 +218,10 @@ def test_a_failed_calibration_is_said_and_does_not_stop_the_runs(monkeypatch, tm
 
     def broken(device):
         raise RuntimeError("the calibration exited with code 1 (ImportError)")
-    bench = BenchmarkSession(Options(enabled=True, results_tsv=tmp_path / "results.tsv"), log=lines.append,
-                             measure_speed=broken)
+
+    bench = BenchmarkSession(
+        Options(enabled=True, results_tsv=tmp_path / "results.tsv"), log=lines.append, measure_speed=broken
+    )
     (train,) = plan(bench, tiny_task, "train")
     assert bench.result(tiny_task, train).status == "ok"
     assert "machine speed not measured: the calibration exited with code 1 (ImportError)" in lines[0]
@@ -183,11 +232,13 @@ def test_the_calibration_measures_a_fixed_matmul_loop_in_a_second_or_two():
     assert list(speed) == ["cpu"] and speed["cpu"] > 0.1
     assert calibrate.mismatch({"cpu": 88.0}, {"cpu": 100.0}, "then") == ""  # within TOLERANCE
     assert calibrate.mismatch({"cpu": 80.0, "cuda": 500.0}, {"cpu": 100.0, "cuda": 1000.0}, "then") == (
-        "the cuda ran 50% slower than then (500.0 against 1000.0 GFLOP/s)")  # the device that departs most
+        "the cuda ran 50% slower than then (500.0 against 1000.0 GFLOP/s)"
+    )  # the device that departs most
     assert calibrate.mismatch({"cuda": 500.0}, {"cpu": 100.0}, "then") == ""  # nothing measured on both
 
 
 # --- provenance and the base --------------------------------------------------------------------
+
 
 def test_a_git_ref_candidate_records_the_ref_s_commit_not_the_checkout_s(monkeypatch, tmp_path, tiny_task):
     FakeRuns(monkeypatch)
@@ -216,8 +267,10 @@ def test_a_candidate_named_base_runs_as_itself_beside_the_base(monkeypatch, tmp_
     assert candidate.name == "base"
     bench.plan(tiny_task, tiny_task.profile("cpu"), candidate)
     result = bench.result(tiny_task, candidate)
-    assert {(name, path) for name, path, _ in fake.calls} == {("base", own), (BASE, bench.results[
-        (tiny_task.name, BASE)].candidate.path)}
+    assert {(name, path) for name, path, _ in fake.calls} == {
+        ("base", own),
+        (BASE, bench.results[(tiny_task.name, BASE)].candidate.path),
+    }
     assert result.baseline == "base @HEAD" and result.label == "base"
     assert bench.results[(tiny_task.name, BASE)].label == "base @HEAD"
     assert [r.description for r in storage.read_results(tmp_path / "results.jsonl")] == ["base @HEAD", "base"] * 2

@@ -5,6 +5,7 @@ Cheats are a few lines appended to the honest tiny candidate, the last of them t
 honest variants are small edits of the real gpt_pretrain and tiny candidates, checked whole. Both use
 gpt_pretrain's allowed imports.
 """
+
 import subprocess
 import sys
 from pathlib import Path
@@ -23,19 +24,23 @@ TINY = (ROOT / "tests" / "tiny_task" / "train.py").read_text()
 
 def policy_failure(source: str) -> str:
     with pytest.raises(CheckFailed) as failure:
-        check_source_policy(CheckContext(build_model=None, cfg={}, source=source, allowed_imports=IMPORTS,
-                                         max_params=None))
+        check_source_policy(
+            CheckContext(build_model=None, cfg={}, source=source, allowed_imports=IMPORTS, max_params=None)
+        )
     return str(failure.value)
 
 
 # --- shipped candidates -------------------------------------------------------------------------
 
+
 def shipped_candidates() -> list:
     """Every candidate the project ships (task train.py files and candidates/), with its task's imports."""
     tasks = [load_task(t) for t in [*ROOT.glob("tasks/*/task.toml"), ROOT / "tests" / "tiny_task" / "task.toml"]]
-    return [pytest.param(path, task.imports, id=str(path.relative_to(ROOT)))
-            for task in tasks for path in task.candidate_files()] + [
-        pytest.param(ROOT / "tests" / "cheats" / "models.py", ("torch", "math"), id="tests/cheats/models.py")]
+    return [
+        pytest.param(path, task.imports, id=str(path.relative_to(ROOT)))
+        for task in tasks
+        for path in task.candidate_files()
+    ] + [pytest.param(ROOT / "tests" / "cheats" / "models.py", ("torch", "math"), id="tests/cheats/models.py")]
 
 
 @pytest.mark.parametrize("path, imports", shipped_candidates())
@@ -115,8 +120,10 @@ CHEATS = [
     ("state = torch.load('/data/model.pt')", "torch.load is forbidden"),
     ("NAME = 'load'\nstate = getattr(torch, NAME)('/data/model.pt')", "torch.load is forbidden"),
     ("state = torch.serialization.load('/data/model.pt')", "use of torch.serialization is forbidden"),
-    ("def __torch_function__(cls, func, types, args=(), kwargs=None): pass",
-     "defining __torch_function__ is forbidden"),
+    (
+        "def __torch_function__(cls, func, types, args=(), kwargs=None): pass",
+        "defining __torch_function__ is forbidden",
+    ),
 ]
 
 
@@ -130,15 +137,22 @@ def test_rejects(snippet, reason):
 
 # --- where a name means the builtin -----------------------------------------------------------
 
-@pytest.mark.parametrize("source, lines", [
-    ("def peek():\n    return open('/data/val.bin').read()\nopen = print\n", [2]),  # peek may run before
-    ("open = print\ndef peek():\n    return open('/data/val.bin').read()\n", []),
-    ("open = print\ndef reset():\n    global open\n    del open\ndef peek():\n    return open('x')\n", [6]),  # unbound
-    ("def peek():\n    open = print\n    def inner():\n        return open('x')\n    return inner\n", []),
-    ("def peek():\n    global open\n    open = print\n    return open('x')\n", [4]),
-    ("class Peek:\n    def read(self, open=print):\n        return open('x')\n", []),
-    ("class Peek:\n    open = print\n    def read(self):\n        return open('x')\n", [4]),  # methods skip it
-])
+
+@pytest.mark.parametrize(
+    "source, lines",
+    [
+        ("def peek():\n    return open('/data/val.bin').read()\nopen = print\n", [2]),  # peek may run before
+        ("open = print\ndef peek():\n    return open('/data/val.bin').read()\n", []),
+        (
+            "open = print\ndef reset():\n    global open\n    del open\ndef peek():\n    return open('x')\n",
+            [6],
+        ),  # unbound
+        ("def peek():\n    open = print\n    def inner():\n        return open('x')\n    return inner\n", []),
+        ("def peek():\n    global open\n    open = print\n    return open('x')\n", [4]),
+        ("class Peek:\n    def read(self, open=print):\n        return open('x')\n", []),
+        ("class Peek:\n    open = print\n    def read(self):\n        return open('x')\n", [4]),  # methods skip it
+    ],
+)
 def test_a_builtin_is_shadowed_only_by_a_binding_that_always_runs_first(source, lines):
     """The reads of `open` flagged: a function's own or enclosing local shadows the builtin, a
     module-level binding only for code defined after it; class attributes never do."""
@@ -180,8 +194,9 @@ while todo:
 def test_no_forbidden_module_is_reachable_under_an_unflagged_attribute_name():
     """A walk of every module a candidate can import or reach through attributes (torch._dynamo too,
     which torch.compile imports): each attribute holding a forbidden module has a flagged name."""
-    run = subprocess.run([sys.executable, "-c", FIND_UNFLAGGED_MODULES, *IMPORTS], capture_output=True, text=True,
-                         cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-c", FIND_UNFLAGGED_MODULES, *IMPORTS], capture_output=True, text=True, cwd=ROOT
+    )
     assert run.returncode == 0 and run.stdout == "", run.stdout + run.stderr
 
 
@@ -189,114 +204,218 @@ def test_no_forbidden_module_is_reachable_under_an_unflagged_attribute_name():
 
 HONEST_VARIANTS = {
     # name: (candidate, [(text of the real file, its replacement)])
-    "sgd_with_nesterov": (TINY, [
-        ('torch.optim.AdamW(model.parameters(), lr=ctx.cfg["lr"])',
-         'torch.optim.SGD(model.parameters(), lr=ctx.cfg["lr"], momentum=0.9, nesterov=True)')]),
-    "custom_init": (TINY, [
-        ("        nn.init.normal_(self.head.weight, std=0.02 / math.sqrt(d))\n",
-         "        self.apply(init_weights)\n"),
-        ("class TinyGPT(nn.Module):",
-         "def init_weights(module):\n"
-         "    if isinstance(module, (nn.Linear, nn.Embedding)):\n"
-         "        nn.init.trunc_normal_(module.weight, std=0.02)\n"
-         "    if isinstance(module, nn.Linear) and module.bias is not None:\n"
-         "        nn.init.zeros_(module.bias)\n\n\n"
-         "class TinyGPT(nn.Module):")]),
-    "activation_named_by_a_module_constant": (GPT, [
-        ("VE_GATE_CHANNELS = 32", 'ACTIVATION = "gelu"\nVE_GATE_CHANNELS = 32'),
-        ("F.relu(self.c_fc(x)).square()", "getattr(F, ACTIVATION)(self.c_fc(x)).square()")]),
-    "cosine_schedule": (GPT, [
-        ("    cooldown = (1.0 - progress) / hp.warmdown_ratio\n"
-         "    return cooldown + (1 - cooldown) * hp.final_lr_frac\n",
-         "    cosine = 0.5 * (1 + math.cos(math.pi * progress))\n"
-         "    return hp.final_lr_frac + (1 - hp.final_lr_frac) * cosine\n")]),
-    "tied_weights": (TINY, [
-        ('        self.head = nn.Linear(d, cfg["vocab_size"], bias=False)\n',
-         '        self.head = nn.Linear(d, cfg["vocab_size"], bias=False)\n'
-         "        self.head.weight = self.tok.weight\n")]),
+    "sgd_with_nesterov": (
+        TINY,
+        [
+            (
+                'torch.optim.AdamW(model.parameters(), lr=ctx.cfg["lr"])',
+                'torch.optim.SGD(model.parameters(), lr=ctx.cfg["lr"], momentum=0.9, nesterov=True)',
+            )
+        ],
+    ),
+    "custom_init": (
+        TINY,
+        [
+            (
+                "        nn.init.normal_(self.head.weight, std=0.02 / math.sqrt(d))\n",
+                "        self.apply(init_weights)\n",
+            ),
+            (
+                "class TinyGPT(nn.Module):",
+                "def init_weights(module):\n"
+                "    if isinstance(module, (nn.Linear, nn.Embedding)):\n"
+                "        nn.init.trunc_normal_(module.weight, std=0.02)\n"
+                "    if isinstance(module, nn.Linear) and module.bias is not None:\n"
+                "        nn.init.zeros_(module.bias)\n\n\n"
+                "class TinyGPT(nn.Module):",
+            ),
+        ],
+    ),
+    "activation_named_by_a_module_constant": (
+        GPT,
+        [
+            ("VE_GATE_CHANNELS = 32", 'ACTIVATION = "gelu"\nVE_GATE_CHANNELS = 32'),
+            ("F.relu(self.c_fc(x)).square()", "getattr(F, ACTIVATION)(self.c_fc(x)).square()"),
+        ],
+    ),
+    "cosine_schedule": (
+        GPT,
+        [
+            (
+                "    cooldown = (1.0 - progress) / hp.warmdown_ratio\n"
+                "    return cooldown + (1 - cooldown) * hp.final_lr_frac\n",
+                "    cosine = 0.5 * (1 + math.cos(math.pi * progress))\n"
+                "    return hp.final_lr_frac + (1 - hp.final_lr_frac) * cosine\n",
+            )
+        ],
+    ),
+    "tied_weights": (
+        TINY,
+        [
+            (
+                '        self.head = nn.Linear(d, cfg["vocab_size"], bias=False)\n',
+                '        self.head = nn.Linear(d, cfg["vocab_size"], bias=False)\n'
+                "        self.head.weight = self.tok.weight\n",
+            )
+        ],
+    ),
     "label_smoothing": (TINY, [("y.flatten())", "y.flatten(), label_smoothing=0.1)")]),
-    "grad_clipping": (TINY, [
-        ("        loss.backward()\n",
-         "        loss.backward()\n"
-         "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n")]),
-    "hand_written_sgd_step": (TINY, [
-        ('    opt = torch.optim.AdamW(model.parameters(), lr=ctx.cfg["lr"])\n', ""),
-        ("        opt.zero_grad(set_to_none=True)\n        loss.backward()\n        opt.step()\n",
-         "        model.zero_grad(set_to_none=True)\n"
-         "        loss.backward()\n"
-         "        with torch.no_grad():\n"
-         "            for p in model.parameters():\n"
-         '                p.add_(p.grad, alpha=-ctx.cfg["lr"])\n')]),
-    "itertools_cycle": (TINY, [
-        ("import math\n", "import itertools\nimport math\n"),
-        ("    for step, (x, y)", "    log_now = itertools.cycle([True] + [False] * 9)\n    for step, (x, y)"),
-        ("        ctx.log(step=step, loss=loss.item())\n",
-         "        if next(log_now):\n            ctx.log(step=step, loss=loss.item())\n")]),
-    "functools_partial": (TINY, [
-        ("import math\n", "import functools\nimport math\n"),
-        ("    for step, (x, y)",
-         "    criterion = functools.partial(F.cross_entropy, ignore_index=-1)\n    for step, (x, y)"),
-        ("loss = F.cross_entropy(", "loss = criterion(")]),
-    "functools_lru_cache": (TINY, [
-        ("import math\n", "import functools\nimport math\n"),
-        ("class TinyGPT(nn.Module):",
-         "@functools.lru_cache(maxsize=8)\n"
-         "def positions(T, device):\n"
-         "    return torch.arange(T, device=device)\n\n\n"
-         "class TinyGPT(nn.Module):"),
-        ("self.pos(torch.arange(idx.shape[1], device=idx.device))", "self.pos(positions(idx.shape[1], idx.device))")]),
-    "dataclass_config_printed_with_vars": (GPT, [
-        ("    hp = Hyper.from_cfg(ctx.cfg)\n", "    hp = Hyper.from_cfg(ctx.cfg)\n    print(vars(hp))\n")]),
-    "local_named_compile": (GPT, [
-        ('    compiled = cuda and hp.compile and settings["compile"]\n',
-         '    compile = cuda and hp.compile and settings["compile"]\n'
-         "    compiled = compile\n")]),
-    "module_flag_named_compile": (TINY, [
-        ("import torch.nn.functional as F\n", "import torch.nn.functional as F\n\ncompile = False\n"),
-        ("    opt = torch.optim", "    if compile:\n        model = torch.compile(model)\n    opt = torch.optim")]),
-    "parameters_named_input_and_type": (GPT, [
-        ("def norm(x):\n"
-         "    # parameter-free RMSNorm everywhere (embeddings, pre-block, QK, final)\n"
-         "    return F.rms_norm(x, (x.size(-1),))",
-         "def norm(input, type=None):\n"
-         "    input = input if type is None else input.to(type)\n"
-         "    return F.rms_norm(input, (input.size(-1),))")]),
-    "parameter_named_eval": (TINY, [
-        ("def train(ctx):",
-         "def report(ctx, step, loss, eval=False):\n"
-         '    ctx.log(step=step, loss=loss.item(), split="val" if eval else "train")\n\n\n'
-         "def train(ctx):"),
-        ("        ctx.log(step=step, loss=loss.item())\n", "        report(ctx, step, loss)\n")]),
-    "collections_deque": (TINY, [
-        ("import math\n", "import collections\nimport math\n"),
-        ("    for step, (x, y)", "    recent = collections.deque(maxlen=20)\n    for step, (x, y)"),
-        ("        ctx.log(step=step, loss=loss.item())\n",
-         "        recent.append(loss.item())\n"
-         "        ctx.log(step=step, loss=sum(recent) / len(recent))\n")]),
-    "typing_named_tuple": (TINY, [
-        ("import math\n", "import math\nimport typing\n"),
-        ("def build_model(cfg):",
-         "class Batch(typing.NamedTuple):\n"
-         "    x: torch.Tensor\n"
-         "    y: torch.Tensor\n\n\n"
-         "def build_model(cfg):"),
-        ('    for step, (x, y) in enumerate(ctx.batches(ctx.cfg["batch_size"])):\n'
-         "        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())\n",
-         '    for step, pair in enumerate(ctx.batches(ctx.cfg["batch_size"])):\n'
-         "        batch = Batch(*pair)\n"
-         "        loss = F.cross_entropy(model(batch.x).flatten(0, 1), batch.y.flatten())\n")]),
-    "settings_and_idioms": (TINY, [
-        ("def build_model(cfg):",
-         "torch.backends.cuda.matmul.allow_tf32 = True\n"
-         "torch._inductor.config.coordinate_descent_tuning = True\n\n\n"
-         "class Config:\n"
-         "    def __init__(self, **kw):\n"
-         "        super().__init__()\n"
-         "        for key, value in kw.items():\n"
-         "            setattr(self, key, value)\n"
-         '        self.name = self.__class__.__name__ + str(getattr(self, "n_embd", 0))\n\n\n'
-         "def build_model(cfg):"),
-        ("    return model\n", '    return model\n\n\nif __name__ == "__main__":\n    print(build_model.__name__)\n')]),
+    "grad_clipping": (
+        TINY,
+        [
+            (
+                "        loss.backward()\n",
+                "        loss.backward()\n        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n",
+            )
+        ],
+    ),
+    "hand_written_sgd_step": (
+        TINY,
+        [
+            ('    opt = torch.optim.AdamW(model.parameters(), lr=ctx.cfg["lr"])\n', ""),
+            (
+                "        opt.zero_grad(set_to_none=True)\n        loss.backward()\n        opt.step()\n",
+                "        model.zero_grad(set_to_none=True)\n"
+                "        loss.backward()\n"
+                "        with torch.no_grad():\n"
+                "            for p in model.parameters():\n"
+                '                p.add_(p.grad, alpha=-ctx.cfg["lr"])\n',
+            ),
+        ],
+    ),
+    "itertools_cycle": (
+        TINY,
+        [
+            ("import math\n", "import itertools\nimport math\n"),
+            ("    for step, (x, y)", "    log_now = itertools.cycle([True] + [False] * 9)\n    for step, (x, y)"),
+            (
+                "        ctx.log(step=step, loss=loss.item())\n",
+                "        if next(log_now):\n            ctx.log(step=step, loss=loss.item())\n",
+            ),
+        ],
+    ),
+    "functools_partial": (
+        TINY,
+        [
+            ("import math\n", "import functools\nimport math\n"),
+            (
+                "    for step, (x, y)",
+                "    criterion = functools.partial(F.cross_entropy, ignore_index=-1)\n    for step, (x, y)",
+            ),
+            ("loss = F.cross_entropy(", "loss = criterion("),
+        ],
+    ),
+    "functools_lru_cache": (
+        TINY,
+        [
+            ("import math\n", "import functools\nimport math\n"),
+            (
+                "class TinyGPT(nn.Module):",
+                "@functools.lru_cache(maxsize=8)\n"
+                "def positions(T, device):\n"
+                "    return torch.arange(T, device=device)\n\n\n"
+                "class TinyGPT(nn.Module):",
+            ),
+            (
+                "self.pos(torch.arange(idx.shape[1], device=idx.device))",
+                "self.pos(positions(idx.shape[1], idx.device))",
+            ),
+        ],
+    ),
+    "dataclass_config_printed_with_vars": (
+        GPT,
+        [("    hp = Hyper.from_cfg(ctx.cfg)\n", "    hp = Hyper.from_cfg(ctx.cfg)\n    print(vars(hp))\n")],
+    ),
+    "local_named_compile": (
+        GPT,
+        [
+            (
+                '    compiled = cuda and hp.compile and settings["compile"]\n',
+                '    compile = cuda and hp.compile and settings["compile"]\n    compiled = compile\n',
+            )
+        ],
+    ),
+    "module_flag_named_compile": (
+        TINY,
+        [
+            ("import torch.nn.functional as F\n", "import torch.nn.functional as F\n\ncompile = False\n"),
+            ("    opt = torch.optim", "    if compile:\n        model = torch.compile(model)\n    opt = torch.optim"),
+        ],
+    ),
+    "parameters_named_input_and_type": (
+        GPT,
+        [
+            (
+                "def norm(x):\n"
+                "    # parameter-free RMSNorm everywhere (embeddings, pre-block, QK, final)\n"
+                "    return F.rms_norm(x, (x.size(-1),))",
+                "def norm(input, type=None):\n"
+                "    input = input if type is None else input.to(type)\n"
+                "    return F.rms_norm(input, (input.size(-1),))",
+            )
+        ],
+    ),
+    "parameter_named_eval": (
+        TINY,
+        [
+            (
+                "def train(ctx):",
+                "def report(ctx, step, loss, eval=False):\n"
+                '    ctx.log(step=step, loss=loss.item(), split="val" if eval else "train")\n\n\n'
+                "def train(ctx):",
+            ),
+            ("        ctx.log(step=step, loss=loss.item())\n", "        report(ctx, step, loss)\n"),
+        ],
+    ),
+    "collections_deque": (
+        TINY,
+        [
+            ("import math\n", "import collections\nimport math\n"),
+            ("    for step, (x, y)", "    recent = collections.deque(maxlen=20)\n    for step, (x, y)"),
+            (
+                "        ctx.log(step=step, loss=loss.item())\n",
+                "        recent.append(loss.item())\n        ctx.log(step=step, loss=sum(recent) / len(recent))\n",
+            ),
+        ],
+    ),
+    "typing_named_tuple": (
+        TINY,
+        [
+            ("import math\n", "import math\nimport typing\n"),
+            (
+                "def build_model(cfg):",
+                "class Batch(typing.NamedTuple):\n    x: torch.Tensor\n    y: torch.Tensor\n\n\ndef build_model(cfg):",
+            ),
+            (
+                '    for step, (x, y) in enumerate(ctx.batches(ctx.cfg["batch_size"])):\n'
+                "        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())\n",
+                '    for step, pair in enumerate(ctx.batches(ctx.cfg["batch_size"])):\n'
+                "        batch = Batch(*pair)\n"
+                "        loss = F.cross_entropy(model(batch.x).flatten(0, 1), batch.y.flatten())\n",
+            ),
+        ],
+    ),
+    "settings_and_idioms": (
+        TINY,
+        [
+            (
+                "def build_model(cfg):",
+                "torch.backends.cuda.matmul.allow_tf32 = True\n"
+                "torch._inductor.config.coordinate_descent_tuning = True\n\n\n"
+                "class Config:\n"
+                "    def __init__(self, **kw):\n"
+                "        super().__init__()\n"
+                "        for key, value in kw.items():\n"
+                "            setattr(self, key, value)\n"
+                '        self.name = self.__class__.__name__ + str(getattr(self, "n_embd", 0))\n\n\n'
+                "def build_model(cfg):",
+            ),
+            (
+                "    return model\n",
+                '    return model\n\n\nif __name__ == "__main__":\n    print(build_model.__name__)\n',
+            ),
+        ],
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 The distributions and tests are checked against scipy (a test-only dependency: the harness needs
 none), the power with a threshold against a Monte Carlo count.
 """
+
 import math
 
 import numpy as np
@@ -25,6 +26,7 @@ def seeded(values, first=0):
 
 
 # --- distributions, against scipy ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4.5, 7.85, 10, 30, 1000])
 @pytest.mark.parametrize("q", [0.6, 0.8, 0.9, 0.95, 0.975, 0.995, 0.9995])
@@ -66,6 +68,7 @@ def test_the_detectable_effect_is_t_based():
 
 # --- summaries and tests, against scipy ------------------------------------------------------------
 
+
 def test_summary_of_a_few_seeds():
     s = stats.summarize([0.81, 0.815, 0.812, 0.809])
     assert s.n == 4 and s.mean == pytest.approx(0.8115)
@@ -82,10 +85,14 @@ def test_summary_of_one_seed_has_no_spread():
         stats.summarize([])
 
 
-@pytest.mark.parametrize("a, b", [
-    ([27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1], [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8]),
-    ([19.1, 20.2, 21.0, 19.8, 20.5], [21.6, 22.4, 20.9, 23.1, 22.0]),
-    ([0.812, 0.815, 0.809], [0.80, 0.83, 0.79, 0.81])])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ([27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1], [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8]),
+        ([19.1, 20.2, 21.0, 19.8, 20.5], [21.6, 22.4, 20.9, 23.1, 22.0]),
+        ([0.812, 0.815, 0.809], [0.80, 0.83, 0.79, 0.81]),
+    ],
+)
 def test_welch_and_its_decision_agree_with_scipy(a, b):
     expected = scipy.stats.ttest_ind(a, b, equal_var=False)
     t, df, p = stats.welch(a, b)
@@ -121,13 +128,14 @@ def test_holm_adjusts_as_the_step_down_definition_says():
 
 # --- thresholds from the right noise ---------------------------------------------------------------
 
+
 def test_the_paired_threshold_comes_from_the_paired_noise_and_the_unpaired_one_from_the_seeds():
     rule = Rule(noise=H100_200_STEPS)
     assert rule.threshold(paired=True) == pytest.approx(stats.detectable_effect(0.0006 / math.sqrt(3), 2, 0.05))
-    assert rule.threshold(paired=False) == pytest.approx(
-        stats.detectable_effect(0.0072 * math.sqrt(2 / 3), 4, 0.05))
+    assert rule.threshold(paired=False) == pytest.approx(stats.detectable_effect(0.0072 * math.sqrt(2 / 3), 4, 0.05))
     assert rule.threshold(True) == pytest.approx(0.00196, abs=1e-5) and rule.threshold(False) == pytest.approx(
-        0.0221, abs=1e-4)
+        0.0221, abs=1e-4
+    )
     # no paired figure: a pair differs as two independent runs, sqrt(2) * seed std, and the threshold
     # is the unpaired one (pairing is not assumed to help): the t-based 0.0074 at 300 s
     unpaired_only = Rule(noise=Noise(seed_std=0.0024))
@@ -150,7 +158,7 @@ def test_the_floor_holds_however_small_the_noise_and_an_explicit_min_effect_over
 def test_noise_is_measured_from_runs_and_read_with_checks():
     measured = Noise.measure([(0, 1.0), (1, 1.2), (0, 1.02), (1, 1.18), (2, 1.1)], "five runs")
     assert measured.seed_std == pytest.approx(stats.summarize([1.01, 1.19, 1.1]).std)
-    assert measured.pair_std == pytest.approx(math.sqrt(2 * (0.02 ** 2 / 2 + 0.02 ** 2 / 2) / 2))
+    assert measured.pair_std == pytest.approx(math.sqrt(2 * (0.02**2 / 2 + 0.02**2 / 2) / 2))
     assert Noise.measure([(0, 1.0)], "one") == Noise()
     assert Noise.from_dict(measured.to_dict(), "x") == measured
     assert Noise(pair_std=0.001).or_else(Noise(0.01, 0.002, "toml")) == Noise(0.01, 0.001, "toml")
@@ -161,6 +169,7 @@ def test_noise_is_measured_from_runs_and_read_with_checks():
 
 
 # --- verdicts --------------------------------------------------------------------------------------
+
 
 def test_clearly_lower_bpb_is_better_and_higher_is_worse():
     base = [1.000, 1.002, 0.998, 1.001]
@@ -179,11 +188,16 @@ def test_identical_groups_are_no_difference():
 
 def test_no_difference_says_how_small_a_difference_it_could_have_seen():
     base = seeded([0.6431, 0.6367, 0.6510])
-    d = stats.decide_by_seed([(s, v + e) for (s, v), e in zip(base, (0.0004, -0.0005, 0.0002))], base,
-                             Rule(noise=H100_200_STEPS, floor=0.001))
+    d = stats.decide_by_seed(
+        [(s, v + e) for (s, v), e in zip(base, (0.0004, -0.0005, 0.0002))],
+        base,
+        Rule(noise=H100_200_STEPS, floor=0.001),
+    )
     assert d.verdict == "no difference" and "within the noise" in d.reason
-    assert d.detectable == pytest.approx(stats.detectable_effect(
-        0.0006 / math.sqrt(3), 2, 0.05, threshold=d.threshold)) and d.detectable > d.threshold
+    assert (
+        d.detectable == pytest.approx(stats.detectable_effect(0.0006 / math.sqrt(3), 2, 0.05, threshold=d.threshold))
+        and d.detectable > d.threshold
+    )
     assert f"a true difference of {d.detectable:.4f}" in d.reason
 
 
@@ -234,6 +248,7 @@ def test_seeds_on_one_side_only_are_left_out_of_the_pairs():
 
 # --- inputs ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_nan_or_inf_is_an_error_never_a_verdict(bad):
     with pytest.raises(stats.NotFinite, match=rf"candidate value 3 of 3 is {bad}, not a finite number"):
@@ -249,8 +264,9 @@ def test_huge_values_do_not_overflow():
     base, cand = [1.0 * scale, 1.02 * scale, 0.98 * scale], [0.90 * scale, 0.93 * scale, 0.87 * scale]
     small = stats.decide(cand[:], base[:], Rule(min_effect=0.01))
     big = stats.decide(cand, base, Rule(min_effect=0.01 * scale))
-    assert big.verdict == "better" and big.p == pytest.approx(stats.decide(
-        [c / scale for c in cand], [b / scale for b in base]).p, rel=1e-12)
+    assert big.verdict == "better" and big.p == pytest.approx(
+        stats.decide([c / scale for c in cand], [b / scale for b in base]).p, rel=1e-12
+    )
     assert math.isfinite(big.delta) and all(math.isfinite(x) for x in big.ci) and small.verdict == "better"
     edge = stats.decide_by_seed(seeded([1.7e308, -1.7e308]), seeded([1.6e308, -1.6e308]))
     assert not math.isnan(edge.p) and edge.verdict == "no difference"
@@ -258,6 +274,7 @@ def test_huge_values_do_not_overflow():
 
 
 # --- more seeds only while the question is open ----------------------------------------------------
+
 
 def test_sequential_looks_spend_alpha_in_proportion_to_the_seeds():
     plan = Sequential(start=3, stop=8)
@@ -282,8 +299,11 @@ def test_a_decision_is_open_while_more_seeds_could_still_decide_it():
 
 def test_several_candidates_are_one_holm_family():
     base = seeded([1.0, 1.1, 1.2, 1.05])
-    shifts = [(-0.05, (0.011, -0.012, 0.004, -0.003)), (0.0, (0.01, -0.02, 0.015, -0.004)),
-              (0.0, (0.02, -0.01, 0.005, -0.016))]
+    shifts = [
+        (-0.05, (0.011, -0.012, 0.004, -0.003)),
+        (0.0, (0.01, -0.02, 0.015, -0.004)),
+        (0.0, (0.02, -0.01, 0.005, -0.016)),
+    ]
     candidates = [[(s, v + shift + e) for (s, v), e in zip(base, noise)] for shift, noise in shifts]
     alone = stats.decide_by_seed(candidates[0], base)
     family = stats.decide_family(candidates, base)
@@ -296,6 +316,7 @@ def test_several_candidates_are_one_holm_family():
 
 
 # --- properties ------------------------------------------------------------------------------------
+
 
 @settings(max_examples=60, deadline=None)
 @given(values)

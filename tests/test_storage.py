@@ -1,4 +1,5 @@
 """Records: appended atomically, never lost, readable after a crash; baselines per machine."""
+
 import csv
 import errno
 import json
@@ -15,18 +16,39 @@ from autoresearch_bench import git, storage
 
 
 def record(**overrides) -> storage.RunRecord:
-    fields = dict(task="tiny", candidate="train", commit="abc1234", dirty=False, profile="cpu", seed=0,
-                  mode="time", budget=3.0, metric="val_bpb", value=2.5, status="ok", description="train",
-                  error="", seconds=3.0, tokens=1000, steps=10, peak_mem_gb=0.4, params=100, eval_seconds=1.0,
-                  overhead_seconds=2.0, machine="cpu-x", started_at="2026-11-26T00:00:00+00:00")
+    fields = dict(
+        task="tiny",
+        candidate="train",
+        commit="abc1234",
+        dirty=False,
+        profile="cpu",
+        seed=0,
+        mode="time",
+        budget=3.0,
+        metric="val_bpb",
+        value=2.5,
+        status="ok",
+        description="train",
+        error="",
+        seconds=3.0,
+        tokens=1000,
+        steps=10,
+        peak_mem_gb=0.4,
+        params=100,
+        eval_seconds=1.0,
+        overhead_seconds=2.0,
+        machine="cpu-x",
+        started_at="2026-11-26T00:00:00+00:00",
+    )
     return storage.RunRecord(**{**fields, **overrides})
 
 
 def _append_many(args):
     tsv, jsonl, worker = args
     for i in range(50):
-        storage.append_results(record(seed=i, description=f"worker {worker} " + "x" * 200,
-                                      extra={"pad": "y" * 3000}), tsv, jsonl)
+        storage.append_results(
+            record(seed=i, description=f"worker {worker} " + "x" * 200, extra={"pad": "y" * 3000}), tsv, jsonl
+        )
 
 
 @pytest.fixture
@@ -53,9 +75,13 @@ def test_tsv_starts_with_autoresearchs_columns_and_a_crash_scores_zero(paths):
     assert storage.TSV_COLUMNS[:5] == ("commit", "val_bpb", "memory_gb", "status", "description")
     got = rows(tsv)
     assert [(r["commit"], r["val_bpb"], r["memory_gb"], r["status"]) for r in got] == [
-        ("abc1234+dirty", "2.500000", "0.4", "ok"), ("abc1234", "0.000000", "0.4", "crash"),
-        ("abc1234", "0.000000", "81.3", "violation")]
-    assert got[0]["description"] == "tab here newline" and got[0]["machine"] == "cpu-x" and got[0]["metric"] == "val_bpb"
+        ("abc1234+dirty", "2.500000", "0.4", "ok"),
+        ("abc1234", "0.000000", "0.4", "crash"),
+        ("abc1234", "0.000000", "81.3", "violation"),
+    ]
+    assert (
+        got[0]["description"] == "tab here newline" and got[0]["machine"] == "cpu-x" and got[0]["metric"] == "val_bpb"
+    )
     assert [r.error for r in storage.read_results(jsonl)] == ["", "boom", ""]
 
 
@@ -69,7 +95,8 @@ def test_concurrent_appends_lose_and_tear_nothing(paths):
     records = storage.read_results(jsonl)
     assert len(records) == 400 and all(r.extra["pad"] == "y" * 3000 for r in records)
     assert sorted((r.description[:8], r.seed) for r in records) == sorted(
-        (f"worker {w}", i) for w in range(8) for i in range(50))
+        (f"worker {w}", i) for w in range(8) for i in range(50)
+    )
 
 
 def test_a_torn_last_line_is_skipped_and_the_next_row_starts_afresh(paths):
@@ -95,6 +122,7 @@ def test_full_disk_keeps_earlier_rows_and_says_what_to_do(paths, monkeypatch):
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(OSError, match="disk full while appending to .*results.tsv.*free space and rerun") as e:
         storage.append_results(record(seed=1), tsv, jsonl)
@@ -116,6 +144,7 @@ def test_a_disk_that_fills_mid_record_leaves_neither_file_half_written(paths, mo
         if len(calls) == 2:
             return real_write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(os, "write", fills_up)
     with pytest.raises(OSError, match="results.jsonl"):
         storage.append_results(record(seed=1), tsv, jsonl)
@@ -155,8 +184,9 @@ def test_baseline_round_trips_and_matches_only_its_fingerprint(tmp_path):
 def test_a_baseline_keeps_the_machine_speed_the_steps_and_the_file_it_was_measured_with(tmp_path):
     fp = {**storage.machine_fingerprint("cpu"), "mode": "time", "budget": 45.0}
     speed = {"before": {"cpu": 100.0}, "after": {"cpu": 98.0}}
-    path = storage.save_baseline(tmp_path, "tiny", fp, [record(steps=50), record(seed=1, steps=52)],
-                                 calibration=speed, source="ab12")
+    path = storage.save_baseline(
+        tmp_path, "tiny", fp, [record(steps=50), record(seed=1, steps=52)], calibration=speed, source="ab12"
+    )
     found = storage.Baseline.from_file(path)
     assert (found.steps, found.calibration, found.source) == ([50, 52], speed, "ab12")
     content = json.loads(path.read_text())
@@ -172,13 +202,14 @@ def test_saving_the_same_file_again_adds_its_runs_and_their_reruns_measure_the_p
     seeded = [record(seed=s, value=v, extra={"data_id": "d1"}) for s, v in enumerate([2.50, 2.60, 2.70])]
     storage.save_baseline(tmp_path, "tiny", fp, seeded, source="ab12")
     assert storage.load_baseline(tmp_path, "tiny", fp).noise.pair_std is None  # no seed ran twice yet
-    again = [record(seed=s, value=v, extra={"data_id": "d1"}, commit="def5678")
-             for s, v in enumerate([2.51, 2.59, 2.70])]
+    again = [
+        record(seed=s, value=v, extra={"data_id": "d1"}, commit="def5678") for s, v in enumerate([2.51, 2.59, 2.70])
+    ]
     storage.save_baseline(tmp_path, "tiny", fp, again, source="ab12")
     both = storage.load_baseline(tmp_path, "tiny", fp)
     assert both.seeds == [0, 1, 2, 0, 1, 2] and both.n == 6 and both.commit == "abc1234"
     # rerun differences 0.01, -0.01, 0: pair std = their root mean square (sqrt(2) x the pooled within-seed std)
-    assert both.noise.pair_std == pytest.approx(math.sqrt((0.01 ** 2 + 0.01 ** 2) / 3), rel=1e-6)
+    assert both.noise.pair_std == pytest.approx(math.sqrt((0.01**2 + 0.01**2) / 3), rel=1e-6)
     assert both.noise.seed_std == pytest.approx(statistics.stdev([2.505, 2.595, 2.70]))  # of the seeds' means
     # another file, or the same file on other data: a new baseline, the old runs gone
     storage.save_baseline(tmp_path, "tiny", fp, again, source="cd34")
@@ -194,8 +225,9 @@ def test_in_time_mode_runs_join_a_stored_baseline_only_at_the_same_machine_speed
     idle = {"before": {"cpu": 100.0}, "after": {"cpu": 98.0}}
     runs = [record(seed=s, extra={"data_id": "d1"}) for s in range(2)]
     storage.save_baseline(tmp_path, "tiny", fp, runs, calibration=idle, source="ab12")
-    storage.save_baseline(tmp_path, "tiny", fp, runs, calibration={"before": {"cpu": 95.0}, "after": {"cpu": 97.0}},
-                          source="ab12")
+    storage.save_baseline(
+        tmp_path, "tiny", fp, runs, calibration={"before": {"cpu": 95.0}, "after": {"cpu": 97.0}}, source="ab12"
+    )
     assert storage.load_baseline(tmp_path, "tiny", fp).n == 4
     busy = {"before": {"cpu": 50.0}, "after": {"cpu": 52.0}}  # half the speed: its steps are not the same runs
     storage.save_baseline(tmp_path, "tiny", fp, runs, calibration=busy, source="ab12")
@@ -223,15 +255,45 @@ def test_machine_fingerprint_names_what_makes_scores_comparable():
     assert fid == fid.lower() and "/" not in fid and fid.startswith("cpu-") and fid.endswith("__cpu")
 
 
-@pytest.mark.parametrize("fp, expected", [
-    ({"device": "cpu", "model": "AMD EPYC 7B13 64-Core Processor", "torch": "2.13.0", "cuda": "none",
-      "profile": "cpu"}, "cpu-amd-epyc-7b13__torch-2.13.0__cuda-none__cpu"),
-    ({"device": "cpu", "model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", "torch": "2.5.1",
-      "cuda": "12.4", "profile": "cpu", "mode": "time", "budget": 45.0},
-     "cpu-intel-xeon-platinum-8480__torch-2.5.1__cuda-12.4__cpu__time-45"),
-    ({"device": "cuda", "model": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "cuda": "13.0",
-      "profile": "h100", "mode": "tokens", "budget": 1000000},
-     "cuda-nvidia-h100-80gb-hbm3__torch-2.11.0__cuda-13.0__h100__tokens-1000000")])
+@pytest.mark.parametrize(
+    "fp, expected",
+    [
+        (
+            {
+                "device": "cpu",
+                "model": "AMD EPYC 7B13 64-Core Processor",
+                "torch": "2.13.0",
+                "cuda": "none",
+                "profile": "cpu",
+            },
+            "cpu-amd-epyc-7b13__torch-2.13.0__cuda-none__cpu",
+        ),
+        (
+            {
+                "device": "cpu",
+                "model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz",
+                "torch": "2.5.1",
+                "cuda": "12.4",
+                "profile": "cpu",
+                "mode": "time",
+                "budget": 45.0,
+            },
+            "cpu-intel-xeon-platinum-8480__torch-2.5.1__cuda-12.4__cpu__time-45",
+        ),
+        (
+            {
+                "device": "cuda",
+                "model": "NVIDIA H100 80GB HBM3",
+                "torch": "2.11.0",
+                "cuda": "13.0",
+                "profile": "h100",
+                "mode": "tokens",
+                "budget": 1000000,
+            },
+            "cuda-nvidia-h100-80gb-hbm3__torch-2.11.0__cuda-13.0__h100__tokens-1000000",
+        ),
+    ],
+)
 def test_fingerprint_id_is_a_short_readable_file_name(fp, expected):
     assert storage.fingerprint_id(fp) == expected
 
@@ -243,8 +305,10 @@ def test_git_state_outside_a_repository(tmp_path):
 
 def test_git_state_reports_commit_and_dirt_but_ignores_untracked_files(tmp_path):
     def run(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
+
     run("init", "-q")
     (tmp_path / "train.py").write_text("x = 1\n")
     run("add", "train.py")
@@ -266,10 +330,12 @@ def test_check_writable_says_why_rows_could_not_be_appended_and_leaves_nothing_b
     assert (tmp_path / "results.tsv").read_text() == "commit\n"
     (tmp_path / "a_file").write_text("")
     assert storage.check_writable(tmp_path / "a_file" / "results.tsv").startswith(
-        f"cannot write {tmp_path / 'a_file' / 'results.tsv'} (")
+        f"cannot write {tmp_path / 'a_file' / 'results.tsv'} ("
+    )
     full = storage.check_writable(tmp_path / "results.tsv", min_free=1 << 60)  # more than any disk has
-    assert full.startswith("only ") and full.endswith(f"MB free for {tmp_path / 'results.tsv'}, at least 1099511627776 "
-                                                      f"MB needed")
+    assert full.startswith("only ") and full.endswith(
+        f"MB free for {tmp_path / 'results.tsv'}, at least 1099511627776 MB needed"
+    )
 
 
 def test_the_readme_lists_the_results_columns_as_written():

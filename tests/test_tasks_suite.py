@@ -1,4 +1,5 @@
 """The fixed task suite: byte and modular data, scored positions, metrics and directions, --ar-tasks."""
+
 import csv
 import shutil
 from pathlib import Path
@@ -8,18 +9,17 @@ import pytest
 import torch
 
 from autoresearch_bench import data
+from autoresearch_bench.candidate import Candidate
 from autoresearch_bench.data import DataError, eval_rows_and_mask, eval_split, modular_equations, prepare
+from autoresearch_bench.plugin import summary_rows
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import Violation, score
-from autoresearch_bench.plugin import summary_rows
-from autoresearch_bench.candidate import Candidate
 from autoresearch_bench.session import CandidateResult
 from autoresearch_bench.task import METRICS, TaskError, find_tasks, load_task
 
 TASKS = Path(__file__).parent.parent / "tasks"
 QUIET = dict(log=lambda m: None)
-MODULAR = {"source": "modular", "modulus": 13, "operation": "+", "train_fraction": 0.5, "vocab_size": 16,
-           "seq_len": 5}
+MODULAR = {"source": "modular", "modulus": 13, "operation": "+", "train_fraction": 0.5, "vocab_size": 16, "seq_len": 5}
 
 
 def test_the_suite_has_three_tasks_of_different_kinds_each_with_cpu_and_gpu_profiles():
@@ -31,8 +31,15 @@ def test_the_suite_has_three_tasks_of_different_kinds_each_with_cpu_and_gpu_prof
     assert tasks["char_lm"].profile("cpu").budget_s <= 30 and tasks["modular_add"].profile("cpu").budget_s <= 20
 
 
-@pytest.mark.parametrize("op, f", [("+", lambda a, b, p: (a + b) % p), ("-", lambda a, b, p: (a - b) % p),
-                                   ("*", lambda a, b, p: a * b % p), ("/", lambda a, b, p: a * pow(b, -1, p) % p)])
+@pytest.mark.parametrize(
+    "op, f",
+    [
+        ("+", lambda a, b, p: (a + b) % p),
+        ("-", lambda a, b, p: (a - b) % p),
+        ("*", lambda a, b, p: a * b % p),
+        ("/", lambda a, b, p: a * pow(b, -1, p) % p),
+    ],
+)
 def test_modular_equations_cover_every_pair_once_and_split_by_seed(op, f):
     train, val = modular_equations(13, op, 0.3, seed=0)
     rows = np.concatenate([train, val])
@@ -55,14 +62,17 @@ def test_modular_source_prepares_token_files_and_a_decoding_tokenizer():
     assert (a + b) % 13 == c
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"vocab_size": 20}, "set vocab_size = 16"),
-    ({"operation": "/", "modulus": 12, "vocab_size": 15}, "needs a prime modulus"),
-    ({"operation": "^"}, "operation must be one of"),
-    ({"train_fraction": 1.0}, "train_fraction must be between 0 and 1"),
-    ({"tokenizer": "bytes"}, "unknown [data] keys ['tokenizer']"),
-    ({"score": "last"}, "score must be one of tokens, answers"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"vocab_size": 20}, "set vocab_size = 16"),
+        ({"operation": "/", "modulus": 12, "vocab_size": 15}, "needs a prime modulus"),
+        ({"operation": "^"}, "operation must be one of"),
+        ({"train_fraction": 1.0}, "train_fraction must be between 0 and 1"),
+        ({"tokenizer": "bytes"}, "unknown [data] keys ['tokenizer']"),
+        ({"score": "last"}, "score must be one of tokens, answers"),
+    ],
+)
 def test_bad_modular_settings_say_what_to_do(change, message):
     with pytest.raises(DataError) as e:
         prepare({**MODULAR, **change}, "suite_modular", **QUIET)
@@ -139,11 +149,22 @@ def scored(tmp_path, prepared, metric, score_mode, seq_len, model="AddOracle", p
     torch.save({}, tmp_path / "model.pt")
     models = tmp_path / f"models_{model}_{wrong}_{metric}"
     models.mkdir()
-    spec = ScorerSpec(candidate=str(candidate), cfg={"vocab_size": prepared.vocab_size, "seq_len": seq_len},
-                      device="cpu", seed=0, rows=str(eval_split(prepared, 200, seq_len, score=score_mode)),
-                      tokenizer_dir=str(prepared.tokenizer_dir), eval_batch_size=8,
-                      eval_split="val", metric=metric, max_params=None,
-                      sandbox_level="off", sandbox_prefix=(), tmp=str(models), threads=1)
+    spec = ScorerSpec(
+        candidate=str(candidate),
+        cfg={"vocab_size": prepared.vocab_size, "seq_len": seq_len},
+        device="cpu",
+        seed=0,
+        rows=str(eval_split(prepared, 200, seq_len, score=score_mode)),
+        tokenizer_dir=str(prepared.tokenizer_dir),
+        eval_batch_size=8,
+        eval_split="val",
+        metric=metric,
+        max_params=None,
+        sandbox_level="off",
+        sandbox_prefix=(),
+        tmp=str(models),
+        threads=1,
+    )
     return score(spec, lambda: str(tmp_path / "model.pt"))
 
 
@@ -152,14 +173,19 @@ def test_val_accuracy_and_val_loss_score_only_the_answer(tmp_path, wrong):
     prepared = prepare(MODULAR, "suite_modular", **QUIET)
     result = scored(tmp_path, prepared, "val_accuracy", "answers", 5, wrong=wrong)
     assert result["scored_tokens"] == 40 and result["value"] == result["val_accuracy"] == (0.0 if wrong else 1.0)
-    assert result["val_loss"] == pytest.approx(10 + np.log(1 + 15 * np.exp(-10)) if wrong else np.log(1 + 15 * np.exp(-10)), rel=1e-4)
+    assert result["val_loss"] == pytest.approx(
+        10 + np.log(1 + 15 * np.exp(-10)) if wrong else np.log(1 + 15 * np.exp(-10)), rel=1e-4
+    )
     assert "val_bpb" not in result and result["causality_diff"] == 0.0
     assert scored(tmp_path, prepared, "val_loss", "answers", 5, wrong=wrong)["value"] == result["val_loss"]
 
 
 def test_val_bpb_of_a_uniform_byte_model_is_log2_257(tmp_path):
-    prepared = prepare({"source": "embedded", "tokenizer": "bytes", "vocab_size": 257, "max_train_chars": 200_000},
-                       "suite_bytes", **QUIET)
+    prepared = prepare(
+        {"source": "embedded", "tokenizer": "bytes", "vocab_size": 257, "max_train_chars": 200_000},
+        "suite_bytes",
+        **QUIET,
+    )
     result = scored(tmp_path, prepared, "val_bpb", "tokens", 32, model="Uniform")
     assert result["value"] == pytest.approx(np.log2(257)) and result["val_loss"] == pytest.approx(np.log(257))
 
@@ -170,11 +196,14 @@ def test_the_probes_catch_a_model_that_reads_the_answer_of_another_row(tmp_path)
         scored(tmp_path, prepared, "val_accuracy", "answers", 5, model="Peek")
 
 
-@pytest.mark.parametrize("task, message", [
-    ("metric='val_ppl'", "unknown metric 'val_ppl'; set [task] metric to one of val_bpb, val_loss, val_accuracy"),
-    ("metric='val_accuracy'\ndirection='lower'", "val_accuracy is better when higher; set direction = \"higher\""),
-    ("metric='val_bpb'", "source \"modular\" has no bytes to score val_bpb on"),
-])
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        ("metric='val_ppl'", "unknown metric 'val_ppl'; set [task] metric to one of val_bpb, val_loss, val_accuracy"),
+        ("metric='val_accuracy'\ndirection='lower'", 'val_accuracy is better when higher; set direction = "higher"'),
+        ("metric='val_bpb'", 'source "modular" has no bytes to score val_bpb on'),
+    ],
+)
 def test_a_task_with_a_bad_metric_says_what_to_do(tmp_path, task, message):
     folder = Path(shutil.copytree(TASKS / "modular_add", tmp_path / "m"))
     text = (folder / "task.toml").read_text().replace('metric = "val_accuracy"\ndirection = "higher"', task)
@@ -192,8 +221,10 @@ def test_direction_defaults_to_the_metrics_own(tmp_path):
 
 
 def test_summary_puts_each_tasks_metric_in_its_own_aligned_column():
-    results = [CandidateResult(t, t.profile("cpu"), Candidate("train", t.train_file))
-               for t in (load_task(TASKS / "char_lm"), load_task(TASKS / "modular_add"))]
+    results = [
+        CandidateResult(t, t.profile("cpu"), Candidate("train", t.train_file))
+        for t in (load_task(TASKS / "char_lm"), load_task(TASKS / "modular_add"))
+    ]
     rows = summary_rows(results)
     assert list(rows[0]) == list(rows[1])
     assert list(rows[0])[4:6] == ["val_bpb", "val_accuracy"]
@@ -202,8 +233,9 @@ def test_summary_puts_each_tasks_metric_in_its_own_aligned_column():
 def test_ar_tasks_selects_tasks_by_name(pytester):
     for name in ("gpt_pretrain", "char_lm", "modular_add"):
         shutil.copytree(TASKS / name, pytester.path / "tasks" / name)
-    run = pytester.runpytest_subprocess("tasks", "--collect-only", "-q", "--ar-tasks", "char_lm,modular_add",
-                                        "-p", "no:cacheprovider")
+    run = pytester.runpytest_subprocess(
+        "tasks", "--collect-only", "-q", "--ar-tasks", "char_lm,modular_add", "-p", "no:cacheprovider"
+    )
     ids = [l for l in run.stdout.lines if "::" in l]
     assert {l.split("/")[1] for l in ids} == {"char_lm", "modular_add"}
     assert any("test_benchmark[train]" in l for l in ids)
@@ -217,15 +249,20 @@ def test_the_whole_suite_runs_end_to_end_on_the_cpu_profiles(pytester):
     toml = pytester.path / "tasks" / "gpt_pretrain" / "task.toml"
     assert toml.read_text().count("eval_tokens = 131072\n") == 1
     toml.write_text(toml.read_text().replace("eval_tokens = 131072\n", "eval_tokens = 16384\n"))
-    run = pytester.runpytest_subprocess("--autoresearch", "tasks", "--ar-profile", "cpu", "--ar-tokens", "8192",
-                                        "-p", "no:cacheprovider")
+    run = pytester.runpytest_subprocess(
+        "--autoresearch", "tasks", "--ar-profile", "cpu", "--ar-tokens", "8192", "-p", "no:cacheprovider"
+    )
     outcomes = run.parseoutcomes()
     assert outcomes.get("failed", 0) == outcomes.get("errors", 0) == outcomes.get("skipped", 0) == 0, run.stdout.str()
     with open(pytester.path / "results.tsv") as f:
         rows = {r["task"]: r for r in csv.DictReader(f, delimiter="\t")}
     assert {t: (r["metric"], r["status"]) for t, r in rows.items()} == {
-        "gpt_pretrain": ("val_bpb", "ok"), "char_lm": ("val_bpb", "ok"), "modular_add": ("val_accuracy", "ok")}
+        "gpt_pretrain": ("val_bpb", "ok"),
+        "char_lm": ("val_bpb", "ok"),
+        "modular_add": ("val_accuracy", "ok"),
+    }
     assert all(int(r["tokens"]) >= 8192 for r in rows.values())  # whole batches: the last one may pass the mark
     assert 0 <= float(rows["modular_add"]["val_bpb"]) <= 1 < float(rows["char_lm"]["val_bpb"])
-    run.stdout.fnmatch_lines(["*task*candidate*val_bpb*val_accuracy*", "char_lm*train*", "gpt_pretrain*train*",
-                              "modular_add*train*"])  # one table, tasks in name order
+    run.stdout.fnmatch_lines(
+        ["*task*candidate*val_bpb*val_accuracy*", "char_lm*train*", "gpt_pretrain*train*", "modular_add*train*"]
+    )  # one table, tasks in name order

@@ -68,9 +68,69 @@ thread (a league's loops run in threads, each pinned to one GPU with `gpu=`). AP
 retried with exponential backoff by the openai client itself (`max_retries`); when they persist the
 loop stops with a one-line error and nothing recorded is lost.
 """
-from .spec import AGENT_NPROC_FACTOR, AUTHOR, AgentError, AgentSpec, Context, Experiment, Proposal, RECENT_ROWS, SPEED_ADVICE, command_spec  # noqa: F401
-from .replies import FENCE, apply_proposal, parse_reply  # noqa: F401
-from .children import Children  # noqa: F401
-from .proposers import CommandProposer, NullProposer, OpenAIProposer, PROPOSERS, RandomSearchProposer, ReplayProposer, SYSTEM_PROMPT, copy_back, float_constants, render_prompt, replay_changes  # noqa: F401
-from .loop import AgentLoop, Measured, SPLIT, Settings, _best_runs, speed_departs, time_split  # noqa: F401
-from .plot import write_progress_plot  # noqa: F401
+
+from .children import Children
+from .loop import SPLIT, AgentLoop, Measured, Settings, _best_runs, speed_departs, time_split
+from .plot import write_progress_plot
+from .proposers import (
+    PROPOSERS,
+    SYSTEM_PROMPT,
+    CommandProposer,
+    NullProposer,
+    OpenAIProposer,
+    RandomSearchProposer,
+    ReplayProposer,
+    copy_back,
+    float_constants,
+    render_prompt,
+    replay_changes,
+)
+from .replies import FENCE, apply_proposal, parse_reply
+from .spec import (
+    AGENT_NPROC_FACTOR,
+    AUTHOR,
+    RECENT_ROWS,
+    SPEED_ADVICE,
+    AgentError,
+    AgentSpec,
+    Context,
+    Experiment,
+    Proposal,
+    command_spec,
+)
+
+__all__ = [
+    "Children",
+    "SPLIT",
+    "AgentLoop",
+    "Measured",
+    "Settings",
+    "_best_runs",
+    "speed_departs",
+    "time_split",
+    "write_progress_plot",
+    "PROPOSERS",
+    "SYSTEM_PROMPT",
+    "CommandProposer",
+    "NullProposer",
+    "OpenAIProposer",
+    "RandomSearchProposer",
+    "ReplayProposer",
+    "copy_back",
+    "float_constants",
+    "render_prompt",
+    "replay_changes",
+    "FENCE",
+    "apply_proposal",
+    "parse_reply",
+    "AGENT_NPROC_FACTOR",
+    "AUTHOR",
+    "RECENT_ROWS",
+    "SPEED_ADVICE",
+    "AgentError",
+    "AgentSpec",
+    "Context",
+    "Experiment",
+    "Proposal",
+    "command_spec",
+]

@@ -1,20 +1,21 @@
 """The registry of the loop's child processes (the agent command, the pytest runs): each in a process
 group of its own, all killed together on Ctrl-C or AgentLoop.interrupt().
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import subprocess
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..process import kill_group
-
 
 # ---------------------------------------------------------------------------------------------------
 # Child processes
 # ---------------------------------------------------------------------------------------------------
+
 
 class Children:
     """The child processes of one loop (the agent command, the task's pytest run): each gets the loop's
@@ -33,14 +34,19 @@ class Children:
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
-    def start(self, cmd: str | list[str], env: dict[str, str] | None = None, base: dict[str, str] | None = None,
-              **popen) -> Iterator[subprocess.Popen]:
+    def start(
+        self, cmd: str | list[str], env: dict[str, str] | None = None, base: dict[str, str] | None = None, **popen
+    ) -> Iterator[subprocess.Popen]:
         """subprocess.Popen(cmd, **popen) with `base` (default os.environ), the loop's env and `env`; its
         group is killed when the block ends; KeyboardInterrupt after the block when stop() was called meanwhile."""
         with self.lock:
             self.check()
-            proc = subprocess.Popen(cmd, env={**(os.environ if base is None else base), **self.env, **(env or {})},
-                                    start_new_session=True, **popen)
+            proc = subprocess.Popen(
+                cmd,
+                env={**(os.environ if base is None else base), **self.env, **(env or {})},
+                start_new_session=True,
+                **popen,
+            )
             self.running.add(proc)
         try:
             yield proc

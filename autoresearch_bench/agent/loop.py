@@ -1,6 +1,7 @@
 """The agent loop itself: Settings, the worktree and branch, one experiment's stages (screen, confirm)
 as pytest runs, the keep rule, the records and the time split.
 """
+
 from __future__ import annotations
 
 import functools
@@ -12,10 +13,10 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from .. import calibrate, git, htmlreport, options, sandbox, stats, storage
 from ..data import cache_root
@@ -23,21 +24,21 @@ from ..git import GitError
 from ..patch import SCRATCH, changed_files
 from ..process import kill_group
 from ..task import default_profile, load_task
-
 from .children import Children
 from .plot import write_progress_plot
-from .proposers import CommandProposer, PROPOSERS
+from .proposers import PROPOSERS, CommandProposer
 from .replies import apply_proposal
-from .spec import AUTHOR, AgentError, AgentSpec, Context, Experiment, SPEED_ADVICE
-
+from .spec import AUTHOR, SPEED_ADVICE, AgentError, AgentSpec, Context, Experiment
 
 # ---------------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Settings:
     """How each experiment is run and judged; equal for every agent of a league."""
+
     profile: str = "auto"
     seeds: int = 1  # screening seeds (0 …)
     confirm_seeds: int = 3  # fresh seeds that confirm a change that passed the screen
@@ -60,6 +61,7 @@ class Settings:
 class Measured:
     """What one run of the task's suite on some seeds gave: a status (ok | crash | discard), the
     candidate's and the re-measured best's {seed: value}, peak memory and the runs' device seconds."""
+
     status: str
     seeds: tuple[int, ...]
     reason: str = ""
@@ -74,8 +76,7 @@ class Measured:
 # Where an experiment's wall time goes, summed over its stages and runs: the pytest runs' wall, the
 # checks (JUnit times of the items that are not benchmarks), the runs' parts (runner.py's split) and
 # the training itself; "other" is the rest (pytest's start and collection, git, the records).
-SPLIT = ("wall", "checks", "data", "cache_copy", "process_start", "setup", "training", "evaluation", "audit",
-         "other")
+SPLIT = ("wall", "checks", "data", "cache_copy", "process_start", "setup", "training", "evaluation", "audit", "other")
 
 
 def time_split(wall: float, checks: float, records: list) -> dict[str, float]:
@@ -93,9 +94,17 @@ _WORKTREES = threading.Lock()
 
 
 class AgentLoop:
-    def __init__(self, task_dir: str | Path, spec: AgentSpec, tag: str, settings: Settings,
-                 out_dir: str | Path | None = None, log: Callable[[str], None] = print,
-                 baseline: Experiment | None = None, gpu: str | None = None):
+    def __init__(
+        self,
+        task_dir: str | Path,
+        spec: AgentSpec,
+        tag: str,
+        settings: Settings,
+        out_dir: str | Path | None = None,
+        log: Callable[[str], None] = print,
+        baseline: Experiment | None = None,
+        gpu: str | None = None,
+    ):
         """baseline: a measurement of the same starting commit under the same settings (a league
         measures it once per task), recorded as experiment 0 instead of running it again.
         gpu: the only GPU (a CUDA_VISIBLE_DEVICES entry) that the loop's child processes see; None:
@@ -121,13 +130,19 @@ class AgentLoop:
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
         profile_name = settings.profile
         import torch
-        self.profile = default_profile(self.task, torch.cuda.is_available()) if profile_name == "auto" \
+
+        self.profile = (
+            default_profile(self.task, torch.cuda.is_available())
+            if profile_name == "auto"
             else self.task.profile(profile_name)
+        )
         mode, budget = settings.mode
         screen = tuple(range(settings.seeds))
-        self.keep_rule = stats.KeepRule(self.task.rule(self.profile, mode, budget or self.profile.budget_s,
-                                                 min_effect=settings.min_effect),
-                                  screen, tuple(range(len(screen), len(screen) + settings.confirm_seeds)))
+        self.keep_rule = stats.KeepRule(
+            self.task.rule(self.profile, mode, budget or self.profile.budget_s, min_effect=settings.min_effect),
+            screen,
+            tuple(range(len(screen), len(screen) + settings.confirm_seeds)),
+        )
         self.proposer = self._command_proposer() if spec.kind == "command" else PROPOSERS[spec.kind](spec)
 
     def _command_proposer(self) -> CommandProposer:
@@ -137,8 +152,10 @@ class AgentLoop:
         except sandbox.SandboxError as e:
             raise AgentError(str(e)) from None
         if not plan.isolated and self.settings.sandbox != "off":
-            self.log("warning: no Linux namespaces here: the agent command runs unisolated (it can read the data "
-                     "cache and write the records); use --sandbox strict to refuse that")
+            self.log(
+                "warning: no Linux namespaces here: the agent command runs unisolated (it can read the data "
+                "cache and write the records); use --sandbox strict to refuse that"
+            )
         task_dir = self.worktree / self.task_rel
         secrets = [self.out, self.repo / ".ar"]  # not shown anyway, unless under a shown folder (the cache: wrap)
         hidden = [str(p) for p in secrets if not task_dir.is_relative_to(p)]
@@ -169,8 +186,10 @@ class AgentLoop:
             except GitError as e:
                 raise AgentError(f"cannot create the worktree {self.worktree}: {e}") from None
             if dirty and not has_branch:
-                self.log(f"note: uncommitted changes in {self.task_rel} are not part of this run; the worktree "
-                         f"starts from the last commit (commit them and use a new tag to include them)")
+                self.log(
+                    f"note: uncommitted changes in {self.task_rel} are not part of this run; the worktree "
+                    f"starts from the last commit (commit them and use a new tag to include them)"
+                )
 
     def _reset(self, commit: str) -> None:
         self._git("reset", "-q", "--hard", commit)
@@ -197,16 +216,15 @@ class AgentLoop:
     def _record(self, e: Experiment, history: list[Experiment]) -> None:
         """Append e to the records files and to history (the in-memory copy), then redraw the plot."""
         header = f"commit\t{self.task.metric}\tmemory_gb\tstatus\tdescription\n"
-        storage.append_lines([(self.results_tsv, e.tsv_row(), header),
-                              (self.jsonl, json.dumps(asdict(e)) + "\n", "")])
+        storage.append_lines([(self.results_tsv, e.tsv_row(), header), (self.jsonl, json.dumps(asdict(e)) + "\n", "")])
         history.append(e)
-        write_progress_plot(history, self.out / "progress.png", self.task, f"{self.task.name} / {self.tag}",
-                            self.log)
+        write_progress_plot(history, self.out / "progress.png", self.task, f"{self.task.name} / {self.tag}", self.log)
         htmlreport.write_agent_report(self.out, self.task, self.tag, self.spec, self.settings, self.profile, self.log)
 
     # -- one experiment -------------------------------------------------------------------------------
-    def _evaluate(self, n: int, commit: str, description: str, stage: str, seeds: tuple[int, ...],
-                  best: str | None = None) -> Measured:
+    def _evaluate(
+        self, n: int, commit: str, description: str, stage: str, seeds: tuple[int, ...], best: str | None = None
+    ) -> Measured:
         """One run of the task's suite on the worktree's file with these seeds (a screen runs the checks
         too, a confirmation the benchmark only); with the best kept commit `best` beside it, seed by seed
         interleaved, where the best's runs on these seeds are to be re-measured."""
@@ -215,21 +233,49 @@ class AgentLoop:
         name = f"{n}" if stage == "screen" else f"{n}.{stage}"
         junit, log_path = self.out / "logs" / f"{name}.xml", self.out / "logs" / f"{name}.log"
         own = Path(self.task.editable[0]).stem
-        cmd = [sys.executable, "-m", "pytest", self.task_rel, "--autoresearch",
-               "-k", f"[{own}]" + (f" or [{best}]" if best else ""),
-               *options.pytest_args({"profile": p.name, "budget_s": s.budget_s, "max_tokens": s.max_tokens,
-                                     "sandbox": s.sandbox}),  # the keep rule applies min_effect itself
-               "--ar-seed-base", str(seeds[0]), "--ar-seeds", str(len(seeds)), "--ar-results", str(self.bench_tsv),
-               "--ar-baseline", "none", "--ar-description", description,
-               f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", "-rN"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            self.task_rel,
+            "--autoresearch",
+            "-k",
+            f"[{own}]" + (f" or [{best}]" if best else ""),
+            *options.pytest_args(
+                {"profile": p.name, "budget_s": s.budget_s, "max_tokens": s.max_tokens, "sandbox": s.sandbox}
+            ),  # the keep rule applies min_effect itself
+            "--ar-seed-base",
+            str(seeds[0]),
+            "--ar-seeds",
+            str(len(seeds)),
+            "--ar-results",
+            str(self.bench_tsv),
+            "--ar-baseline",
+            "none",
+            "--ar-description",
+            description,
+            f"--junitxml={junit}",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rN",
+        ]
         cmd += (["--ar-candidate", best] if best else []) + (["-m", "autoresearch"] if stage == "confirm" else [])
         runs = len(seeds) * (2 if best else 1)  # the runner's own clock rule, and 300 s for pytest around them
         limit = s.run_timeout_s or runs * p.run_limit_s(s.budget_s, s.max_tokens) + 300
         cmd += ["--ar-trusted-ref", self.start_commit or "none"]  # the loop's start: its runs alone publish kernels
         expired, wall = threading.Event(), time.perf_counter()
-        with open(log_path, "w") as log_file, self.children.start(
-                cmd, env={"PYTHONDONTWRITEBYTECODE": "1"}, cwd=self.worktree, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True) as proc:
+        with (
+            open(log_path, "w") as log_file,
+            self.children.start(
+                cmd,
+                env={"PYTHONDONTWRITEBYTECODE": "1"},
+                cwd=self.worktree,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ) as proc,
+        ):
             timer = threading.Timer(limit, lambda: (expired.set(), kill_group(proc, reap=False)))
             timer.start()
             try:
@@ -241,22 +287,26 @@ class AgentLoop:
             finally:
                 timer.cancel()
         wall = time.perf_counter() - wall
-        records = [r for r in storage.read_results(self.bench_tsv.with_suffix(".jsonl"))[before:]
-                   if r.task == self.task.name]
+        records = [
+            r for r in storage.read_results(self.bench_tsv.with_suffix(".jsonl"))[before:] if r.task == self.task.name
+        ]
         memory = max((r.peak_mem_gb for r in records), default=0.0)
         seconds = math.fsum(r.seconds + r.overhead_seconds for r in records)
         split = time_split(wall, _check_seconds(junit), records)
         speed = next((r.extra["calibration"] for r in records if r.extra.get("calibration")), None)
-        measured = lambda status, reason="", mine=(), theirs=(): Measured(status, seeds, reason, memory, dict(mine),
-                                                                          dict(theirs), seconds, split, speed)
+        measured = lambda status, reason="", mine=(), theirs=(): Measured(
+            status, seeds, reason, memory, dict(mine), dict(theirs), seconds, split, speed
+        )
         if expired.is_set():
             return measured("crash", f"{stage}: the suite ran past {limit:.0f} s and was killed (log: {log_path})")
         if code not in (0, 1):
             raise AgentError(f"pytest could not run the task's suite (exit code {code}); see {log_path}")
         if bad := [r for r in records if r.status != "ok"]:
             whose = "" if bad[0].candidate == own else f"the best ({best}), re-measured: "
-            return measured("discard" if bad[0].status == "violation" else "crash",
-                            f"{stage}: {whose}{bad[0].status}: {bad[0].error}")
+            return measured(
+                "discard" if bad[0].status == "violation" else "crash",
+                f"{stage}: {whose}{bad[0].status}: {bad[0].error}",
+            )
         mine = {r.seed: r.value for r in records if r.candidate == own}
         theirs = {r.seed: r.value for r in records if r.candidate == best}
         if set(mine) != set(seeds):
@@ -276,9 +326,11 @@ class AgentLoop:
         else:
             self._reset(self._git("rev-parse", "HEAD").strip())
         s, start = self.settings, time.monotonic()
-        self.log(f"agent {self.spec.name} on {self.task.name} ({self.profile.name}), tag {self.tag}"
-                 + (f", GPU {self.gpu}" if self.gpu is not None else "")
-                 + f": {len(history)} experiments so far; records in {self.out}")
+        self.log(
+            f"agent {self.spec.name} on {self.task.name} ({self.profile.name}), tag {self.tag}"
+            + (f", GPU {self.gpu}" if self.gpu is not None else "")
+            + f": {len(history)} experiments so far; records in {self.out}"
+        )
         try:
             while True:
                 self.children.check()
@@ -299,14 +351,16 @@ class AgentLoop:
             last = [e for e in history if e.status == "keep"]
             if last:
                 self._reset(last[-1].commit)
-            self.log(f"interrupted; {len(history)} experiments recorded in {self.results_tsv}; "
-                     f"rerun the same command to resume")
+            self.log(
+                f"interrupted; {len(history)} experiments recorded in {self.results_tsv}; "
+                f"rerun the same command to resume"
+            )
             raise
         return history
 
     def _experiment(self, n: int, kept: Experiment | None, history: list[Experiment]) -> Experiment:
         t0 = time.monotonic()
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started = datetime.now(UTC).isoformat(timespec="seconds")
         head = self._git("rev-parse", "--short=7", "HEAD").strip()
         rule = self.keep_rule
         if kept is None and self.baseline and self.baseline.commit == head and not history:
@@ -315,32 +369,61 @@ class AgentLoop:
         if kept is None:  # experiment 0 (or a baseline that crashed before): the unchanged file
             self.log(f"experiment {n}: baseline at {head}")
             m = self._evaluate(n, head, "baseline", "screen", rule.screen_seeds)
-            record = _outcome(n, head, "baseline", [m], rule.screen_seeds, started_at=started,
-                              seconds=time.monotonic() - t0)
+            record = _outcome(
+                n, head, "baseline", [m], rule.screen_seeds, started_at=started, seconds=time.monotonic() - t0
+            )
             if m.status != "ok":
                 self._record(replace(record, status="crash", reason=m.reason), history)
-                raise AgentError(f"the baseline {self.task_rel}/{self.task.editable[0]} at {head} does not run "
-                                 f"({m.reason}); fix it before starting the agent")
+                raise AgentError(
+                    f"the baseline {self.task_rel}/{self.task.editable[0]} at {head} does not run "
+                    f"({m.reason}); fix it before starting the agent"
+                )
             return replace(record, status="keep")
         files = {name: (self.worktree / self.task_rel / name).read_text() for name in self.task.editable}
         program = self.worktree / self.task_rel / "program.md"
-        ctx = Context(self.task, self.worktree / self.task_rel, program.read_text() if program.is_file() else "",
-                      files, history, kept.value, n, self.results_tsv, frozenset(self.profile.model_config()))
+        ctx = Context(
+            self.task,
+            self.worktree / self.task_rel,
+            program.read_text() if program.is_file() else "",
+            files,
+            history,
+            kept.value,
+            n,
+            self.results_tsv,
+            frozenset(self.profile.model_config()),
+        )
         self.log(f"experiment {n}: asking {self.spec.name} ({self.spec.kind})")
         proposal = self.proposer.propose(ctx)
-        tokens = {"prompt_tokens": proposal.prompt_tokens, "completion_tokens": proposal.completion_tokens,
-                  "cost": (proposal.prompt_tokens * self.spec.price_in
-                           + proposal.completion_tokens * self.spec.price_out) / 1e6}
+        tokens = {
+            "prompt_tokens": proposal.prompt_tokens,
+            "completion_tokens": proposal.completion_tokens,
+            "cost": (proposal.prompt_tokens * self.spec.price_in + proposal.completion_tokens * self.spec.price_out)
+            / 1e6,
+        }
         stages: list[Measured] = []
 
         def end(status: str, reason: str, commit: str = head, p: float | None = None, note: str = "") -> Experiment:
             if status != "keep":
                 self._reset(kept.commit)
             reason = f"{reason}; {note}" if note else reason
-            e = _outcome(n, commit, proposal.description, stages, rule.screen_seeds, status, reason, p,
-                         started_at=started, seconds=time.monotonic() - t0, **tokens)
-            self.log(f"experiment {n}: {status}" + (f" ({reason})" if reason else "")
-                     + (f", {self.task.metric} {e.value:.6f}" if e.value is not None else ""))
+            e = _outcome(
+                n,
+                commit,
+                proposal.description,
+                stages,
+                rule.screen_seeds,
+                status,
+                reason,
+                p,
+                started_at=started,
+                seconds=time.monotonic() - t0,
+                **tokens,
+            )
+            self.log(
+                f"experiment {n}: {status}"
+                + (f" ({reason})" if reason else "")
+                + (f", {self.task.metric} {e.value:.6f}" if e.value is not None else "")
+            )
             return e
 
         if proposal.error:
@@ -354,13 +437,18 @@ class AgentLoop:
             raise AgentError(str(e)) from None
         allowed = {f"{self.task_rel}/{e}" for e in self.task.editable}
         if outside := sorted(paths - allowed):
-            return end("discard", f"the change touches {', '.join(outside[:5])} outside the editable surface "
-                                  f"({', '.join(sorted(allowed))})")
+            return end(
+                "discard",
+                f"the change touches {', '.join(outside[:5])} outside the editable surface "
+                f"({', '.join(sorted(allowed))})",
+            )
         if not paths:
             return end("discard", "the change is empty")
         editable = self.task.editable[0]
-        if dead := self.profile.dead_edits((self.worktree / self.task_rel / editable).read_text(),
-                                           self._git("show", f"{kept.commit}:{self.task_rel}/{editable}")):
+        if dead := self.profile.dead_edits(
+            (self.worktree / self.task_rel / editable).read_text(),
+            self._git("show", f"{kept.commit}:{self.task_rel}/{editable}"),
+        ):
             note = f"profile {self.profile.name} sets {', '.join(dead)}: these edits have no effect on it"
             self.log(f"experiment {n}: {note}")
             end = functools.partial(end, note=note)
@@ -369,8 +457,9 @@ class AgentLoop:
         for stage, seeds in (("screen", rule.screen_seeds), ("confirm", rule.confirm_seeds)):
             self.log(f"experiment {n}: {proposal.description} ({commit}); {stage}, seeds {', '.join(map(str, seeds))}")
             missing = any(seed not in best for seed in seeds)  # the best is re-measured beside it
-            stages.append(self._evaluate(n, commit, proposal.description, stage, seeds,
-                                         kept.commit if missing else None))
+            stages.append(
+                self._evaluate(n, commit, proposal.description, stage, seeds, kept.commit if missing else None)
+            )
             best.update(stages[-1].best_runs)
             best_speeds.update({seed: stages[-1].speed for seed in stages[-1].best_runs})
             if stages[-1].status != "ok":
@@ -380,8 +469,9 @@ class AgentLoop:
             if stage == "screen" and not (screened := rule.screen(stages[0].runs, best))[0]:
                 return end("discard", screened[1], commit)
         decision = rule.confirm(stages[1].runs, best)
-        return end("keep" if decision.verdict == "better" else "discard", f"confirm: {decision.reason}", commit,
-                   decision.p)
+        return end(
+            "keep" if decision.verdict == "better" else "discard", f"confirm: {decision.reason}", commit, decision.p
+        )
 
 
 def _best_runs(history: list[Experiment], kept: Experiment, own: str = "runs", remeasured: str = "best_runs") -> dict:
@@ -399,29 +489,48 @@ def speed_departs(speed: dict | None, seeds: tuple[int, ...], best_speeds: dict[
     seeds (the speed when each of those was measured departs by more than calibrate.TOLERANCE), or ''.
     The session gate's rule (session.py), applied to the loop's own comparisons."""
     for seed in seeds if speed else ():
-        if best_speeds.get(seed) and (why := calibrate.mismatch(speed, best_speeds[seed],
-                                                                f"when the best's seed {seed} was measured")):
+        if best_speeds.get(seed) and (
+            why := calibrate.mismatch(speed, best_speeds[seed], f"when the best's seed {seed} was measured")
+        ):
             return why
     return ""
 
 
-def _outcome(n: int, commit: str, description: str, stages: list[Measured], screen_seeds: tuple[int, ...],
-             status: str = "", reason: str = "", p: float | None = None, **extra) -> Experiment:
+def _outcome(
+    n: int,
+    commit: str,
+    description: str,
+    stages: list[Measured],
+    screen_seeds: tuple[int, ...],
+    status: str = "",
+    reason: str = "",
+    p: float | None = None,
+    **extra,
+) -> Experiment:
     """The record of an experiment from its stages: value = the mean over the screening seeds (none for
     a crash), the seeds and per-seed values of both sides, memory and device seconds over all runs."""
     runs = {seed: v for m in stages for seed, v in m.runs.items()}
     screen = [runs[seed] for seed in screen_seeds if seed in runs]
     value = math.fsum(screen) / len(screen) if screen and status != "crash" else None
-    return Experiment(n, commit, value, max((m.memory_gb for m in stages), default=0.0), status, description, reason,
-                      stage=("", "screen", "confirm")[len(stages)],
-                      seeds=[seed for m in stages for seed in m.seeds],
-                      runs=[[seed, v] for seed, v in sorted(runs.items())],
-                      best_runs=[[seed, v] for m in stages for seed, v in sorted(m.best_runs.items())], p=p,
-                      gpu_seconds=math.fsum(m.seconds for m in stages),
-                      speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.runs)],
-                      best_speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.best_runs)],
-                      split={k: round(math.fsum(m.split.get(k, 0.0) for m in stages), 2) for k in SPLIT} if stages
-                      else {}, **extra)
+    return Experiment(
+        n,
+        commit,
+        value,
+        max((m.memory_gb for m in stages), default=0.0),
+        status,
+        description,
+        reason,
+        stage=("", "screen", "confirm")[len(stages)],
+        seeds=[seed for m in stages for seed in m.seeds],
+        runs=[[seed, v] for seed, v in sorted(runs.items())],
+        best_runs=[[seed, v] for m in stages for seed, v in sorted(m.best_runs.items())],
+        p=p,
+        gpu_seconds=math.fsum(m.seconds for m in stages),
+        speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.runs)],
+        best_speeds=[[seed, m.speed] for m in stages if m.speed for seed in sorted(m.best_runs)],
+        split={k: round(math.fsum(m.split.get(k, 0.0) for m in stages), 2) for k in SPLIT} if stages else {},
+        **extra,
+    )
 
 
 def _check_seconds(junit: Path) -> float:

@@ -1,18 +1,18 @@
-"""progress.png: every experiment's value, the kept ones and the best so far (the `plot` extra).
-"""
+"""progress.png: every experiment's value, the kept ones and the best so far (the `plot` extra)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import files
 from ..task import Task
-
 from .spec import Experiment
 
 
-def write_progress_plot(history: list[Experiment], path: Path, task: Task, title: str,
-                        log: Callable[[str], None] = print) -> bool:
+def write_progress_plot(
+    history: list[Experiment], path: Path, task: Task, title: str, log: Callable[[str], None] = print
+) -> bool:
     """autoresearch's progress.png: every scored experiment, the kept ones marked, the running best.
     Needs matplotlib (the `plot` extra); without it, says so once and returns False."""
     try:
@@ -30,10 +30,21 @@ def write_progress_plot(history: list[Experiment], path: Path, task: Task, title
         running.append(best)
     fig = Figure(figsize=(9, 4.5))
     ax = fig.subplots()
-    ax.scatter([e.n for e in scored if e.status != "keep"], [e.value for e in scored if e.status != "keep"],
-               c="lightgray", s=18, label="discarded")
-    ax.scatter([e.n for e in scored if e.status == "keep"], [e.value for e in scored if e.status == "keep"],
-               c="tab:green", s=30, zorder=3, label="kept")
+    ax.scatter(
+        [e.n for e in scored if e.status != "keep"],
+        [e.value for e in scored if e.status != "keep"],
+        c="lightgray",
+        s=18,
+        label="discarded",
+    )
+    ax.scatter(
+        [e.n for e in scored if e.status == "keep"],
+        [e.value for e in scored if e.status == "keep"],
+        c="tab:green",
+        s=30,
+        zorder=3,
+        label="kept",
+    )
     ax.step([e.n for e in history], running, where="post", c="tab:green", lw=1.2, label="best so far")
     crashes = [e.n for e in history if e.status == "crash"]
     if crashes and scored:

@@ -1,28 +1,27 @@
 """The proposers of changes: an OpenAI-compatible model, an external agent command in the candidates'
 sandbox (its task folder copied in and back), and the reference agents null, random search and replay.
 """
+
 from __future__ import annotations
 
 import ast
 import contextlib
+import math
+import os
+import random
 import resource
 import shutil
 import signal
 import stat
-import math
-import os
-import random
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from .. import process, sandbox
-
 from .children import Children
 from .replies import parse_reply
 from .spec import AGENT_NPROC_FACTOR, KINDS, RECENT_ROWS, AgentError, AgentSpec, Context, Proposal
-
 
 # ---------------------------------------------------------------------------------------------------
 # Proposers
@@ -42,11 +41,13 @@ def render_prompt(ctx: Context) -> str:
     files = "\n\n".join(f"## {name}\n```python\n{body}```" for name, body in ctx.files.items())
     rows = "".join(e.tsv_row() for e in ctx.history[-RECENT_ROWS:])
     notes = "".join(f"- experiment {e.n} ({e.status}): {e.reason}\n" for e in ctx.history[-3:] if e.reason)
-    return (f"# Research program\n\n{ctx.program}\n\n# Current files (the last kept version; best {metric} "
-            f"{ctx.best if ctx.best is not None else 'unknown'}, {ctx.task.direction} is better)\n\n{files}\n\n"
-            f"# Results so far (newest last)\n\ncommit\t{metric}\tmemory_gb\tstatus\tdescription\n{rows}\n"
-            + (f"# Why recent experiments were not kept\n\n{notes}\n" if notes else "")
-            + f"Propose experiment {ctx.n}.")
+    return (
+        f"# Research program\n\n{ctx.program}\n\n# Current files (the last kept version; best {metric} "
+        f"{ctx.best if ctx.best is not None else 'unknown'}, {ctx.task.direction} is better)\n\n{files}\n\n"
+        f"# Results so far (newest last)\n\ncommit\t{metric}\tmemory_gb\tstatus\tdescription\n{rows}\n"
+        + (f"# Why recent experiments were not kept\n\n{notes}\n" if notes else "")
+        + f"Propose experiment {ctx.n}."
+    )
 
 
 class OpenAIProposer:
@@ -58,23 +59,33 @@ class OpenAIProposer:
         except ImportError:
             raise AgentError("the openai package is missing; pip install openai") from None
         self.openai, self.spec = openai, spec
-        key = os.environ.get(spec.api_key_env) or ("unused" if spec.base_url or os.environ.get("OPENAI_BASE_URL")
-                                                   else None)
+        key = os.environ.get(spec.api_key_env) or (
+            "unused" if spec.base_url or os.environ.get("OPENAI_BASE_URL") else None
+        )
         if not key:
-            raise AgentError(f"agent {spec.name!r}: set {spec.api_key_env} (or OPENAI_BASE_URL for a local "
-                             f"endpoint that needs no key)")
+            raise AgentError(
+                f"agent {spec.name!r}: set {spec.api_key_env} (or OPENAI_BASE_URL for a local "
+                f"endpoint that needs no key)"
+            )
         self.client = openai.OpenAI(api_key=key, base_url=spec.base_url, max_retries=spec.max_retries)
 
     def propose(self, ctx: Context) -> Proposal:
         extra = {"temperature": self.spec.temperature} if self.spec.temperature is not None else {}
         try:
             reply = self.client.chat.completions.create(
-                model=self.spec.model, messages=[{"role": "system", "content": SYSTEM_PROMPT},
-                                                 {"role": "user", "content": render_prompt(ctx)}], **extra)
+                model=self.spec.model,
+                messages=[
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": render_prompt(ctx)},
+                ],
+                **extra,
+            )
         except self.openai.APIError as e:
-            raise AgentError(f"the model endpoint failed after {self.spec.max_retries} retries "
-                             f"({type(e).__name__}: {str(e)[:200]}); check OPENAI_BASE_URL and the key, "
-                             f"then rerun the same command to resume") from None
+            raise AgentError(
+                f"the model endpoint failed after {self.spec.max_retries} retries "
+                f"({type(e).__name__}: {str(e)[:200]}); check OPENAI_BASE_URL and the key, "
+                f"then rerun the same command to resume"
+            ) from None
         text = (reply.choices[0].message.content or "") if reply.choices else ""
         proposal = parse_reply(text, ctx.task.editable)
         if reply.usage:
@@ -89,8 +100,9 @@ class CommandProposer:
     copy of results.tsv), AR_EXPERIMENT and AR_DESCRIPTION_FILE (where it may write a one-line
     description; else its last output line is used). See "The agent's sandbox" above."""
 
-    def __init__(self, spec: AgentSpec, log_dir: Path, children: Children, plan: sandbox.Plan, device: str,
-                 hidden: list[str]):
+    def __init__(
+        self, spec: AgentSpec, log_dir: Path, children: Children, plan: sandbox.Plan, device: str, hidden: list[str]
+    ):
         self.spec, self.log_dir, self.children = spec, log_dir, children
         self.plan, self.device, self.hidden = plan, device, hidden
 
@@ -111,25 +123,48 @@ class CommandProposer:
         if ctx.results_tsv.is_file():
             sandbox.place(ctx.results_tsv, scratch, "results.tsv", plan)
         env = {n: os.environ[n] for n in self.spec.env}
-        env.update(AR_TASK_DIR=str(task_dir), AR_PROGRAM=str(task_dir / "program.md"),
-                   AR_EDITABLE=":".join(str(task_dir / e) for e in ctx.task.editable),
-                   AR_RESULTS=inside(scratch / "results.tsv"), AR_EXPERIMENT=str(ctx.n),
-                   AR_DESCRIPTION_FILE=inside(scratch / "description"))
+        env.update(
+            AR_TASK_DIR=str(task_dir),
+            AR_PROGRAM=str(task_dir / "program.md"),
+            AR_EDITABLE=":".join(str(task_dir / e) for e in ctx.task.editable),
+            AR_RESULTS=inside(scratch / "results.tsv"),
+            AR_EXPERIMENT=str(ctx.n),
+            AR_DESCRIPTION_FILE=inside(scratch / "description"),
+        )
         if not plan.isolated:
             env.update(HOME=str(scratch), TMPDIR=str(scratch))
-        command = sandbox.wrap(["/bin/sh", "-c", self.spec.cmd], plan, tmp, scratch,
-                               readonly=[*map(os.path.abspath, self.spec.ro), *_resolver_paths()], hidden=self.hidden,
-                               writable=[(str(copy), str(task_dir))], network=not self.spec.offline,
-                               cwd=str(task_dir))
+        command = sandbox.wrap(
+            ["/bin/sh", "-c", self.spec.cmd],
+            plan,
+            tmp,
+            scratch,
+            readonly=[*map(os.path.abspath, self.spec.ro), *_resolver_paths()],
+            hidden=self.hidden,
+            writable=[(str(copy), str(task_dir))],
+            network=not self.spec.offline,
+            cwd=str(task_dir),
+        )
         error, deadline = "", time.monotonic() + self.spec.timeout_s
-        with open(log, "wb") as out, self.children.start(
-                command, base=process.child_env(), env=env, cwd=copy, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, preexec_fn=lambda: _agent_limits(self.device, plan)) as proc:
+        with (
+            open(log, "wb") as out,
+            self.children.start(
+                command,
+                base=process.child_env(),
+                env=env,
+                cwd=copy,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: _agent_limits(self.device, plan),
+            ) as proc,
+        ):
             while proc.poll() is None and not error:
                 if time.monotonic() > deadline:
                     error = f"the agent command ran past {self.spec.timeout_s:.0f} s and was killed"
                 elif (count := sandbox.processes_in_session(proc.pid)) > sandbox.MAX_PROCESSES:
-                    error = f"the agent command started {count} processes (limit {sandbox.MAX_PROCESSES}); it was killed"
+                    error = (
+                        f"the agent command started {count} processes (limit {sandbox.MAX_PROCESSES}); it was killed"
+                    )
                 else:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(timeout=0.5)
@@ -186,8 +221,10 @@ def copy_back(copy: Path, task_dir: Path) -> str:
             if stat.S_ISREG(mode):
                 files[rel] = path
             elif not stat.S_ISDIR(mode):
-                return (f"the agent command left {task_dir.name}/{rel}, which is not a plain file (a link, a FIFO "
-                        f"or a device); only plain files come back")
+                return (
+                    f"the agent command left {task_dir.name}/{rel}, which is not a plain file (a link, a FIFO "
+                    f"or a device); only plain files come back"
+                )
     for path in sorted(task_dir.rglob("*"), reverse=True):  # deepest first
         rel = path.relative_to(task_dir)
         if path.is_dir() and not (copy / rel).is_dir():
@@ -228,8 +265,9 @@ class RandomSearchProposer:
         # a constant that the profile's config overrides by name changes nothing: leave it out
         constants = [c for c in float_constants(source) if c[0] not in ctx.config_keys]
         if not constants:
-            return Proposal("no float constants", error=f"{name} has no float constants to perturb "
-                                                        f"(outside the profile's config)")
+            return Proposal(
+                "no float constants", error=f"{name} has no float constants to perturb (outside the profile's config)"
+            )
         rng = random.Random(self.seed * 1_000_003 + ctx.n)
         target, node = rng.choice(constants)
         old = node.value
@@ -241,7 +279,7 @@ class RandomSearchProposer:
         new = next(r for r in (float(f"{new:.{d}g}") for d in (3, 6, 17)) if not 0 < old < 1 or 0 < r < 1)
         lines = source.splitlines(keepends=True)
         line = lines[node.lineno - 1]
-        lines[node.lineno - 1] = line[:node.col_offset] + repr(new) + line[node.end_col_offset:]
+        lines[node.lineno - 1] = line[: node.col_offset] + repr(new) + line[node.end_col_offset :]
         return Proposal(f"random search: {target} {old:g} -> {new:g}", files={name: "".join(lines)})
 
 
@@ -272,11 +310,19 @@ def float_constants(source: str) -> list[tuple[str, ast.Constant]]:
     found, tree = [], ast.parse(source)
     for scope in [tree, *(n for n in tree.body if isinstance(n, ast.ClassDef))]:
         for stmt in scope.body:
-            target = stmt.target if isinstance(stmt, ast.AnnAssign) else (
-                stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None)
+            target = (
+                stmt.target
+                if isinstance(stmt, ast.AnnAssign)
+                else (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None)
+            )
             value = getattr(stmt, "value", None)
-            if isinstance(target, ast.Name) and isinstance(value, ast.Constant) and type(value.value) is float \
-                    and value.value != 0 and value.lineno == value.end_lineno:
+            if (
+                isinstance(target, ast.Name)
+                and isinstance(value, ast.Constant)
+                and type(value.value) is float
+                and value.value != 0
+                and value.lineno == value.end_lineno
+            ):
                 found.append((target.id, value))
     return found
 

@@ -1,5 +1,5 @@
-"""A model's reply into a change: a unified diff or a complete file in a fenced block, applied with git.
-"""
+"""A model's reply into a change: a unified diff or a complete file in a fenced block, applied with git."""
+
 from __future__ import annotations
 
 import re
@@ -7,9 +7,7 @@ from pathlib import Path
 
 from .. import git
 from ..git import GitError
-
 from .spec import Proposal
-
 
 # ---------------------------------------------------------------------------------------------------
 # Replies: a unified diff or a complete file in a fenced block
@@ -26,20 +24,23 @@ def parse_reply(text: str, editable: tuple[str, ...]) -> Proposal:
     lines = [l.strip(" #*->") for l in outside.splitlines() if l.strip(" #*->")]
     description = (tagged.group(1) if tagged else lines[0] if lines else "no description").strip()[:200]
     blocks = FENCE.findall(text)
-    diffs = [body for lang, _, body in blocks
-             if lang in ("diff", "patch", "udiff") or body.lstrip().startswith(("--- ", "diff --git"))]
+    diffs = [
+        body
+        for lang, _, body in blocks
+        if lang in ("diff", "patch", "udiff") or body.lstrip().startswith(("--- ", "diff --git"))
+    ]
     if diffs:
         return Proposal(description, diff=diffs[0])
     files = [(info, body) for lang, info, body in blocks if lang in ("python", "py", "")]
     if not files:
-        return Proposal(description, error="the reply holds no ```diff block and no complete file in a "
-                                           "```python block")
+        return Proposal(description, error="the reply holds no ```diff block and no complete file in a ```python block")
     info, body = max(files, key=lambda f: len(f[1]))
     named = re.match(r"#\s*file:\s*(\S+)", body) or re.match(r"(\S+\.py)$", info.strip())
     name = Path(named.group(1)).name if named else editable[0]
     if name not in editable:
-        return Proposal(description, error=f"the reply rewrites {name}, which is not editable "
-                                           f"(editable: {', '.join(editable)})")
+        return Proposal(
+            description, error=f"the reply rewrites {name}, which is not editable (editable: {', '.join(editable)})"
+        )
     return Proposal(description, files={name: body})
 
 

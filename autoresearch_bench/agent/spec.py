@@ -1,6 +1,7 @@
 """What the agent loop's parts exchange: the agent's spec (from agents.toml or the command's flags), a
 proposal and the context it was asked with, an experiment's record.
 """
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ from pathlib import Path
 
 from .. import storage
 from ..task import Task
-
 
 KINDS = ("openai", "command", "null", "random-search", "replay")  # the proposers (proposers.PROPOSERS)
 RECENT_ROWS = 20  # results rows shown to the model
@@ -26,6 +26,7 @@ class AgentError(Exception):
 @dataclass
 class AgentSpec:
     """Who proposes changes: kind openai (model), command (cmd), null, random-search or replay (changes)."""
+
     name: str
     kind: str = "openai"
     model: str = ""
@@ -53,17 +54,21 @@ class AgentSpec:
         if spec.kind not in KINDS:
             raise AgentError(f"agent {name!r}: kind must be one of {', '.join(KINDS)}, not {spec.kind!r}")
         if spec.kind == "openai" and not spec.model:
-            raise AgentError(f"agent {name!r}: kind openai needs a model (--model or model = \"...\")")
+            raise AgentError(f'agent {name!r}: kind openai needs a model (--model or model = "...")')
         if spec.kind == "command" and not spec.cmd:
-            raise AgentError(f"agent {name!r}: kind command needs cmd (--agent-cmd or cmd = \"...\")")
+            raise AgentError(f'agent {name!r}: kind command needs cmd (--agent-cmd or cmd = "...")')
         if unset := [n for n in spec.env if n not in os.environ]:
-            raise AgentError(f"agent {name!r}: {', '.join(unset)} (--agent-env or env = [...]) not set in this "
-                             f"environment; export it first or leave it out")
+            raise AgentError(
+                f"agent {name!r}: {', '.join(unset)} (--agent-env or env = [...]) not set in this "
+                f"environment; export it first or leave it out"
+            )
         if missing := [p for p in spec.ro if not Path(p).exists()]:
             raise AgentError(f"agent {name!r}: {', '.join(missing)} (--agent-ro or ro = [...]) does not exist")
         if spec.kind == "replay" and not Path(spec.changes).is_dir():
-            raise AgentError(f"agent {name!r}: kind replay needs changes, a folder of *.diff / *.patch / *.py files "
-                             f"(--changes DIR or changes = \"...\"), not {spec.changes!r}")
+            raise AgentError(
+                f"agent {name!r}: kind replay needs changes, a folder of *.diff / *.patch / *.py files "
+                f'(--changes DIR or changes = "..."), not {spec.changes!r}'
+            )
         return spec
 
 
@@ -92,14 +97,20 @@ class Experiment:
     split: dict[str, float] = field(default_factory=dict)  # where the experiment's wall time went (SPLIT)
 
     def tsv_row(self) -> str:
-        cells = (self.commit, f"{self.value if self.value is not None else 0.0:.6f}", f"{self.memory_gb:.1f}",
-                 self.status, self.description)
+        cells = (
+            self.commit,
+            f"{self.value if self.value is not None else 0.0:.6f}",
+            f"{self.memory_gb:.1f}",
+            self.status,
+            self.description,
+        )
         return storage.tsv_line(cells)
 
 
 @dataclass
 class Proposal:
     """A change: complete files (by editable name) or a unified diff; `applied` when already in the tree."""
+
     description: str
     files: dict[str, str] = field(default_factory=dict)
     diff: str = ""
@@ -112,6 +123,7 @@ class Proposal:
 @dataclass
 class Context:
     """What a proposer sees: the research program, the current files, the recent results."""
+
     task: Task
     worktree_task: Path
     program: str
@@ -123,8 +135,9 @@ class Context:
     config_keys: frozenset[str] = frozenset()  # names the profile's [config] sets: a file's default does not count
 
 
-def command_spec(name: str, model: str | None, agent_cmd: str | None, builtin: str | None, changes: str | None = None,
-                 **extra) -> AgentSpec:
+def command_spec(
+    name: str, model: str | None, agent_cmd: str | None, builtin: str | None, changes: str | None = None, **extra
+) -> AgentSpec:
     """The AgentSpec of the `agent` command's flags: --model, --agent-cmd or --agent null|random-search|replay
     (with --changes DIR)."""
     chosen = [x for x in (model, agent_cmd, builtin) if x]

@@ -46,8 +46,99 @@ forbidden modules that other modules re-export under other names (tarfile.bltn_o
 modules passed around in local variables are beyond it. The runtime guards (path audit hook, tamper
 snapshot, probes on the trained model) are the backstop.
 """
-from .base import CheckContext, CheckFailed, INITIAL_LOSS_TOL, MAX_T, OVERFIT_CYCLE, OVERFIT_LR, OVERFIT_ROWS, OVERFIT_STEPS, OVERFIT_TARGET, PERTURBATIONS, TOL_FP32, TOL_LOW  # noqa: F401
-from .source import ALLOWED_DUNDER_ATTRS, ALLOWED_DUNDER_NAMES, CHECKED_CALLS, CODE_FROM_STRING_ATTRS, FORBIDDEN_MODULES, FORBIDDEN_MODULE_ALIASES, FORBIDDEN_MODULE_ATTRS, FORBIDDEN_NAMES, FORBIDDEN_PATHS, INTROSPECTION_ATTRS, SETTABLE_PATHS, STATIC, TORCH_HOOKS, check_literal_data, check_source_policy, forbidden_attribute, literal_data, source_problems  # noqa: F401
-from .structural import batch_independence_on, causality_on  # noqa: F401
-from .suite import CHECKS, check_batch_independence, check_causality, check_deterministic_eval, check_eval_train_consistency, check_finite, check_initial_loss, check_logits_shape, check_overfit_batch, check_param_limit  # noqa: F401
-from .tamper import snapshot_critical, verify_untampered  # noqa: F401
+
+from .base import (
+    INITIAL_LOSS_TOL,
+    MAX_T,
+    OVERFIT_CYCLE,
+    OVERFIT_LR,
+    OVERFIT_ROWS,
+    OVERFIT_STEPS,
+    OVERFIT_TARGET,
+    PERTURBATIONS,
+    TOL_FP32,
+    TOL_LOW,
+    CheckContext,
+    CheckFailed,
+)
+from .source import (
+    ALLOWED_DUNDER_ATTRS,
+    ALLOWED_DUNDER_NAMES,
+    CHECKED_CALLS,
+    CODE_FROM_STRING_ATTRS,
+    FORBIDDEN_MODULE_ALIASES,
+    FORBIDDEN_MODULE_ATTRS,
+    FORBIDDEN_MODULES,
+    FORBIDDEN_NAMES,
+    FORBIDDEN_PATHS,
+    INTROSPECTION_ATTRS,
+    SETTABLE_PATHS,
+    STATIC,
+    TORCH_HOOKS,
+    check_literal_data,
+    check_source_policy,
+    forbidden_attribute,
+    literal_data,
+    source_problems,
+)
+from .structural import batch_independence_on, causality_on
+from .suite import (
+    CHECKS,
+    check_batch_independence,
+    check_causality,
+    check_deterministic_eval,
+    check_eval_train_consistency,
+    check_finite,
+    check_initial_loss,
+    check_logits_shape,
+    check_overfit_batch,
+    check_param_limit,
+)
+from .tamper import snapshot_critical, verify_untampered
+
+__all__ = [
+    "INITIAL_LOSS_TOL",
+    "MAX_T",
+    "OVERFIT_CYCLE",
+    "OVERFIT_LR",
+    "OVERFIT_ROWS",
+    "OVERFIT_STEPS",
+    "OVERFIT_TARGET",
+    "PERTURBATIONS",
+    "TOL_FP32",
+    "TOL_LOW",
+    "CheckContext",
+    "CheckFailed",
+    "ALLOWED_DUNDER_ATTRS",
+    "ALLOWED_DUNDER_NAMES",
+    "CHECKED_CALLS",
+    "CODE_FROM_STRING_ATTRS",
+    "FORBIDDEN_MODULE_ALIASES",
+    "FORBIDDEN_MODULE_ATTRS",
+    "FORBIDDEN_MODULES",
+    "FORBIDDEN_NAMES",
+    "FORBIDDEN_PATHS",
+    "INTROSPECTION_ATTRS",
+    "SETTABLE_PATHS",
+    "STATIC",
+    "TORCH_HOOKS",
+    "check_literal_data",
+    "check_source_policy",
+    "forbidden_attribute",
+    "literal_data",
+    "source_problems",
+    "batch_independence_on",
+    "causality_on",
+    "CHECKS",
+    "check_batch_independence",
+    "check_causality",
+    "check_deterministic_eval",
+    "check_eval_train_consistency",
+    "check_finite",
+    "check_initial_loss",
+    "check_logits_shape",
+    "check_overfit_batch",
+    "check_param_limit",
+    "snapshot_critical",
+    "verify_untampered",
+]

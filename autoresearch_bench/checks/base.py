@@ -1,14 +1,14 @@
-"""What every check shares: CheckContext, CheckFailed and the checks' tolerances and sizes.
-"""
+"""What every check shares: CheckContext, CheckFailed and the checks' tolerances and sizes."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
-MAX_T = 64              # longest sequence the checks use (they must be fast on CPU)
+MAX_T = 64  # longest sequence the checks use (they must be fast on CPU)
 PERTURBATIONS = ("all", "some", "next")  # which tokens after t causality replaces
 # |Δlogits| allowed: atol + rtol·max|logits|. fp32 on CPU gives exact zeros for masked positions
 # and ~1e-6 for a row computed in a different batch; bf16 / CUDA autocast rounds far more coarsely.
@@ -39,7 +39,7 @@ class CheckContext:
     max_params: int | None
     seed: int = 0
     max_literal_bytes: int = 16384
-    examples: int = 20   # hypothesis examples per model and mode (causality)
+    examples: int = 20  # hypothesis examples per model and mode (causality)
     device: str = "cpu"
     built: dict = field(default_factory=dict, repr=False)  # (seed, perturbed) → the model first built: see _build
 

@@ -1,6 +1,7 @@
 """Models as the checks use them: built once per seed (and perturbed), fed random tokens, run in each
 mode exactly as evaluation runs them, compared within tolerances.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -9,12 +10,12 @@ import math
 
 import torch
 
-from .base import CheckContext, CheckFailed, TOL_FP32, TOL_LOW
-
+from .base import TOL_FP32, TOL_LOW, CheckContext, CheckFailed
 
 # ---------------------------------------------------------------------------------------------
 # Model helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def _build(ctx: CheckContext, perturbed: bool = False) -> torch.nn.Module:
     """build_model(cfg) under ctx.seed, on ctx.device; perturbed: every parameter gets noise of
@@ -58,8 +59,9 @@ def _tokens(vocab: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randint(vocab, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _forward(model: torch.nn.Module, idx: torch.Tensor, vocab: int, training: bool,
-             noise_seed: int | None = 0) -> torch.Tensor:
+def _forward(
+    model: torch.nn.Module, idx: torch.Tensor, vocab: int, training: bool, noise_seed: int | None = 0
+) -> torch.Tensor:
     """Validated logits (shape, plain tensor, finite) in the given mode under no_grad, as evaluation
     computes them. With noise_seed the RNG is reseeded first (and restored after), so dropout draws
     the same masks for the same shapes."""
@@ -68,9 +70,15 @@ def _forward(model: torch.nn.Module, idx: torch.Tensor, vocab: int, training: bo
     was = model.training
     model.train(training)
     try:
-        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"), \
-                torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
-                                      device_type=device.type, enabled=noise_seed is not None):
+        with (
+            torch.no_grad(),
+            torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"),
+            torch.random.fork_rng(
+                devices=[device] if device.type == "cuda" else [],
+                device_type=device.type,
+                enabled=noise_seed is not None,
+            ),
+        ):
             if noise_seed is not None:
                 torch.manual_seed(noise_seed)
             logits = model(idx)
@@ -80,8 +88,10 @@ def _forward(model: torch.nn.Module, idx: torch.Tensor, vocab: int, training: bo
     finite = torch.isfinite(logits)
     if not finite.all():
         nan = int(torch.isnan(logits).sum())
-        raise CheckFailed(f"finite: {_mode_name(training)} logits hold {nan} NaN and {int((~finite).sum()) - nan} "
-                          f"inf values on random tokens")
+        raise CheckFailed(
+            f"finite: {_mode_name(training)} logits hold {nan} NaN and {int((~finite).sum()) - nan} "
+            f"inf values on random tokens"
+        )
     return logits
 
 
@@ -90,8 +100,9 @@ def _check_logits(logits, idx: torch.Tensor, vocab: int) -> None:
     if type(logits) is not torch.Tensor:
         raise CheckFailed(f"logits_shape: forward returned {type(logits).__name__}, not a plain torch.Tensor")
     if tuple(logits.shape) != want:
-        raise CheckFailed(f"logits_shape: forward(idx{list(idx.shape)}) returned {list(logits.shape)}, "
-                          f"expected {list(want)}")
+        raise CheckFailed(
+            f"logits_shape: forward(idx{list(idx.shape)}) returned {list(logits.shape)}, expected {list(want)}"
+        )
     if not logits.is_floating_point():
         raise CheckFailed(f"logits_shape: logits have dtype {logits.dtype}, expected a floating dtype")
 

@@ -1,55 +1,148 @@
 """The source policy: a static linter of the candidate's source (imports, attribute chains, dunders,
 patching) and literal_data, the bytes of literal data it holds.
 """
+
 from __future__ import annotations
 
 import ast
 from collections import Counter
 from dataclasses import dataclass, field
 
-
 from .base import CheckContext, CheckFailed
-
 
 # ---------------------------------------------------------------------------------------------
 # Source policy
 # ---------------------------------------------------------------------------------------------
 
-FORBIDDEN_MODULES = frozenset({
-    "os", "sys", "subprocess", "socket", "ctypes", "gc", "inspect", "builtins", "pickle", "importlib",
-    "autoresearch_bench", "marshal", "runpy", "shutil", "pathlib", "io", "tempfile", "glob", "signal",
-    "multiprocessing", "threading", "_thread", "urllib", "http", "code", "codeop",
-    "posix", "_posixsubprocess", "_imp", "_frozen_importlib", "_frozen_importlib_external"})  # and C modules beneath
+FORBIDDEN_MODULES = frozenset(
+    {
+        "os",
+        "sys",
+        "subprocess",
+        "socket",
+        "ctypes",
+        "gc",
+        "inspect",
+        "builtins",
+        "pickle",
+        "importlib",
+        "autoresearch_bench",
+        "marshal",
+        "runpy",
+        "shutil",
+        "pathlib",
+        "io",
+        "tempfile",
+        "glob",
+        "signal",
+        "multiprocessing",
+        "threading",
+        "_thread",
+        "urllib",
+        "http",
+        "code",
+        "codeop",
+        "posix",
+        "_posixsubprocess",
+        "_imp",
+        "_frozen_importlib",
+        "_frozen_importlib_external",
+    }
+)  # and C modules beneath
 # Other names under which torch and the stdlib keep forbidden modules (enum.bltns is builtins, torch.cuda.tunable.mp
 # is multiprocessing, ...); tests/test_source_policy.py walks every module reachable from the allowed ones for more.
-FORBIDDEN_MODULE_ALIASES = frozenset({"bltns", "mp", "python_multiprocessing", "bootstrap", "bootstrap_external",
-                                      "wintypes"})
+FORBIDDEN_MODULE_ALIASES = frozenset(
+    {"bltns", "mp", "python_multiprocessing", "bootstrap", "bootstrap_external", "wintypes"}
+)
 # An attribute with a forbidden module's name (leading underscores aside: collections._sys) is flagged whatever
 # the object, as torch.sys, typing.sys, contextlib.os and F.torch.os all reach the interpreter or the system.
 FORBIDDEN_MODULE_ATTRS = frozenset({m.lstrip("_") for m in FORBIDDEN_MODULES} | FORBIDDEN_MODULE_ALIASES)
 # Frames, tracebacks and code objects: a frame's f_back.f_locals are the harness's variables.
-INTROSPECTION_ATTRS = frozenset({
-    "_getframe", "_current_frames", "currentframe", "settrace", "setprofile", "gettrace", "getprofile", "exc_info",
-    "f_back", "f_locals", "f_globals", "f_builtins", "f_code", "f_trace", "tb_frame", "tb_next", "gi_frame",
-    "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code", "co_consts", "with_traceback",
-    "walk_stack", "walk_tb"})
+INTROSPECTION_ATTRS = frozenset(
+    {
+        "_getframe",
+        "_current_frames",
+        "currentframe",
+        "settrace",
+        "setprofile",
+        "gettrace",
+        "getprofile",
+        "exc_info",
+        "f_back",
+        "f_locals",
+        "f_globals",
+        "f_builtins",
+        "f_code",
+        "f_trace",
+        "tb_frame",
+        "tb_next",
+        "gi_frame",
+        "gi_code",
+        "cr_frame",
+        "cr_code",
+        "ag_frame",
+        "ag_code",
+        "co_code",
+        "co_consts",
+        "with_traceback",
+        "walk_stack",
+        "walk_tb",
+    }
+)
 # typing evaluates string annotations and forward references with eval(), singledispatch's register too.
-CODE_FROM_STRING_ATTRS = frozenset({"get_type_hints", "get_annotations", "_eval_type", "_evaluate",
-                                    "singledispatch", "singledispatchmethod"})
+CODE_FROM_STRING_ATTRS = frozenset(
+    {"get_type_hints", "get_annotations", "_eval_type", "_evaluate", "singledispatch", "singledispatchmethod"}
+)
 # Builtins forbidden wherever the name means the builtin (a local variable `compile` is fine).
 FORBIDDEN_NAMES = frozenset({"__import__", "eval", "exec", "compile", "open", "globals", "locals", "breakpoint"})
 # Builtins allowed only as direct calls the scan can check, with the arguments they need.
-CHECKED_CALLS = {**dict.fromkeys(("getattr", "setattr", "delattr", "hasattr"), "the object and name as arguments"),
-                 "vars": "one object as argument"}
+CHECKED_CALLS = {
+    **dict.fromkeys(("getattr", "setattr", "delattr", "hasattr"), "the object and name as arguments"),
+    "vars": "one object as argument",
+}
 # Attributes that read or write files, load native code, or hook torch's operator dispatch.
-FORBIDDEN_PATHS = ("torch.load", "torch.save", "torch.serialization", "torch.jit.load", "torch.jit.save",
-                   "torch.package", "torch.from_file", "torch.hub", "torch.library", "torch.ops", "torch.overrides",
-                   "torch._C", "torch.utils.cpp_extension", "torch.utils._python_dispatch", "torch.multiprocessing",
-                   "numpy.load", "numpy.save", "numpy.fromfile", "numpy.memmap", "numpy.ctypeslib")
+FORBIDDEN_PATHS = (
+    "torch.load",
+    "torch.save",
+    "torch.serialization",
+    "torch.jit.load",
+    "torch.jit.save",
+    "torch.package",
+    "torch.from_file",
+    "torch.hub",
+    "torch.library",
+    "torch.ops",
+    "torch.overrides",
+    "torch._C",
+    "torch.utils.cpp_extension",
+    "torch.utils._python_dispatch",
+    "torch.multiprocessing",
+    "numpy.load",
+    "numpy.save",
+    "numpy.fromfile",
+    "numpy.memmap",
+    "numpy.ctypeslib",
+)
 SETTABLE_PATHS = ("torch.backends", "torch._dynamo.config", "torch._inductor.config")  # settings, not code
-ALLOWED_DUNDER_ATTRS = frozenset({"__init__", "__name__", "__qualname__", "__doc__", "__class__", "__module__",
-                                  "__call__", "__len__", "__repr__", "__str__", "__iter__", "__next__",
-                                  "__enter__", "__exit__", "__post_init__"})
+ALLOWED_DUNDER_ATTRS = frozenset(
+    {
+        "__init__",
+        "__name__",
+        "__qualname__",
+        "__doc__",
+        "__class__",
+        "__module__",
+        "__call__",
+        "__len__",
+        "__repr__",
+        "__str__",
+        "__iter__",
+        "__next__",
+        "__enter__",
+        "__exit__",
+        "__post_init__",
+    }
+)
 ALLOWED_DUNDER_NAMES = frozenset({"__name__", "__doc__", "__all__", "__slots__"})
 TORCH_HOOKS = frozenset({"__torch_function__", "__torch_dispatch__"})  # would intercept the harness's ops
 
@@ -120,7 +213,7 @@ def _always_binds(stmt: ast.stmt) -> list[str]:
 
 @dataclass
 class _Scope:
-    kind: str                    # "module", "class" or "function" (lambdas and comprehensions too)
+    kind: str  # "module", "class" or "function" (lambdas and comprehensions too)
     parent: _Scope | None
     bound: set = field(default_factory=set)
     declared_global: set = field(default_factory=set)
@@ -134,17 +227,23 @@ class _Scopes:
     def __init__(self, tree: ast.Module):
         self.module = _Scope("module", None)
         self.scope_of, self.statement_of = {}, {}  # id(Name) -> its scope, the index of its top-level statement
-        self.bindings = Counter()                  # bindings of each name in every scope, global declarations too
-        self.unstable = set()                      # module names deleted at module level or declared global
-        self.module_binding = {}                   # name -> first top-level statement that always binds it
+        self.bindings = Counter()  # bindings of each name in every scope, global declarations too
+        self.unstable = set()  # module names deleted at module level or declared global
+        self.module_binding = {}  # name -> first top-level statement that always binds it
         for i, stmt in enumerate(tree.body):
             self._walk([stmt], self.module, i)
             for name in _always_binds(stmt):
                 self.module_binding.setdefault(name, i)
-        self.constants = {s.targets[0].id: s.value.value for s in tree.body
-                          if isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
-                          and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
-                          and self.bindings[s.targets[0].id] == 1}
+        self.constants = {
+            s.targets[0].id: s.value.value
+            for s in tree.body
+            if isinstance(s, ast.Assign)
+            and len(s.targets) == 1
+            and isinstance(s.targets[0], ast.Name)
+            and isinstance(s.value, ast.Constant)
+            and isinstance(s.value.value, str)
+            and self.bindings[s.targets[0].id] == 1
+        }
 
     def _bind(self, scope: _Scope, name: str) -> None:
         scope.bound.add(name)
@@ -218,8 +317,12 @@ class _SourceScan(ast.NodeVisitor):
         while True:
             if isinstance(node, (ast.Attribute, ast.Subscript)):
                 node = node.value
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
-                    and node.args:
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "getattr"
+                and node.args
+            ):
                 node = node.args[0]
             else:
                 return self.aliases.get(node.id) if isinstance(node, ast.Name) else None
@@ -252,8 +355,11 @@ class _SourceScan(ast.NodeVisitor):
         if path and _under(path, FORBIDDEN_PATHS):
             self.flag(node, f"use of {path} is forbidden (file access, native code or dispatch hooks)")
         elif store and self.root(obj) and not (path and _under(path, SETTABLE_PATHS)):
-            self.flag(node, f"assignment to an attribute of imported module {self.root(obj)!r} "
-                            f"(.{attr}) — monkeypatching torch or the harness is forbidden")
+            self.flag(
+                node,
+                f"assignment to an attribute of imported module {self.root(obj)!r} "
+                f"(.{attr}) — monkeypatching torch or the harness is forbidden",
+            )
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -270,12 +376,17 @@ class _SourceScan(ast.NodeVisitor):
             elif reason := forbidden_attribute(alias.name):
                 self.flag(node, reason)
             elif _under(f"{node.module}.{alias.name}", FORBIDDEN_PATHS):
-                self.flag(node, f"import of {node.module}.{alias.name} is forbidden "
-                                f"(file access, native code or dispatch hooks)")
+                self.flag(
+                    node,
+                    f"import of {node.module}.{alias.name} is forbidden (file access, native code or dispatch hooks)",
+                )
 
     def visit_Name(self, node: ast.Name) -> None:
-        builtin = isinstance(node.ctx, ast.Load) and (node.id in FORBIDDEN_NAMES or node.id in CHECKED_CALLS) \
+        builtin = (
+            isinstance(node.ctx, ast.Load)
+            and (node.id in FORBIDDEN_NAMES or node.id in CHECKED_CALLS)
             and self.scopes.reads_builtin(node)
+        )
         if builtin and node.id in FORBIDDEN_NAMES:
             self.flag(node, f"use of the builtin {node.id}() is forbidden")
         elif builtin and id(node) not in self.direct_calls:
@@ -289,13 +400,21 @@ class _SourceScan(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func, args = node.func, node.args
-        if isinstance(func, ast.Name) and func.id in CHECKED_CALLS and self.scopes.reads_builtin(func) \
-                and len(args) >= (1 if func.id == "vars" else 2) and not any(isinstance(a, ast.Starred) for a in args):
+        if (
+            isinstance(func, ast.Name)
+            and func.id in CHECKED_CALLS
+            and self.scopes.reads_builtin(func)
+            and len(args) >= (1 if func.id == "vars" else 2)
+            and not any(isinstance(a, ast.Starred) for a in args)
+        ):
             self.direct_calls.add(id(func))
             if func.id == "vars":
                 if self.root(args[0]):
-                    self.flag(node, f"vars() of imported module {self.root(args[0])!r} is forbidden "
-                                    f"(its namespace holds what attribute access may not reach)")
+                    self.flag(
+                        node,
+                        f"vars() of imported module {self.root(args[0])!r} is forbidden "
+                        f"(its namespace holds what attribute access may not reach)",
+                    )
             elif (name := self.scopes.string_value(args[1])) is not None:
                 self.check_attr(node, args[0], name, store=func.id in ("setattr", "delattr"))
             elif self.root(args[0]):
@@ -346,6 +465,7 @@ def check_source_policy(ctx: CheckContext) -> str:
 def literal_data(source: str) -> list[tuple[int, int]]:
     """(bytes, line) of each literal of the source: a constant (None, True, False aside), or a list,
     tuple, set or dict of constants only, nested or signed, counted as its source text."""
+
     def constant_only(node: ast.AST) -> bool:
         if isinstance(node, ast.Constant):
             return True
@@ -353,8 +473,11 @@ def literal_data(source: str) -> list[tuple[int, int]]:
             return isinstance(node.operand, ast.Constant)
         if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
             return all(map(constant_only, node.elts))
-        return isinstance(node, ast.Dict) and all(k is not None and constant_only(k) for k in node.keys) \
+        return (
+            isinstance(node, ast.Dict)
+            and all(k is not None and constant_only(k) for k in node.keys)
             and all(map(constant_only, node.values))
+        )
 
     found, todo = [], [ast.parse(source)]
     while todo:
@@ -374,10 +497,12 @@ def check_literal_data(ctx: CheckContext) -> str:
     total, limit = sum(n for n, _ in found), ctx.max_literal_bytes
     if total > limit:
         size, line = max(found)
-        raise CheckFailed(f"literal_data: the source holds {total:,} bytes of literal data (constants and tables of "
-                          f"constants) > the task's limit of {limit:,} (max_literal_bytes in [limits]); the largest, "
-                          f"{size:,} bytes, starts at line {line}: a table in the source can carry answers that the "
-                          f"model should learn")
+        raise CheckFailed(
+            f"literal_data: the source holds {total:,} bytes of literal data (constants and tables of "
+            f"constants) > the task's limit of {limit:,} (max_literal_bytes in [limits]); the largest, "
+            f"{size:,} bytes, starts at line {line}: a table in the source can carry answers that the "
+            f"model should learn"
+        )
     return f"{total:,} bytes of literal data, within {limit:,}"
 
 

@@ -1,18 +1,18 @@
 """Structural properties of any model, built or trained: causality (a hypothesis search) and batch
 independence.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 
-from .base import CheckFailed, PERTURBATIONS
+from .base import PERTURBATIONS, CheckFailed
 from .models import _forward, _max_diff, _mode_name, _tokens, _tolerance
-
 
 # ---------------------------------------------------------------------------------------------
 # Structural checks, on any model (built or trained)
 # ---------------------------------------------------------------------------------------------
+
 
 def _causality_search(model, vocab: int, T: int, examples: int, seed: int, training: bool, label: str) -> float:
     # imported here: the training and evaluation processes import this module but never search
@@ -20,13 +20,22 @@ def _causality_search(model, vocab: int, T: int, examples: int, seed: int, train
     from hypothesis import strategies as st
 
     worst = 0.0
-    cases = st.integers(2, T).flatmap(lambda n: st.tuples(
-        st.integers(1, 3), st.just(n), st.integers(0, n - 2), st.sampled_from(PERTURBATIONS),
-        st.integers(0, 2 ** 16)))
+    cases = st.integers(2, T).flatmap(
+        lambda n: st.tuples(
+            st.integers(1, 3), st.just(n), st.integers(0, n - 2), st.sampled_from(PERTURBATIONS), st.integers(0, 2**16)
+        )
+    )
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              phases=(Phase.explicit, Phase.generate), report_multiple_bugs=False,
-              suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=(Phase.explicit, Phase.generate),
+        report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+    )
     @given(cases)
     @example((2, T, (T - 1) // 2, "all", 0))
     @example((3, T, 0, "next", 1))
@@ -35,7 +44,7 @@ def _causality_search(model, vocab: int, T: int, examples: int, seed: int, train
         B, n, t, how, s = case
         g = torch.Generator().manual_seed(seed * 1_000_003 + s)
         x = torch.randint(vocab, (B, n), generator=g)
-        later = x[:, t + 1:]
+        later = x[:, t + 1 :]
         replaced = (later + torch.randint(1, vocab, later.shape, generator=g)) % vocab  # always differs
         if how == "all":
             mask = torch.ones_like(later, dtype=torch.bool)
@@ -46,9 +55,9 @@ def _causality_search(model, vocab: int, T: int, examples: int, seed: int, train
             mask = torch.rand(later.shape, generator=g) < 0.5
             mask[:, -1] = True
         y = x.clone()
-        y[:, t + 1:] = torch.where(mask, replaced, later)
-        a = _forward(model, x, vocab, training)[:, :t + 1]
-        b = _forward(model, y, vocab, training)[:, :t + 1]
+        y[:, t + 1 :] = torch.where(mask, replaced, later)
+        a = _forward(model, x, vocab, training)[:, : t + 1]
+        b = _forward(model, y, vocab, training)[:, : t + 1]
         per_pos = (a.float() - b.float()).abs().amax(dim=(0, 2))
         tol = _tolerance(a)
         bad = (per_pos > tol).nonzero()
@@ -57,23 +66,24 @@ def _causality_search(model, vocab: int, T: int, examples: int, seed: int, train
             raise CheckFailed(
                 f"causality: logits at position {p} changed when tokens after position {t} changed "
                 f"(max |Δ| {per_pos[p].item():.1e} > {tol:.1e}; {how} later tokens replaced, B={B}, T={n}, "
-                f"{_mode_name(training)}, model {label}) — the model sees the future")
+                f"{_mode_name(training)}, model {label}) — the model sees the future"
+            )
         worst = max(worst, per_pos.max().item())
 
     probe()
     return worst
 
 
-def causality_on(model: torch.nn.Module, vocab: int, T: int, examples: int = 20, seed: int = 0,
-                 label: str = "trained") -> str:
+def causality_on(
+    model: torch.nn.Module, vocab: int, T: int, examples: int = 20, seed: int = 0, label: str = "trained"
+) -> str:
     """Hypothesis search (B ≤ 3, 2 ≤ T' ≤ T, position t, which later tokens change) in train mode
     under no_grad with equal dropout masks, then in eval mode; raises CheckFailed on a leak."""
     worst = max(_causality_search(model, vocab, T, examples, seed, training, label) for training in (True, False))
     return f"{examples} examples × train/eval mode, T ≤ {T}: max |Δ| {worst:.1e}"
 
 
-def batch_independence_on(model: torch.nn.Module, vocab: int, T: int, seed: int = 0,
-                          label: str = "trained") -> str:
+def batch_independence_on(model: torch.nn.Module, vocab: int, T: int, seed: int = 0, label: str = "trained") -> str:
     """Row logits in eval mode are the same alone (B=1), among other random rows (B=6) and with
     the batch permuted, as in a batch of 4; raises CheckFailed when rows leak into each other."""
     x = _tokens(vocab, (4, T), seed)
@@ -91,8 +101,10 @@ def batch_independence_on(model: torch.nn.Module, vocab: int, T: int, seed: int 
     for what, got, want in trials:
         diff = _max_diff(got, want)
         if not diff <= tol:
-            raise CheckFailed(f"batch_independence: logits changed with {what} instead of in a batch of 4 "
-                              f"(max |Δ| {diff:.1e} > {tol:.1e}, eval mode, model {label}) — rows of a batch "
-                              f"leak into each other")
+            raise CheckFailed(
+                f"batch_independence: logits changed with {what} instead of in a batch of 4 "
+                f"(max |Δ| {diff:.1e} > {tol:.1e}, eval mode, model {label}) — rows of a batch "
+                f"leak into each other"
+            )
         worst = max(worst, diff)
     return f"alone, among other rows, permuted: max |Δ| {worst:.1e}"

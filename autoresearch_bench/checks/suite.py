@@ -1,22 +1,31 @@
-"""The named checks of task.toml's `checks` list, each `check(ctx) -> detail`, and CHECKS, their registry.
-"""
+"""The named checks of task.toml's `checks` list, each `check(ctx) -> detail`, and CHECKS, their registry."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .base import CheckContext, CheckFailed, INITIAL_LOSS_TOL, OVERFIT_CYCLE, OVERFIT_LR, OVERFIT_ROWS, OVERFIT_STEPS, OVERFIT_TARGET
+from .base import (
+    INITIAL_LOSS_TOL,
+    OVERFIT_CYCLE,
+    OVERFIT_LR,
+    OVERFIT_ROWS,
+    OVERFIT_STEPS,
+    OVERFIT_TARGET,
+    CheckContext,
+    CheckFailed,
+)
 from .models import _build, _check_logits, _forward, _max_diff, _models, _tokens, _tolerance
 from .source import check_literal_data, check_source_policy
 from .structural import batch_independence_on, causality_on
 
-
 # ---------------------------------------------------------------------------------------------
 # The checks
 # ---------------------------------------------------------------------------------------------
+
 
 def check_logits_shape(ctx: CheckContext) -> str:
     model = _build(ctx)
@@ -41,18 +50,21 @@ def check_initial_loss(ctx: CheckContext) -> str:
     loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, ctx.vocab), targets).item()
     uniform = math.log(ctx.vocab)
     if loss < uniform - INITIAL_LOSS_TOL:
-        raise CheckFailed(f"initial_loss: {loss:.2f} nats on uniformly random tokens < ln(vocab) {uniform:.2f} "
-                          f"− {INITIAL_LOSS_TOL}, which no model that cannot see the target can reach — "
-                          f"the next token leaks into the logits")
+        raise CheckFailed(
+            f"initial_loss: {loss:.2f} nats on uniformly random tokens < ln(vocab) {uniform:.2f} "
+            f"− {INITIAL_LOSS_TOL}, which no model that cannot see the target can reach — "
+            f"the next token leaks into the logits"
+        )
     if loss > uniform + INITIAL_LOSS_TOL:
-        return (f"warning: {loss:.1f} nats at init on random tokens, far above ln(vocab) {uniform:.2f} — large "
-                f"initial logits waste training steps; scale the output layer down")
+        return (
+            f"warning: {loss:.1f} nats at init on random tokens, far above ln(vocab) {uniform:.2f} — large "
+            f"initial logits waste training steps; scale the output layer down"
+        )
     return f"{loss:.3f} nats at init vs ln(vocab) {uniform:.3f}"
 
 
 def check_causality(ctx: CheckContext) -> str:
-    details = [causality_on(model, ctx.vocab, ctx.T, ctx.examples, ctx.seed, label)
-               for label, model in _models(ctx)]
+    details = [causality_on(model, ctx.vocab, ctx.T, ctx.examples, ctx.seed, label) for label, model in _models(ctx)]
     return f"{details[0]} (as built and with perturbed weights)"
 
 
@@ -79,13 +91,16 @@ def check_eval_train_consistency(ctx: CheckContext) -> str:
         if diff <= tol:
             continue
         if _max_diff(trained, _forward(model, x, ctx.vocab, training=True, noise_seed=2)) <= tol:
-            raise CheckFailed(f"eval_train_consistency: eval-mode logits differ from train-mode logits "
-                              f"(max |Δ| {diff:.1e} > {tol:.1e}, model {label}) although train mode is "
-                              f"deterministic — the model branches on self.training, so the scored "
-                              f"function is not the trained one")
+            raise CheckFailed(
+                f"eval_train_consistency: eval-mode logits differ from train-mode logits "
+                f"(max |Δ| {diff:.1e} > {tol:.1e}, model {label}) although train mode is "
+                f"deterministic — the model branches on self.training, so the scored "
+                f"function is not the trained one"
+            )
         noisy.append(label)
-    return ("train mode is random (dropout); eval mode is its noise-free version" if noisy
-            else "eval and train mode agree")
+    return (
+        "train mode is random (dropout); eval mode is its noise-free version" if noisy else "eval and train mode agree"
+    )
 
 
 def check_overfit_batch(ctx: CheckContext) -> str:
@@ -117,7 +132,8 @@ def check_overfit_batch(ctx: CheckContext) -> str:
         raise CheckFailed(
             f"overfit_batch: loss {initial:.2f} → {final:.2f} nats after {OVERFIT_STEPS} AdamW steps on one "
             f"repeated batch; needs < {OVERFIT_TARGET:.2f} (half of what a model ignoring its input tokens "
-            f"can reach) — the model does not learn from its input")
+            f"can reach) — the model does not learn from its input"
+        )
     return f"loss {initial:.2f} → {final:.3f} nats in {OVERFIT_STEPS} steps"
 
 
@@ -138,9 +154,11 @@ def check_deterministic_eval(ctx: CheckContext) -> str:
     again = _forward(model, x, ctx.vocab, training=False, noise_seed=None)
     diff, tol = _max_diff(first, again), _tolerance(first)
     if not diff <= tol:
-        raise CheckFailed(f"deterministic_eval: the same batch gave different eval-mode logits after another "
-                          f"batch (max |Δ| {diff:.1e} > {tol:.1e}) — the model keeps state between calls or "
-                          f"is random in eval mode")
+        raise CheckFailed(
+            f"deterministic_eval: the same batch gave different eval-mode logits after another "
+            f"batch (max |Δ| {diff:.1e} > {tol:.1e}) — the model keeps state between calls or "
+            f"is random in eval mode"
+        )
     return f"same logits on repeat (max |Δ| {diff:.1e})"
 
 

@@ -1,6 +1,7 @@
 """Tamper detection: identities of the callables the checks and the evaluation rely on, snapshotted
 before the candidate is imported and verified after each check.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -14,7 +15,6 @@ from .base import CheckFailed
 from .source import _is_dunder
 from .suite import CHECKS
 
-
 # ---------------------------------------------------------------------------------------------
 # Tamper detection
 # ---------------------------------------------------------------------------------------------
@@ -23,18 +23,90 @@ _MISSING = object()
 _CHECKS_PACKAGE = __name__.rpartition(".")[0]  # autoresearch_bench.checks
 # torch.manual_seed is left out: importing torch._dynamo (torch.compile) legitimately wraps it.
 _CRITICAL = {
-    "torch": ("allclose", "equal", "isfinite", "isnan", "isinf", "randint", "randperm", "rand", "no_grad",
-              "autocast", "set_grad_enabled", "load", "save", "from_numpy", "tensor", "arange", "zeros",
-              "ones_like", "cat", "roll", "flip", "where", "log", "exp", "Generator"),
+    "torch": (
+        "allclose",
+        "equal",
+        "isfinite",
+        "isnan",
+        "isinf",
+        "randint",
+        "randperm",
+        "rand",
+        "no_grad",
+        "autocast",
+        "set_grad_enabled",
+        "load",
+        "save",
+        "from_numpy",
+        "tensor",
+        "arange",
+        "zeros",
+        "ones_like",
+        "cat",
+        "roll",
+        "flip",
+        "where",
+        "log",
+        "exp",
+        "Generator",
+    ),
     "torch.nn.functional": ("cross_entropy", "log_softmax", "softmax", "nll_loss"),
-    "torch.Tensor": ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__sub__", "__add__",
-                     "__mul__", "__truediv__", "__neg__", "__getitem__", "__setitem__", "__bool__",
-                     "__float__", "abs", "max", "min", "amax", "sum", "mean", "float", "to", "view",
-                     "reshape", "flatten", "item", "all", "any", "isfinite", "tolist", "clone", "detach",
-                     "cpu", "numel", "nonzero", "shape", "dtype", "device", "gather",
-                     "log_softmax", "backward", "is_floating_point"),
-    "torch.nn.Module": ("__call__", "_call_impl", "_wrapped_call_impl", "train", "eval", "parameters",
-                        "to", "load_state_dict", "state_dict"),
+    "torch.Tensor": (
+        "__eq__",
+        "__ne__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__sub__",
+        "__add__",
+        "__mul__",
+        "__truediv__",
+        "__neg__",
+        "__getitem__",
+        "__setitem__",
+        "__bool__",
+        "__float__",
+        "abs",
+        "max",
+        "min",
+        "amax",
+        "sum",
+        "mean",
+        "float",
+        "to",
+        "view",
+        "reshape",
+        "flatten",
+        "item",
+        "all",
+        "any",
+        "isfinite",
+        "tolist",
+        "clone",
+        "detach",
+        "cpu",
+        "numel",
+        "nonzero",
+        "shape",
+        "dtype",
+        "device",
+        "gather",
+        "log_softmax",
+        "backward",
+        "is_floating_point",
+    ),
+    "torch.nn.Module": (
+        "__call__",
+        "_call_impl",
+        "_wrapped_call_impl",
+        "train",
+        "eval",
+        "parameters",
+        "to",
+        "load_state_dict",
+        "state_dict",
+    ),
     "torch.optim.AdamW": ("step", "zero_grad"),
     "builtins": ("sum", "len", "abs", "max", "min", "isinstance", "float", "int", "range", "type", "getattr"),
     "math": ("log", "isfinite", "isnan", "exp"),
@@ -59,9 +131,15 @@ def snapshot_critical() -> dict:
     # now, so that an honest candidate's first AdamW does not look like tampering (without building
     # one, which would import torch._dynamo: a second of start-up in every evaluation process)
     torch.optim.AdamW.__new__(torch.optim.AdamW)._patch_step_function()
-    owners = {"torch": torch, "torch.nn.functional": F, "torch.Tensor": torch.Tensor,
-              "torch.nn.Module": torch.nn.Module, "torch.optim.AdamW": torch.optim.AdamW,
-              "builtins": builtins, "math": math}
+    owners = {
+        "torch": torch,
+        "torch.nn.functional": F,
+        "torch.Tensor": torch.Tensor,
+        "torch.nn.Module": torch.nn.Module,
+        "torch.optim.AdamW": torch.optim.AdamW,
+        "builtins": builtins,
+        "math": math,
+    }
     entries = {f"{o}.{name}": (owners[o], name) for o, names in _CRITICAL.items() for name in names}
     entries.update({f"checks.CHECKS[{name!r}]": (CHECKS, name) for name in CHECKS})
     for modname, module in list(sys.modules.items()):
@@ -71,14 +149,22 @@ def snapshot_critical() -> dict:
         if module is None or modname.split(".")[0] != "autoresearch_bench":
             continue
         for name, obj in vars(module).items():
-            if _CHECKS_PACKAGE in (modname, modname.rpartition(".")[0]) and not _is_dunder(name) \
-                    and not isinstance(obj, type(sys)):
+            if (
+                _CHECKS_PACKAGE in (modname, modname.rpartition(".")[0])
+                and not _is_dunder(name)
+                and not isinstance(obj, type(sys))
+            ):
                 entries[f"{modname}.{name}"] = (module, name)  # the checks' constants (tolerances) and names too
             if callable(obj) and getattr(obj, "__module__", None) == modname:
                 entries[f"{modname}.{name}"] = (module, name)
                 if isinstance(obj, type):
-                    entries.update({f"{modname}.{name}.{m}": (obj, m) for m, v in vars(obj).items()
-                                    if callable(v) and not _is_dunder(m)})
+                    entries.update(
+                        {
+                            f"{modname}.{name}.{m}": (obj, m)
+                            for m, v in vars(obj).items()
+                            if callable(v) and not _is_dunder(m)
+                        }
+                    )
     return {key: (owner, name, _lookup(owner, name)) for key, (owner, name) in entries.items()}
 
 
@@ -87,5 +173,7 @@ def verify_untampered(snapshot: dict) -> None:
     changed = [key for key, (owner, name, obj) in snapshot.items() if _lookup(owner, name) is not obj]
     if changed:
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        raise CheckFailed(f"tamper: {changed[0]} was replaced or removed after the candidate was imported{more} "
-                          f"— candidate code must not patch torch or the harness")
+        raise CheckFailed(
+            f"tamper: {changed[0]} was replaced or removed after the candidate was imported{more} "
+            f"— candidate code must not patch torch or the harness"
+        )

@@ -26,7 +26,8 @@ follow the validation rows in the packing of the validation documents. `eval_spl
 per setting into files of their own, and a run's scorer is handed only the file of its split, so an
 experiment's ScorerSpec never names the held-out rows. The cache holds secrets besides: val/ (the
 validation text), splits/ (the validation rows) and private/ (the documents both splits come from, the
-held-out rows) are mode 0700, their files 0600, readable by the harness's user alone, and no sandbox shows the cache at all
+held-out rows) are mode 0700, their files 0600, readable by the harness's user alone, and no sandbox shows the
+cache at all
 (sandbox.py); so neither an agent command (uid 65534, or a user namespace that does not mount it)
 nor a candidate's model process can open them. During the league's final scoring a model process
 necessarily receives the held-out rows' input tokens, batch by batch through shared memory, never
@@ -68,8 +69,85 @@ Choices:
   `crop = true` in [data] restores upstream's dropping, for comparisons with it). The feeder process
   serves the rows (RowStream); the trainer's ctx copies them to the GPU (context.py).
 """
-from .cache import BOS_TOKEN, CACHE_ENV, CLIMBMIX_URL, CLIMBMIX_VAL_SHARD, COMMON_KEYS, CORPUS_SEED, DOC_BUFFER, DOWNLOAD_CHUNK, DOWNLOAD_WORKERS, DataError, EMBEDDED_CORPUS, ENCODE_BATCH_DOCS, ENCODE_THREADS, END, FORMAT_VERSION, LATER_KEYS, MODULAR_OPS, PreparedData, ROW_GROUP_DOCS, RUNTIME_KEYS, SCORE_MODES, SHARD_CHARS, SOURCE_KEYS, SPECIAL_TOKENS, SPLITS, SPLIT_PATTERN, START, TEXT_ONLY_KEYS, TOKENIZERS, TOKENIZER_DOC_CAP, VALIDATION_DOCS, cache_root  # noqa: F401
-from .modular import modular_equations  # noqa: F401
-from .tokenizer import load_tokenizer, token_bytes  # noqa: F401
-from .packing import RowStream, eval_rows_and_mask  # noqa: F401
-from .pipeline import eval_split, prepare, validation_copies  # noqa: F401
+
+from .cache import (
+    BOS_TOKEN,
+    CACHE_ENV,
+    CLIMBMIX_URL,
+    CLIMBMIX_VAL_SHARD,
+    COMMON_KEYS,
+    CORPUS_SEED,
+    DOC_BUFFER,
+    DOWNLOAD_CHUNK,
+    DOWNLOAD_WORKERS,
+    EMBEDDED_CORPUS,
+    ENCODE_BATCH_DOCS,
+    ENCODE_THREADS,
+    END,
+    FORMAT_VERSION,
+    LATER_KEYS,
+    MODULAR_OPS,
+    ROW_GROUP_DOCS,
+    RUNTIME_KEYS,
+    SCORE_MODES,
+    SHARD_CHARS,
+    SOURCE_KEYS,
+    SPECIAL_TOKENS,
+    SPLIT_PATTERN,
+    SPLITS,
+    START,
+    TEXT_ONLY_KEYS,
+    TOKENIZER_DOC_CAP,
+    TOKENIZERS,
+    VALIDATION_DOCS,
+    DataError,
+    PreparedData,
+    cache_root,
+)
+from .modular import modular_equations
+from .packing import RowStream, eval_rows_and_mask
+from .pipeline import eval_split, prepare, validation_copies
+from .tokenizer import load_tokenizer, token_bytes
+
+__all__ = [
+    "BOS_TOKEN",
+    "CACHE_ENV",
+    "CLIMBMIX_URL",
+    "CLIMBMIX_VAL_SHARD",
+    "COMMON_KEYS",
+    "CORPUS_SEED",
+    "DOC_BUFFER",
+    "DOWNLOAD_CHUNK",
+    "DOWNLOAD_WORKERS",
+    "EMBEDDED_CORPUS",
+    "ENCODE_BATCH_DOCS",
+    "ENCODE_THREADS",
+    "END",
+    "FORMAT_VERSION",
+    "LATER_KEYS",
+    "MODULAR_OPS",
+    "ROW_GROUP_DOCS",
+    "RUNTIME_KEYS",
+    "SCORE_MODES",
+    "SHARD_CHARS",
+    "SOURCE_KEYS",
+    "SPECIAL_TOKENS",
+    "SPLIT_PATTERN",
+    "SPLITS",
+    "START",
+    "TEXT_ONLY_KEYS",
+    "TOKENIZER_DOC_CAP",
+    "TOKENIZERS",
+    "VALIDATION_DOCS",
+    "DataError",
+    "PreparedData",
+    "cache_root",
+    "modular_equations",
+    "RowStream",
+    "eval_rows_and_mask",
+    "eval_split",
+    "prepare",
+    "validation_copies",
+    "load_tokenizer",
+    "token_bytes",
+]

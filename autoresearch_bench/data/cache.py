@@ -1,16 +1,16 @@
 """Where prepared data lives and how it is written: the [data] spec's keys and constants, the cache
 root, a lock per folder and atomic writes.
 """
+
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 
 from .. import files
 
@@ -21,8 +21,10 @@ CLIMBMIX_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/r
 CLIMBMIX_VAL_SHARD = 6542  # upstream's pinned validation shard (the last one)
 
 # GPT-4-style split, with \p{N}{1,2} instead of {1,3}, as autoresearch
-SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
-                 r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
+SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+    r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
 BOS_TOKEN = "<|bos|>"
 SPECIAL_TOKENS = (BOS_TOKEN, "<|reserved_1|>", "<|reserved_2|>", "<|reserved_3|>")
 
@@ -30,11 +32,15 @@ SPECIAL_TOKENS = (BOS_TOKEN, "<|reserved_1|>", "<|reserved_2|>", "<|reserved_3|>
 COMMON_KEYS = {"vocab_size": None, "tokenizer": "bpe", "tokenizer_max_chars": 200_000_000}
 SOURCE_KEYS = {
     "embedded": {"val_fraction": 0.2, "max_chars": None, "max_train_chars": None},
-    "files": {"paths": ["/usr", "/opt"],
-              "extensions": [".py", ".pyi", ".md", ".rst", ".txt", ".h", ".hpp", ".c", ".cc", ".cpp",
-                             ".cu", ".cuh"],
-              "min_bytes": 200, "max_bytes": 2_000_000, "max_chars": None, "max_train_chars": None,
-              "val_fraction": 0.01},
+    "files": {
+        "paths": ["/usr", "/opt"],
+        "extensions": [".py", ".pyi", ".md", ".rst", ".txt", ".h", ".hpp", ".c", ".cc", ".cpp", ".cu", ".cuh"],
+        "min_bytes": 200,
+        "max_bytes": 2_000_000,
+        "max_chars": None,
+        "max_train_chars": None,
+        "val_fraction": 0.01,
+    },
     "climbmix": {"num_shards": 10, "base_url": CLIMBMIX_URL, "val_shard": CLIMBMIX_VAL_SHARD},
     "parquet": {"dir": None, "val_shard": f"shard_{CLIMBMIX_VAL_SHARD:05d}.parquet"},
     "modular": {"modulus": 97, "operation": "+", "train_fraction": 0.5, "seed": 0},
@@ -49,18 +55,17 @@ SPLITS = ("val", "test")  # what a run is scored on: the validation rows, or the
 VALIDATION_DOCS = "private/validation.npy"  # under a cache folder: both splits' documents, tokenized
 START, END = 1, 2  # packer marks: a piece starts here (its BOS); a document ends here
 # keys that do not change the prepared data (download behaviour; seq_len belongs to the loader)
-RUNTIME_KEYS = {"seq_len": None, "retries": 5, "backoff_s": 1.0, "timeout_s": 30.0, "crop": False,
-                "score": "tokens"}
+RUNTIME_KEYS = {"seq_len": None, "retries": 5, "backoff_s": 1.0, "timeout_s": 30.0, "crop": False, "score": "tokens"}
 
-CORPUS_SEED = 0                 # shuffle of the files corpus
-SHARD_CHARS = 100_000_000       # characters per parquet shard built from documents
-ROW_GROUP_DOCS = 1024           # documents per parquet row group
-TOKENIZER_DOC_CAP = 10_000      # characters of one document the tokenizer trainer sees (as upstream)
-ENCODE_BATCH_DOCS = 1024        # documents per encode_ordinary_batch call
+CORPUS_SEED = 0  # shuffle of the files corpus
+SHARD_CHARS = 100_000_000  # characters per parquet shard built from documents
+ROW_GROUP_DOCS = 1024  # documents per parquet row group
+TOKENIZER_DOC_CAP = 10_000  # characters of one document the tokenizer trainer sees (as upstream)
+ENCODE_BATCH_DOCS = 1024  # documents per encode_ordinary_batch call
 ENCODE_THREADS = os.cpu_count() or 1
 DOWNLOAD_WORKERS = 8
 DOWNLOAD_CHUNK = 1 << 20
-DOC_BUFFER = 1000               # documents the packer chooses from (as upstream)
+DOC_BUFFER = 1000  # documents the packer chooses from (as upstream)
 
 
 class DataError(Exception):
@@ -69,16 +74,16 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class PreparedData:
-    root: Path            # cache folder of this data spec
-    train_tokens: Path    # train split token file (flat stream, every document prefixed by BOS)
-    val_tokens: Path      # all validation documents tokenized (private/: both splits come from it)
-    tokenizer_dir: Path   # tokenizer files
+    root: Path  # cache folder of this data spec
+    train_tokens: Path  # train split token file (flat stream, every document prefixed by BOS)
+    val_tokens: Path  # all validation documents tokenized (private/: both splits come from it)
+    tokenizer_dir: Path  # tokenizer files
     vocab_size: int
     bos_id: int
     n_train_tokens: int
     n_val_tokens: int
     raw_paths: tuple[str, ...] = ()  # where the source text lies (validation included): closed to training
-    data_id: str = ""     # hash of the validation tokens and the tokenizer: what a score is measured on
+    data_id: str = ""  # hash of the validation tokens and the tokenizer: what a score is measured on
 
 
 def cache_root() -> Path:

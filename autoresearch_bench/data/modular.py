@@ -1,23 +1,22 @@
-"""Generated data: every modular-arithmetic equation once, split by a seeded permutation.
-"""
+"""Generated data: every modular-arithmetic equation once, split by a seeded permutation."""
+
 from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tiktoken
 
-
-from .cache import BOS_TOKEN, DataError, MODULAR_OPS, VALIDATION_DOCS, _atomic_write_bytes
+from .cache import BOS_TOKEN, MODULAR_OPS, VALIDATION_DOCS, DataError, _atomic_write_bytes
 from .tokens import _save_tokens
-
 
 # ---------------------------------------------------------------------------------------------
 # modular arithmetic: generated data
 # ---------------------------------------------------------------------------------------------
+
 
 def _check_modular(data: dict) -> None:
     p, op, frac = data["modulus"], data["operation"], data["train_fraction"]
@@ -26,12 +25,14 @@ def _check_modular(data: dict) -> None:
     if op not in MODULAR_OPS:
         raise DataError(f"operation must be one of {' '.join(MODULAR_OPS)}, not {op!r}")
     if op == "/" and any(p % d == 0 for d in range(2, math.isqrt(p) + 1)):
-        raise DataError(f"operation \"/\" needs a prime modulus (every b ≠ 0 invertible); {p} is not prime")
+        raise DataError(f'operation "/" needs a prime modulus (every b ≠ 0 invertible); {p} is not prime')
     if not 0 < frac < 1:
         raise DataError(f"train_fraction must be between 0 and 1, not {frac!r}")
     if data["vocab_size"] != p + 3:
-        raise DataError(f"source = \"modular\" has modulus + 3 tokens (residues, op, =, BOS); "
-                        f"set vocab_size = {p + 3}, not {data['vocab_size']!r}")
+        raise DataError(
+            f'source = "modular" has modulus + 3 tokens (residues, op, =, BOS); '
+            f"set vocab_size = {p + 3}, not {data['vocab_size']!r}"
+        )
 
 
 def modular_equations(modulus: int, operation: str, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,9 +54,12 @@ def modular_equations(modulus: int, operation: str, train_fraction: float, seed:
 def _write_modular(data: dict, root: Path, log: Callable[[str], None]) -> None:
     """The modular source's decoding tokenizer and its train and val token files."""
     p, op = data["modulus"], data["operation"]
-    enc = tiktoken.Encoding(name=f"ar-modular-{p}", pat_str=r"\d+",
-                            mergeable_ranks={str(i).encode(): i for i in range(p)},
-                            special_tokens={f" {op} ": p, " = ": p + 1, BOS_TOKEN: p + 2})
+    enc = tiktoken.Encoding(
+        name=f"ar-modular-{p}",
+        pat_str=r"\d+",
+        mergeable_ranks={str(i).encode(): i for i in range(p)},
+        special_tokens={f" {op} ": p, " = ": p + 1, BOS_TOKEN: p + 2},
+    )
     _atomic_write_bytes(root / "tokenizer" / "tokenizer.pkl", pickle.dumps(enc))
     train, val = modular_equations(p, op, data["train_fraction"], data["seed"])
     for rows, out in ((train, root / "train.npy"), (val, root / VALIDATION_DOCS)):

@@ -1,24 +1,24 @@
 """Rows from token files: the best-fit packer, the training loader (RowStream) and the scored rows
 with their mask.
 """
+
 from __future__ import annotations
 
 import bisect
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-
-from .cache import DOC_BUFFER, DataError, END, SCORE_MODES, START
+from .cache import DOC_BUFFER, END, SCORE_MODES, START, DataError
 from .tokens import _open_tokens
-
 
 # ---------------------------------------------------------------------------------------------
 # packing and loaders
 # ---------------------------------------------------------------------------------------------
+
 
 class _Packer:
     """BOS-aligned best-fit packing of documents (in `order`) into rows of a fixed length.
@@ -31,8 +31,9 @@ class _Packer:
     is the document with its own leading BOS; offset k > 0 is BOS + the document from token k on.
     """
 
-    def __init__(self, tokens: np.ndarray, starts: list[int], lengths: list[int], order: Iterator[int],
-                 crop: bool = False):
+    def __init__(
+        self, tokens: np.ndarray, starts: list[int], lengths: list[int], order: Iterator[int], crop: bool = False
+    ):
         self.tokens, self.starts, self.lengths, self.order = tokens, starts, lengths, order
         self.crop = crop  # upstream's behaviour: a cropped document's rest is dropped
         # A buffer holding the whole corpus would make best fit ignore the shuffled order (every seed
@@ -57,11 +58,11 @@ class _Packer:
                 take = length if i >= 0 else space
                 start = self.starts[doc]
                 if offset == 0:
-                    rows[r, pos:pos + take] = self.tokens[start:start + take]
+                    rows[r, pos : pos + take] = self.tokens[start : start + take]
                     used = take
                 else:
                     rows[r, pos] = self.tokens[start]  # the document's BOS
-                    rows[r, pos + 1:pos + take] = self.tokens[start + offset:start + offset + take - 1]
+                    rows[r, pos + 1 : pos + take] = self.tokens[start + offset : start + offset + take - 1]
                     used = offset + take - 1
                 if used < self.lengths[doc] and not self.crop:
                     bisect.insort(buffer, (1 + self.lengths[doc] - used, doc, used))
@@ -97,10 +98,11 @@ class RowStream:
             yield rows
 
 
-def eval_rows_and_mask(tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False,
-                       score: str = "tokens") -> tuple[np.ndarray, np.ndarray]:
-    """The scored rows [N, seq_len + 1] and a bool mask [N, seq_len] of the targets rows[:, 1:] that are scored: every one but
-    BOS (score "tokens"), or only the last token of each document (score "answers")."""
+def eval_rows_and_mask(
+    tokens_path: Path, n_tokens: int, seq_len: int, crop: bool = False, score: str = "tokens"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scored rows [N, seq_len + 1] and a bool mask [N, seq_len] of the targets rows[:, 1:] that are
+    scored: every one but BOS (score "tokens"), or only the last token of each document (score "answers")."""
     if score not in SCORE_MODES:
         raise DataError(f"score must be one of {', '.join(SCORE_MODES)}, not {score!r}")
     tokens, starts, lengths = _open_tokens(Path(tokens_path))
@@ -108,8 +110,10 @@ def eval_rows_and_mask(tokens_path: Path, n_tokens: int, seq_len: int, crop: boo
     marks = np.zeros(rows.shape, dtype=np.int8)
     n = _Packer(tokens, starts, lengths, iter(range(len(starts))), crop).fill(rows, marks)
     if n == 0:
-        raise ValueError(f"{tokens_path} holds {len(tokens):,} tokens, too few for one evaluation row of "
-                         f"{seq_len + 1}; lower seq_len or raise val_fraction in [data]")
+        raise ValueError(
+            f"{tokens_path} holds {len(tokens):,} tokens, too few for one evaluation row of "
+            f"{seq_len + 1}; lower seq_len or raise val_fraction in [data]"
+        )
     target = marks[:n, 1:]
     mask = (target & START) == 0
     if score == "answers":

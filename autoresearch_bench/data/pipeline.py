@@ -2,32 +2,52 @@
 into the cache, each step skipped when done; the scored splits' files (eval_split) and the check for
 validation text a sandbox would show.
 """
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import stat
 import time
-import contextlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
-
-from .cache import BOS_TOKEN, CACHE_ENV, COMMON_KEYS, DataError, FORMAT_VERSION, LATER_KEYS, PreparedData, RUNTIME_KEYS, SCORE_MODES, SOURCE_KEYS, SPECIAL_TOKENS, SPLITS, TEXT_ONLY_KEYS, TOKENIZERS, VALIDATION_DOCS, _atomic, _atomic_write_bytes, _locked, cache_root
+from .cache import (
+    BOS_TOKEN,
+    CACHE_ENV,
+    COMMON_KEYS,
+    FORMAT_VERSION,
+    LATER_KEYS,
+    RUNTIME_KEYS,
+    SCORE_MODES,
+    SOURCE_KEYS,
+    SPECIAL_TOKENS,
+    SPLITS,
+    TEXT_ONLY_KEYS,
+    TOKENIZERS,
+    VALIDATION_DOCS,
+    DataError,
+    PreparedData,
+    _atomic,
+    _atomic_write_bytes,
+    _locked,
+    cache_root,
+)
 from .modular import _check_modular, _write_modular
 from .packing import eval_rows_and_mask
 from .sources import _build_shards, _download_climbmix, _existing_shards, _iter_texts
 from .tokenizer import _train_tokenizer, _write_byte_tokenizer, load_tokenizer, token_bytes
 from .tokens import _docs_path, _tokenize
 
-
 # ---------------------------------------------------------------------------------------------
 # prepare
 # ---------------------------------------------------------------------------------------------
+
 
 def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> PreparedData:
     """Build (or find in the cache) the shards, tokenizer and token files of a [data] table."""
@@ -66,14 +86,19 @@ def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> P
             _tokenize(enc, [val_shard], root / VALIDATION_DOCS, log)
         enc = load_tokenizer(tok_dir)
         _close_private(root)
-        meta = {"vocab_size": enc.n_vocab, "bos_id": enc.encode_single_token(BOS_TOKEN),
-                "n_train_tokens": len(np.load(root / "train.npy", mmap_mode="r")),
-                "n_val_tokens": len(np.load(root / VALIDATION_DOCS, mmap_mode="r")),
-                "raw_paths": [str(root / "shards"), str(root / "val")] +
-                             ([str(Path(data["dir"]).expanduser().resolve())] if data["source"] == "parquet" else [])}
+        meta = {
+            "vocab_size": enc.n_vocab,
+            "bos_id": enc.encode_single_token(BOS_TOKEN),
+            "n_train_tokens": len(np.load(root / "train.npy", mmap_mode="r")),
+            "n_val_tokens": len(np.load(root / VALIDATION_DOCS, mmap_mode="r")),
+            "raw_paths": [str(root / "shards"), str(root / "val")]
+            + ([str(Path(data["dir"]).expanduser().resolve())] if data["source"] == "parquet" else []),
+        }
         _atomic_write_bytes(root / "prepared.json", json.dumps(meta, indent=2).encode())
-        log(f"data: ready in {time.perf_counter() - t0:.1f} s: {meta['n_train_tokens']:,} train and "
-            f"{meta['n_val_tokens']:,} validation tokens, vocab {meta['vocab_size']}")
+        log(
+            f"data: ready in {time.perf_counter() - t0:.1f} s: {meta['n_train_tokens']:,} train and "
+            f"{meta['n_val_tokens']:,} validation tokens, vocab {meta['vocab_size']}"
+        )
     return _read_prepared(root)
 
 
@@ -88,8 +113,10 @@ def validation_copies(prepared: PreparedData, roots: Iterable[str], log: Callabl
     if cache.exists():
         return json.loads(cache.read_text())
     spec = json.loads((prepared.root / "spec.json").read_text())
-    shard = {"files": prepared.root / "val" / "val.parquet",
-             "parquet": Path(spec.get("dir", ".")).expanduser() / str(spec.get("val_shard"))}.get(spec["source"])
+    shard = {
+        "files": prepared.root / "val" / "val.parquet",
+        "parquet": Path(spec.get("dir", ".")).expanduser() / str(spec.get("val_shard")),
+    }.get(spec["source"])
     found: list[str] = []
     if shard is not None and shard.exists():
         t0 = time.perf_counter()
@@ -110,9 +137,11 @@ def validation_copies(prepared: PreparedData, roots: Iterable[str], log: Callabl
                     except OSError:
                         continue
         if found:
-            log(f"data: warning: {len(found):,} files that candidate code can read (system and Python folders) "
+            log(
+                f"data: warning: {len(found):,} files that candidate code can read (system and Python folders) "
                 f"hold validation documents, e.g. {found[0]}: this corpus is not secret from candidates "
-                f"({time.perf_counter() - t0:.1f} s, once)")
+                f"({time.perf_counter() - t0:.1f} s, once)"
+            )
     _atomic_write_bytes(cache, json.dumps(sorted(set(found))).encode())
     return sorted(set(found))
 
@@ -126,8 +155,10 @@ def _normalize(spec: dict) -> tuple[dict, dict]:
     defaults = {**common, **SOURCE_KEYS[source]}
     unknown = set(spec) - set(defaults) - set(RUNTIME_KEYS) - {"source"}
     if unknown:
-        raise DataError(f"unknown [data] keys {sorted(unknown)} for source {source!r}; "
-                        f"allowed: {sorted({*defaults, *RUNTIME_KEYS})}")
+        raise DataError(
+            f"unknown [data] keys {sorted(unknown)} for source {source!r}; "
+            f"allowed: {sorted({*defaults, *RUNTIME_KEYS})}"
+        )
     data = {"source": source, **{k: spec.get(k, v) for k, v in defaults.items()}}
     runtime = {k: spec.get(k, v) for k, v in RUNTIME_KEYS.items()}
     if runtime["score"] not in SCORE_MODES:
@@ -138,10 +169,12 @@ def _normalize(spec: dict) -> tuple[dict, dict]:
     elif data["tokenizer"] not in TOKENIZERS:
         raise DataError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not {data['tokenizer']!r}")
     elif data["tokenizer"] == "bytes" and vocab != 257:
-        raise DataError(f"tokenizer = \"bytes\" has 257 tokens (256 bytes + BOS); set vocab_size = 257, not {vocab!r}")
+        raise DataError(f'tokenizer = "bytes" has 257 tokens (256 bytes + BOS); set vocab_size = 257, not {vocab!r}')
     elif data["tokenizer"] == "bpe" and (not isinstance(vocab, int) or vocab < 256 + len(SPECIAL_TOKENS) + 1):
-        raise DataError(f"vocab_size must be an integer of at least {256 + len(SPECIAL_TOKENS) + 1} "
-                        f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens + merges), not {vocab!r}")
+        raise DataError(
+            f"vocab_size must be an integer of at least {256 + len(SPECIAL_TOKENS) + 1} "
+            f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens + merges), not {vocab!r}"
+        )
     if "val_fraction" in data and not 0 < data["val_fraction"] < 1:
         raise DataError(f"val_fraction must be between 0 and 1, not {data['val_fraction']!r}")
     return data, runtime
@@ -150,12 +183,20 @@ def _normalize(spec: dict) -> tuple[dict, dict]:
 def _read_prepared(root: Path, log: Callable[[str], None] = print) -> PreparedData | None:
     """The PreparedData of a complete cache folder, or None when anything is missing; a complete
     folder of layout 1 is moved into this layout first."""
-    paths = [root / "prepared.json", root / "train.npy", root / "train.docs.npy",
-             root / VALIDATION_DOCS, _docs_path(root / VALIDATION_DOCS), root / "tokenizer" / "tokenizer.pkl"]
+    paths = [
+        root / "prepared.json",
+        root / "train.npy",
+        root / "train.docs.npy",
+        root / VALIDATION_DOCS,
+        _docs_path(root / VALIDATION_DOCS),
+        root / "tokenizer" / "tokenizer.pkl",
+    ]
     old = root / "val" / "val.npy"
     if (root / "prepared.json").exists() and old.exists() and _docs_path(old).exists() and not paths[3].exists():
-        log(f"data: moving {root}'s validation documents to private/ (cache layout 2: the league's held-out rows "
-            f"apart from the validation rows); the data id stays")
+        log(
+            f"data: moving {root}'s validation documents to private/ (cache layout 2: the league's held-out rows "
+            f"apart from the validation rows); the data id stays"
+        )
         (root / "private").mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):  # another process moved them meanwhile
             os.replace(_docs_path(old), paths[4])
@@ -165,8 +206,14 @@ def _read_prepared(root: Path, log: Callable[[str], None] = print) -> PreparedDa
         return None
     meta = json.loads(paths[0].read_text())
     meta["raw_paths"] = tuple(meta.get("raw_paths", ()))
-    return PreparedData(root=root, train_tokens=paths[1], val_tokens=paths[3], tokenizer_dir=paths[5].parent,
-                        data_id=_data_id(paths[3], paths[4], paths[5].parent), **meta)
+    return PreparedData(
+        root=root,
+        train_tokens=paths[1],
+        val_tokens=paths[3],
+        tokenizer_dir=paths[5].parent,
+        data_id=_data_id(paths[3], paths[4], paths[5].parent),
+        **meta,
+    )
 
 
 def _close_private(root: Path) -> None:
@@ -178,8 +225,9 @@ def _close_private(root: Path) -> None:
                 path.chmod(0o600)
 
 
-def eval_split(prepared: PreparedData, n_tokens: int, seq_len: int, crop: bool = False, score: str = "tokens",
-               split: str = "val") -> Path:
+def eval_split(
+    prepared: PreparedData, n_tokens: int, seq_len: int, crop: bool = False, score: str = "tokens", split: str = "val"
+) -> Path:
     """The file of a split's scored rows (rows and mask, as eval_rows_and_mask gives them): "val", the
     first n_tokens of the validation documents, packed, what experiments are scored on; "test", up to as
     many rows again right after them, held out for the league (at least a quarter as many, else
@@ -199,8 +247,10 @@ def eval_split(prepared: PreparedData, n_tokens: int, seq_len: int, crop: bool =
     if split == "test":
         n_val, held = math.ceil(n_tokens / seq_len), len(np.load(files["test"])["rows"])
         if held < max(1, n_val // 4):
-            raise ValueError(f"the validation split has {held} rows after the {n_val} scored ones, too few for a "
-                             f"held-out test; lower eval_tokens or raise val_fraction in [data]")
+            raise ValueError(
+                f"the validation split has {held} rows after the {n_val} scored ones, too few for a "
+                f"held-out test; lower eval_tokens or raise val_fraction in [data]"
+            )
     return files[split]
 
 

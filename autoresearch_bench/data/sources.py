@@ -1,6 +1,7 @@
 """Documents into parquet shards: the embedded corpus, the machine's own files, a parquet folder and
 climbmix (downloaded with retries and Range resume); the validation split by content hash.
 """
+
 from __future__ import annotations
 
 import errno
@@ -16,20 +17,31 @@ import stat
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-from .cache import CACHE_ENV, CORPUS_SEED, DOWNLOAD_CHUNK, DOWNLOAD_WORKERS, DataError, EMBEDDED_CORPUS, ENCODE_BATCH_DOCS, ROW_GROUP_DOCS, SHARD_CHARS, _atomic, _atomic_write_bytes
-
+from .cache import (
+    CACHE_ENV,
+    CORPUS_SEED,
+    DOWNLOAD_CHUNK,
+    DOWNLOAD_WORKERS,
+    EMBEDDED_CORPUS,
+    ENCODE_BATCH_DOCS,
+    ROW_GROUP_DOCS,
+    SHARD_CHARS,
+    DataError,
+    _atomic,
+    _atomic_write_bytes,
+)
 
 # ---------------------------------------------------------------------------------------------
 # sources → parquet shards
 # ---------------------------------------------------------------------------------------------
+
 
 def _build_shards(data: dict, root: Path, log: Callable[[str], None]) -> tuple[list[Path], Path]:
     """Write the embedded or files corpus as train shards and a pinned val shard (once)."""
@@ -53,8 +65,10 @@ def _build_shards(data: dict, root: Path, log: Callable[[str], None]) -> tuple[l
             _write_parquet(root / "shards" / names[-1], shard)
             shard, chars = [], 0
     _atomic_write_bytes(manifest, json.dumps(names).encode())
-    log(f"data: wrote {len(train):,} train and {len(val):,} validation documents ({sum(map(len, train)):,} "
-        f"and {sum(map(len, val)):,} characters) in {time.perf_counter() - t0:.1f} s")
+    log(
+        f"data: wrote {len(train):,} train and {len(val):,} validation documents ({sum(map(len, train)):,} "
+        f"and {sum(map(len, val)):,} characters) in {time.perf_counter() - t0:.1f} s"
+    )
     return [root / "shards" / n for n in names], root / "val" / "val.parquet"
 
 
@@ -73,9 +87,11 @@ def _existing_shards(data: dict) -> tuple[list[Path], Path]:
     val = folder / data["val_shard"]
     train = sorted(p for p in folder.glob("*.parquet") if p.name != val.name)
     if not data["dir"] or not val.is_file() or not train:
-        raise DataError(f"source = \"parquet\" needs dir = a folder with parquet shards and the validation "
-                        f"shard {data['val_shard']!r}; {folder} has {len(train)} train shards"
-                        f"{'' if val.is_file() else ' and no validation shard'}")
+        raise DataError(
+            f'source = "parquet" needs dir = a folder with parquet shards and the validation '
+            f"shard {data['val_shard']!r}; {folder} has {len(train)} train shards"
+            f"{'' if val.is_file() else ' and no validation shard'}"
+        )
     return train, val
 
 
@@ -97,8 +113,7 @@ def _file_docs(data: dict, log: Callable[[str], None]) -> list[str]:
                 path = os.path.join(dirpath, name)
                 try:
                     st = os.lstat(path)
-                    if not (stat.S_ISREG(st.st_mode)
-                            and data["min_bytes"] <= st.st_size <= data["max_bytes"]):
+                    if not (stat.S_ISREG(st.st_mode) and data["min_bytes"] <= st.st_size <= data["max_bytes"]):
                         continue
                     with open(path, "rb") as f:
                         raw = f.read()
@@ -112,9 +127,11 @@ def _file_docs(data: dict, log: Callable[[str], None]) -> list[str]:
                     if len(docs) % 10_000 == 0:
                         log(f"data: read {len(docs):,} files ({time.perf_counter() - t0:.0f} s)")
     if not docs:
-        raise DataError(f"no text files ({', '.join(sorted(extensions))}, {data['min_bytes']}-"
-                        f"{data['max_bytes']} bytes) found under {', '.join(map(str, data['paths']))}; "
-                        f"set [data] paths or use source = \"embedded\"")
+        raise DataError(
+            f"no text files ({', '.join(sorted(extensions))}, {data['min_bytes']}-"
+            f"{data['max_bytes']} bytes) found under {', '.join(map(str, data['paths']))}; "
+            f'set [data] paths or use source = "embedded"'
+        )
     log(f"data: read {len(docs):,} distinct files in {time.perf_counter() - t0:.1f} s")
     return docs
 
@@ -122,23 +139,22 @@ def _file_docs(data: dict, log: Callable[[str], None]) -> list[str]:
 def _split(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
     """(train, val): val is the round(val_fraction·n) documents (≥ 1) with the smallest content hash."""
     if len(docs) < 2:
-        raise DataError(f"the corpus has {len(docs)} non-empty document(s); it needs at least 2 "
-                        f"(one for training, one for validation): add text or change the source")
+        raise DataError(
+            f"the corpus has {len(docs)} non-empty document(s); it needs at least 2 "
+            f"(one for training, one for validation): add text or change the source"
+        )
     n_val = min(len(docs) - 1, max(1, round(val_fraction * len(docs))))
     keys = [hashlib.blake2b(d.encode(), digest_size=8).digest() for d in docs]
     val_ids = set(sorted(range(len(docs)), key=keys.__getitem__)[:n_val])
-    return ([d for i, d in enumerate(docs) if i not in val_ids],
-            [d for i, d in enumerate(docs) if i in val_ids])
+    return ([d for i, d in enumerate(docs) if i not in val_ids], [d for i, d in enumerate(docs) if i in val_ids])
 
 
 def _write_parquet(path: Path, docs: list[str]) -> None:
     with _atomic(path) as tmp:
-        pq.write_table(pa.table({"text": pa.array(docs, pa.large_string())}), tmp,
-                       row_group_size=ROW_GROUP_DOCS)
+        pq.write_table(pa.table({"text": pa.array(docs, pa.large_string())}), tmp, row_group_size=ROW_GROUP_DOCS)
 
 
-def _download_climbmix(data: dict, runtime: dict, root: Path,
-                       log: Callable[[str], None]) -> tuple[list[Path], Path]:
+def _download_climbmix(data: dict, runtime: dict, root: Path, log: Callable[[str], None]) -> tuple[list[Path], Path]:
     """Download train shards 0..num_shards-1 into shards/ and the pinned val shard into val/."""
     train_ids = [i for i in range(data["num_shards"]) if i != data["val_shard"]]
     wanted = [root / "shards" / f"shard_{i:05d}.parquet" for i in train_ids]
@@ -152,8 +168,9 @@ def _download_climbmix(data: dict, runtime: dict, root: Path,
         # Every shard gets its attempts even when another fails (Executor.map would cancel the queued
         # ones at the first error): what each got so far stays as .part, for the next run to resume.
         with ThreadPoolExecutor(min(DOWNLOAD_WORKERS, len(missing))) as pool:
-            futures = [pool.submit(_download, f"{data['base_url'].rstrip('/')}/{p.name}", p, runtime, log)
-                       for p in missing]
+            futures = [
+                pool.submit(_download, f"{data['base_url'].rstrip('/')}/{p.name}", p, runtime, log) for p in missing
+            ]
         for future in futures:
             future.result()  # the first shard's error, after all have finished
         log(f"data: downloaded {len(missing)} shards in {time.perf_counter() - t0:.1f} s")
@@ -168,8 +185,9 @@ def _download(url: str, dest: Path, runtime: dict, log: Callable[[str], None]) -
         have = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": "autoresearch-bench", **({"Range": f"bytes={have}-"} if have else {})}
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                        timeout=runtime["timeout_s"]) as resp:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers), timeout=runtime["timeout_s"]
+            ) as resp:
                 resumed = bool(have) and resp.status == 206  # a server that ignores Range sends it all
                 length = resp.headers.get("Content-Length")
                 with open(part, "ab" if resumed else "wb") as f:
@@ -203,7 +221,7 @@ def _download(url: str, dest: Path, runtime: dict, log: Callable[[str], None]) -
         log(f"data: {dest.name}: attempt {attempt}/{runtime['retries']} failed: {reason}")
         if attempt < runtime["retries"]:
             time.sleep(runtime["backoff_s"] * 2 ** (attempt - 1))
-    raise DataError(f"cannot download {url}: {reason}; check network or use source = \"files\"/\"embedded\"")
+    raise DataError(f'cannot download {url}: {reason}; check network or use source = "files"/"embedded"')
 
 
 def _iter_texts(shards: Iterable[Path]) -> Iterator[list[str]]:

@@ -1,34 +1,39 @@
 """Tokenizers: a byte-level BPE trained on the train split, the byte tokenizer, loading them, and
 the raw bytes of each token (for bits per byte).
 """
+
 from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import tiktoken
 
-
-from .cache import BOS_TOKEN, DataError, SPECIAL_TOKENS, SPLIT_PATTERN, TOKENIZER_DOC_CAP, _atomic_write_bytes
+from .cache import BOS_TOKEN, SPECIAL_TOKENS, SPLIT_PATTERN, TOKENIZER_DOC_CAP, DataError, _atomic_write_bytes
 from .sources import _iter_texts
-
 
 # ---------------------------------------------------------------------------------------------
 # tokenizer
 # ---------------------------------------------------------------------------------------------
 
+
 def _write_byte_tokenizer(tok_dir: Path) -> None:
     """The identity tokenizer on UTF-8 bytes (ids 0..255) plus BOS (256), as a tiktoken.Encoding."""
-    enc = tiktoken.Encoding(name="ar-bytes", pat_str=SPLIT_PATTERN, mergeable_ranks={bytes([i]): i for i in range(256)},
-                            special_tokens={BOS_TOKEN: 256})
+    enc = tiktoken.Encoding(
+        name="ar-bytes",
+        pat_str=SPLIT_PATTERN,
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={BOS_TOKEN: 256},
+    )
     _atomic_write_bytes(tok_dir / "tokenizer.pkl", pickle.dumps(enc))
 
 
-def _train_tokenizer(shards: list[Path], vocab_size: int, max_chars: int, tok_dir: Path,
-                     log: Callable[[str], None]) -> None:
+def _train_tokenizer(
+    shards: list[Path], vocab_size: int, max_chars: int, tok_dir: Path, log: Callable[[str], None]
+) -> None:
     """Train a byte-level BPE with rustbpe on the training shards; save it as a tiktoken.Encoding."""
     import rustbpe
 
@@ -50,15 +55,23 @@ def _train_tokenizer(shards: list[Path], vocab_size: int, max_chars: int, tok_di
     trainer.train_from_iterator(texts(), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
     ranks = {bytes(k): v for k, v in trainer.get_mergeable_ranks()}
     if len(ranks) + len(SPECIAL_TOKENS) != vocab_size:
-        raise DataError(f"the training text ({seen['chars']:,} characters) yields only {len(ranks)} BPE "
-                        f"tokens, fewer than vocab_size {vocab_size} needs; lower vocab_size or add text")
-    enc = tiktoken.Encoding(name=f"ar-bpe-{vocab_size}", pat_str=trainer.get_pattern(), mergeable_ranks=ranks,
-                            special_tokens={s: len(ranks) + i for i, s in enumerate(SPECIAL_TOKENS)})
+        raise DataError(
+            f"the training text ({seen['chars']:,} characters) yields only {len(ranks)} BPE "
+            f"tokens, fewer than vocab_size {vocab_size} needs; lower vocab_size or add text"
+        )
+    enc = tiktoken.Encoding(
+        name=f"ar-bpe-{vocab_size}",
+        pat_str=trainer.get_pattern(),
+        mergeable_ranks=ranks,
+        special_tokens={s: len(ranks) + i for i, s in enumerate(SPECIAL_TOKENS)},
+    )
     probe = "Hello world! Numbers: 123. Unicode: 你好 ü\n\tdef f(x): return x"
     assert enc.decode(enc.encode_ordinary(probe)) == probe, "tokenizer round trip failed"
     _atomic_write_bytes(tok_dir / "tokenizer.pkl", pickle.dumps(enc))
-    log(f"data: trained the tokenizer on {seen['docs']:,} documents ({seen['chars']:,} characters) "
-        f"in {time.perf_counter() - t0:.1f} s")
+    log(
+        f"data: trained the tokenizer on {seen['docs']:,} documents ({seen['chars']:,} characters) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
 
 
 def load_tokenizer(tokenizer_dir: Path) -> tiktoken.Encoding:
@@ -75,5 +88,6 @@ def token_bytes(tokenizer_dir: Path) -> np.ndarray:
     """int32 [vocab_size]: the number of bytes each token stands for; 0 for special tokens."""
     enc = load_tokenizer(tokenizer_dir)
     special = {enc.encode_single_token(s) for s in enc.special_tokens_set}
-    return np.array([0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)],
-                    dtype=np.int32)
+    return np.array(
+        [0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)], dtype=np.int32
+    )

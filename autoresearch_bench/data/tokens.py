@@ -1,23 +1,22 @@
-"""Token files: tokenized documents as a flat memory-mapped array and their offsets.
-"""
+"""Token files: tokenized documents as a flat memory-mapped array and their offsets."""
+
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tiktoken
 
-
-from .cache import BOS_TOKEN, DataError, ENCODE_THREADS, _atomic
+from .cache import BOS_TOKEN, ENCODE_THREADS, DataError, _atomic
 from .sources import _iter_texts
-
 
 # ---------------------------------------------------------------------------------------------
 # token files
 # ---------------------------------------------------------------------------------------------
+
 
 def _docs_path(tokens_path: Path) -> Path:
     """The int64 document offsets beside a token file: [n_docs + 1], doc i = tokens[o[i]:o[i+1]]."""
@@ -35,16 +34,23 @@ def _tokenize(enc: tiktoken.Encoding, shards: list[Path], out: Path, log: Callab
     for texts in _iter_texts(shards):
         encoded = enc.encode_ordinary_batch(texts, num_threads=ENCODE_THREADS)
         sizes = [len(ids) + 1 for ids in encoded]
-        chunks.append(np.fromiter(itertools.chain.from_iterable(itertools.chain((bos,), ids) for ids in encoded),
-                                  dtype=dtype, count=sum(sizes)))
+        chunks.append(
+            np.fromiter(
+                itertools.chain.from_iterable(itertools.chain((bos,), ids) for ids in encoded),
+                dtype=dtype,
+                count=sum(sizes),
+            )
+        )
         lengths.extend(sizes)
     if not lengths:
         raise DataError(f"no documents to tokenize in {', '.join(map(str, shards))}; the corpus is empty")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     _save_tokens(out, chunks, offsets)
-    log(f"data: tokenized {len(lengths):,} documents into {int(offsets[-1]):,} tokens ({out.name}) "
-        f"in {time.perf_counter() - t0:.1f} s")
+    log(
+        f"data: tokenized {len(lengths):,} documents into {int(offsets[-1]):,} tokens ({out.name}) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
 
 
 def _save_tokens(out: Path, chunks: list[np.ndarray], offsets: np.ndarray) -> None:
