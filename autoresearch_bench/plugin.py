@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import math
 import os
 import time
 import types
@@ -55,9 +54,8 @@ from pathlib import Path
 import pytest
 from tabulate import tabulate
 
-from . import git, stats, storage, xdist_support
+from . import git, stats, storage, table, xdist_support
 from .candidate import BASE, Candidate, resolve_candidates
-from .device import mfu_cell
 from .executor import NAMES as EXECUTORS
 from .executor import ExecutorError, LocalExecutor, make_executor
 from .options import RUN_OPTIONS, add_run_options
@@ -791,7 +789,7 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
             result = session.result(ar_task, candidate)
         except stats.NotFinite as e:  # a score or a stored baseline value that is NaN or inf: no verdict
             pytest.fail(f"{candidate.name}: {e}", pytrace=False)
-        request.node.user_properties.extend(junit_properties(result))
+        request.node.user_properties.extend(table.junit_properties(result))
         if xdist_support.role(request.config) == "worker":  # the controller's table needs it
             base_entry = session.results.get((ar_task.name, BASE))
             names = [candidate.name] + (
@@ -819,57 +817,6 @@ def ar_benchmark(request: pytest.FixtureRequest, ar_task: Task, ar_profile: Prof
     return benchmark
 
 
-def junit_properties(result: CandidateResult) -> list[tuple[str, str]]:
-    """The benchmark item's JUnit XML properties (--junitxml): metric, mean value, delta, verdict, p,
-    interval and baseline; "" where there is none (no run, no baseline)."""
-    d, values = result.decision, result.values
-    finite = lambda x: f"{x:.6g}" if d and math.isfinite(x) else ""
-    return [
-        ("ar.metric", result.task.metric),
-        ("ar.value", f"{stats.summarize(values).mean:.6g}" if values else ""),
-        ("ar.delta", finite(d.delta) if d else ""),
-        ("ar.verdict", d.verdict if d else ""),
-        ("ar.p", finite(d.p) if d else ""),
-        ("ar.ci", f"[{finite(d.ci[0])}, {finite(d.ci[1])}]" if d and math.isfinite(d.ci[0]) else ""),
-        ("ar.baseline", result.baseline),
-        ("ar.status", result.status),
-    ]
-
-
-def summary_rows(results: list[CandidateResult]) -> list[dict]:
-    """One row per candidate: score over seeds, baseline comparison, run statistics. Each task's
-    metric has its own column, at the same place in every row ("-" for the other tasks' rows)."""
-    rows, metrics = [], {r.task.metric: "-" for r in results}
-    for r in results:
-        recs, values = r.records, r.values
-        mean = lambda attr: sum(getattr(x, attr) for x in recs) / len(recs) if recs else 0.0
-        d = r.decision
-        rows.append(
-            {
-                "task": r.task.name,
-                "candidate": r.label,
-                "commit": (recs[0].commit + ("+dirty" if recs[0].dirty else "")) if recs else "-",
-                "profile": r.profile.name,
-                **metrics,
-                r.task.metric: stats.summarize(values).fmt() if values else "-",
-                "95% CI": "[{:.4f}, {:.4f}]".format(*stats.summarize(values).ci95) if len(values) > 1 else "-",
-                "seeds": f"{len(values)}/{len(recs)}",
-                "baseline": r.baseline or "-",
-                "delta": f"{d.delta:+.4f}" if d and math.isfinite(d.delta) else "-",
-                "verdict": d.verdict if d else "-",
-                "detectable": f"{d.detectable:.4f}" if d and math.isfinite(d.detectable) else "-",
-                "seconds": f"{mean('seconds'):.1f}",
-                "tokens": f"{mean('tokens'):,.0f}",
-                "steps": f"{mean('steps'):.0f}",
-                "peak mem GB": f"{max((x.peak_mem_gb for x in recs), default=0):.2f}",
-                "MFU": mfu_cell([x.extra for x in recs if x.status == "ok"]),
-                "status": r.status,
-                "error": r.error[:100],
-            }
-        )
-    return rows
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for server in session.config.stash[STATE].check_servers.values():
         server.close()
@@ -880,13 +827,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if role == "worker" or not (shown := _reported(bench)):
         return
     config = session.config
-    notes = "".join(f"\n- {line}" for line in _not_comparable_notes(shown))
-    markdown = (
-        "## autoresearch benchmark\n\n"
-        + tabulate(summary_rows(shown), headers="keys", tablefmt="github")
-        + "\n"
-        + notes
-    )
+    markdown = table.markdown(shown)
     if path := config.getoption("ar_markdown"):
         Path(path).write_text(markdown)
     if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):  # GitHub Actions: the job's summary page
@@ -926,22 +867,13 @@ def _reported(bench: BenchmarkSession) -> list[CandidateResult]:
     return [r for r in bench.ranked() if r.records or r.skipped or r.stopped]
 
 
-def _not_comparable_notes(shown: list[CandidateResult]) -> list[str]:
-    """Why each `not comparable` verdict is so (other data, another machine speed) and what to do."""
-    return [
-        f"{r.task.name}/{r.label}: {stats.NOT_COMPARABLE}: {r.decision.reason}"
-        for r in shown
-        if r.decision and r.decision.verdict == stats.NOT_COMPARABLE
-    ]
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     bench = config.stash[SESSION]
     if not (shown := _reported(bench)):
         return
     terminalreporter.write_sep("=", "autoresearch benchmark")
-    terminalreporter.write_line(tabulate(summary_rows(shown), headers="keys"))
-    for line in _not_comparable_notes(shown):
+    terminalreporter.write_line(tabulate(table.summary_rows(shown), headers="keys"))
+    for line in table.not_comparable_notes(shown):
         terminalreporter.write_line(line)
     if any(r.records for r in shown):
         terminalreporter.write_line(

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,6 +92,25 @@ class Curve:
             self.points, self.stride = self.points[::2], self.stride * 2
 
 
+@dataclass(frozen=True)
+class Stages:
+    """What one run's stages share once preflight has made it ready: the task, profile, candidate and
+    seed, the prepared data and scored rows of its split, the sandbox plan, the GPU and threads of its
+    children, and its scratch folder."""
+
+    task: Task
+    profile: Profile
+    candidate: Candidate
+    seed: int
+    prepared: data.PreparedData
+    rows: Path
+    eval_split: str
+    plan: sandboxing.Plan
+    gpu: str | None
+    threads: int
+    tmp: Path
+
+
 def _outcome(
     record: storage.RunRecord, child: process.Child, stage: str, timed_out: str, succeeded: bool = True
 ) -> dict | None:
@@ -113,35 +133,27 @@ def _outcome(
 
 def _train(
     record: storage.RunRecord,
-    task: Task,
-    profile: Profile,
-    candidate: Candidate,
-    tmp: Path,
-    plan: sandboxing.Plan,
-    prepared: data.PreparedData,
-    seed: int,
+    run: Stages,
     budget_s: float,
     max_tokens: int | None,
-    gpu: str | None,
-    threads: int,
     on_progress: Callable[[dict], None] | None,
     trusted_cache: Path,
 ) -> Path | None:
     """The training half of a run; fills the record's training fields, returns the weights or None.
     The trainer compiles into a private copy of the trusted compile cache (compile_cache.py), beside
     the weights in its scratch folder."""
-    (tmp / "feeder").mkdir()
-    (tmp / "train").mkdir()
-    scratch = sandboxing.prepare_scratch(tmp / "train", plan)
-    inner = sandboxing.place(candidate.path, scratch, "candidate.py", plan)
+    (run.tmp / "feeder").mkdir()
+    (run.tmp / "train").mkdir()
+    scratch = sandboxing.prepare_scratch(run.tmp / "train", run.plan)
+    inner = sandboxing.place(run.candidate.path, scratch, "candidate.py", run.plan)
     split = record.extra.setdefault("split", {})
     copied = time.perf_counter()
     cache_env = compile_cache.private_copy(
-        trusted_cache, scratch / COMPILE_CACHE, f"{Path(inner).parent}/{COMPILE_CACHE}", plan.uid
+        trusted_cache, scratch / COMPILE_CACHE, f"{Path(inner).parent}/{COMPILE_CACHE}", run.plan.uid
     )
     started = time.perf_counter()
     split["cache_copy"] = started - copied
-    latest_start = started + profile.startup_allowance_s
+    latest_start = started + run.profile.startup_allowance_s
     request_r, request_w = os.pipe()
     batch_r, batch_w = os.pipe()
     feeder = trainer = None
@@ -149,16 +161,16 @@ def _train(
         feeder = process.start(
             ("feeder",),
             FeederSpec(
-                train_tokens=str(prepared.train_tokens),
-                seed=seed,
-                crop=bool(profile.data.get("crop", False)),
+                train_tokens=str(run.prepared.train_tokens),
+                seed=run.seed,
+                crop=bool(run.profile.data.get("crop", False)),
                 budget_s=budget_s,
                 max_tokens=max_tokens,
                 latest_start=latest_start,
                 request_fd=request_r,
                 batch_fd=batch_w,
             ),
-            tmp / "feeder",
+            run.tmp / "feeder",
             sandboxing.Plan("off", ()),
             pass_fds=(request_r, batch_w),
             limits=False,
@@ -167,29 +179,29 @@ def _train(
             ("worker", "train"),
             TrainSpec(
                 candidate=inner,
-                cfg=profile.model_config(),
-                device=profile.device,
-                seed=seed,
+                cfg=run.profile.model_config(),
+                device=run.profile.device,
+                seed=run.seed,
                 budget_s=budget_s,
                 max_tokens=max_tokens,
                 latest_start=latest_start,
-                memory_per_row_gb=profile.memory_per_row_gb,
-                memory_overhead_gb=profile.memory_overhead_gb,
+                memory_per_row_gb=run.profile.memory_per_row_gb,
+                memory_overhead_gb=run.profile.memory_overhead_gb,
                 request_fd=request_w,
                 batch_fd=batch_r,
-                file_defaults=source_defaults(candidate.path.read_text()),
+                file_defaults=source_defaults(run.candidate.path.read_text()),
             ),
-            tmp / "train",
-            plan,
-            device=profile.device,
-            gpu=gpu,
-            threads=threads,
+            run.tmp / "train",
+            run.plan,
+            device=run.profile.device,
+            gpu=run.gpu,
+            threads=run.threads,
             pass_fds=(request_w, batch_r),
             env=cache_env,
         )
         for fd in (request_r, request_w, batch_r, batch_w):
             os.close(fd)
-        limit = profile.train_limit_s(budget_s, max_tokens)
+        limit = run.profile.train_limit_s(budget_s, max_tokens)
         done_at, called_at, last_step, curve = None, None, -1, Curve()
         for report in trainer.reports(started + limit):
             if report.get("kind") == "started":
@@ -227,7 +239,7 @@ def _train(
     over = (
         (
             f"training ran past its limit of {limit:.0f} s (budget {budget_s:.0f} s + "
-            f"{profile.startup_allowance_s:.0f} s startup allowance) and was killed; "
+            f"{run.profile.startup_allowance_s:.0f} s startup allowance) and was killed; "
             f"make train(ctx) return once ctx.done() is True"
         )
         if timed_out
@@ -249,46 +261,34 @@ def _train(
     return scratch / "model.pt"
 
 
-def _start_scorer(
-    task: Task,
-    profile: Profile,
-    candidate: Candidate,
-    tmp: Path,
-    plan: sandboxing.Plan,
-    prepared: data.PreparedData,
-    rows: Path,
-    seed: int,
-    eval_split: str,
-    gpu: str | None,
-    threads: int,
-) -> process.Child:
+def _start_scorer(run: Stages) -> process.Child:
     """The scorer, loading the rows and starting its model processes; it waits for the weights' path."""
-    (tmp / "eval").mkdir()
-    (tmp / "models").mkdir()
+    (run.tmp / "eval").mkdir()
+    (run.tmp / "models").mkdir()
     spec = ScorerSpec(
-        candidate=str(candidate.path.resolve()),
-        cfg=profile.model_config(),
-        device=profile.device,
-        seed=seed,
-        rows=str(rows),
-        tokenizer_dir=str(prepared.tokenizer_dir),
-        eval_batch_size=profile.eval_batch_size,
-        eval_split=eval_split,
-        metric=task.metric,
-        max_params=task.max_params,
-        sandbox_level=plan.level,
-        sandbox_prefix=plan.prefix,
-        tmp=str(tmp / "models"),
-        threads=threads,
+        candidate=str(run.candidate.path.resolve()),
+        cfg=run.profile.model_config(),
+        device=run.profile.device,
+        seed=run.seed,
+        rows=str(run.rows),
+        tokenizer_dir=str(run.prepared.tokenizer_dir),
+        eval_batch_size=run.profile.eval_batch_size,
+        eval_split=run.eval_split,
+        metric=run.task.metric,
+        max_params=run.task.max_params,
+        sandbox_level=run.plan.level,
+        sandbox_prefix=run.plan.prefix,
+        tmp=str(run.tmp / "models"),
+        threads=run.threads,
     )
     return process.start(
         ("scorer",),
         spec,
-        tmp / "eval",
+        run.tmp / "eval",
         sandboxing.Plan("off", ()),
-        device=profile.device,
-        gpu=gpu,
-        threads=threads,
+        device=run.profile.device,
+        gpu=run.gpu,
+        threads=run.threads,
         limits=False,
         stdin=subprocess.PIPE,
     )
@@ -434,29 +434,14 @@ def run_candidate(
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
         tmp = Path(name)
         os.chmod(tmp, 0o755)  # the sandbox's uid must reach the scratch folders below
-        scorer_args = (task, profile, candidate, tmp, plan, prepared, rows, seed, eval_split, gpu, threads)
+        run = Stages(task, profile, candidate, seed, prepared, rows, eval_split, plan, gpu, threads, tmp)
         # the scorer starts while the model trains (its start is then off the experiment's critical path),
         # except on a CPU in time mode, where it would take cores from the clocked training
-        scorer = _start_scorer(*scorer_args) if profile.device == "cuda" or max_tokens else None
+        scorer = _start_scorer(run) if profile.device == "cuda" or max_tokens else None
         try:
-            weights = _train(
-                record,
-                task,
-                profile,
-                candidate,
-                tmp,
-                plan,
-                prepared,
-                seed,
-                budget_s,
-                max_tokens,
-                gpu,
-                threads,
-                on_progress,
-                trusted_cache,
-            )
+            weights = _train(record, run, budget_s, max_tokens, on_progress, trusted_cache)
             if weights is not None:
-                scorer = scorer or _start_scorer(*scorer_args)
+                scorer = scorer or _start_scorer(run)
                 _evaluate(record, profile, scorer, weights)
         finally:
             if scorer is not None:

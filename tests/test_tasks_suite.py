@@ -1,6 +1,9 @@
 """The fixed task suite: byte and modular data, scored positions, metrics and directions, --ar-tasks."""
 
 import csv
+import importlib.util
+import io
+import json
 import shutil
 from pathlib import Path
 
@@ -10,11 +13,13 @@ import torch
 
 from autoresearch_bench import data
 from autoresearch_bench.candidate import Candidate
+from autoresearch_bench.context import TrainContext
 from autoresearch_bench.data import DataError, eval_rows_and_mask, eval_split, modular_equations, prepare
-from autoresearch_bench.plugin import summary_rows
+from autoresearch_bench.device import choose_settings
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import Violation, score
 from autoresearch_bench.session import CandidateResult
+from autoresearch_bench.table import summary_rows
 from autoresearch_bench.task import METRICS, TaskError, find_tasks, load_task
 
 TASKS = Path(__file__).parent.parent / "tasks"
@@ -266,3 +271,53 @@ def test_the_whole_suite_runs_end_to_end_on_the_cpu_profiles(pytester):
     run.stdout.fnmatch_lines(
         ["*task*candidate*val_bpb*val_accuracy*", "char_lm*train*", "gpt_pretrain*train*", "modular_add*train*"]
     )  # one table, tasks in name order
+
+
+# --- settings reach gpt_pretrain's train.py -------------------------------------------------------
+
+
+def test_gpt_pretrain_accumulates_the_device_batch_it_is_given():
+    """gpt_pretrain's train.py on CPU with a device batch half the configured one: micro-batches of
+    that size, twice as many per step, the same tokens per optimizer step."""
+    spec = importlib.util.spec_from_file_location("gpt_train_acc", TASKS / "gpt_pretrain" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    gpt = load_task(TASKS / "gpt_pretrain")
+    cfg = {**gpt.profile("cpu").model_config(), "depth": 1}  # one layer: the loop is under test, not the model
+    half = cfg["device_batch_size"] // 2
+    log, max_tokens = io.StringIO(), 2 * cfg["total_batch_size"]
+
+    class RandomBatches:
+        """The feeder's side of ctx, in process: random rows, counted, none past max_tokens."""
+
+        t0, tokens, streams, sizes = 0.0, 0, 0, []
+
+        def new_stream(self):
+            self.streams += 1
+            return self.streams
+
+        def fetch(self, stream, rows):
+            self.sizes.append(rows.shape[0])
+            if self.tokens >= max_tokens:
+                return False
+            rows[:] = torch.randint(0, cfg["vocab_size"], rows.shape).numpy()
+            self.tokens += rows.shape[0] * (rows.shape[1] - 1)
+            return True
+
+    settings = {**choose_settings(cfg, None), "device_batch_size": half}
+    batches = RandomBatches()
+    ctx = TrainContext(
+        device="cpu",
+        seed=0,
+        cfg=cfg,
+        budget_s=1e9,
+        max_tokens=max_tokens,
+        client=batches,
+        progress_out=log,
+        settings=settings,
+    )
+    module.train(ctx)
+    steps = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert set(batches.sizes) == {half} and batches.streams == 1
+    assert [s["step"] for s in steps] == [0, 1] and ctx.tokens == 2 * cfg["total_batch_size"]
+    assert all("mfu" not in s for s in steps)  # no peak on CPU: no MFU number
