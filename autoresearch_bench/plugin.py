@@ -56,11 +56,11 @@ from tabulate import tabulate
 
 from . import git, stats, storage, table, xdist_support
 from .candidate import BASE, Candidate, resolve_candidates
+from .check_server import CheckServer
 from .executor import NAMES as EXECUTORS
 from .executor import ExecutorError, LocalExecutor, make_executor
 from .options import RUN_OPTIONS, add_run_options
 from .patch import surface_violations
-from .runner import CheckServer
 from .session import AUTO, SEQUENTIAL, BenchmarkSession, CandidateResult, Options
 from .task import Profile, Task, TaskError, default_profile, load_task
 

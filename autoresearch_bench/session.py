@@ -1,4 +1,4 @@
-"""A benchmark session: which candidates run, with which seeds, in which order; what the table says.
+"""A benchmark session: which candidates run, with which seeds, in which order, and their verdicts.
 
 The plugin owns pytest; this module owns the experiment.
 - Seeds of different candidates are interleaved (seed 0 of every candidate, then seed 1 of every

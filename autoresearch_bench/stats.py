@@ -1,7 +1,7 @@
 """Seeds, noise and decisions: is a candidate better than its baseline, beyond the noise?
 
 Distributions, without scipy (tests/test_stats.py checks them against it):
-- Student's t: the CDF through the regularized incomplete beta function (continued fraction,
+- Student's t: the tail through the regularized incomplete beta function (continued fraction,
   modified Lentz, Numerical Recipes §6.4), the quantile by bisection on it.
 - power: the chance that a t-test at a level, together with a minimum effect, calls a true effect;
   the t statistic's spread comes from integrating over the sampling distribution of the std (chi), so
@@ -32,6 +32,8 @@ Decisions (decide_by_seed; decide_family for several candidates against one base
   still reaches past the threshold on a side.
 - Inputs: NaN or inf is an error (NotFinite, a ValueError) naming the value; each comparison is computed on its values
   scaled by a power of two (exact), so values near the float range do not overflow.
+- Verdict words are this module's (NOT_COMPARABLE among them), and so is the agent loop's keep rule
+  (KeepRule: screen, then confirm), a pure function of per-seed values like the decisions above.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import pytest
 
 from autoresearch_bench import sandbox
 from autoresearch_bench.candidate import Candidate
+from autoresearch_bench.check_server import CheckServer
 from autoresearch_bench.executor import Run, make_executor
-from autoresearch_bench.runner import CheckServer
 from autoresearch_bench.storage import RunRecord
 from autoresearch_bench.task import load_task
 
