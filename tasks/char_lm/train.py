@@ -24,10 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
 # ---------------------------------------------------------------------------
 # Hyperparameters (defaults = the GPU profile's scale; the profile's [config] overrides by name)
 # ---------------------------------------------------------------------------
-
 
 @dataclass
 class Hyper:
@@ -38,16 +38,16 @@ class Hyper:
     n_layer: int = 6
     n_embd: int = 384
     n_head: int = 6
-    dropout: float = 0.2  # small data: the main defence against memorising the train text
+    dropout: float = 0.2           # small data: the main defence against memorising the train text
     # Optimization
-    batch_size: int = 64  # rows per step
-    lr: float = 1e-3  # peak AdamW learning rate
-    min_lr_frac: float = 0.1  # final LR as a fraction of the peak
-    warmup_frac: float = 0.02  # fraction of the budget spent warming the LR up
-    weight_decay: float = 0.1  # decoupled, on matrices only (not on norms, biases, embeddings' pos)
-    beta2: float = 0.99  # nanoGPT's char-level value: few tokens per step, noisy gradients
+    batch_size: int = 64           # rows per step
+    lr: float = 1e-3               # peak AdamW learning rate
+    min_lr_frac: float = 0.1       # final LR as a fraction of the peak
+    warmup_frac: float = 0.02      # fraction of the budget spent warming the LR up
+    weight_decay: float = 0.1      # decoupled, on matrices only (not on norms, biases, embeddings' pos)
+    beta2: float = 0.99            # nanoGPT's char-level value: few tokens per step, noisy gradients
     grad_clip: float = 1.0
-    log_every: int = 10  # steps between ctx.log records
+    log_every: int = 10            # steps between ctx.log records
 
     @classmethod
     def from_cfg(cls, cfg):
@@ -61,7 +61,6 @@ class Hyper:
 # ---------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------
-
 
 class Block(nn.Module):
     def __init__(self, hp):
@@ -78,7 +77,8 @@ class Block(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         # SDPA with is_causal: the fused kernel applies the causal mask; attention dropout only in training
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
         x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
         return x + self.resid_drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
 
@@ -119,7 +119,6 @@ def build_model(cfg):
 # Training
 # ---------------------------------------------------------------------------
 
-
 def lr_at(hp, progress):
     """Linear warmup, then cosine decay to min_lr_frac · lr at the end of the budget."""
     if progress < hp.warmup_frac:
@@ -138,12 +137,9 @@ def train(ctx):
     # weight decay on 2-D weights only: decaying LayerNorm gains pulls them toward zero for no benefit
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=hp.lr,
-        betas=(0.9, hp.beta2),
-        fused=cuda,
-    )
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=hp.lr, betas=(0.9, hp.beta2), fused=cuda)
 
     model.train()
     t0 = time.perf_counter()

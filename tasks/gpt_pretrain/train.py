@@ -34,10 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+
 # ---------------------------------------------------------------------------
 # Hyperparameters (defaults = upstream autoresearch on one H100; cfg overrides by field name)
 # ---------------------------------------------------------------------------
-
 
 @dataclass
 class Hyper:
@@ -45,27 +45,27 @@ class Hyper:
     vocab_size: int = 8192
     seq_len: int = 2048
     # Model architecture
-    depth: int = 8  # number of transformer layers
-    aspect_ratio: int = 64  # model_dim = depth * aspect_ratio, rounded up to head_dim
-    head_dim: int = 128  # target head dimension for attention
-    window_pattern: str = "SSSL"  # per layer, repeated: L = full context, S = half; last layer L
-    softcap: float = 15.0  # logits = softcap * tanh(logits / softcap)
+    depth: int = 8                  # number of transformer layers
+    aspect_ratio: int = 64          # model_dim = depth * aspect_ratio, rounded up to head_dim
+    head_dim: int = 128             # target head dimension for attention
+    window_pattern: str = "SSSL"    # per layer, repeated: L = full context, S = half; last layer L
+    softcap: float = 15.0           # logits = softcap * tanh(logits / softcap)
     # Optimization
-    total_batch_size: int = 2**19  # tokens per optimizer step (grad accumulation makes up the rest)
-    device_batch_size: int = 128  # rows per forward/backward; at most this, ctx.settings may fit fewer
-    embedding_lr: float = 0.6  # token and value embeddings (Adam)
-    unembedding_lr: float = 0.004  # lm_head (Adam)
-    matrix_lr: float = 0.04  # transformer matrices (Muon)
-    scalar_lr: float = 0.5  # per-layer residual / x0 lambdas (Adam)
-    weight_decay: float = 0.2  # cautious weight decay of the Muon matrices, decayed to 0
+    total_batch_size: int = 2**19   # tokens per optimizer step (grad accumulation makes up the rest)
+    device_batch_size: int = 128    # rows per forward/backward; at most this, ctx.settings may fit fewer
+    embedding_lr: float = 0.6       # token and value embeddings (Adam)
+    unembedding_lr: float = 0.004   # lm_head (Adam)
+    matrix_lr: float = 0.04         # transformer matrices (Muon)
+    scalar_lr: float = 0.5          # per-layer residual / x0 lambdas (Adam)
+    weight_decay: float = 0.2       # cautious weight decay of the Muon matrices, decayed to 0
     adam_beta1: float = 0.8
     adam_beta2: float = 0.95
     muon_momentum_warmup_steps: int = 300  # Muon momentum goes 0.85 -> 0.95 over these steps
-    warmup_ratio: float = 0.0  # fraction of the budget for LR warmup
-    warmdown_ratio: float = 0.5  # fraction of the budget for the linear LR warmdown
-    final_lr_frac: float = 0.0  # final LR as a fraction of the initial LR
+    warmup_ratio: float = 0.0       # fraction of the budget for LR warmup
+    warmdown_ratio: float = 0.5     # fraction of the budget for the linear LR warmdown
+    final_lr_frac: float = 0.0      # final LR as a fraction of the initial LR
     # Execution
-    compile: bool = True  # torch.compile the model and the optimizer steps (CUDA only)
+    compile: bool = True            # torch.compile the model and the optimizer steps (CUDA only)
 
     @classmethod
     def from_cfg(cls, cfg):
@@ -85,13 +85,12 @@ class Hyper:
         return self.model_dim // self.head_dim
 
 
-VE_GATE_CHANNELS = 32  # the value-embedding gate looks at this many input channels
+VE_GATE_CHANNELS = 32            # the value-embedding gate looks at this many input channels
 
 
 # ---------------------------------------------------------------------------
 # GPT model
 # ---------------------------------------------------------------------------
-
 
 def norm(x):
     # parameter-free RMSNorm everywhere (embeddings, pre-block, QK, final)
@@ -120,10 +119,8 @@ def window_mask(T, window, device):
 
 def sliding_window_block_mask(window, T, device):
     """FlexAttention block mask of the same rule, so that the compiled kernel skips empty blocks."""
-
     def mask_mod(b, h, q_idx, kv_idx):
         return (q_idx >= kv_idx) & (q_idx - kv_idx <= window)
-
     return create_block_mask(mask_mod, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
 
 
@@ -184,19 +181,18 @@ class GPT(nn.Module):
         super().__init__()
         self.hp = hp
         self.window_sizes = self._window_sizes(hp)
-        self.transformer = nn.ModuleDict(
-            {
-                "wte": nn.Embedding(hp.vocab_size, hp.model_dim),
-                "h": nn.ModuleList([Block(hp, i) for i in range(hp.depth)]),
-            }
-        )
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(hp.vocab_size, hp.model_dim),
+            "h": nn.ModuleList([Block(hp, i) for i in range(hp.depth)]),
+        })
         self.lm_head = nn.Linear(hp.model_dim, hp.vocab_size, bias=False)
         # x_i <- resid_lambdas[i] * x_i + x0_lambdas[i] * x0 before every block
         self.resid_lambdas = nn.Parameter(torch.ones(hp.depth))
         self.x0_lambdas = nn.Parameter(torch.zeros(hp.depth))
-        self.value_embeds = nn.ModuleDict(
-            {str(i): nn.Embedding(hp.vocab_size, hp.model_dim) for i in range(hp.depth) if has_ve(i, hp.depth)}
-        )
+        self.value_embeds = nn.ModuleDict({
+            str(i): nn.Embedding(hp.vocab_size, hp.model_dim)
+            for i in range(hp.depth) if has_ve(i, hp.depth)
+        })
         # Rotary tables are buffers, not state: recomputed by build_model, not saved with the weights
         cos, sin = self._rotary(hp.seq_len, hp.head_dim)
         self.register_buffer("cos", cos, persistent=False)
@@ -258,12 +254,8 @@ class GPT(nn.Module):
     def estimate_flops(self):
         """FLOPs per token, forward + backward: 6 per matmul weight + attention (as upstream)."""
         nparams = sum(p.numel() for p in self.parameters())
-        exclude = (
-            self.transformer.wte.weight.numel()
-            + sum(ve.weight.numel() for ve in self.value_embeds.values())
-            + self.resid_lambdas.numel()
-            + self.x0_lambdas.numel()
-        )
+        exclude = (self.transformer.wte.weight.numel() + sum(ve.weight.numel() for ve in self.value_embeds.values())
+                   + self.resid_lambdas.numel() + self.x0_lambdas.numel())
         h, q, t = self.hp.n_head, self.hp.head_dim, self.hp.seq_len
         attn = sum(12 * h * q * min(w, t) for w in self.window_sizes)
         return 6 * (nparams - exclude) + attn
@@ -312,25 +304,14 @@ def adamw_step(p, grad, exp_avg, exp_avg_sq, step_t, lr_t, beta1_t, beta2_t, eps
     p.mul_(1 - lr_t * wd_t)
     exp_avg.lerp_(grad, 1 - beta1_t)
     exp_avg_sq.lerp_(grad.square(), 1 - beta2_t)
-    bias1 = 1 - beta1_t**step_t
-    bias2 = 1 - beta2_t**step_t
+    bias1 = 1 - beta1_t ** step_t
+    bias2 = 1 - beta2_t ** step_t
     denom = (exp_avg_sq / bias2).sqrt() + eps_t
     p.add_(exp_avg / denom * (-lr_t / bias1))
 
 
-def muon_step(
-    stacked_grads,
-    stacked_params,
-    momentum_buffer,
-    second_momentum_buffer,
-    momentum_t,
-    lr_t,
-    wd_t,
-    beta2_t,
-    ns_steps: int,
-    red_dim: int,
-    ortho_dtype: torch.dtype,
-):
+def muon_step(stacked_grads, stacked_params, momentum_buffer, second_momentum_buffer,
+              momentum_t, lr_t, wd_t, beta2_t, ns_steps: int, red_dim: int, ortho_dtype: torch.dtype):
     # Nesterov momentum
     momentum = momentum_t.to(stacked_grads.dtype)
     momentum_buffer.lerp_(stacked_grads, 1 - momentum)
@@ -394,18 +375,8 @@ class MuonAdamW(torch.optim.Optimizer):
             a["beta2"].fill_(group["betas"][1])
             a["eps"].fill_(group["eps"])
             a["wd"].fill_(group["weight_decay"])
-            self._adamw(
-                p,
-                p.grad,
-                state["exp_avg"],
-                state["exp_avg_sq"],
-                a["step"],
-                a["lr"],
-                a["beta1"],
-                a["beta2"],
-                a["eps"],
-                a["wd"],
-            )
+            self._adamw(p, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                        a["step"], a["lr"], a["beta1"], a["beta2"], a["eps"], a["wd"])
 
     def _step_muon(self, group):
         params = group["params"]
@@ -424,19 +395,8 @@ class MuonAdamW(torch.optim.Optimizer):
         m["beta2"].fill_(group["beta2"])
         m["lr"].fill_(group["lr"] * max(1.0, shape[-2] / shape[-1]) ** 0.5)  # tall matrices step more
         m["wd"].fill_(group["weight_decay"])
-        self._muon(
-            stacked_grads,
-            stacked_params,
-            state["momentum_buffer"],
-            state["second_momentum_buffer"],
-            m["momentum"],
-            m["lr"],
-            m["wd"],
-            m["beta2"],
-            group["ns_steps"],
-            red_dim,
-            self.ortho_dtype,
-        )
+        self._muon(stacked_grads, stacked_params, state["momentum_buffer"], state["second_momentum_buffer"],
+                   m["momentum"], m["lr"], m["wd"], m["beta2"], group["ns_steps"], red_dim, self.ortho_dtype)
         torch._foreach_copy_(params, list(stacked_params.unbind(0)))
 
     @torch.no_grad()
@@ -453,9 +413,8 @@ def setup_optimizer(model, hp, compiled, ortho_dtype):
     # AdamW LRs were tuned at width 768: scale them by 1/sqrt(width / 768), as upstream
     scale = (hp.model_dim / 768) ** -0.5
     betas = (hp.adam_beta1, hp.adam_beta2)
-    adamw = lambda params, lr, betas=betas: dict(
-        kind="adamw", params=params, lr=lr, betas=betas, eps=1e-10, weight_decay=0.0
-    )
+    adamw = lambda params, lr, betas=betas: dict(kind="adamw", params=params, lr=lr, betas=betas, eps=1e-10,
+                                                weight_decay=0.0)
     groups = [
         adamw(list(model.lm_head.parameters()), hp.unembedding_lr * scale),
         adamw(list(model.transformer.wte.parameters()), hp.embedding_lr * scale),
@@ -464,17 +423,8 @@ def setup_optimizer(model, hp, compiled, ortho_dtype):
         adamw([model.x0_lambdas], hp.scalar_lr, betas=(0.96, 0.95)),
     ]
     for shape in sorted({p.shape for p in matrix_params}):
-        groups.append(
-            dict(
-                kind="muon",
-                params=[p for p in matrix_params if p.shape == shape],
-                lr=hp.matrix_lr,
-                momentum=0.95,
-                ns_steps=5,
-                beta2=0.95,
-                weight_decay=hp.weight_decay,
-            )
-        )
+        groups.append(dict(kind="muon", params=[p for p in matrix_params if p.shape == shape], lr=hp.matrix_lr,
+                           momentum=0.95, ns_steps=5, beta2=0.95, weight_decay=hp.weight_decay))
     groups = [g for g in groups if g["params"]]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters())), "a parameter has no group"
     optimizer = MuonAdamW(groups, compiled, ortho_dtype)
@@ -486,7 +436,6 @@ def setup_optimizer(model, hp, compiled, ortho_dtype):
 # ---------------------------------------------------------------------------
 # Schedules (progress = fraction of the budget used: time, or tokens in fixed-token mode)
 # ---------------------------------------------------------------------------
-
 
 def lr_multiplier(hp, progress):
     if progress < hp.warmup_ratio:
@@ -509,7 +458,6 @@ def weight_decay(hp, progress):
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
-
 
 def train(ctx):
     hp = Hyper.from_cfg(ctx.cfg)
@@ -541,9 +489,7 @@ def train(ctx):
     flops_per_token = model.estimate_flops()
 
     tokens_per_micro = hp.device_batch_size * ctx.seq_len
-    assert hp.total_batch_size % tokens_per_micro == 0, (
-        "total_batch_size must be a multiple of device_batch_size * seq_len"
-    )
+    assert hp.total_batch_size % tokens_per_micro == 0, "total_batch_size must be a multiple of device_batch_size * seq_len"
     grad_accum = hp.total_batch_size // tokens_per_micro
 
     step_model = model
@@ -552,11 +498,8 @@ def train(ctx):
         # FlexAttention only where the harness says it runs (triton, capability >= 8.0); without
         # block masks the model uses SDPA with the same sliding-window rule as a boolean mask.
         if settings["attention"] == "flex":
-            model.block_masks = {
-                w: sliding_window_block_mask(w, ctx.seq_len, device)
-                for w in sorted(set(model.window_sizes))
-                if w < ctx.seq_len - 1
-            }
+            model.block_masks = {w: sliding_window_block_mask(w, ctx.seq_len, device)
+                                 for w in sorted(set(model.window_sizes)) if w < ctx.seq_len - 1}
         step_model = torch.compile(model, dynamic=False)
         # Warm up on random tokens before touching data: compilation is then off the budget clock
         # (ctx starts it at the first batch, or when the startup allowance is spent). The weights

@@ -27,10 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
 # ---------------------------------------------------------------------------
 # Hyperparameters (the profile's [config] overrides them by name)
 # ---------------------------------------------------------------------------
-
 
 @dataclass
 class Hyper:
@@ -42,13 +42,13 @@ class Hyper:
     n_embd: int = 128
     n_head: int = 4
     # Optimization
-    batch_size: int = 512  # equations per step (the train split has 2,823)
+    batch_size: int = 512          # equations per step (the train split has 2,823)
     lr: float = 3e-3
     warmup_steps: int = 50
-    weight_decay: float = 0.0  # AdamW, decoupled; on matrices and embeddings, not on norms.
-    # None in the baseline: it memorises and does not generalise
-    beta2: float = 0.98  # as in the grokking papers: the answer loss is very noisy late on
-    log_every: int = 25  # steps between ctx.log records
+    weight_decay: float = 0.0      # AdamW, decoupled; on matrices and embeddings, not on norms.
+                                   # None in the baseline: it memorises and does not generalise
+    beta2: float = 0.98            # as in the grokking papers: the answer loss is very noisy late on
+    log_every: int = 25            # steps between ctx.log records
 
     @classmethod
     def from_cfg(cls, cfg):
@@ -62,7 +62,6 @@ class Hyper:
 # ---------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------
-
 
 class Block(nn.Module):
     def __init__(self, hp):
@@ -108,7 +107,6 @@ def build_model(cfg):
 # Training
 # ---------------------------------------------------------------------------
 
-
 def train(ctx):
     hp = Hyper.from_cfg(ctx.cfg)
     torch.manual_seed(ctx.seed)
@@ -120,12 +118,9 @@ def train(ctx):
     model = build_model(ctx.cfg).to(ctx.device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=hp.lr,
-        betas=(0.9, hp.beta2),
-        fused=cuda,
-    )
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=hp.lr, betas=(0.9, hp.beta2), fused=cuda)
 
     model.train()
     t0 = time.perf_counter()

@@ -1,5 +1,4 @@
 """The honest tiny candidate: a one-block causal transformer trained with AdamW until ctx.done()."""
-
 import math
 
 import torch
