@@ -170,7 +170,7 @@ def test_reports_syntax_errors_and_counts_the_rest():
 FIND_UNFLAGGED_MODULES = """
 import sys, types
 import torch, torch.nn.functional, torch.nn.attention.flex_attention, torch._dynamo, torch._inductor.config
-from autoresearch_bench.checks import FORBIDDEN_MODULES, FORBIDDEN_PATHS, _under, forbidden_attribute
+from autoresearch_bench.checks.source import FORBIDDEN_MODULES, FORBIDDEN_PATHS, _under, forbidden_attribute
 allowed = sys.argv[1:]
 for name in allowed:
     __import__(name)
