@@ -566,10 +566,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if _xdist_role(config) != "controller" or config.getoption("ar_executor") != "xdist":
         return
     state = config.stash[STATE]
-    tasks = _tasks_at(state, _test_files(session))
-    if any(config.getoption(name, None) for name in ITEM_SELECTION):
-        tasks = {}
-    if errors := _task_errors(config, state, list(tasks.values())):
+    tasks = _tasks_at(state, _test_files(session))  # meets every task folder: its name, its task.toml's errors
+    selected = any(config.getoption(name, None) for name in ITEM_SELECTION)
+    if errors := _task_errors(config, state, [] if selected else list(tasks.values())):
         raise pytest.UsageError(*errors)
 
 
@@ -585,16 +584,17 @@ def _test_files(session: pytest.Session):
         if path.is_file():
             yield path
         elif path.is_dir():  # anything else (--pyargs, a missing path) is the workers' to report
-            folders = [session.gethookproxy(path.parent).pytest_collect_directory(path=path, parent=session)]
-            while folders:
-                if (folder := folders.pop()) is None:  # a plugin declined the folder
-                    continue
-                report = folder.ihook.pytest_make_collect_report(collector=folder)
-                for node in report.result if report.passed else ():  # a broken conftest: the workers say it
-                    if isinstance(node, pytest.Directory):
-                        folders.append(node)
-                    elif isinstance(node, pytest.File):
-                        yield node.path
+            yield from _files_in(session.gethookproxy(path.parent).pytest_collect_directory(path=path, parent=session))
+
+
+def _files_in(folder: pytest.Directory):
+    """The test files of a directory collector and of those under it, in collection order."""
+    report = folder.ihook.pytest_make_collect_report(collector=folder)
+    for node in report.result if report.passed else ():  # a broken conftest: the workers say it
+        if isinstance(node, pytest.Directory):
+            yield from _files_in(node)
+        elif isinstance(node, pytest.File):
+            yield node.path
 
 
 @pytest.hookimpl(trylast=True)

@@ -227,7 +227,8 @@ def test_under_xdist_folders_that_collection_does_not_reach_are_not_judged(pytes
 
 def test_under_xdist_with_an_item_selection_the_workers_judge_the_profile_in_one_failed_item(pytester, project):
     """With -k (or -m, --deselect, --lf, --sw) only the collected items say which tasks remain."""
-    run = xdist_session(pytester, "--autoresearch", "tasks", "-k", "benchmark", "--ar-profile", "h200", *FAST)
+    run = xdist_session(pytester, "--autoresearch", "tasks", "-k", "benchmark", "--ar-tasks", "tiny",
+                        "--ar-profile", "h200", *FAST)
     run.assert_outcomes(failed=1)
     run.stdout.fnmatch_lines(["*_ autoresearch_inputs _*", "*", "--ar-profile h200: no such profile in tiny *"])
     assert not (project / "results.tsv").exists()
