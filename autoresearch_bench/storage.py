@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import stats
+from . import calibrate, stats
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",
                "task", "profile", "seed", "tokens", "steps", "seconds", "machine", "metric")
@@ -359,21 +359,28 @@ def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, recor
                   calibration: dict | None = None, source: str | None = None) -> Path:
     """Write baselines/<task>/<fingerprint id>.json atomically (temp file, fsync, rename) from the
     records that have a value, with the machine's speed around them and the digest of their file;
-    returns its path."""
+    returns its path. A stored baseline of the same file on the same data (and, in time mode, at the
+    same machine speed) keeps its runs and gains these: saved twice, every seed has two runs, and
+    their differences measure the paired noise. Anything else is replaced."""
     scored = [r for r in records if r.value is not None]
     if not scored:
         raise ValueError(f"{task}: no run with a value to store as a baseline")
-    summary = stats.summarize([r.value for r in scored])
     path = _baseline_path(baselines_dir, task, fingerprint)
-    noise = stats.Noise.measure([(r.seed, r.value) for r in scored], f"{len(scored)} runs of this baseline")
-    path.parent.mkdir(parents=True, exist_ok=True)
     data_ids = {r.extra.get("data_id") for r in scored}
-    content = {"task": task, "metric": scored[0].metric, "values": [r.value for r in scored],
-               "data_id": data_ids.pop() if len(data_ids) == 1 else None,
-               "seeds": [r.seed for r in scored], "steps": [r.steps for r in scored], "calibration": calibration,
+    data_id = data_ids.pop() if len(data_ids) == 1 else None
+    values, seeds, steps = [r.value for r in scored], [r.seed for r in scored], [r.steps for r in scored]
+    commit = scored[0].commit
+    if (kept := _extendable(path, source, data_id, calibration)) is not None:
+        values, seeds, steps = kept.values + values, kept.seeds + seeds, kept.steps + steps
+        commit = kept.commit
+    summary = stats.summarize(values)
+    noise = stats.Noise.measure(list(zip(seeds, values)), f"{len(values)} runs of this baseline")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = {"task": task, "metric": scored[0].metric, "values": values, "data_id": data_id,
+               "seeds": seeds, "steps": steps, "calibration": calibration,
                "source": source, "mean": summary.mean, "std": summary.std, "n": summary.n,
                "noise": noise.to_dict(),
-               "fingerprint": fingerprint, "fingerprint_id": path.stem, "commit": scored[0].commit,
+               "fingerprint": fingerprint, "fingerprint_id": path.stem, "commit": commit,
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
@@ -382,6 +389,27 @@ def save_baseline(baselines_dir: str | Path, task: str, fingerprint: dict, recor
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def _extendable(path: Path, source: str | None, data_id: str | None, calibration: dict | None) -> Baseline | None:
+    """The stored baseline at path when new runs of `source` on `data_id` may join its runs, else None."""
+    try:
+        kept = Baseline.from_file(path)
+    except ValueError:  # none, or unreadable: replaced
+        return None
+    if source is None or kept.source != source or data_id is None or kept.data_id != data_id:
+        return None
+    if kept.seeds is None or kept.steps is None:
+        return None
+    if (calibration or kept.calibration) and (
+            not calibration or not kept.calibration
+            or calibrate.mismatch(_speed(calibration), _speed(kept.calibration), "the stored baseline")):
+        return None
+    return kept
+
+
+def _speed(calibration: dict) -> dict[str, float]:
+    return calibrate.mean(calibration.get("before", {}), calibration.get("after", {}))
 
 
 def load_baseline(baselines_dir: str | Path, task: str, fingerprint: dict) -> Baseline | None:

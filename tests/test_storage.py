@@ -2,8 +2,10 @@
 import csv
 import errno
 import json
+import math
 import multiprocessing
 import os
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -163,6 +165,42 @@ def test_a_baseline_keeps_the_machine_speed_the_steps_and_the_file_it_was_measur
     path.write_text(json.dumps(content))  # a file from before they were stored
     old = storage.Baseline.from_file(path)
     assert (old.steps, old.calibration, old.source) == (None, None, None) and old.values == [2.5, 2.5]
+
+
+def test_saving_the_same_file_again_adds_its_runs_and_their_reruns_measure_the_paired_noise(tmp_path):
+    fp = {**storage.machine_fingerprint("cpu"), "mode": "tokens", "budget": 1000}
+    seeded = [record(seed=s, value=v, extra={"data_id": "d1"}) for s, v in enumerate([2.50, 2.60, 2.70])]
+    storage.save_baseline(tmp_path, "tiny", fp, seeded, source="ab12")
+    assert storage.load_baseline(tmp_path, "tiny", fp).noise.pair_std is None  # no seed ran twice yet
+    again = [record(seed=s, value=v, extra={"data_id": "d1"}, commit="def5678")
+             for s, v in enumerate([2.51, 2.59, 2.70])]
+    storage.save_baseline(tmp_path, "tiny", fp, again, source="ab12")
+    both = storage.load_baseline(tmp_path, "tiny", fp)
+    assert both.seeds == [0, 1, 2, 0, 1, 2] and both.n == 6 and both.commit == "abc1234"
+    # rerun differences 0.01, -0.01, 0: pair std = their root mean square (sqrt(2) x the pooled within-seed std)
+    assert both.noise.pair_std == pytest.approx(math.sqrt((0.01 ** 2 + 0.01 ** 2) / 3), rel=1e-6)
+    assert both.noise.seed_std == pytest.approx(statistics.stdev([2.505, 2.595, 2.70]))  # of the seeds' means
+    # another file, or the same file on other data: a new baseline, the old runs gone
+    storage.save_baseline(tmp_path, "tiny", fp, again, source="cd34")
+    assert storage.load_baseline(tmp_path, "tiny", fp).n == 3
+    storage.save_baseline(tmp_path, "tiny", fp, seeded, source="cd34")
+    assert storage.load_baseline(tmp_path, "tiny", fp).n == 6
+    storage.save_baseline(tmp_path, "tiny", fp, [record(extra={"data_id": "d2"})], source="cd34")
+    assert storage.load_baseline(tmp_path, "tiny", fp).n == 1
+
+
+def test_in_time_mode_runs_join_a_stored_baseline_only_at_the_same_machine_speed(tmp_path):
+    fp = {**storage.machine_fingerprint("cpu"), "mode": "time", "budget": 45.0}
+    idle = {"before": {"cpu": 100.0}, "after": {"cpu": 98.0}}
+    runs = [record(seed=s, extra={"data_id": "d1"}) for s in range(2)]
+    storage.save_baseline(tmp_path, "tiny", fp, runs, calibration=idle, source="ab12")
+    storage.save_baseline(tmp_path, "tiny", fp, runs, calibration={"before": {"cpu": 95.0}, "after": {"cpu": 97.0}},
+                          source="ab12")
+    assert storage.load_baseline(tmp_path, "tiny", fp).n == 4
+    busy = {"before": {"cpu": 50.0}, "after": {"cpu": 52.0}}  # half the speed: its steps are not the same runs
+    storage.save_baseline(tmp_path, "tiny", fp, runs, calibration=busy, source="ab12")
+    stored = storage.load_baseline(tmp_path, "tiny", fp)
+    assert stored.n == 2 and stored.calibration == busy
 
 
 def test_a_broken_baseline_file_says_what_to_do(tmp_path):
