@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from . import storage
@@ -63,13 +64,20 @@ def private_copy(trusted: Path, private: Path, inner: str, uid: int | None) -> d
 
 
 def publish(private: Path, trusted: Path) -> None:
-    """Make a trusted run's cache the trusted cache (replacing the one before)."""
-    staging = trusted.with_name(f"{trusted.name}.new-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(private, staging, symlinks=False, ignore=shutil.ignore_patterns("*.lock", "*.tmp*"))
-    with _locked(trusted):
-        old = trusted.with_name(f"{trusted.name}.old-{os.getpid()}")
-        if trusted.is_dir():
-            os.rename(trusted, old)
-        os.rename(staging, trusted)
-    shutil.rmtree(old, ignore_errors=True)
+    """Make a trusted run's cache the trusted cache (replacing the one before). Runs that end at once
+    (several slots of one session: one process) each stage their copy in a folder of their own; the
+    last to publish wins, and every published cache is a whole one."""
+    trusted.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{trusted.name}.new-", dir=trusted.parent))
+    old = staging.with_name(staging.name.replace(".new-", ".old-"))
+    try:
+        shutil.copytree(
+            private, staging, symlinks=False, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock", "*.tmp*")
+        )
+        with _locked(trusted):
+            if trusted.is_dir():
+                os.rename(trusted, old)
+            os.rename(staging, trusted)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

@@ -21,7 +21,8 @@ summary ranks the candidates per task.
 Inputs are checked before anything runs, each problem one line (pytest.UsageError): the options in
 pytest_configure (seeds, tokens, budget, --ar-baseline file, --ar-candidate files and refs,
 --ar-base-ref, the results files writable with room on their disk), the tasks at the end of
-collection (task.toml errors, --ar-tasks names, --ar-profile names, a GPU for a cuda profile).
+collection (task.toml errors, --ar-tasks names, --ar-profile names, a GPU for a cuda profile); under
+`--ar-executor xdist` the tasks on the controller, before any worker starts (pytest_sessionstart).
 Benchmark items are bounded by the harness's own limits (BenchmarkSession.time_limit, as their
 pytest-timeout), not by the ini `timeout`, which is for checks.
 
@@ -257,10 +258,11 @@ class PluginState:
         self.seen: set[str] = set()  # names (folder and task) of every task folder met, selected or not
 
     def task_at(self, folder: Path) -> Task | None:
-        """The task of this folder (None outside task folders, or when its task.toml is broken)."""
+        """The task of this folder (None outside task folders, or when its task.toml is broken). Tasks
+        do not nest: a task.toml inside another task's folder (its drafts, its fixtures) is no task."""
         if folder not in self.tasks:
             self.tasks[folder] = None
-            if (folder / "task.toml").is_file():
+            if (folder / "task.toml").is_file() and not self._inside_a_task(folder):
                 self.seen.add(folder.name)
                 try:
                     self.tasks[folder] = load_task(folder)
@@ -268,6 +270,11 @@ class PluginState:
                 except TaskError as e:
                     self.errors.append(str(e))
         return self.tasks[folder]
+
+    def _inside_a_task(self, folder: Path) -> bool:
+        root = Path(self.config.rootpath).resolve()
+        above = [p for p in folder.resolve().parents if root in p.parents]  # below the rootdir only
+        return any((p / "task.toml").is_file() for p in above)
 
     def task_for(self, path: Path) -> Task | None:
         """The task whose folder holds this test file."""
@@ -660,13 +667,64 @@ def _task_errors(config: pytest.Config, state: PluginState, tasks: list[Task]) -
     return list(dict.fromkeys(errors))
 
 
+def _tasks_at(state: PluginState, paths) -> dict[str, Task]:
+    """The tasks whose folders hold these test files, by name."""
+    return {t.name: t for t in map(state.task_for, paths) if t is not None}
+
+
+# Options with which pytest drops collected items before the plugin sees them (-k, -m, --deselect,
+# --lf, --sw): the xdist controller, which has no items, cannot tell which tasks keep some.
+ITEM_SELECTION = ("keyword", "markexpr", "deselect", "lf", "stepwise")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """xdist controller (--ar-executor xdist): the task errors before any worker starts (xdist starts
+    them in its own sessionstart, trylast), judged as the workers will judge them (_task_errors), on
+    the test files their collection will reach. With an item selection the per-task checks (profiles,
+    GPU) are left to the workers, whose items say which tasks remain (InputErrors)."""
+    config = session.config
+    if xdist_support.role(config) != "controller" or config.getoption("ar_executor") != "xdist":
+        return
+    state = config.stash[STATE]
+    tasks = _tasks_at(state, _test_files(session))  # meets every task folder: its name, its task.toml's errors
+    selected = any(config.getoption(name, None) for name in ITEM_SELECTION)
+    if errors := _task_errors(config, state, [] if selected else list(tasks.values())):
+        raise pytest.UsageError(*errors)
+
+
+def _test_files(session: pytest.Session):
+    """The test files that the session's collection reaches from its arguments, found by pytest's own
+    directory collectors (so conftests' collect_ignore, --ignore, norecursedirs, python_files and
+    --ar-tasks apply as in the workers), without importing a test module."""
+    config = session.config
+    paths = [Path(config.invocation_params.dir, arg.split("::")[0]) for arg in config.args]
+    if not config.getoption("keepduplicates"):  # as pytest does: an argument inside another is dropped
+        paths = [p for p in dict.fromkeys(paths) if not any(q in p.parents for q in paths)]
+    for path in paths:
+        if path.is_file():
+            yield path
+        elif path.is_dir():  # anything else (--pyargs, a missing path) is the workers' to report
+            yield from _files_in(session.gethookproxy(path.parent).pytest_collect_directory(path=path, parent=session))
+
+
+def _files_in(folder: pytest.Directory):
+    """The test files of a directory collector and of those under it, in collection order."""
+    report = folder.ihook.pytest_make_collect_report(collector=folder)
+    for node in report.result if report.passed else ():  # a broken conftest: the workers say it
+        if isinstance(node, pytest.Directory):
+            yield from _files_in(node)
+        elif isinstance(node, pytest.File):
+            yield node.path
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check the tasks and plan the benchmark of each selected candidate (bounded by the harness's
     limits for its task's runs); then the surface check first, benchmarks after all checks."""
     state, bench = config.stash[STATE], config.stash[SESSION]
     base = config.getoption("ar_base_ref")
-    tasks = {t.name: t for t in (state.task_for(i.path) for i in items) if t is not None}
+    tasks = _tasks_at(state, (i.path for i in items))
     errors = _task_errors(config, state, list(tasks.values()))
     benchmarks = [i for i in items if i.get_closest_marker("autoresearch")]
     planned = [(i, state.task_for(i.path), c) for i in benchmarks if (c := _item_candidate(i)) is not None]

@@ -83,3 +83,36 @@ def test_a_run_starts_from_the_trusted_files_kernels_and_its_own_writes_die_with
 def test_only_a_file_with_the_trusted_digest_publishes(runs):
     runs("candidate")
     assert not runs.trusted.exists()
+
+
+def test_runs_that_end_at_once_each_publish_a_whole_cache(tmp_path):
+    """Several slots of one session are one process: their publications must not share a staging folder."""
+    import threading
+
+    trusted = tmp_path / "compile" / "task__machine"
+    caches = []
+    for n in range(4):
+        private = tmp_path / f"private-{n}"
+        for sub, files in (("inductor", 30), ("triton", 30)):
+            (private / sub).mkdir(parents=True)
+            for i in range(files):
+                (private / sub / f"kernel-{i}").write_text(f"run {n}")
+        caches.append(private)
+    errors = []
+
+    def publish(private):
+        try:
+            for _ in range(5):
+                compile_cache.publish(private, trusted)
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=publish, args=(c,)) for c in caches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    kept = {p.read_text() for p in trusted.rglob("kernel-*")}
+    assert len(kept) == 1 and len(list(trusted.rglob("kernel-*"))) == 60  # one run's cache, whole
+    assert sorted(p.name for p in trusted.parent.iterdir()) == ["task__machine", "task__machine.lock"]

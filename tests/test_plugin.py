@@ -164,50 +164,49 @@ def usage_error(run, project: Path) -> str:
     return lines[0].removeprefix("ERROR: ")
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--ar-seeds", "0"], "--ar-seeds 0: run at least 1 seed"),
-        (["--ar-seeds", "-2"], "--ar-seeds -2: run at least 1 seed"),
-        (
-            ["--ar-tokens", "0"],
-            "--ar-tokens 0: fixed-token mode needs a positive number of tokens; leave the option out for a time budget",
-        ),
-        (["--ar-budget", "0"], "--ar-budget 0.0: the time budget must be a positive number of seconds"),
-        (
-            ["--ar-tasks", "nosuch"],
-            "--ar-tasks: no task named nosuch among the collected folders (known: tiny); "
-            "give task names, or the task folders' paths",
-        ),
-        (
-            ["--ar-profile", "h200"],
-            "--ar-profile h200: no such profile in tiny (profiles: cpu, gpu); choose one of "
-            "theirs, or select tasks with --ar-tasks",
-        ),
-        (
-            ["--ar-results", "a_file/results.tsv"],
-            "cannot write */a_file/results.tsv (Not a directory): give "
-            "--ar-results a writable path on a disk with room",
-        ),
-        (
-            ["--ar-candidate", "missing.py"],
-            "--ar-candidate missing.py: no such file, and no commit of that name in the "
-            "git repository at *; give a file with the task contract, or a branch, tag "
-            "or commit",
-        ),
-        (
-            ["--ar-base-ref", "nosuch"],
-            "--ar-base-ref nosuch: no commit of that name in the git repository at *; "
-            "give a branch, tag or commit (e.g. origin/main)",
-        ),
-        (
-            ["--ar-baseline", "missing.json"],
-            "--ar-baseline missing.json: no such baseline file; pass a file that "
-            "--ar-save-baseline wrote (baselines/<task>/*.json), or --ar-baseline auto "
-            "or none",
-        ),
-    ],
-)
+BAD_INPUTS = [  # (options, the one line that refuses them)
+    (["--ar-seeds", "0"], "--ar-seeds 0: run at least 1 seed"),
+    (["--ar-seeds", "-2"], "--ar-seeds -2: run at least 1 seed"),
+    (
+        ["--ar-tokens", "0"],
+        "--ar-tokens 0: fixed-token mode needs a positive number of tokens; leave the option out for a time budget",
+    ),
+    (["--ar-budget", "0"], "--ar-budget 0.0: the time budget must be a positive number of seconds"),
+    (
+        ["--ar-tasks", "nosuch"],
+        "--ar-tasks: no task named nosuch among the collected folders (known: tiny); "
+        "give task names, or the task folders' paths",
+    ),
+    (
+        ["--ar-profile", "h200"],
+        "--ar-profile h200: no such profile in tiny (profiles: cpu, gpu); choose one of "
+        "theirs, or select tasks with --ar-tasks",
+    ),
+    (
+        ["--ar-results", "a_file/results.tsv"],
+        "cannot write */a_file/results.tsv (Not a directory): give --ar-results a writable path on a disk with room",
+    ),
+    (
+        ["--ar-candidate", "missing.py"],
+        "--ar-candidate missing.py: no such file, and no commit of that name in the "
+        "git repository at *; give a file with the task contract, or a branch, tag "
+        "or commit",
+    ),
+    (
+        ["--ar-base-ref", "nosuch"],
+        "--ar-base-ref nosuch: no commit of that name in the git repository at *; "
+        "give a branch, tag or commit (e.g. origin/main)",
+    ),
+    (
+        ["--ar-baseline", "missing.json"],
+        "--ar-baseline missing.json: no such baseline file; pass a file that "
+        "--ar-save-baseline wrote (baselines/<task>/*.json), or --ar-baseline auto "
+        "or none",
+    ),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
 def test_bad_inputs_stop_the_session_at_once_with_one_line_that_says_what_to_do(pytester, project, args, message):
     (project / "a_file").write_text("")
     run = pytester.runpytest_inprocess("--autoresearch", "tasks", *FAST, *args)  # the last value counts
@@ -243,14 +242,61 @@ def test_a_broken_task_toml_is_one_line_naming_the_file(pytester, project, toml_
         assert like(line, message), line
 
 
-def test_under_xdist_a_bad_task_input_fails_one_item_that_says_it(pytester, project):
-    """pytest-xdist's controller collects nothing and shows no worker's usage error."""
+# Under pytest-xdist the controller collects nothing and shows no worker's usage error: it judges the
+# inputs itself, before it starts a worker.
+XDIST = ["-n", "2", "--ar-executor", "xdist"]
+
+
+def xdist_session(pytester, *args):
+    """A session under pytest-xdist, in a child process (as a user runs it)."""
     pytest.importorskip("xdist", reason="pytest-xdist is not installed: pip install autoresearch-bench[xdist]")
-    run = pytester.runpytest_subprocess(
-        "--autoresearch", "tasks", "-n", "2", "--ar-executor", "xdist", "--ar-tasks", "nosuch", *FAST
+    return pytester.runpytest_subprocess(*XDIST, *args)
+
+
+def workers_started(run) -> bool:
+    return "created: " in run.stdout.str() or "[gw0]" in run.stdout.str() + run.stderr.str()
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
+def test_under_xdist_bad_inputs_stop_the_session_before_any_worker_starts(pytester, project, args, message):
+    (project / "a_file").write_text("")
+    run = xdist_session(pytester, "--autoresearch", "tasks", *FAST, *args)
+    assert like(usage_error(run, project), message), usage_error(run, project)
+    assert not workers_started(run), run.stdout.str()
+
+
+def test_under_xdist_a_cuda_profile_without_a_gpu_stops_the_session_before_any_worker_starts(pytester, project):
+    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has a GPU")
+    run = xdist_session(pytester, "--autoresearch", "tasks", "--ar-profile", "gpu", *FAST)
+    assert usage_error(run, project) == (
+        "--ar-profile gpu needs a CUDA GPU and none is visible (tiny); run on a GPU machine or pass --ar-profile cpu"
+    )
+    assert not workers_started(run), run.stdout.str()
+
+
+def test_under_xdist_folders_that_collection_does_not_reach_are_not_judged(pytester, project):
+    """A task folder that a conftest's collect_ignore hides (as tests/tiny_task in this repository),
+    and one nested in a task folder without test files, are not the session's: broken, they refuse
+    nothing."""
+    ignored = Path(shutil.copytree(TINY, project / "tests" / "tiny_task"))
+    (project / "tests" / "conftest.py").write_text('collect_ignore = ["tiny_task"]\n')
+    (project / "tests" / "test_other.py").write_text("def test_other():\n    pass\n")
+    nested = project / "tasks" / "tiny" / "drafts" / "old"
+    nested.mkdir(parents=True)
+    for folder in (ignored, nested):
+        (folder / "task.toml").write_text("[profiles.cpu\n")
+    run = xdist_session(pytester, "--autoresearch", "tasks", "tests", *FAST)
+    run.assert_outcomes(passed=5)
+    assert workers_started(run) and [r["status"] for r in results(project)] == ["ok"]
+
+
+def test_under_xdist_with_an_item_selection_the_workers_judge_the_profile_in_one_failed_item(pytester, project):
+    """With -k (or -m, --deselect, --lf, --sw) only the collected items say which tasks remain."""
+    run = xdist_session(
+        pytester, "--autoresearch", "tasks", "-k", "benchmark", "--ar-tasks", "tiny", "--ar-profile", "h200", *FAST
     )
     run.assert_outcomes(failed=1)
-    run.stdout.fnmatch_lines(["*_ autoresearch_inputs _*", "*", "--ar-tasks: no task named nosuch among *"])
+    run.stdout.fnmatch_lines(["*_ autoresearch_inputs _*", "*", "--ar-profile h200: no such profile in tiny *"])
     assert not (project / "results.tsv").exists()
 
 
