@@ -681,15 +681,19 @@ ITEM_SELECTION = ("keyword", "markexpr", "deselect", "lf", "stepwise")
 def pytest_sessionstart(session: pytest.Session) -> None:
     """xdist controller (--ar-executor xdist): the task errors before any worker starts (xdist starts
     them in its own sessionstart, trylast), judged as the workers will judge them (_task_errors), on
-    the test files their collection will reach. With an item selection the per-task checks (profiles,
-    GPU) are left to the workers, whose items say which tasks remain (InputErrors)."""
+    the test files their collection will reach. With an item selection a profile or GPU problem is
+    refused here only when every task has it (whichever keep items, they fail); else the workers,
+    whose items say which tasks remain, report it (InputErrors)."""
     config = session.config
     if xdist_support.role(config) != "controller" or config.getoption("ar_executor") != "xdist":
         return
     state = config.stash[STATE]
-    tasks = _tasks_at(state, _test_files(session))  # meets every task folder: its name, its task.toml's errors
-    selected = any(config.getoption(name, None) for name in ITEM_SELECTION)
-    if errors := _task_errors(config, state, [] if selected else list(tasks.values())):
+    tasks = list(_tasks_at(state, _test_files(session)).values())  # every task folder met: names, task.toml errors
+    if any(config.getoption(name, None) for name in ITEM_SELECTION):
+        shared = len(_task_errors(config, state, []))  # the collection's and --ar-tasks' problems
+        if not all(len(_task_errors(config, state, [task])) > shared for task in tasks):
+            tasks = []  # some task may run as asked, and only the workers' items say which remain
+    if errors := _task_errors(config, state, tasks):
         raise pytest.UsageError(*errors)
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Where an agent experiment's time goes on a GPU machine without internet (the device machine of
-# BENCHMARKS.md): the random-search agent on gpt_pretrain, fixed tokens, N experiments after the
-# baseline; the experiments' records (experiments.jsonl: `seconds`, `split`), the runs' (bench.jsonl)
-# and the loop's log to $OUT.
+# BENCHMARKS.md): an agent (the random-search agent unless AGENT ARGS choose one: --agent replay
+# --changes benchmarks/changes/gpt_pretrain, --agent-cmd CMD) on gpt_pretrain, fixed tokens, N
+# experiments after the baseline; the experiments' records (experiments.jsonl: `seconds`, `split`),
+# the runs' (bench.jsonl) and the loop's log to $OUT.
 #   bash benchmarks/agent_split.sh [PROFILE] [TOKENS] [EXPERIMENTS] [AGENT ARGS...]
 # rustbpe's cp312 wheel in .whl/ (the `files` corpus needs it); the harness from this checkout.
 set -euo pipefail
@@ -20,7 +21,9 @@ git -C "$REPO" init -q && git -C "$REPO" add -A && git -C "$REPO" -c user.name=b
 RECORDS=$REPO/.ar/agent
 # the records reach $OUT while the loop runs, so a run cut short still brings back what it measured
 ( while sleep 10; do cp "$RECORDS"/experiments.jsonl "$RECORDS"/bench.jsonl "$RECORDS"/logs/[01].xml "$OUT"/ 2>/dev/null; done ) &
-python -m autoresearch_bench.cli agent --task "$REPO/tasks/gpt_pretrain" --tag split --agent random-search \
+CHOSEN=(--agent random-search)
+for arg in "$@"; do case $arg in --agent|--agent-cmd|--model) CHOSEN=() ;; esac; done
+python -m autoresearch_bench.cli agent --task "$REPO/tasks/gpt_pretrain" --tag split "${CHOSEN[@]}" \
   --profile "$PROFILE" --tokens "$TOKENS" --max-experiments "$EXPERIMENTS" --out "$RECORDS" "$@" 2>&1 \
   | while IFS= read -r line; do echo "$(date +%T) $line"; done | tee "$OUT/agent.log" | grep -v " | step " | tail -40 || true
 kill %1 2>/dev/null || true

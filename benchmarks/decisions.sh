@@ -9,7 +9,7 @@
 #                                        # a pure refactor), 3 seeds each, checks included, against it
 # State (results, the baseline) is kept in $AR_STATE (default /tmp/decisions) between calls and copied to
 # $OUT with the stage's log and report. rustbpe's cp312 wheel in .whl/ (the `files` corpus needs it).
-# PROFILE=cpu TOKENS=20480 tries the stages on a CPU in a minute.
+# SLOTS=1: one run at a time. PROFILE=cpu TOKENS=20480 tries the stages on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 mkdir -p baselines/gpt_pretrain
 cp -n "$STATE"/baseline-*.json baselines/gpt_pretrain/ 2>/dev/null || true  # the checkout is fresh each call
 for f in baselines/gpt_pretrain/baseline-*.json; do [ -e "$f" ] && mv "$f" "${f/baseline-/}"; done
-COMMON=(--autoresearch tasks/gpt_pretrain --ar-profile "${PROFILE:-h100}" --ar-tokens "${TOKENS:-104857600}" --ar-slots 2
+COMMON=(--autoresearch tasks/gpt_pretrain --ar-profile "${PROFILE:-h100}" --ar-tokens "${TOKENS:-104857600}" --ar-slots "${SLOTS:-2}"
         --ar-results "$STATE/results.tsv" --ar-json "$OUT/$STAGE.json" -p no:cacheprovider -q -rA)
 case $STAGE in
   noise) ARGS=(-k test_benchmark --ar-seeds "${SEEDS:-5}" --ar-seed-base "${SEED_BASE:-0}" --ar-save-baseline

@@ -290,11 +290,22 @@ def test_under_xdist_folders_that_collection_does_not_reach_are_not_judged(pytes
     assert workers_started(run) and [r["status"] for r in results(project)] == ["ok"]
 
 
-def test_under_xdist_with_an_item_selection_the_workers_judge_the_profile_in_one_failed_item(pytester, project):
-    """With -k (or -m, --deselect, --lf, --sw) only the collected items say which tasks remain."""
-    run = xdist_session(
-        pytester, "--autoresearch", "tasks", "-k", "benchmark", "--ar-tasks", "tiny", "--ar-profile", "h200", *FAST
+def test_under_xdist_with_an_item_selection_a_profile_no_task_has_still_stops_the_session_first(pytester, project):
+    """With -k (or -m, --deselect, --lf, --sw) whichever tasks keep items lack the profile."""
+    run = xdist_session(pytester, "--autoresearch", "tasks", "-k", "benchmark", "--ar-profile", "h200", *FAST)
+    assert usage_error(run, project).startswith("--ar-profile h200: no such profile in tiny")
+    assert not workers_started(run), run.stdout.str()
+
+
+def test_under_xdist_with_an_item_selection_the_workers_judge_a_profile_only_some_tasks_lack(pytester, project):
+    """Only the collected items say which tasks remain: the workers report it, as one failed item."""
+    other = project / "tasks" / "other"
+    shutil.copytree(project / "tasks" / "tiny", other)
+    (other / "task.toml").write_text(
+        (other / "task.toml").read_text().replace('name = "tiny"', 'name = "other"')
+        + '\n[profiles.h200]\nextends = "cpu"\n'
     )
+    run = xdist_session(pytester, "--autoresearch", "tasks", "-k", "benchmark", "--ar-profile", "h200", *FAST)
     run.assert_outcomes(failed=1)
     run.stdout.fnmatch_lines(["*_ autoresearch_inputs _*", "*", "--ar-profile h200: no such profile in tiny *"])
     assert not (project / "results.tsv").exists()
