@@ -267,7 +267,8 @@ def apply_proposal(worktree: Path, task_rel: str, proposal: Proposal, patch: Pat
 class Children:
     """The child processes of one loop (the agent command, the task's pytest run): each gets the loop's
     environment `env` (a league pins a loop to its GPU with CUDA_VISIBLE_DEVICES) and its own process
-    group, which is killed when it is done, on an error or Ctrl-C, or by stop() from another thread."""
+    group, which is killed when it is done, on an error or Ctrl-C, or by stop() from another thread; and
+    it dies with the thread that started it (the loop killed by a signal Python cannot catch)."""
 
     def __init__(self, env: dict[str, str] | None = None):
         self.env = env or {}
@@ -288,7 +289,7 @@ class Children:
         with self.lock:
             self.check()
             proc = subprocess.Popen(cmd, env={**(os.environ if base is None else base), **self.env, **(env or {})},
-                                    start_new_session=True, **popen)
+                                    start_new_session=True, **{"preexec_fn": process.die_with_parent, **popen})
             self.running.add(proc)
         try:
             yield proc
