@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 
 from tabulate import tabulate
 
@@ -216,6 +218,10 @@ def _add_run_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for the records")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="autoresearch-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -326,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"]:  # pytest parses the rest (argparse would take its options for its own)
         return _run(argv[1:])
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM unwinds as Ctrl-C does: children killed
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except (TaskError, data.DataError, AgentError, ExecutorError, CompareError, NotFinite) as e:

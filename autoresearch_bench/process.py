@@ -69,10 +69,14 @@ def usable_cores() -> int:
     return cores
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child is killed when the thread that started it ends (SIGKILL of the harness too)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def preexec(device: str, limits: bool) -> None:
     """preexec_fn of a child: it dies with the thread that started it; the sandbox's resource limits."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent()
     if limits:
         sandbox.set_limits(device)
 

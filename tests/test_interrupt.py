@@ -110,3 +110,63 @@ def test_nothing_outlives_an_interrupted_session(sig, tiny_task_dir, tmp_path):
         output = proc.communicate()[0]
     rows = list(csv.DictReader(results.open(), delimiter="\t")) if results.exists() else []
     assert not [r for r in rows if r["status"] == "ok" and "runaway" in r["description"]], output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_nothing_outlives_an_agent_loop_killed_while_its_pytest_run_trains(sig, tiny_task_dir):
+    """The loop's pytest run has a process group of its own (a Ctrl-C at the terminal does not reach it
+    twice); a signal to the loop must still end it and everything below it, also while the run prints
+    nothing (its train.py never logs: a dead loop's pipe would break only at the next line)."""
+    from gitrepo import commit_all
+
+    train = tiny_task_dir / "train.py"
+    train.write_text(train.read_text().replace("def train(ctx):", "def honest_train(ctx):") + RUNAWAY)
+    repo = commit_all(tiny_task_dir.parent.parent, ignore=".ar/\n")
+    marker = str(5000 + os.getpid() % 1000 * 2 + [signal.SIGTERM, signal.SIGKILL].index(sig))
+    cli = [
+        sys.executable,
+        "-m",
+        "autoresearch_bench.cli",
+        "agent",
+        "--task",
+        str(repo / "tasks/tiny"),
+        "--tag",
+        "t",
+        "--agent",
+        "random-search",
+        "--profile",
+        "cpu",
+        "--budget",
+        "60",
+        "--max-experiments",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cli,
+        cwd=repo,
+        env={**os.environ, "PYTHONHASHSEED": marker},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300  # experiment 0's checks first, on a busy machine
+        while not training(marker) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert training(marker), proc.communicate()[0]
+        proc.send_signal(sig)
+        sent = time.monotonic()
+        children = lambda: [p for p in marked(marker) if p != proc.pid]
+        while children() and time.monotonic() < sent + 5:
+            time.sleep(0.1)
+        left = children()  # the loop's pytest run, its training and evaluation, their sandboxes
+        assert left == [], (left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left])
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        output = proc.communicate()[0]
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "rerun the same command to resume" in output, output
+    results = repo / ".ar/agent/t/results.tsv"
+    rows = list(csv.DictReader(results.open(), delimiter="\t")) if results.exists() else []
+    assert not [r for r in rows if r["status"] == "keep" and "baseline" not in r["description"]], output

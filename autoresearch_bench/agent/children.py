@@ -10,6 +10,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 
+from .. import process
 from ..process import kill_group
 
 # ---------------------------------------------------------------------------------------------------
@@ -20,7 +21,8 @@ from ..process import kill_group
 class Children:
     """The child processes of one loop (the agent command, the task's pytest run): each gets the loop's
     environment `env` (a league pins a loop to its GPU with CUDA_VISIBLE_DEVICES) and its own process
-    group, which is killed when it is done, on an error or Ctrl-C, or by stop() from another thread."""
+    group, which is killed when it is done, on an error or Ctrl-C, or by stop() from another thread; and
+    it dies with the thread that started it (the loop killed by a signal Python cannot catch)."""
 
     def __init__(self, env: dict[str, str] | None = None):
         self.env = env or {}
@@ -45,7 +47,7 @@ class Children:
                 cmd,
                 env={**(os.environ if base is None else base), **self.env, **(env or {})},
                 start_new_session=True,
-                **popen,
+                **{"preexec_fn": process.die_with_parent, **popen},
             )
             self.running.add(proc)
         try:
