@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from gitrepo import commit_all
+from test_storage import record
 
 from autoresearch_bench import executor as ex
 from autoresearch_bench import stats, storage
@@ -89,29 +90,18 @@ class FakeRuns:
     @staticmethod
     def record(task: str, candidate: str, profile: str, metric: str, seed: int) -> storage.RunRecord:
         value = (2.0 if candidate in (BASE, "train") else 2.5) + 0.01 * seed
-        return storage.RunRecord(
+        one_second = dict(budget=1.0, seconds=1.0, tokens=100, steps=1, peak_mem_gb=0.1, params=10)
+        return record(
             task=task,
             candidate=candidate,
-            commit="abc1234",
-            dirty=False,
             profile=profile,
-            seed=seed,
-            mode="time",
-            budget=1.0,
             metric=metric,
+            seed=seed,
             value=value,
-            status="ok",
             description=candidate,
-            error="",
-            seconds=1.0,
-            tokens=100,
-            steps=1,
-            peak_mem_gb=0.1,
-            params=10,
             eval_seconds=0.1,
             overhead_seconds=0.1,
-            machine="cpu-x",
-            started_at="2026-11-26T00:00:00+00:00",
+            **one_second,
         )
 
 
@@ -298,8 +288,8 @@ def test_a_stored_baseline_decides_only_runs_scored_on_its_data(monkeypatch, tmp
     )
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
     stored = [FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed) for seed in (0, 1)]
-    for record in stored:
-        record.extra["data_id"] = "d0"
+    for one in stored:
+        one.extra["data_id"] = "d0"
     storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
     session.plan(tiny_task, profile, Candidate("train", train))
     result = session.result(tiny_task, Candidate("train", train))

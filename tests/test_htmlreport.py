@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_plugin import FAST, add_candidate, commit_project, project  # noqa: F401 (fixture)
+from test_plugin import AGAINST_HEAD, FAST, add_candidate, commit_project, project  # noqa: F401 (fixture)
 from test_session import FakeRuns
 
 from autoresearch_bench import htmlreport, league, report
@@ -98,14 +98,7 @@ def session_page(pytester, project, monkeypatch) -> Path:
     add_candidate(project, "slow_lr")
     CurvedRuns(monkeypatch)
     pytester.runpytest_inprocess(
-        "--autoresearch",
-        "tasks",
-        "-k",
-        "benchmark",
-        "--ar-base-ref",
-        "HEAD",
-        "--ar-seeds",
-        "2",
+        *AGAINST_HEAD,
         "--ar-html",
         "report.html",
         *FAST,

@@ -22,6 +22,8 @@ TINY = Path(__file__).parent / "tiny_task"
 FAST = ["--ar-tokens", "8192", "-p", "no:cacheprovider"]
 # Two seeds, two runs sharing the machine at once (--ar-slots 2): fixed tokens keep them exact repeats.
 TOKENS = ["--ar-tokens", "16384", "--ar-seeds", "2", "--ar-slots", "2", "-p", "no:cacheprovider"]
+# The benchmarks alone, two seeds each, against the base commit measured side by side.
+AGAINST_HEAD = ["--autoresearch", "tasks", "-k", "benchmark", "--ar-base-ref", "HEAD", "--ar-seeds", "2"]
 # A time budget, for what is about the clock: 1 s, with the tiny task's start-up allowance (60 s).
 TIMED = ["--ar-budget", "1", "-p", "no:cacheprovider"]
 

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from test_plugin import FAST, add_candidate, commit_project, project, results, usage_error  # noqa: F401 (fixture)
+from test_plugin import AGAINST_HEAD, FAST, add_candidate, commit_project, project, results, usage_error  # noqa: F401 (fixture)
 from test_session import FakeRuns
 from test_storage import record
 
@@ -39,14 +39,7 @@ def test_the_json_report_holds_each_candidate_s_runs_decision_baseline_machine_a
     add_candidate(project, "idea")
     FakeRuns(monkeypatch)
     run = pytester.runpytest_inprocess(
-        "--autoresearch",
-        "tasks",
-        "-k",
-        "benchmark",
-        "--ar-base-ref",
-        "HEAD",
-        "--ar-seeds",
-        "2",
+        *AGAINST_HEAD,
         "--ar-json",
         "out/report.json",
         *FAST,
@@ -264,14 +257,7 @@ def test_junit_xml_properties_carry_each_benchmark_s_metric_delta_and_verdict(py
     commit_project(project)
     FakeRuns(monkeypatch)
     run = pytester.runpytest_inprocess(
-        "--autoresearch",
-        "tasks",
-        "-k",
-        "benchmark",
-        "--ar-base-ref",
-        "HEAD",
-        "--ar-seeds",
-        "2",
+        *AGAINST_HEAD,
         "--junitxml=junit.xml",
         *FAST,
     )

@@ -2,7 +2,7 @@
 
 import pytest
 from test_htmlreport import CurvedRuns
-from test_plugin import FAST, add_candidate, commit_project, project, usage_error  # noqa: F401 (fixture)
+from test_plugin import AGAINST_HEAD, FAST, add_candidate, commit_project, project, usage_error  # noqa: F401 (fixture)
 
 from autoresearch_bench import plugin
 
@@ -16,14 +16,7 @@ def test_each_run_s_loss_curve_metric_settings_and_verdict_are_tensorboard_event
     add_candidate(project, "slow_lr")
     CurvedRuns(monkeypatch)
     run = pytester.runpytest_inprocess(
-        "--autoresearch",
-        "tasks",
-        "-k",
-        "benchmark",
-        "--ar-base-ref",
-        "HEAD",
-        "--ar-seeds",
-        "2",
+        *AGAINST_HEAD,
         "--ar-tensorboard",
         "tb",
         *FAST,
