@@ -54,6 +54,30 @@ def training(marker: str) -> bool:
     return False
 
 
+def signal_while_training(proc: subprocess.Popen, marker: str, sig: int, start_s: float) -> str:
+    """Send `sig` once a process marked `marker` trains (within start_s on a busy machine); within 5 s no
+    process of it but `proc` may be left (training, evaluation, checks, their children, the sandboxes);
+    `proc` itself may take longer to print its report. Its output."""
+    try:
+        deadline = time.monotonic() + start_s
+        while not training(marker) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert training(marker), proc.communicate()[0]
+        time.sleep(1)
+        proc.send_signal(sig)
+        sent = time.monotonic()
+        children = lambda: [p for p in marked(marker) if p != proc.pid]
+        while children() and time.monotonic() < sent + 5:
+            time.sleep(0.1)
+        left = children()
+        assert left == [], (left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left])
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        output = proc.communicate()[0]
+    return output
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
 def test_nothing_outlives_an_interrupted_session(sig, tiny_task_dir, tmp_path):
     source = (tiny_task_dir / "train.py").read_text().replace("def train(ctx):", "def honest_train(ctx):")
@@ -91,23 +115,7 @@ def test_nothing_outlives_an_interrupted_session(sig, tiny_task_dir, tmp_path):
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not training(marker) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert training(marker), proc.communicate()[0]
-        time.sleep(1)
-        proc.send_signal(sig)
-        sent = time.monotonic()
-        children = lambda: [p for p in marked(marker) if p != proc.pid]
-        while children() and time.monotonic() < sent + 5:
-            time.sleep(0.1)
-        left = children()  # training, evaluation, checks, their children, the sandbox's processes
-        assert left == [], (left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left])
-        proc.wait(timeout=30)  # pytest itself: its report, under any load
-    finally:
-        proc.kill()
-        output = proc.communicate()[0]
+    output = signal_while_training(proc, marker, sig, start_s=120)
     rows = list(csv.DictReader(results.open(), delimiter="\t")) if results.exists() else []
     assert not [r for r in rows if r["status"] == "ok" and "runaway" in r["description"]], output
 
@@ -149,22 +157,7 @@ def test_nothing_outlives_an_agent_loop_killed_while_its_pytest_run_trains(sig, 
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
-        deadline = time.monotonic() + 300  # experiment 0's checks first, on a busy machine
-        while not training(marker) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert training(marker), proc.communicate()[0]
-        proc.send_signal(sig)
-        sent = time.monotonic()
-        children = lambda: [p for p in marked(marker) if p != proc.pid]
-        while children() and time.monotonic() < sent + 5:
-            time.sleep(0.1)
-        left = children()  # the loop's pytest run, its training and evaluation, their sandboxes
-        assert left == [], (left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left])
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
-        output = proc.communicate()[0]
+    output = signal_while_training(proc, marker, sig, start_s=300)  # the loop's checks first
     if sig == signal.SIGTERM:
         assert proc.returncode == 130 and "rerun the same command to resume" in output, output
     results = repo / ".ar/agent/t/results.tsv"
