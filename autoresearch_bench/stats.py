@@ -464,7 +464,7 @@ def _paired(c: list[float], b: list[float], seeds: list[int]) -> _Found:
     )
 
 
-def _seed_means(runs: Runs) -> dict[int, float]:
+def seed_means(runs: Runs) -> dict[int, float]:
     by_seed: dict[int, list[float]] = {}
     for seed, value in runs:
         if seed is not None:
@@ -477,7 +477,7 @@ def _measure(candidate: Runs, baseline: Runs) -> _Found:
     cv, bv = finite([v for _, v in candidate], "candidate"), finite([v for _, v in baseline], "baseline")
     if not cv or not bv:
         raise ValueError(f"a decision needs at least one value per side, got {len(cv)} and {len(bv)}")
-    c, b = _seed_means(candidate), _seed_means(baseline)
+    c, b = seed_means(candidate), seed_means(baseline)
     shared = sorted(c.keys() & b.keys())
     if len(shared) >= 2:
         return _paired([c[s] for s in shared], [b[s] for s in shared], shared)

@@ -325,6 +325,47 @@ def test_a_time_mode_change_measured_at_another_machine_speed_is_not_comparable(
     assert history[2].best_speeds == [[1, {"cpu": 48.0}], [2, {"cpu": 48.0}]]
 
 
+@pytest.mark.parametrize(
+    "source, data_id, remeasured",
+    [("start", "d0", False), ("other", "d0", True), ("start", "d1", True)],
+    ids=["the-starting-file", "another-file", "other-data"],
+)
+def test_the_first_confirmation_takes_the_start_s_runs_from_a_stored_baseline_of_that_file(
+    repo, tmp_path, monkeypatch, source, data_id, remeasured
+):
+    """The gate's stored baseline, committed with the task, of the very file the loop starts from, on this
+    machine, mode, budget and data: the first confirmation pairs with its runs instead of re-measuring."""
+    fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "tokens", "budget": 32 * 1024}
+    digest = storage.file_digest(repo / "tasks/tiny/train.py") if source == "start" else "0" * 64
+    stored = [record(task="tiny", seed=s, value=1.0 + s / 100, extra={"data_id": data_id}) for s in range(3)]
+    storage.save_baseline(repo / "baselines", "tiny", fingerprint, stored, source=digest)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a stored baseline")
+    changes = tmp_path / "changes"
+    changes.mkdir()
+    (changes / "1.py").write_text(file_with(repo, "LR = 1e-05", "LR = 3e-3"))
+    asked = []
+
+    def measured(self, n, commit, description, stage, seeds, best=None) -> Measured:
+        """Training stands in: the runs see data d0; the start scores 1.0 + seed / 100, the change 0.5 + seed / 100."""
+        asked.append((n, stage, best is not None))
+        storage.append_results(
+            record(task="tiny", seed=seeds[0], extra={"data_id": "d0"}),
+            self.bench_tsv,
+            self.bench_tsv.with_suffix(".jsonl"),
+        )
+        runs = {s: (1.0 if n == 0 else 0.5) + s / 100 for s in seeds}
+        return Measured("ok", seeds, runs=runs, best_runs={s: 1.0 + s / 100 for s in seeds} if best else {})
+
+    monkeypatch.setattr(AgentLoop, "_evaluate", measured)
+    settings = Settings(profile="cpu", max_tokens=32 * 1024, confirm_seeds=2, max_experiments=1)
+    spec = AgentSpec("replay", kind="replay", changes=str(changes))
+    history = AgentLoop(repo / "tasks/tiny", spec, "stored", settings, log=lambda m: None).run()
+    assert [e.status for e in history] == ["keep", "keep"]
+    assert asked == [(0, "screen", False), (1, "screen", False), (1, "confirm", remeasured)]
+    assert ("the best's seeds 1, 2: stored baseline @" in history[1].reason) is not remeasured
+
+
 def test_the_best_s_runs_are_its_own_then_its_re_measures_since():
     kept = Experiment(3, "k", 0.6, 0.1, "keep", "x", runs=[[0, 0.6]])
     history = [

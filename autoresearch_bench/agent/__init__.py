@@ -25,7 +25,8 @@ task's editable files changed → commit → KeepRule, screen then confirm, each
 `pytest --autoresearch <task>` run in the worktree: the screen runs the candidate on the screening
 seed(s) and compares it, seed by seed, with the best kept commit's stored runs; a change that looks
 better there (by the screen threshold) is confirmed on fresh seeds, paired with the best on the same
-seeds (its stored runs, or re-measured beside the candidate when it has none), and kept only when the
+seeds (its stored runs, the gate's stored baseline of the starting file, or re-measured beside the
+candidate when it has none), and kept only when the
 paired t-test at alpha says better and |Δ| is at least the paired threshold (the task's rule: the
 measured pair noise, the practical floor, or `min_effect`). Otherwise the branch is reset to the
 last kept commit. Statuses are autoresearch's: keep, discard (not better, a reply that does not apply,

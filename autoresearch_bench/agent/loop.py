@@ -4,7 +4,7 @@ as pytest runs, the keep rule, the records and the time split.
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 import math
 import re
@@ -402,10 +402,12 @@ class AgentLoop:
         }
         stages: list[Measured] = []
 
-        def end(status: str, reason: str, commit: str = head, p: float | None = None, note: str = "") -> Experiment:
+        notes: list[str] = []  # said beside the reason: dead edits, where the best's runs came from
+
+        def end(status: str, reason: str, commit: str = head, p: float | None = None) -> Experiment:
             if status != "keep":
                 self._reset(kept.commit)
-            reason = f"{reason}; {note}" if note else reason
+            reason = "; ".join([reason, *notes])
             e = _outcome(
                 n,
                 commit,
@@ -451,11 +453,15 @@ class AgentLoop:
         ):
             note = f"profile {self.profile.name} sets {', '.join(dead)}: these edits have no effect on it"
             self.log(f"experiment {n}: {note}")
-            end = functools.partial(end, note=note)
+            notes.append(note)
         commit = self._commit(kept.commit, f"experiment {n}: {proposal.description}")
         best, best_speeds = _best_runs(history, kept), _best_runs(history, kept, "speeds", "best_speeds")
         for stage, seeds in (("screen", rule.screen_seeds), ("confirm", rule.confirm_seeds)):
             self.log(f"experiment {n}: {proposal.description} ({commit}); {stage}, seeds {', '.join(map(str, seeds))}")
+            if stage == "confirm" and kept.n == 0 and (stored := self._stored_start(kept, seeds)):
+                best, best_speeds, origin = {**stored[0], **best}, {**stored[1], **best_speeds}, stored[2]
+                notes.append(f"the best's seeds {', '.join(map(str, seeds))}: {origin}")
+                self.log(f"experiment {n}: the best's seeds {', '.join(map(str, seeds))} from the {origin}")
             missing = any(seed not in best for seed in seeds)  # the best is re-measured beside it
             stages.append(
                 self._evaluate(n, commit, proposal.description, stage, seeds, kept.commit if missing else None)
@@ -471,6 +477,42 @@ class AgentLoop:
         decision = rule.confirm(stages[1].runs, best)
         return end(
             "keep" if decision.verdict == "better" else "discard", f"confirm: {decision.reason}", commit, decision.p
+        )
+
+    def _stored_start(self, kept: Experiment, seeds: tuple[int, ...]) -> tuple[dict, dict, str] | None:
+        """The gate's stored baseline (baselines/<task>/ at the start commit) when it holds the loop's
+        starting file, run on this machine, mode and budget, on the data the loop's runs see, and every
+        one of these seeds: its per-seed means, the machine's speed around its runs, and its name; so
+        that the first confirmation need not re-measure the start beside the candidate. Else None."""
+        mode, budget = self.settings.mode
+        fingerprint = {
+            **storage.machine_fingerprint(self.profile.name, self.profile.device),
+            "mode": mode,
+            "budget": budget or self.profile.budget_s,
+        }
+        try:
+            stored = storage.load_baseline(self.worktree / "baselines", self.task.name, fingerprint)
+            start = self._git("show", f"{kept.commit}:{self.task_rel}/{self.task.editable[0]}")
+        except (ValueError, AgentError):  # a broken baseline file: the start is re-measured
+            return None
+        runs = storage.read_results(self.bench_tsv.with_suffix(".jsonl"))
+        if (
+            stored is None
+            or stored.source != hashlib.sha256(start.encode()).hexdigest()
+            or not runs
+            or stored.data_id != runs[-1].extra.get("data_id")
+        ):
+            return None
+        means = stats.seed_means(stored.runs)
+        if not all(seed in means for seed in seeds):
+            return None
+        speed = (
+            calibrate.mean(stored.calibration["before"], stored.calibration["after"]) if stored.calibration else None
+        )
+        return (
+            {s: means[s] for s in seeds},
+            ({s: speed for s in seeds} if speed else {}),
+            f"stored baseline @{stored.commit}",
         )
 
 
