@@ -15,8 +15,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 pip show -q autoresearch-bench 2>/dev/null || export PYTEST_PLUGINS=autoresearch_bench.plugin  # not installed: load it by name
 export AR_CACHE_DIR=${AR_CACHE_DIR:-/tmp/arcache}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" || true
-# the agent's repository: this checkout's task folders, committed as they are
-REPO=$(mktemp -d /tmp/agent-repo.XXXX); cp -r tasks "$REPO"/
+# the agent's repository: this checkout's task folders and stored baselines, committed as they are
+REPO=$(mktemp -d /tmp/agent-repo.XXXX); cp -r tasks baselines "$REPO"/  # the stored baselines: the loop pairs with them
 git -C "$REPO" init -q && git -C "$REPO" add -A && git -C "$REPO" -c user.name=bench -c user.email=bench@localhost commit -qm snapshot
 RECORDS=$REPO/.ar/agent
 # the records reach $OUT while the loop runs, so a run cut short still brings back what it measured
