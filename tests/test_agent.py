@@ -334,7 +334,8 @@ def test_the_first_confirmation_takes_the_start_s_runs_from_a_stored_baseline_of
     repo, tmp_path, monkeypatch, source, data_id, remeasured
 ):
     """The gate's stored baseline, committed with the task, of the very file the loop starts from, on this
-    machine, mode, budget and data: the first confirmation pairs with its runs instead of re-measuring."""
+    machine, mode, budget and data: the first confirmation pairs with its runs instead of re-measuring.
+    Whatever file it holds, its measured noise sets the keep rule's thresholds, as in the gate."""
     fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "tokens", "budget": 32 * 1024}
     digest = storage.file_digest(repo / "tasks/tiny/train.py") if source == "start" else "0" * 64
     stored = [record(task="tiny", seed=s, value=1.0 + s / 100, extra={"data_id": data_id}) for s in range(3)]
@@ -363,6 +364,8 @@ def test_the_first_confirmation_takes_the_start_s_runs_from_a_stored_baseline_of
     history = AgentLoop(repo / "tasks/tiny", spec, "stored", settings, log=lambda m: None).run()
     assert [e.status for e in history] == ["keep", "keep"]
     assert asked == [(0, "screen", False), (1, "screen", False), (1, "confirm", remeasured)]
+    loop = AgentLoop(repo / "tasks/tiny", spec, "noise", settings, log=lambda m: None)
+    assert loop.keep_rule.rule.noise.seed_std == pytest.approx(0.01)  # the stored runs' spread (1.00, 1.01, 1.02)
     assert ("the best's seeds 1, 2: stored baseline @" in history[1].reason) is not remeasured
 
 

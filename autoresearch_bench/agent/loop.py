@@ -138,8 +138,15 @@ class AgentLoop:
         )
         mode, budget = settings.mode
         screen = tuple(range(settings.seeds))
+        stored = self._stored_baseline(self.repo)  # this machine's measured noise, as the gate and the league use it
         self.keep_rule = stats.KeepRule(
-            self.task.rule(self.profile, mode, budget or self.profile.budget_s, min_effect=settings.min_effect),
+            self.task.rule(
+                self.profile,
+                mode,
+                budget or self.profile.budget_s,
+                stored.noise if stored else stats.Noise(),
+                min_effect=settings.min_effect,
+            ),
             screen,
             tuple(range(len(screen), len(screen) + settings.confirm_seeds)),
         )
@@ -479,11 +486,9 @@ class AgentLoop:
             "keep" if decision.verdict == "better" else "discard", f"confirm: {decision.reason}", commit, decision.p
         )
 
-    def _stored_start(self, kept: Experiment, seeds: tuple[int, ...]) -> tuple[dict, dict, str] | None:
-        """The gate's stored baseline (baselines/<task>/ at the start commit) when it holds the loop's
-        starting file, run on this machine, mode and budget, on the data the loop's runs see, and every
-        one of these seeds: its per-seed means, the machine's speed around its runs, and its name; so
-        that the first confirmation need not re-measure the start beside the candidate. Else None."""
+    def _stored_baseline(self, root: Path) -> storage.Baseline | None:
+        """The gate's stored baseline under root/baselines for this task, machine, mode and budget, or
+        None (also for a broken file: the gate reports it)."""
         mode, budget = self.settings.mode
         fingerprint = {
             **storage.machine_fingerprint(self.profile.name, self.profile.device),
@@ -491,9 +496,19 @@ class AgentLoop:
             "budget": budget or self.profile.budget_s,
         }
         try:
-            stored = storage.load_baseline(self.worktree / "baselines", self.task.name, fingerprint)
+            return storage.load_baseline(root / "baselines", self.task.name, fingerprint)
+        except ValueError:
+            return None
+
+    def _stored_start(self, kept: Experiment, seeds: tuple[int, ...]) -> tuple[dict, dict, str] | None:
+        """The gate's stored baseline (baselines/<task>/ at the start commit) when it holds the loop's
+        starting file, run on this machine, mode and budget, on the data the loop's runs see, and every
+        one of these seeds: its per-seed means, the machine's speed around its runs, and its name; so
+        that the first confirmation need not re-measure the start beside the candidate. Else None."""
+        stored = self._stored_baseline(self.worktree)
+        try:
             start = self._git("show", f"{kept.commit}:{self.task_rel}/{self.task.editable[0]}")
-        except (ValueError, AgentError):  # a broken baseline file: the start is re-measured
+        except AgentError:
             return None
         runs = storage.read_results(self.bench_tsv.with_suffix(".jsonl"))
         if (
