@@ -54,10 +54,20 @@ def training(marker: str) -> bool:
     return False
 
 
-def signal_while_training(proc: subprocess.Popen, marker: str, sig: int, start_s: float) -> str:
-    """Send `sig` once a process marked `marker` trains (within start_s on a busy machine); within 5 s no
-    process of it but `proc` may be left (training, evaluation, checks, their children, the sandboxes);
-    `proc` itself may take longer to print its report. Its output."""
+def signal_while_training(command: list[str], cwd: Path, marker: str, sig: int, start_s: float):
+    """Start `command` with its processes marked `marker`, send it `sig` once one of them trains (within
+    start_s on a busy machine); within 5 s no process of it but itself may be left (training, evaluation,
+    checks, their children, the sandboxes); it may take longer to print its report. (the process, its output)"""
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, "PYTHONHASHSEED": marker},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # SIG_DFL: Ctrl-C reaches it even when these tests run as a job that ignores SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + start_s
         while not training(marker) and proc.poll() is None and time.monotonic() < deadline:
@@ -75,7 +85,7 @@ def signal_while_training(proc: subprocess.Popen, marker: str, sig: int, start_s
     finally:
         proc.kill()
         output = proc.communicate()[0]
-    return output
+    return proc, output
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
@@ -106,16 +116,7 @@ def test_nothing_outlives_an_interrupted_session(sig, tiny_task_dir, tmp_path):
         "--ar-baseline",
         "none",
     ]
-    proc = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONHASHSEED": marker},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    output = signal_while_training(proc, marker, sig, start_s=120)
+    proc, output = signal_while_training(command, tmp_path, marker, sig, start_s=120)
     rows = list(csv.DictReader(results.open(), delimiter="\t")) if results.exists() else []
     assert not [r for r in rows if r["status"] == "ok" and "runaway" in r["description"]], output
 
@@ -149,15 +150,7 @@ def test_nothing_outlives_an_agent_loop_killed_while_its_pytest_run_trains(sig, 
         "--max-experiments",
         "1",
     ]
-    proc = subprocess.Popen(
-        cli,
-        cwd=repo,
-        env={**os.environ, "PYTHONHASHSEED": marker},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = signal_while_training(proc, marker, sig, start_s=300)  # the loop's checks first
+    proc, output = signal_while_training(cli, repo, marker, sig, start_s=300)  # the loop's checks first
     if sig == signal.SIGTERM:
         assert proc.returncode == 130 and "rerun the same command to resume" in output, output
     results = repo / ".ar/agent/t/results.tsv"
