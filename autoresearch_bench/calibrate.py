@@ -13,6 +13,7 @@ TOLERANCE (the session: autoresearch_bench/session.py).
                                  (OMP_NUM_THREADS, CUDA_VISIBLE_DEVICES), as the runs do: {"cpu": …}
                                  with the threads the runs get, or {"cuda": …} for the GPU
     mean(a, b)                   per-device mean of two measurements (before and after the runs)
+    around(calibration)          that mean of a stored {"before": …, "after": …}
     mismatch(now, then, what)    why speed `now` departs from `then` by more than TOLERANCE, or ""
 
 The loop multiplies two fixed square matrices (float32 on the CPU; bfloat16, else float16 on a
@@ -88,6 +89,11 @@ def measure(device: str = "cpu", timeout_s: float = 120) -> dict[str, float]:
 def mean(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     """Per-device mean of two measurements, over the devices both have."""
     return {k: (a[k] + b[k]) / 2 for k in a if k in b}
+
+
+def around(calibration: dict) -> dict[str, float]:
+    """The speed around a schedule's runs: the mean of a calibration's {"before": …, "after": …}."""
+    return mean(calibration.get("before", {}), calibration.get("after", {}))
 
 
 def mismatch(now: dict[str, float], then: dict[str, float], what: str) -> str:

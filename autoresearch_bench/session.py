@@ -433,8 +433,8 @@ class BenchmarkSession:
             and stored.calibration
             and (
                 slower := calibrate.mismatch(
-                    calibrate.mean(entry.calibration["before"], entry.calibration["after"]),
-                    calibrate.mean(stored.calibration["before"], stored.calibration["after"]),
+                    calibrate.around(entry.calibration),
+                    calibrate.around(stored.calibration),
                     f"when the {label} was recorded",
                 )
             )

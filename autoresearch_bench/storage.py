@@ -462,14 +462,10 @@ def _extendable(path: Path, source: str | None, data_id: str | None, calibration
     if (calibration or kept.calibration) and (
         not calibration
         or not kept.calibration
-        or calibrate.mismatch(_speed(calibration), _speed(kept.calibration), "the stored baseline")
+        or calibrate.mismatch(calibrate.around(calibration), calibrate.around(kept.calibration), "the stored baseline")
     ):
         return None
     return kept
-
-
-def _speed(calibration: dict) -> dict[str, float]:
-    return calibrate.mean(calibration.get("before", {}), calibration.get("after", {}))
 
 
 def load_baseline(baselines_dir: str | Path, task: str, fingerprint: dict) -> Baseline | None:

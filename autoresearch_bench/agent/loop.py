@@ -521,9 +521,7 @@ class AgentLoop:
         means = stats.seed_means(stored.runs)
         if not all(seed in means for seed in seeds):
             return None
-        speed = (
-            calibrate.mean(stored.calibration["before"], stored.calibration["after"]) if stored.calibration else None
-        )
+        speed = calibrate.around(stored.calibration) if stored.calibration else None
         return (
             {s: means[s] for s in seeds},
             ({s: speed for s in seeds} if speed else {}),
