@@ -6,6 +6,8 @@
 # the runs' (bench.jsonl) and the loop's log to $OUT.
 #   bash benchmarks/agent_split.sh [PROFILE] [TOKENS] [EXPERIMENTS] [AGENT ARGS...]
 # rustbpe's cp312 wheel in .whl/ (the `files` corpus needs it); the harness from this checkout.
+# AR_REPO=DIR keeps the agent's repository there: a second call with the same DIR resumes the run
+# (same tag), so a loop longer than one device call spans two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
@@ -16,8 +18,11 @@ pip show -q autoresearch-bench 2>/dev/null || export PYTEST_PLUGINS=autoresearch
 export AR_CACHE_DIR=${AR_CACHE_DIR:-/tmp/arcache}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" || true
 # the agent's repository: this checkout's task folders and stored baselines, committed as they are
-REPO=$(mktemp -d /tmp/agent-repo.XXXX); cp -r tasks baselines "$REPO"/  # the stored baselines: the loop pairs with them
-git -C "$REPO" init -q && git -C "$REPO" add -A && git -C "$REPO" -c user.name=bench -c user.email=bench@localhost commit -qm snapshot
+REPO=${AR_REPO:-$(mktemp -d /tmp/agent-repo.XXXX)}
+if [ ! -d "$REPO/.git" ]; then
+  mkdir -p "$REPO"; cp -r tasks baselines "$REPO"/  # the stored baselines: the loop pairs with them
+  git -C "$REPO" init -q && git -C "$REPO" add -A && git -C "$REPO" -c user.name=bench -c user.email=bench@localhost commit -qm snapshot
+fi
 RECORDS=$REPO/.ar/agent
 # the records reach $OUT while the loop runs, so a run cut short still brings back what it measured
 ( while sleep 10; do cp "$RECORDS"/experiments.jsonl "$RECORDS"/bench.jsonl "$RECORDS"/logs/[01].xml "$OUT"/ 2>/dev/null; done ) &

@@ -5,8 +5,9 @@
 #   bash benchmarks/decisions.sh noise   # train.py, seeds 0-4 (SEEDS=5 SEED_BASE=0), stored as this machine's
 #                                        # baseline; again with PASS=rerun: a no-op decided against the first
 #                                        # runs, and the stored baseline then has every seed twice (its paired noise)
-#   bash benchmarks/decisions.sh decide  # the changes in benchmarks/changes/gpt_pretrain (matrix_lr 0.048,
-#                                        # a pure refactor), 3 seeds each, checks included, against it
+#   bash benchmarks/decisions.sh decide  # CHANGES (default: total_batch_size 2^18 and the pure refactor of
+#                                        # benchmarks/changes/gpt_pretrain), 3 seeds each, checks included,
+#                                        # against it; CHANGES="DIFF:NAME ..." (paths under benchmarks/changes)
 # State (results, the baseline) is kept in $AR_STATE (default /tmp/decisions) between calls and copied to
 # $OUT with the stage's log and report. rustbpe's cp312 wheel in .whl/ (the `files` corpus needs it).
 # SLOTS=1: one run at a time. PROFILE=cpu TOKENS=20480 tries the stages on a CPU.
@@ -29,12 +30,13 @@ case $STAGE in
                --ar-description "train.py, ${PASS:-first} run") ;;
   decide)
     mkdir -p "$STATE/changes"
-    for d in 01-matrix_lr-0.048.diff:matrix_lr 02-refactor-schedules.diff:refactor; do
+    ARGS=(--ar-seeds 3); names=()
+    for d in ${CHANGES:-gpt_pretrain/01-total_batch_size-2p18.diff:batch gpt_pretrain/02-refactor-schedules.diff:refactor}; do
       dir=$(mktemp -d); cp tasks/gpt_pretrain/train.py "$dir/"
-      git -C "$dir" apply "$PWD/benchmarks/changes/gpt_pretrain/${d%%:*}" && mv "$dir/train.py" "$STATE/changes/${d##*:}.py"
+      git -C "$dir" apply "$PWD/benchmarks/changes/${d%%:*}" && mv "$dir/train.py" "$STATE/changes/${d##*:}.py"
+      ARGS+=(--ar-candidate "$STATE/changes/${d##*:}.py"); names+=("${d##*:}")
     done
-    ARGS=(-k "matrix_lr or refactor" --ar-seeds 3 --ar-candidate "$STATE/changes/matrix_lr.py"
-          --ar-candidate "$STATE/changes/refactor.py") ;;
+    k=$(printf ' or %s' "${names[@]}"); ARGS+=(-k "${k# or }") ;;
   *) echo "unknown stage $STAGE: noise or decide" >&2; exit 2 ;;
 esac
 ( while sleep 10; do cp "$STATE/results.jsonl" "$OUT/" 2>/dev/null; done ) &
