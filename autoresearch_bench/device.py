@@ -9,7 +9,9 @@
   flops_per_token is the model's 6·N (matmul weights) + attention estimate.
 - `choose_settings(cfg, device, ...)`: what the candidate should run with on this device, passed
   to it as `ctx.settings` and recorded as `RunRecord.extra["settings"]`:
-      device_batch_size, grad_accum  the largest device batch that fits the free memory and
+      device_batch_size, grad_accum  the largest device batch that fits the free memory (of runs
+                                     that share the GPU, each plans for its share of the total:
+                                     started together, each sees the others' memory still free) and
                                      divides the total batch (cfg's total_batch_size // seq_len
                                      rows, else cfg's device_batch_size), never above cfg's
                                      device_batch_size; device_batch_size × grad_accum = total rows,
@@ -149,9 +151,11 @@ def choose_settings(
     device: DeviceInfo | None,
     memory_per_row_gb: float | None = None,
     memory_overhead_gb: float = 0.0,
+    sharing: int = 1,
 ) -> dict[str, Any]:
     """The execution settings for cfg (a profile's model_config()) on device (None: CPU); see the
-    module docstring. Raises SettingsError when not even one row fits."""
+    module docstring. sharing: how many runs train on this GPU at once. Raises SettingsError when not
+    even one row fits."""
     if device is None:
         settings: dict[str, Any] = {
             "device": "cpu",
@@ -184,12 +188,14 @@ def choose_settings(
         )
     rows_that_fit = max_rows
     if device is not None and memory_per_row_gb:
-        usable = device.free_memory_gb * MEMORY_HEADROOM - memory_overhead_gb
+        available = min(device.free_memory_gb, device.total_memory_gb / max(1, sharing))
+        usable = available * MEMORY_HEADROOM - memory_overhead_gb
         rows_that_fit = int(usable // memory_per_row_gb)
         if rows_that_fit < 1:
             need = memory_overhead_gb + memory_per_row_gb
+            shared = f" (its share of {sharing} runs at once: fewer --ar-slots)" if sharing > 1 else " free"
             raise SettingsError(
-                f"{device.name} has {device.free_memory_gb:.1f} GB free ({MEMORY_HEADROOM:.0%} usable), but one "
+                f"{device.name} has {available:.1f} GB{shared} ({MEMORY_HEADROOM:.0%} usable), but one "
                 f"row of this profile needs {need:.1f} GB ({memory_per_row_gb} GB per row + {memory_overhead_gb} "
                 f"GB fixed); lower seq_len or the model size in a profile for this GPU (README: 'A profile for "
                 f"your GPU'), or pass --ar-profile cpu"

@@ -131,8 +131,8 @@ class LocalExecutor:
             callbacks = _bind(on_progress and locked(on_progress), run), locked(log)
             if run.profile.device != "cuda":
                 return replace(run, options={"threads": threads, **run.options})(*callbacks)
-            if len(gpus) < 2:  # one GPU: nothing to choose
-                return run(*callbacks)
+            if len(gpus) < 2:  # one GPU: nothing to choose, and the runs in flight share its memory
+                return replace(run, options={"gpu_sharing": min(self.slots, len(runs)), **run.options})(*callbacks)
             gpu = free.get()  # blocks while every GPU is busy (more slots than GPUs)
             try:
                 record = replace(run, options={**run.options, "gpu": gpu})(*callbacks)

@@ -95,8 +95,8 @@ class Curve:
 @dataclass(frozen=True)
 class Stages:
     """What one run's stages share once preflight has made it ready: the task, profile, candidate and
-    seed, the prepared data and scored rows of its split, the sandbox plan, the GPU and threads of its
-    children, and its scratch folder."""
+    seed, the prepared data and scored rows of its split, the sandbox plan, the GPU of its children (and
+    how many runs share it), their threads, and its scratch folder."""
 
     task: Task
     profile: Profile
@@ -107,6 +107,7 @@ class Stages:
     eval_split: str
     plan: sandboxing.Plan
     gpu: str | None
+    gpu_sharing: int
     threads: int
     tmp: Path
 
@@ -187,6 +188,7 @@ def _train(
                 latest_start=latest_start,
                 memory_per_row_gb=run.profile.memory_per_row_gb,
                 memory_overhead_gb=run.profile.memory_overhead_gb,
+                gpu_sharing=run.gpu_sharing,
                 request_fd=request_w,
                 batch_fd=batch_r,
                 file_defaults=source_defaults(run.candidate.path.read_text()),
@@ -384,6 +386,7 @@ def run_candidate(
     on_progress: Callable[[dict], None] | None = None,
     eval_split: str = "val",
     gpu: str | None = None,
+    gpu_sharing: int = 1,
     log: Callable[[str], None] = print,
     threads: int | None = None,
     trusted_sources: frozenset[str] = frozenset(),
@@ -392,6 +395,7 @@ def run_candidate(
     a bad candidate (its failure is the record's status and error). eval_split "test" scores the
     held-out rows that follow the validation rows (the league's; see scorer.load_eval_data).
     gpu: run the children on that GPU alone (a CUDA_VISIBLE_DEVICES entry); None: as this process.
+    gpu_sharing: how many runs train on that GPU at once (the device batch fits their share of it).
     threads: torch threads per child (default: the cores this process may use).
     trusted_sources: sha256 digests of the files whose runs may publish their compile cache."""
     t_start = time.perf_counter()
@@ -434,7 +438,7 @@ def run_candidate(
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
         tmp = Path(name)
         os.chmod(tmp, 0o755)  # the sandbox's uid must reach the scratch folders below
-        run = Stages(task, profile, candidate, seed, prepared, rows, eval_split, plan, gpu, threads, tmp)
+        run = Stages(task, profile, candidate, seed, prepared, rows, eval_split, plan, gpu, gpu_sharing, threads, tmp)
         # the scorer starts while the model trains (its start is then off the experiment's critical path),
         # except on a CPU in time mode, where it would take cores from the clocked training
         scorer = _start_scorer(run) if profile.device == "cuda" or max_tokens else None

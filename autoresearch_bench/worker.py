@@ -74,6 +74,7 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
         device_info.detect() if spec.device == "cuda" else None,
         spec.memory_per_row_gb,
         spec.memory_overhead_gb,
+        spec.gpu_sharing,
     )
     module = load_candidate(spec.candidate)
     last, mfus = {"step": -1}, []

@@ -66,12 +66,14 @@ class FakeRuns:
         self.lock, self.running, self.peak, self.calls = threading.Lock(), 0, 0, []
         self.data_id = data_id  # the data.PreparedData.data_id the records say they were scored on
         self.gpus_busy, self.gpu_clash = [], False  # GPUs of the runs in flight; one GPU taken twice
+        self.sharing = []  # how many runs each was told share its GPU
         monkeypatch.setattr(ex, "run_candidate", self)
 
     def __call__(self, task, profile, candidate, seed, *, on_progress=None, log=print, **options):
         gpu = options.get("gpu")
         with self.lock:
             self.calls.append((candidate.name, seed, gpu))
+            self.sharing.append(options.get("gpu_sharing", 1))
             self.running += 1
             self.peak = max(self.peak, self.running)
             self.gpu_clash |= gpu is not None and gpu in self.gpus_busy
@@ -147,6 +149,7 @@ def test_local_slots_on_one_gpu_share_it_unpinned(monkeypatch, tiny_task):
     runs = [ex.Run(tiny_task, profile, Candidate(f"c{i}", tiny_task.train_file), seed=i) for i in range(3)]
     ex.make_executor("local", slots=3).map(runs)
     assert fake.peak == 3 and {gpu for _, _, gpu in fake.calls} == {None}
+    assert fake.sharing == [3, 3, 3]  # each plans its device batch for a third of the GPU's memory
 
 
 def _session(tmp_path, tiny_task, executor, **options):
