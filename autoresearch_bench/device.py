@@ -10,8 +10,10 @@
 - `choose_settings(cfg, device, ...)`: what the candidate should run with on this device, passed
   to it as `ctx.settings` and recorded as `RunRecord.extra["settings"]`:
       device_batch_size, grad_accum  the largest device batch that fits the free memory (of runs
-                                     that share the GPU, each plans for its share of the total:
-                                     started together, each sees the others' memory still free) and
+                                     that share the GPU, each plans for its share of the total less
+                                     the profile's scoring_memory_gb: started together, each sees the
+                                     others' memory still free, and one's scoring overlaps the
+                                     others' training) and
                                      divides the total batch (cfg's total_batch_size // seq_len
                                      rows, else cfg's device_batch_size), never above cfg's
                                      device_batch_size; device_batch_size × grad_accum = total rows,
@@ -30,6 +32,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -152,9 +155,10 @@ def choose_settings(
     memory_per_row_gb: float | None = None,
     memory_overhead_gb: float = 0.0,
     sharing: int = 1,
+    scoring_memory_gb: float = 0.0,
 ) -> dict[str, Any]:
     """The execution settings for cfg (a profile's model_config()) on device (None: CPU); see the
-    module docstring. sharing: how many runs train on this GPU at once. Raises SettingsError when not
+    module docstring. sharing: how many runs use this GPU at once. Raises SettingsError when not
     even one row fits."""
     if device is None:
         settings: dict[str, Any] = {
@@ -188,7 +192,8 @@ def choose_settings(
         )
     rows_that_fit = max_rows
     if device is not None and memory_per_row_gb:
-        available = min(device.free_memory_gb, device.total_memory_gb / max(1, sharing))
+        share = device.total_memory_gb / sharing - scoring_memory_gb if sharing > 1 else math.inf
+        available = max(0.0, min(device.free_memory_gb, share))
         usable = available * MEMORY_HEADROOM - memory_overhead_gb
         rows_that_fit = int(usable // memory_per_row_gb)
         if rows_that_fit < 1:

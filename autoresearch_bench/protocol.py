@@ -54,7 +54,8 @@ class TrainSpec:
     latest_start: float  # perf_counter time at which the clock starts if no batch was taken
     memory_per_row_gb: float | None = None
     memory_overhead_gb: float = 0.0
-    gpu_sharing: int = 1  # runs training on this GPU at once: each plans for its share of the memory
+    gpu_sharing: int = 1  # runs on this GPU at once: each plans for its share of the memory
+    scoring_memory_gb: float = 0.0  # what a run's scoring needs beside the others' training
     request_fd: int = -1
     batch_fd: int = -1
     file_defaults: dict[str, Any] = field(default_factory=dict)  # the file's own Hyper constants (task.source_defaults)

@@ -189,6 +189,7 @@ def _train(
                 memory_per_row_gb=run.profile.memory_per_row_gb,
                 memory_overhead_gb=run.profile.memory_overhead_gb,
                 gpu_sharing=run.gpu_sharing,
+                scoring_memory_gb=run.profile.scoring_memory_gb,
                 request_fd=request_w,
                 batch_fd=batch_r,
                 file_defaults=source_defaults(run.candidate.path.read_text()),

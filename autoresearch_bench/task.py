@@ -29,7 +29,9 @@ its `checks` list and the benchmark. The toml file has these tables (see tasks/g
                                absent: any GPU), min_memory_gb (total GPU memory the profile needs),
                                memory_per_row_gb and memory_overhead_gb (peak GB per row of the
                                device batch at this seq_len, and fixed GB, from a measured run: the
-                               harness then fits the device batch to the GPU; see device.py)
+                               harness then fits the device batch to the GPU; see device.py),
+                               scoring_memory_gb (peak GB of a run's scoring, which runs sharing
+                               the GPU leave room for)
     [profiles.<name>.config]   free-form hyperparameters: passed to build_model(cfg) and train(ctx)
 
 Profiles are data: a user adds one by adding a table, no code. `--ar-profile auto` (default_profile)
@@ -86,6 +88,7 @@ class Profile:
     min_memory_gb: float = 0.0
     memory_per_row_gb: float | None = None
     memory_overhead_gb: float = 0.0
+    scoring_memory_gb: float = 0.0
     noise: dict[str, stats.Noise] = field(default_factory=dict)  # by noise_key(mode, budget)
 
     def train_limit_s(self, budget_s: float | None = None, max_tokens: int | None = None) -> float:
@@ -204,6 +207,7 @@ _PROFILE_KEYS = {
     "min_memory_gb",
     "memory_per_row_gb",
     "memory_overhead_gb",
+    "scoring_memory_gb",
     "noise",
 }
 
@@ -419,6 +423,7 @@ def load_task(path: str | Path) -> Task:
             match=_match(p, where, shown),
             min_memory_gb=float(number("min_memory_gb", 0)),
             memory_overhead_gb=float(number("memory_overhead_gb", 0)),
+            scoring_memory_gb=float(number("scoring_memory_gb", 0)),
             memory_per_row_gb=None if per_row is None else float(per_row),
         )
     if not profiles:

@@ -75,6 +75,7 @@ def run_train(spec: TrainSpec, emit: Emitter) -> None:
         spec.memory_per_row_gb,
         spec.memory_overhead_gb,
         spec.gpu_sharing,
+        spec.scoring_memory_gb,
     )
     module = load_candidate(spec.candidate)
     last, mfus = {"step": -1}, []

@@ -369,6 +369,13 @@ def test_the_first_confirmation_takes_the_start_s_runs_from_a_stored_baseline_of
     assert ("the best's seeds 1, 2: stored baseline @" in history[1].reason) is not remeasured
 
 
+def test_a_confirmation_of_one_seed_is_refused_before_anything_runs(repo):
+    # one fresh seed a side has no paired test: such a loop would discard every change it tried
+    with pytest.raises(AgentError, match="--confirm-seeds 1 can never keep a change.*use 2 or more"):
+        AgentLoop(repo / "tasks/tiny", AgentSpec("n", kind="null"), "one", replace(FAST, confirm_seeds=1))
+    assert not (repo / ".ar" / "worktrees" / "one").exists()
+
+
 def test_the_best_s_runs_are_its_own_then_its_re_measures_since():
     kept = Experiment(3, "k", 0.6, 0.1, "keep", "x", runs=[[0, 0.6]])
     history = [

@@ -111,6 +111,11 @@ class AgentLoop:
         those of this process. A league runs one loop per GPU at once this way."""
         if not re.fullmatch(r"[A-Za-z0-9._-]+", tag):
             raise AgentError(f"tag {tag!r}: use letters, digits, '.', '_' and '-' only")
+        if settings.confirm_seeds < 2:  # measured on the H200: one seed a side, every change was discarded
+            raise AgentError(
+                f"--confirm-seeds {settings.confirm_seeds} can never keep a change (a paired test needs 2 seeds "
+                "a side); use 2 or more (default 3)"
+            )
         self.spec, self.tag, self.settings, self.log, self.baseline = spec, tag, settings, log, baseline
         self.start_commit: str | None = None  # set by run()
         self.gpu = gpu
@@ -158,7 +163,9 @@ class AgentLoop:
             plan = sandbox.plan(self.settings.sandbox, self.profile.device, memo_dir=cache_root() / "probes")
         except sandbox.SandboxError as e:
             raise AgentError(str(e)) from None
-        if not plan.isolated and self.settings.sandbox != "off":
+        if plan.isolated:
+            self.log(f"the agent command runs sandboxed ({plan.level}): it sees its worktree and a copy of results.tsv")
+        elif self.settings.sandbox != "off":
             self.log(
                 "warning: no Linux namespaces here: the agent command runs unisolated (it can read the data "
                 "cache and write the records); use --sandbox strict to refuse that"
