@@ -83,6 +83,7 @@ class LocalExecutor:
         if slots < 1:
             raise ExecutorError(f"executor slots must be at least 1, got {slots}")
         self.slots = slots
+        self.gpu_sharing = 1  # other processes' runs on this one's GPU, plus its own (xdist workers)
 
     @property
     def label(self) -> str:
@@ -107,7 +108,10 @@ class LocalExecutor:
 
     def _records(self, runs: list[Run], on_progress: OnProgress | None, log) -> Iterator[RunRecord]:
         if self.slots == 1 or len(runs) < 2:
-            yield from (run(_bind(on_progress, run), log) for run in runs)
+            for run in runs:
+                if run.profile.device == "cuda" and self.gpu_sharing > 1:
+                    run = replace(run, options={"gpu_sharing": self.gpu_sharing, **run.options})
+                yield run(_bind(on_progress, run), log)
             return
         lock = threading.Lock()  # callbacks from several threads: one at a time
 
@@ -195,6 +199,10 @@ class XdistExecutor(LocalExecutor):
         super().__init__(slots)
         self.worker = worker if worker is not None else os.environ.get("PYTEST_XDIST_WORKER")
         self.gpu = pin_gpu(self.worker, gpus)
+        if self.gpu is not None:  # more workers than GPUs: the workers of one GPU share its memory
+            workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+            index = int(self.worker[2:]) % len(gpus)
+            self.gpu_sharing = len(range(index, workers, len(gpus)))
 
     @property
     def label(self) -> str:

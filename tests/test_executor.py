@@ -34,6 +34,18 @@ def test_each_worker_is_pinned_to_its_gpu_modulo_the_gpu_count(monkeypatch):
     assert ex.XdistExecutor(worker="gw1", gpus=["0", "1", "2"]).label == "xdist:gw1:gpu1"
 
 
+def test_xdist_workers_that_share_a_gpu_each_fit_their_share_of_it(monkeypatch, tiny_task):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "5")  # five workers on two GPUs: gw0, gw2, gw4 on the first
+    assert [ex.XdistExecutor(worker=f"gw{n}", gpus=["0", "1"]).gpu_sharing for n in range(5)] == [3, 2, 3, 2, 3]
+    fake = FakeRuns(monkeypatch)
+    profile = replace(tiny_task.profile("cpu"), device="cuda")
+    ex.XdistExecutor(worker="gw1", gpus=["0", "1"]).map(
+        [ex.Run(tiny_task, profile, Candidate("c", tiny_task.train_file), 0)]
+    )
+    assert fake.sharing == [2]
+
+
 def test_no_worker_or_no_gpu_means_no_pin(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
     assert ex.pin_gpu(None, ["0", "1"]) is None and ex.pin_gpu("gw1", []) is None
