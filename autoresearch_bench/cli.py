@@ -147,7 +147,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from . import simulate, stats, storage
+    from . import simulate, stats
+    from .storage import baselines
     from .task import default_profile
 
     task = load_task(args.task)
@@ -158,7 +159,7 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         profile = task.profile(args.profile)
     mode, budget = ("tokens", args.tokens) if args.tokens else ("time", args.budget or profile.budget_s)
-    stored = storage.Baseline.from_file(args.baseline).noise if args.baseline else stats.Noise()
+    stored = baselines.Baseline.from_file(args.baseline).noise if args.baseline else stats.Noise()
     given = stats.Noise(args.seed_std, args.pair_std, "given") if args.seed_std or args.pair_std else stats.Noise()
     rule = task.rule(profile, mode, budget, given.or_else(stored), args.min_effect)
     if args.floor is not None:

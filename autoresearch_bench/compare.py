@@ -32,8 +32,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import report, stats, storage
+from . import report, stats
 from .stats import NOT_COMPARABLE
+from .storage import schema
 from .task import METRICS, TaskError, load_task
 
 GroupKey = tuple[str, str, str, str, float]  # task, candidate, profile, mode, budget
@@ -58,7 +59,7 @@ class Side:
         return [value for _, value in self.runs]
 
 
-def _device(record: storage.RunRecord) -> str:
+def _device(record: schema.RunRecord) -> str:
     return record.extra.get("settings", {}).get("device") or record.machine
 
 

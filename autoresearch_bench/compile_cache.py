@@ -28,16 +28,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import storage
+from .storage import fingerprints
 
 ENV_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 
 
 def trusted_dir(task: str, fingerprint: dict) -> Path:
-    """The trusted cache of one task on this machine and profile (storage.machine_fingerprint)."""
+    """The trusted cache of one task on this machine and profile (storage.fingerprints.machine_fingerprint)."""
     from . import data  # numpy and the tokenizers, for a run only
 
-    return data.cache_root() / "compile" / f"{task}__{storage.fingerprint_id(fingerprint)}"
+    return data.cache_root() / "compile" / f"{task}__{fingerprints.fingerprint_id(fingerprint)}"
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ from typing import Any
 from . import process
 from .candidate import Candidate
 from .runner import run_candidate
-from .storage import RunRecord
+from .storage.schema import RunRecord
 from .task import Profile, Task
 
 NAMES = ("local", "xdist", "ray")

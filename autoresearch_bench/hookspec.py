@@ -11,7 +11,7 @@ conftest.py or a plugin of your own (the plugin registers this module in `pytest
         report["pull_request"] = os.environ.get("PR_NUMBER")
 
 Informational only: what these hooks add is reported, never matched on. Baselines match on the
-machine fingerprint (storage.machine_fingerprint), which no hook changes; a hook that edits a
+machine fingerprint (storage.fingerprints.machine_fingerprint), which no hook changes; a hook that edits a
 record's value edits what is recorded and decided, as any conftest.py can: hooks are the project's
 own code, not a candidate's (candidate code runs only in the sandboxed children).
 """
@@ -27,7 +27,7 @@ def pytest_autoresearch_update_machine_info(config: pytest.Config, machine_info:
 
 @pytest.hookspec
 def pytest_autoresearch_update_record(config: pytest.Config, record) -> None:
-    """See each run's storage.RunRecord before it is appended to the results files (and kept for the
+    """See each run's storage.schema.RunRecord before it is appended to the results files (and kept for the
     table and the reports); edit it in place, e.g. add keys to record.extra. Called in the process
     that appends it (an xdist worker under --ar-executor xdist)."""
 

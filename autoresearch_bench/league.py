@@ -87,10 +87,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import calibrate, files, git, htmlreport, options, stats, storage
+from . import calibrate, files, htmlreport, options, stats
 from .agent import SPEED_ADVICE, AgentError, AgentLoop, AgentSpec, Experiment, Settings
 from .candidate import Candidate
 from .executor import Run, gpu_for, make_executor, visible_gpus
+from .storage import baselines, fingerprints, schema
 from .task import Task, find_tasks
 
 _SETTINGS_KEYS = options.KEYS | {"seeds", "confirm_seeds"}
@@ -214,7 +215,7 @@ def leaderboard(entries: list[Entry], tasks: list[str]) -> list[dict]:
 
 
 def heldout_statistics(
-    entries: list[Entry], base: stats.Runs, finals: dict[str, list[storage.RunRecord]], rule: stats.Rule, unit: float
+    entries: list[Entry], base: stats.Runs, finals: dict[str, list[schema.RunRecord]], rule: stats.Rule, unit: float
 ) -> None:
     """Each entry's held-out figures: its final file's runs against the baseline's on the same seeds,
     paired, one Holm family (rule); the gain and the gap in units of σ = unit. A file with a failed
@@ -434,22 +435,22 @@ class League:
             return
         first = loops[done[0].agent]
         folder = self.out / task.name / "heldout"
-        files: dict[str, Path] = {}  # content digest → file
+        by_digest: dict[str, Path] = {}  # content digest → file
         owner: dict[str, str] = {}  # agent (or "baseline") → digest
 
         def extract(label: str, loop: AgentLoop, commit: str) -> None:
-            source = git.run(loop.worktree, "show", f"{commit}:{loop.task_rel}/{task.editable[0]}")
+            source = loop.worktree.show(commit, task.editable[0])
             digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-            if digest not in files:
-                files[digest] = folder / digest / task.editable[0]
-                files[digest].parent.mkdir(parents=True, exist_ok=True)
-                files[digest].write_text(source)
+            if digest not in by_digest:
+                by_digest[digest] = folder / digest / task.editable[0]
+                by_digest[digest].parent.mkdir(parents=True, exist_ok=True)
+                by_digest[digest].write_text(source)
             owner[label] = digest
 
         extract("baseline", first, first.history()[0].commit)
         for e in done:
             extract(e.agent, loops[e.agent], e.final_commit)
-        records: dict[str, list[storage.RunRecord]] = {d: [] for d in files}
+        records: dict[str, list[schema.RunRecord]] = {d: [] for d in by_digest}
         s, results = self.settings, (self.out / "heldout.tsv", self.out / "heldout.jsonl")
         options = {
             "budget_s": s.budget_s,
@@ -457,7 +458,7 @@ class League:
             "sandbox": s.sandbox,
             "eval_split": "test",
             "results_paths": results,  # the baseline's runs alone publish compile caches
-            "trusted_sources": frozenset({storage.file_digest(files[owner["baseline"]])}),
+            "trusted_sources": frozenset({files.file_digest(by_digest[owner["baseline"]])}),
         }
         runs = [
             Run(
@@ -468,11 +469,11 @@ class League:
                 {**options, "description": f"held-out {digest}"},
             )
             for seed in range(1000, 1000 + self.heldout_seeds)  # seeds the agents' runs never used
-            for digest, path in files.items()
+            for digest, path in by_digest.items()
         ]  # interleaved: drift hits every file alike
 
-        def record(run: Run, rec: storage.RunRecord) -> None:
-            storage.append_results(rec, *results)
+        def record(run: Run, rec: schema.RunRecord) -> None:
+            schema.append_results(rec, *results)
             self.log(
                 f"league: {task.name} {run.candidate.name} seed {run.seed}: {rec.status} "
                 f"{rec.value if rec.value is not None else rec.error}"
@@ -508,8 +509,8 @@ class League:
         the profile's), else the std of the baseline's held-out runs."""
         s, profile = self.settings, loop.profile
         mode, budget = s.mode[0], s.mode[1] or profile.budget_s
-        fingerprint = {**storage.machine_fingerprint(profile.name, profile.device), "mode": mode, "budget": budget}
-        stored = storage.load_baseline(loop.repo / "baselines", task.name, fingerprint)
+        fingerprint = {**fingerprints.machine_fingerprint(profile.name, profile.device), "mode": mode, "budget": budget}
+        stored = baselines.load_baseline(loop.repo / "baselines", task.name, fingerprint)
         rule = task.rule(profile, mode, budget, stored.noise if stored else stats.Noise(), s.min_effect)
         if rule.noise.seed_std:
             self.units[task.name] = {"sigma": rule.noise.seed_std, "source": rule.noise.source or "measured"}

@@ -55,7 +55,7 @@ from pathlib import Path
 import pytest
 from tabulate import tabulate
 
-from . import git, stats, storage, table, xdist_support
+from . import files, git, stats, table, xdist_support
 from .candidate import BASE, Candidate, resolve_candidates
 from .check_server import CheckServer
 from .executor import NAMES as EXECUTORS
@@ -63,6 +63,7 @@ from .executor import ExecutorError, LocalExecutor, make_executor
 from .options import RUN_OPTIONS, add_run_options
 from .patch import surface_violations
 from .session import AUTO, SEQUENTIAL, BenchmarkSession, CandidateResult, Options
+from .storage import baselines, fingerprints
 from .task import Profile, Task, TaskError, default_profile, load_task
 
 SESSION = pytest.StashKey[BenchmarkSession]()
@@ -346,7 +347,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         config.getoption("ar_seed_base"),
     )
     tokens, budget, level = config.getoption("ar_tokens"), config.getoption("ar_budget"), config.getoption("ar_sandbox")
-    machine = storage.machine_fingerprint(profile, "cuda" if _cuda() else "cpu")
+    machine = fingerprints.machine_fingerprint(profile, "cuda" if _cuda() else "cpu")
     found = sandbox.namespaces_available() if level != "off" else None
     seed_list = (
         f"auto from {first} ({SEQUENTIAL.start} to {SEQUENTIAL.stop})"
@@ -436,7 +437,7 @@ def _option_errors(config: pytest.Config) -> list[str]:
     ]
     if get("ar_baseline") not in ("auto", "none"):
         try:
-            storage.Baseline.from_file(get("ar_baseline"))
+            baselines.Baseline.from_file(get("ar_baseline"))
         except ValueError as e:
             errors.append(f"--ar-baseline {e}")
     for value in get("ar_candidate"):
@@ -458,18 +459,18 @@ def _option_errors(config: pytest.Config) -> list[str]:
     if get("autoresearch"):
         results = Path(get("ar_results"))
         results = results if results.is_absolute() else root / results
-        if why := storage.check_writable(results) or storage.check_writable(results.with_suffix(".jsonl")):
+        if why := files.check_writable(results) or files.check_writable(results.with_suffix(".jsonl")):
             errors.append(f"{why}: give --ar-results a writable path on a disk with room")
         for flag, value in (
             ("--ar-json", get("ar_json")),
             ("--ar-html", get("ar_html")),
             ("--ar-markdown", get("ar_markdown")),
         ):
-            if value and (why := storage.check_writable(Path(value))):
+            if value and (why := files.check_writable(Path(value))):
                 errors.append(f"{why}: give {flag} a writable path on a disk with room")
         if get("ar_tensorboard") and importlib.util.find_spec("tensorboard") is None:
             errors.append("--ar-tensorboard needs the tensorboard package: pip install 'autoresearch-bench[track]'")
-        if get("ar_save_baseline") and (why := storage.check_writable(root / "baselines")):
+        if get("ar_save_baseline") and (why := files.check_writable(root / "baselines")):
             errors.append(f"{why}: make baselines/ writable, on a disk with room, or leave out --ar-save-baseline")
     return errors
 

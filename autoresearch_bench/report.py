@@ -31,7 +31,7 @@ kind "session" adds `tasks`, one per task:
                               ci95}, decision (null when none was made: verdict, delta, ci [lo, hi], p,
                               test, threshold, detectable, reason, open; see stats.Decision),
                               calibration (machine speed around the runs, time mode), runs: the
-                              storage.RunRecord of each run, as results.jsonl holds it, whose
+                              storage.schema.RunRecord of each run, as results.jsonl holds it, whose
                               extra.curve is the run's loss curve [[step, seconds, loss], ...]
 
 kind "agent" adds agent (its AgentSpec less nothing secret: the key's variable name only), task,
@@ -55,7 +55,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from . import files, stats, storage
+from . import files, stats
+from .storage import fingerprints, schema
 
 SCHEMA = "autoresearch-bench/report"
 SCHEMA_VERSION = 1
@@ -75,7 +76,7 @@ def _version() -> str:
 
 def machine_info(profile: str = "", device: str = "cpu") -> dict:
     """The machine as reports show it: its fingerprint (without the profile, unless given), host, CPUs."""
-    fingerprint = storage.machine_fingerprint(profile, device)
+    fingerprint = fingerprints.machine_fingerprint(profile, device)
     if not profile:
         fingerprint.pop("profile")
     return {**fingerprint, "host": platform.node(), "cpus": os.cpu_count()}
@@ -139,7 +140,7 @@ def session_document(bench, machine: dict) -> dict:
                 "direction": r.task.direction,
                 "profile": r.profile.name,
                 "fingerprint": fingerprint,
-                "fingerprint_id": storage.fingerprint_id(fingerprint),
+                "fingerprint_id": fingerprints.fingerprint_id(fingerprint),
                 "data_ids": [],
                 "baseline": _reference(bench, r.task, r.profile),
                 "candidates": [],
@@ -285,12 +286,12 @@ def load(path: str | Path) -> dict:
     return doc
 
 
-def records(doc: dict) -> list[storage.RunRecord]:
+def records(doc: dict) -> list[schema.RunRecord]:
     """Every run a report holds: the session's candidates' runs, an agent's or a league's runs."""
     rows = [run for task in doc.get("tasks", []) for c in task["candidates"] for run in c["runs"]]
-    return [storage.RunRecord.from_dict(r) for r in rows + doc.get("runs", [])]
+    return [schema.RunRecord.from_dict(r) for r in rows + doc.get("runs", [])]
 
 
-def read_records(path: str | Path) -> list[storage.RunRecord]:
+def read_records(path: str | Path) -> list[schema.RunRecord]:
     """The runs of a report (.json) or of a results file (.jsonl)."""
-    return records(load(path)) if Path(path).suffix == ".json" else storage.read_results(path)
+    return records(load(path)) if Path(path).suffix == ".json" else schema.read_results(path)

@@ -32,10 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import compile_cache, git, process, storage
+from . import compile_cache, files, git, process
 from . import sandbox as sandboxing
 from .candidate import Candidate
 from .protocol import FeederSpec, ScorerSpec, TrainSpec
+from .storage import appends, fingerprints, schema
 from .task import Profile, Task, grace_s, source_defaults
 
 if TYPE_CHECKING:  # imported where a run needs it: numpy, pyarrow and tiktoken cost every pytest session
@@ -113,7 +114,7 @@ class Stages:
 
 
 def _outcome(
-    record: storage.RunRecord, child: process.Child, stage: str, timed_out: str, succeeded: bool = True
+    record: schema.RunRecord, child: process.Child, stage: str, timed_out: str, succeeded: bool = True
 ) -> dict | None:
     """The one outcome rule of a run's child processes: a violation it reported, else a timeout (the
     error timed_out says why), else a failure (it gave no result, or succeeded is False), goes into
@@ -133,7 +134,7 @@ def _outcome(
 
 
 def _train(
-    record: storage.RunRecord,
+    record: schema.RunRecord,
     run: Stages,
     budget_s: float,
     max_tokens: int | None,
@@ -297,7 +298,7 @@ def _start_scorer(run: Stages) -> process.Child:
     )
 
 
-def _evaluate(record: storage.RunRecord, profile: Profile, scorer: process.Child, weights: Path) -> None:
+def _evaluate(record: schema.RunRecord, profile: Profile, scorer: process.Child, weights: Path) -> None:
     """The evaluation half of a run: hand the scorer the weights, take its result into the record."""
     t0 = time.perf_counter()
     try:
@@ -317,7 +318,7 @@ def _evaluate(record: storage.RunRecord, profile: Profile, scorer: process.Child
 
 
 def _preflight(
-    record: storage.RunRecord,
+    record: schema.RunRecord,
     task: Task,
     profile: Profile,
     sandbox: str,
@@ -391,7 +392,7 @@ def run_candidate(
     log: Callable[[str], None] = print,
     threads: int | None = None,
     trusted_sources: frozenset[str] = frozenset(),
-) -> storage.RunRecord:
+) -> schema.RunRecord:
     """Train and evaluate one candidate with one seed; always returns a record, never raises for
     a bad candidate (its failure is the record's status and error). eval_split "test" scores the
     held-out rows that follow the validation rows (the league's; see scorer.load_eval_data).
@@ -402,8 +403,8 @@ def run_candidate(
     t_start = time.perf_counter()
     commit, dirty = git.state(candidate.path.parent)
     budget_s = float(budget_s or profile.budget_s)
-    fingerprint = storage.machine_fingerprint(profile.name, profile.device)
-    record = storage.RunRecord(
+    fingerprint = fingerprints.machine_fingerprint(profile.name, profile.device)
+    record = schema.RunRecord(
         task=task.name,
         candidate=candidate.name,
         commit=commit,
@@ -424,7 +425,7 @@ def run_candidate(
         params=0,
         eval_seconds=0.0,
         overhead_seconds=0.0,
-        machine=storage.fingerprint_id(fingerprint),
+        machine=fingerprints.fingerprint_id(fingerprint),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         extra={},
     )
@@ -432,9 +433,9 @@ def run_candidate(
         return record
     prepared, plan, rows = ready
     threads = threads or process.usable_cores()
-    marks = {p: storage.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
+    marks = {p: appends.results_mark(p) for p in results_paths}  # concurrent runs may append meanwhile
     digest = harness_digest(task)
-    trusted = storage.file_digest(candidate.path) in trusted_sources
+    trusted = files.file_digest(candidate.path) in trusted_sources
     trusted_cache = compile_cache.trusted_dir(task.name, fingerprint)
     with tempfile.TemporaryDirectory(prefix=f"ar-{task.name}-{candidate.name}-") as name:
         tmp = Path(name)
@@ -463,10 +464,10 @@ def run_candidate(
     return record
 
 
-def _audit(record: storage.RunRecord, task: Task, digest: str, marks: dict[Path, object]) -> None:
+def _audit(record: schema.RunRecord, task: Task, digest: str, marks: dict[Path, object]) -> None:
     """After the run: the harness's and task's files unchanged, the results files only appended to,
     the memory within the task's limit; else the record becomes a violation."""
-    tampered = [str(p) for p, m in marks.items() if not storage.appended_only(p, m)]
+    tampered = [str(p) for p, m in marks.items() if not appends.appended_only(p, m)]
     if harness_digest(task) != digest:
         record.status, record.value = "violation", None
         record.error = f"the harness's or the task's files changed while candidate code ran ({task.root})"

@@ -17,9 +17,10 @@ data cache and no channel to the runner but their error reports.
   sent at random moments among the scoring batches: real validation rows in a random mixture,
   half of them with every token after a secret position t replaced by another real row's tokens
   (the input still looks like data). A row's logits at sampled positions (≤ t for a spliced row)
-  must equal its logits in the scoring batch: a model that sees the future (causality), mixes
-  rows (batch independence), keeps state between calls or changes its weights during evaluation
-  gives other logits in a fresh process and a new company, and is a violation. The randomness
+  must equal its logits in the scoring batch, within the checks' tolerance (checks.base.logit_tolerance):
+  a model that sees the future (causality), mixes rows (batch independence), keeps state between calls
+  or changes its weights during evaluation gives other logits in a fresh process and a new company,
+  and is a violation. The randomness
   comes from the operating system (secrets), not the run seed, so the candidate cannot derive it,
   and since the two processes never share anything, a model cannot remember a row in one to
   answer consistently in the other.
@@ -44,12 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from . import process, sandbox
+from .checks.base import logit_tolerance
 from .protocol import DONE, FORWARD, Emitter, ModelSpec, ScorerSpec, read_exact, read_spec, write_all
 from .shared import SharedBuffer
 
-# |Δlogits| allowed between a row's scoring and probe logits: ATOL + RTOL · max|logits|. CPU runs in
-# fp32; CUDA under bf16 autocast, where the same row in another batch may differ by bf16 rounding.
-PROBE_TOL = {"cpu": (1e-4, 1e-5), "cuda": (3e-2, 1e-2)}
 PROBE_EVERY = 16  # one probe batch per this many scoring batches (at least one)
 PROBE_POSITIONS = 16  # positions compared per probed row, drawn at random (plus the splice point)
 READY_TIMEOUT_S = 600  # building the model and loading the weights
@@ -247,7 +246,7 @@ class Probes:
             for slot, entry in enumerate(entries):
                 self.of_row.setdefault(entry.row, []).append((j, slot))
         self.reference: dict[tuple[int, int], torch.Tensor] = {}
-        self.tolerance = PROBE_TOL[device]
+        self.low_precision = device == "cuda"  # bf16 autocast: a row in another batch may differ by its rounding
         self.worst = {"causality": 0.0, "batch independence": 0.0}
 
     def seen(self, key: tuple[int, int], logits: torch.Tensor) -> None:
@@ -260,8 +259,7 @@ class Probes:
         entry = self.batches[key[0]][key[1]]
         what = "causality" if entry.splice_at is not None else "batch independence"
         diff = (logits - other).abs().max().item()
-        atol, rtol = self.tolerance
-        tol = atol + rtol * max(logits.abs().max().item(), other.abs().max().item())
+        tol = logit_tolerance(self.low_precision, max(logits.abs().max().item(), other.abs().max().item()))
         if not diff <= tol:
             detail = (
                 f"logits at positions ≤ {entry.splice_at} changed when the tokens after it were replaced "

@@ -54,9 +54,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import calibrate, stats, storage
+from . import calibrate, files, stats
 from .candidate import BASE, Candidate, display_name, file_at_ref, git_ref
 from .executor import LocalExecutor, Run
+from .storage import baselines, fingerprints, schema
 from .task import Profile, Task, TaskError
 
 # Advice of a time-mode verdict that machine speed made not comparable.
@@ -117,7 +118,7 @@ class CandidateResult:
     task: Task
     profile: Profile
     candidate: Candidate
-    records: list[storage.RunRecord] = field(default_factory=list)
+    records: list[schema.RunRecord] = field(default_factory=list)
     skipped: str = ""  # why it was not benchmarked (a failed check)
     stopped: str = ""  # why its schedule stopped before all its runs were in
     decision: stats.Decision | None = None
@@ -162,7 +163,7 @@ class BenchmarkSession:
         on_progress: Callable[[CandidateResult, int, dict], None] | None = None,
         executor: LocalExecutor | None = None,
         measure_speed: Callable[[str], dict[str, float]] | None = None,
-        on_record: Callable[[storage.RunRecord], None] | None = None,
+        on_record: Callable[[schema.RunRecord], None] | None = None,
     ):
         self.options = options
         self.on_record = on_record
@@ -172,7 +173,7 @@ class BenchmarkSession:
         self.measure_speed = measure_speed or calibrate.measure
         self.results: dict[tuple[str, str], CandidateResult] = {}
         self.pending: dict[str, list[CandidateResult]] = defaultdict(list)  # task → not yet run
-        self.baselines: dict[str, storage.Baseline | None] = {}  # task → its stored baseline, if any
+        self.baselines: dict[str, baselines.Baseline | None] = {}  # task → its stored baseline, if any
         self.trusted: dict[str, frozenset[str]] = {}  # task → digests of its trusted file
 
     def plan(self, task: Task, profile: Profile, candidate: Candidate) -> CandidateResult:
@@ -204,21 +205,21 @@ class BenchmarkSession:
     def fingerprint(self, profile: Profile) -> dict:
         """The machine fingerprint plus the training mode and budget: baselines match on all of it."""
         mode, budget = self.mode(profile)
-        return {**storage.machine_fingerprint(profile.name, profile.device), "mode": mode, "budget": budget}
+        return {**fingerprints.machine_fingerprint(profile.name, profile.device), "mode": mode, "budget": budget}
 
     def mode(self, profile: Profile) -> tuple[str, float]:
         """The training mode (time | tokens) and its budget (seconds or tokens)."""
         o = self.options
         return ("tokens" if o.max_tokens else "time"), o.max_tokens or o.budget_s or profile.budget_s
 
-    def stored_baseline(self, task: Task, profile: Profile) -> storage.Baseline | None:
+    def stored_baseline(self, task: Task, profile: Profile) -> baselines.Baseline | None:
         """The stored baseline this session compares the task with (--ar-baseline), or None."""
         choice = self.options.baseline
         if choice == "none":
             return None
         if choice == "auto":
-            return storage.load_baseline(self.options.baselines_dir, task.name, self.fingerprint(profile))
-        return storage.Baseline.from_file(Path(choice))
+            return baselines.load_baseline(self.options.baselines_dir, task.name, self.fingerprint(profile))
+        return baselines.Baseline.from_file(Path(choice))
 
     def time_limit(self, task: Task) -> float:
         """The most seconds the task's planned runs may take by the harness's own clocks: per run,
@@ -276,7 +277,7 @@ class BenchmarkSession:
             if ref := self.options.trusted_ref:
                 with contextlib.suppress(TaskError):
                     self.trusted[task.name] = frozenset(
-                        {storage.file_digest(file_at_ref(task, ref, self.options.scratch / "trusted")[0])}
+                        {files.file_digest(file_at_ref(task, ref, self.options.scratch / "trusted")[0])}
                     )
         return self.trusted[task.name]
 
@@ -314,14 +315,14 @@ class BenchmarkSession:
         device = queue[0].profile.device
         before = None if o.max_tokens else self._speed(device)
 
-        def record_done(run: Run, record: storage.RunRecord) -> None:
+        def record_done(run: Run, record: schema.RunRecord) -> None:
             if ref := git_ref(run.candidate):  # the file came from the ref's commit, not the checkout
                 record.commit, record.dirty = ref[1], False
             if before:
                 record.extra["calibration"] = before
             if self.on_record:
                 self.on_record(record)
-            storage.append_results(record, o.results_tsv, o.results_jsonl)
+            schema.append_results(record, o.results_tsv, o.results_jsonl)
             entry(run).records.append(record)
             value = f"{record.value:.4f}" if record.value is not None else "-"
             self.log(
@@ -369,7 +370,7 @@ class BenchmarkSession:
         entry = self.results.setdefault(
             (task.name, candidate.name), CandidateResult(task, task.profile(report["profile"]), candidate)
         )
-        entry.records += [storage.RunRecord.from_dict(d) for d in report["records"]]
+        entry.records += [schema.RunRecord.from_dict(d) for d in report["records"]]
         entry.skipped = entry.skipped or report["skipped"]
         entry.stopped = entry.stopped or report["stopped"]
         entry.calibration = entry.calibration or report["calibration"]
@@ -418,7 +419,7 @@ class BenchmarkSession:
         for entry, decision in zip(comparable, decisions):
             entry.decision = decision
 
-    def _speed_mismatch(self, entry: CandidateResult, stored: storage.Baseline | None, label: str) -> str:
+    def _speed_mismatch(self, entry: CandidateResult, stored: baselines.Baseline | None, label: str) -> str:
         """Why machine speed keeps entry's time-mode runs from comparing with the reference, or ""."""
         if self.options.max_tokens:
             return ""
@@ -447,7 +448,7 @@ class BenchmarkSession:
                 if e.task.name == entry.task.name
                 and e.candidate.origin == "task"
                 and e.values
-                and stored.source == storage.file_digest(e.candidate.path)
+                and stored.source == files.file_digest(e.candidate.path)
             ),
             None,
         )
@@ -468,13 +469,13 @@ class BenchmarkSession:
         for entry in self.results.values():
             if entry.candidate.origin == "task" and entry.values:
                 saved.append(
-                    storage.save_baseline(
+                    baselines.save_baseline(
                         self.options.baselines_dir,
                         entry.task.name,
                         self.fingerprint(entry.profile),
                         [r for r in entry.records if r.status == "ok"],
                         calibration=entry.calibration,
-                        source=storage.file_digest(entry.candidate.path),
+                        source=files.file_digest(entry.candidate.path),
                     )
                 )
         return saved

@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_storage import record
 
-from autoresearch_bench import report, storage
+from autoresearch_bench import files, report
 from autoresearch_bench.agent import (
     AgentError,
     AgentLoop,
@@ -46,6 +46,7 @@ from autoresearch_bench.league import Entry, League, heldout_statistics, leaderb
 from autoresearch_bench.protocol import ScorerSpec
 from autoresearch_bench.scorer import load_eval_data
 from autoresearch_bench.stats import KeepRule, Noise, Rule
+from autoresearch_bench.storage import baselines, fingerprints, schema
 from autoresearch_bench.task import load_task
 
 FAST = Settings(profile="cpu", max_tokens=32 * 1024, confirm_seeds=2)  # fixed tokens: the same training under any load
@@ -146,13 +147,13 @@ def test_model_loop_keeps_discards_crashes_resumes_and_stops_on_a_dead_endpoint(
         "experiment 1: raise the learning rate to 3e-3",
         "initial",
     ]
-    assert "LR = 3e-3" in (second.worktree / "tasks/tiny/train.py").read_text()
+    assert "LR = 3e-3" in (second.worktree.path / "tasks/tiny/train.py").read_text()
     assert "LR = 1e-05" in (repo / "tasks/tiny/train.py").read_text()
     assert git(repo, "branch", "--show-current").strip() == "main"
     # the report beside the records: every experiment and the harness's runs, with their loss curves
     saved = report.load(second.out / "report.json")
     assert saved["kind"] == "agent" and saved["experiments"] == full and saved["tag"] == "t1"
-    assert len(saved["runs"]) == len(storage.read_results(second.bench_tsv.with_suffix(".jsonl")))
+    assert len(saved["runs"]) == len(schema.read_results(second.bench_tsv.with_suffix(".jsonl")))
     assert all(r["extra"]["curve"] for r in saved["runs"] if r["status"] == "ok")
     assert 'class="plot progress"' in (second.out / "report.html").read_text()
     pytest.importorskip("matplotlib")
@@ -336,10 +337,10 @@ def test_the_first_confirmation_takes_the_start_s_runs_from_a_stored_baseline_of
     """The gate's stored baseline, committed with the task, of the very file the loop starts from, on this
     machine, mode, budget and data: the first confirmation pairs with its runs instead of re-measuring.
     Whatever file it holds, its measured noise sets the keep rule's thresholds, as in the gate."""
-    fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "tokens", "budget": 32 * 1024}
-    digest = storage.file_digest(repo / "tasks/tiny/train.py") if source == "start" else "0" * 64
+    fingerprint = {**fingerprints.machine_fingerprint("cpu", "cpu"), "mode": "tokens", "budget": 32 * 1024}
+    digest = files.file_digest(repo / "tasks/tiny/train.py") if source == "start" else "0" * 64
     stored = [record(task="tiny", seed=s, value=1.0 + s / 100, extra={"data_id": data_id}) for s in range(3)]
-    storage.save_baseline(repo / "baselines", "tiny", fingerprint, stored, source=digest)
+    baselines.save_baseline(repo / "baselines", "tiny", fingerprint, stored, source=digest)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "a stored baseline")
     changes = tmp_path / "changes"
@@ -350,7 +351,7 @@ def test_the_first_confirmation_takes_the_start_s_runs_from_a_stored_baseline_of
     def measured(self, n, commit, description, stage, seeds, best=None) -> Measured:
         """Training stands in: the runs see data d0; the start scores 1.0 + seed / 100, the change 0.5 + seed / 100."""
         asked.append((n, stage, best is not None))
-        storage.append_results(
+        schema.append_results(
             record(task="tiny", seed=seeds[0], extra={"data_id": "d0"}),
             self.bench_tsv,
             self.bench_tsv.with_suffix(".jsonl"),

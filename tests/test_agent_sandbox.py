@@ -19,8 +19,9 @@ import pytest
 from gitrepo import commit_all, git
 from test_agent import FAST, PROGRAM
 
-from autoresearch_bench import agent, data, sandbox, storage
+from autoresearch_bench import agent, data, sandbox
 from autoresearch_bench.agent import AgentLoop, AgentSpec, Children, CommandProposer, Context, copy_back
+from autoresearch_bench.storage import appends
 from autoresearch_bench.task import load_task
 from conftest import copy_tiny_task
 
@@ -152,7 +153,7 @@ def attacked(request, tmp_path_factory) -> Attacked:
             ],
             "records": [
                 str(out / "results.tsv"),
-                str(storage.ledger_path(out / "results.tsv")),
+                str(appends.ledger_path(out / "results.tsv")),
                 str(out / "experiments.jsonl"),
                 str(out / "bench.jsonl"),
                 str(out / "bench.tsv"),
@@ -162,12 +163,12 @@ def attacked(request, tmp_path_factory) -> Attacked:
                 str(repo / "tasks/tiny/train.py"),
                 str(repo / ".git/config"),
                 str(other / "train.py"),
-                str(loop.worktree / ".gitignore"),
+                str(loop.worktree.path / ".gitignore"),
                 os.path.join(sys.prefix, "pyvenv.cfg"),
             ],
         }
         (helper / "targets.json").write_text(json.dumps(targets))
-        loop._prepare_worktree()  # so that its files have digests before
+        loop.worktree.prepare(loop.log)  # so that its files have digests before
         digests = {p: digest(p) for p in targets["outside"] + targets["secrets"]}
         loop.run()
         attacked = Attacked(
@@ -203,7 +204,7 @@ def test_an_agent_cannot_write_the_records_and_they_stay_intact(attacked):
     out = attacked.loop.out
     statuses = [line.split("\t")[3] for line in (out / "results.tsv").read_text().splitlines()[1:]]
     assert statuses == [e["status"] for e in attacked.experiments] and "forged" not in (out / "results.tsv").read_text()
-    assert storage.appended_only(out / "results.tsv", (0, None))  # every row is one the harness appended
+    assert appends.appended_only(out / "results.tsv", (0, None))  # every row is one the harness appended
 
 
 def test_an_agent_cannot_edit_the_harness_the_checkout_or_other_worktrees(attacked):
@@ -243,7 +244,7 @@ def test_an_honest_agent_command_gets_its_change_measured(attacked):
     n = attacked.targets["plan"].index("honest") + 1
     e = attacked.experiments[n]
     assert e["description"] == "learning rate 3e-3" and e["stage"] == "confirm" and e["status"] == "keep", e
-    assert "LR = 3e-3" in git(attacked.loop.worktree, "show", f"{e['commit']}:tasks/tiny/train.py")
+    assert "LR = 3e-3" in git(attacked.loop.worktree.path, "show", f"{e['commit']}:tasks/tiny/train.py")
 
 
 def test_only_plain_files_come_back_from_the_agent_s_copy(tmp_path):

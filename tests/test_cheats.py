@@ -22,7 +22,7 @@ from autoresearch_bench import sandbox
 from autoresearch_bench.candidate import Candidate
 from autoresearch_bench.check_server import CheckServer
 from autoresearch_bench.executor import Run, make_executor
-from autoresearch_bench.storage import RunRecord
+from autoresearch_bench.storage.schema import RunRecord
 from autoresearch_bench.task import load_task
 
 needs_namespaces = pytest.mark.skipif(

@@ -5,8 +5,9 @@ from dataclasses import replace
 import pytest
 from test_storage import record
 
-from autoresearch_bench import cli, storage
+from autoresearch_bench import cli
 from autoresearch_bench.compare import CompareError, compare
+from autoresearch_bench.storage import schema
 
 # Seed effects much larger than the machine effect: seed s scores about SEED_EFFECT[s] on any machine.
 SEED_EFFECT = {0: 0.640, 1: 0.634, 2: 0.650}
@@ -14,7 +15,7 @@ SEED_EFFECT = {0: 0.640, 1: 0.634, 2: 0.650}
 
 def write(path, runs):
     for r in runs:
-        storage.append_results(r, path.with_suffix(".tsv"), path)
+        schema.append_results(r, path.with_suffix(".tsv"), path)
     return path
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch_bench import compile_cache, storage
+from autoresearch_bench import compile_cache
 from autoresearch_bench.candidate import Candidate
+from autoresearch_bench.files import file_digest
 from autoresearch_bench.runner import run_candidate
 from autoresearch_bench.task import load_task
 
@@ -45,7 +46,7 @@ def runs(tiny_task_dir, tmp_path, monkeypatch):
     task = load_task(tiny_task_dir)
     profile = replace(task.profile("cpu"), startup_allowance_s=60)
     files = {name: probe(tiny_task_dir, name) for name in ("base", "candidate")}
-    trusted_sources = frozenset({storage.file_digest(files["base"].path)})
+    trusted_sources = frozenset({file_digest(files["base"].path)})
 
     def run(name: str, seed: int = 0):
         seen = []

@@ -14,10 +14,11 @@ from gitrepo import commit_all
 from test_storage import record
 
 from autoresearch_bench import executor as ex
-from autoresearch_bench import stats, storage
+from autoresearch_bench import stats
 from autoresearch_bench.candidate import BASE, Candidate
 from autoresearch_bench.process import child_env
 from autoresearch_bench.session import BenchmarkSession, Options
+from autoresearch_bench.storage import appends, baselines, schema
 
 TINY = Path(__file__).parent / "tiny_task"
 FAST = ["--ar-tokens", "16384", "-p", "no:cacheprovider", "-k", "benchmark"]  # fixed tokens: runs share the machine
@@ -102,7 +103,7 @@ class FakeRuns:
         return record
 
     @staticmethod
-    def record(task: str, candidate: str, profile: str, metric: str, seed: int) -> storage.RunRecord:
+    def record(task: str, candidate: str, profile: str, metric: str, seed: int) -> schema.RunRecord:
         value = (2.0 if candidate in (BASE, "train") else 2.5) + 0.01 * seed
         one_second = dict(budget=1.0, seconds=1.0, tokens=100, steps=1, peak_mem_gb=0.1, params=10)
         return record(
@@ -187,7 +188,7 @@ def test_session_submits_the_interleaved_schedule_and_appends_in_that_order(monk
     for c in candidates:
         session.plan(tiny_task, profile, c)
     assert [r.seed for r in session.result(tiny_task, candidates[0]).records] == [0, 1]
-    assert [(r.description, r.seed) for r in storage.read_results(tmp_path / "results.jsonl")] == [
+    assert [(r.description, r.seed) for r in schema.read_results(tmp_path / "results.jsonl")] == [
         ("train", 0),
         ("wide", 0),
         ("train", 1),
@@ -238,7 +239,7 @@ def project(pytester: pytest.Pytester) -> Path:
 def _rows_and_table(project: Path, run) -> tuple[list[dict], list[str]]:
     with open(project / "results.tsv") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    assert all(None not in row and len(row) == len(storage.TSV_COLUMNS) for row in rows)  # no torn rows
+    assert all(None not in row and len(row) == len(schema.TSV_COLUMNS) for row in rows)  # no torn rows
     table = run.stdout.str().split("autoresearch benchmark")[-1]
     return rows, [line.split()[1] for line in table.splitlines() if line.startswith("tiny")]
 
@@ -251,7 +252,7 @@ def test_two_xdist_workers_run_one_candidate_each_and_the_controller_prints_the_
     rows, ranked = _rows_and_table(project, run)
     assert sorted(r["description"] for r in rows) == ["slow_lr", "train"] and {r["status"] for r in rows} == {"ok"}
     assert ranked == ["train", "slow_lr"]
-    workers = {r.candidate: r.extra["executor"] for r in storage.read_results(project / "results.jsonl")}
+    workers = {r.candidate: r.extra["executor"] for r in schema.read_results(project / "results.jsonl")}
     assert sorted(workers.values()) == ["xdist:gw0:gpu3", "xdist:gw1:gpu5"]  # one worker, one GPU each
 
 
@@ -272,22 +273,22 @@ def test_ray_runs_each_experiment_as_a_task_on_a_local_cluster(pytester, project
     rows, ranked = _rows_and_table(project, run)
     assert [r["description"] for r in rows] == ["train", "slow_lr"]  # submission order, though run at once
     assert ranked == ["train", "slow_lr"] and {r["status"] for r in rows} == {"ok"}
-    assert {r.extra["executor"] for r in storage.read_results(project / "results.jsonl")} == {"ray"}
+    assert {r.extra["executor"] for r in schema.read_results(project / "results.jsonl")} == {"ray"}
 
 
 def test_rows_that_concurrent_runs_append_are_not_tampering_but_anything_else_is(tmp_path):
     tsv, jsonl = tmp_path / "results.tsv", tmp_path / "results.jsonl"
-    fresh = storage.results_mark(tsv)  # before the first row: no file yet
+    fresh = appends.results_mark(tsv)  # before the first row: no file yet
     record = FakeRuns.record("tiny", "train", "cpu", "val_bpb", seed=0)
-    storage.append_results(record, tsv, jsonl)
-    marks = {p: storage.results_mark(p) for p in (tsv, jsonl)}
-    storage.append_results(FakeRuns.record("tiny", "wide", "cpu", "val_bpb", seed=1), tsv, jsonl)  # another worker
-    assert storage.appended_only(tsv, fresh) and all(storage.appended_only(p, m) for p, m in marks.items())
+    schema.append_results(record, tsv, jsonl)
+    marks = {p: appends.results_mark(p) for p in (tsv, jsonl)}
+    schema.append_results(FakeRuns.record("tiny", "wide", "cpu", "val_bpb", seed=1), tsv, jsonl)  # another worker
+    assert appends.appended_only(tsv, fresh) and all(appends.appended_only(p, m) for p, m in marks.items())
     with open(tsv, "a") as f:  # a forged row
         f.write(record.tsv_row().replace("train", "forged"))
-    assert not storage.appended_only(tsv, marks[tsv])
+    assert not appends.appended_only(tsv, marks[tsv])
     jsonl.write_text(jsonl.read_text().replace('"seed": 0', '"seed": 9'))  # an edited row
-    assert not storage.appended_only(jsonl, marks[jsonl])
+    assert not appends.appended_only(jsonl, marks[jsonl])
 
 
 @pytest.mark.parametrize("data_id, verdict", [("d0", "no difference"), ("other", "not comparable")])
@@ -305,7 +306,7 @@ def test_a_stored_baseline_decides_only_runs_scored_on_its_data(monkeypatch, tmp
     stored = [FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed) for seed in (0, 1)]
     for one in stored:
         one.extra["data_id"] = "d0"
-    storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    baselines.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
     session.plan(tiny_task, profile, Candidate("train", train))
     result = session.result(tiny_task, Candidate("train", train))
     assert result.decision.verdict == verdict
@@ -348,7 +349,7 @@ def test_the_gate_pairs_runs_by_seed_with_a_stored_baseline(monkeypatch, tmp_pat
         )
         for seed in spread
     ]
-    path = storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    path = baselines.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
     if not stored_seeds:
         content = json.loads(path.read_text())
         del content["seeds"]
@@ -414,7 +415,7 @@ def test_auto_seeds_stop_where_the_stored_baseline_has_no_seed_to_pair_with(monk
         replace(FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed), value=2.0 + 0.001 * seed)
         for seed in (0, 1, 2)
     ]
-    storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    baselines.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
     session.plan(tiny_task, profile, Candidate("train", train))
     decision = session.result(tiny_task, Candidate("train", train)).decision
     assert [seed for _, seed, _ in fake.calls] == [0, 1, 2] and not decision.open
@@ -445,7 +446,7 @@ def test_a_nan_in_a_stored_baseline_is_an_error_that_names_it_never_a_verdict(mo
     )
     profile, (train,) = tiny_task.profile("cpu"), tiny_task.candidate_files()
     stored = [FakeRuns.record(tiny_task.name, "train", "cpu", tiny_task.metric, seed) for seed in (0, 1)]
-    path = storage.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
+    path = baselines.save_baseline(tmp_path / "baselines", tiny_task.name, session.fingerprint(profile), stored)
     path.write_text(path.read_text().replace('"values": [\n    2.0,', '"values": [\n    NaN,'))
     session.plan(tiny_task, profile, Candidate("train", train))
     with pytest.raises(stats.NotFinite, match="baseline value 1 of 2 is nan, not a finite number"):

@@ -14,8 +14,9 @@ from gitrepo import commit_all, git
 from test_session import FakeRuns
 from test_storage import record
 
-from autoresearch_bench import calibrate, storage
+from autoresearch_bench import calibrate
 from autoresearch_bench.session import RUN_SLACK_S, TASK_SLACK_S
+from autoresearch_bench.storage import baselines, fingerprints
 
 TINY = Path(__file__).parent / "tiny_task"
 # Fixed tokens wherever a test is not about the clock: the same runs on an idle or a loaded machine.
@@ -437,8 +438,8 @@ def test_a_time_budget_on_a_slower_machine_is_not_comparable_and_says_why_under_
 ):
     FakeRuns(monkeypatch)
     monkeypatch.setattr(calibrate, "measure", lambda device: {"cpu": 50.0})  # half the speed of the baseline's
-    fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "time", "budget": 1.0}
-    storage.save_baseline(
+    fingerprint = {**fingerprints.machine_fingerprint("cpu", "cpu"), "mode": "time", "budget": 1.0}
+    baselines.save_baseline(
         project / "baselines",
         "tiny",
         fingerprint,

@@ -16,8 +16,9 @@ from test_plugin import AGAINST_HEAD, FAST, add_candidate, commit_project, proje
 from test_session import FakeRuns
 from test_storage import record
 
-from autoresearch_bench import cli, report, runner, storage
+from autoresearch_bench import cli, report, runner
 from autoresearch_bench.compare import CompareError, compare
+from autoresearch_bench.storage import baselines, fingerprints, schema
 
 HOOKS = """
 def pytest_autoresearch_update_machine_info(config, machine_info):
@@ -77,8 +78,8 @@ def test_the_json_report_holds_each_candidate_s_runs_decision_baseline_machine_a
 
 def test_the_json_report_names_a_stored_baseline_with_its_seeds(pytester, project, monkeypatch):
     FakeRuns(monkeypatch)
-    fingerprint = {**storage.machine_fingerprint("cpu", "cpu"), "mode": "tokens", "budget": 8192}
-    storage.save_baseline(
+    fingerprint = {**fingerprints.machine_fingerprint("cpu", "cpu"), "mode": "tokens", "budget": 8192}
+    baselines.save_baseline(
         project / "baselines",
         "tiny",
         fingerprint,
@@ -153,7 +154,7 @@ def test_a_real_run_keeps_its_loss_curve_with_its_record(pytester, project):
     pytester.runpytest_inprocess("--autoresearch", "tasks", "-k", "benchmark", *FAST).assert_outcomes(
         passed=1, deselected=3
     )
-    [record] = storage.read_results(project / "results.jsonl")
+    [record] = schema.read_results(project / "results.jsonl")
     curve = record.extra["curve"]
     assert len(curve) == record.steps and [p[0] for p in curve] == list(range(record.steps))
     assert all(b[1] >= a[1] for a, b in zip(curve, curve[1:])) and curve[-1][2] < curve[0][2]  # it learned

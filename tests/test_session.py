@@ -8,10 +8,11 @@ import pytest
 from gitrepo import commit_all, git
 from test_storage import record
 
-from autoresearch_bench import calibrate, storage
+from autoresearch_bench import calibrate, files
 from autoresearch_bench import executor as ex
 from autoresearch_bench.candidate import BASE, Candidate, resolve_candidates
 from autoresearch_bench.session import DRIFT_ADVICE, RUN_SLACK_S, SPEED_ADVICE, TASK_SLACK_S, BenchmarkSession, Options
+from autoresearch_bench.storage import baselines, schema
 
 
 class FakeRuns:
@@ -92,7 +93,7 @@ def test_a_schedule_that_fails_marks_every_candidate_that_lacks_runs_with_the_re
         assert result.error == (
             "the schedule stopped after 1 of its 2 run(s) (OSError: [Errno 28] disk full while appending)"
         )
-    assert [r.seed for r in storage.read_results(tmp_path / "results.jsonl")] == [0, 0]
+    assert [r.seed for r in schema.read_results(tmp_path / "results.jsonl")] == [0, 0]
 
 
 def test_an_interrupted_schedule_marks_the_candidates_and_goes_on_up(monkeypatch, tmp_path, tiny_task):
@@ -127,13 +128,13 @@ def test_a_benchmark_is_bounded_by_the_harness_s_own_limits_for_all_its_task_s_r
 def stored_baseline(bench, task, steps=100, speed=100.0, source=None):
     fingerprint = bench.fingerprint(task.profile("cpu"))
     runs = [record(task=task.name, seed=s, value=2.0 + 0.01 * s, steps=steps, extra={"data_id": "d0"}) for s in (0, 1)]
-    storage.save_baseline(
+    baselines.save_baseline(
         bench.options.baselines_dir,
         task.name,
         fingerprint,
         runs,
         calibration={"before": {"cpu": speed}, "after": {"cpu": speed}},
-        source=source or storage.file_digest(task.train_file),
+        source=source or files.file_digest(task.train_file),
     )
 
 
@@ -144,13 +145,13 @@ def test_time_mode_measures_the_machine_before_and_after_and_records_it(monkeypa
     (train,) = plan(bench, tiny_task, "train")
     result = bench.result(tiny_task, train)
     assert result.calibration == {"before": {"cpu": 100}, "after": {"cpu": 97}}
-    assert [r.extra["calibration"] for r in storage.read_results(tmp_path / "results.jsonl")] == [{"cpu": 100}] * 2
+    assert [r.extra["calibration"] for r in schema.read_results(tmp_path / "results.jsonl")] == [{"cpu": 100}] * 2
     assert result.decision.verdict == "no difference"  # 3% apart: within calibrate.TOLERANCE
     [path] = bench.save_baselines()
-    saved = storage.Baseline.from_file(path)
+    saved = baselines.Baseline.from_file(path)
     # the same file on the same data at the same speed: its runs joined the stored baseline's two
     assert saved.calibration == result.calibration and saved.steps == [100] * 4
-    assert saved.source == storage.file_digest(tiny_task.train_file)
+    assert saved.source == files.file_digest(tiny_task.train_file)
 
 
 @pytest.mark.parametrize(
@@ -273,4 +274,4 @@ def test_a_candidate_named_base_runs_as_itself_beside_the_base(monkeypatch, tmp_
     }
     assert result.baseline == "base @HEAD" and result.label == "base"
     assert bench.results[(tiny_task.name, BASE)].label == "base @HEAD"
-    assert [r.description for r in storage.read_results(tmp_path / "results.jsonl")] == ["base @HEAD", "base"] * 2
+    assert [r.description for r in schema.read_results(tmp_path / "results.jsonl")] == ["base @HEAD", "base"] * 2

@@ -5,7 +5,8 @@ discard it, record it; resumable at any point. A package, one job a module:
     replies    a model's reply into a change (a unified diff or a whole file) and git apply
     children   the registry of the loop's child processes, killed together
     proposers  the proposers: an OpenAI-compatible model, a sandboxed command, null, random search, replay
-    loop       Settings and AgentLoop: the worktree, the experiments, the keep rule's stages, the records
+    worktree   the agent's git worktree and branch: made, reset to a kept commit, one commit per experiment
+    loop       Settings and AgentLoop: the experiments, the keep rule's stages, the records
     plot       progress.png
 
     autoresearch-bench agent --task tasks/gpt_pretrain --tag nov26 --model gpt-5
@@ -61,7 +62,7 @@ reaches the harness (no link to a secret, no git hook), and the editable-surface
 the change as any other. AR_RESULTS is a copy of results.tsv. Where no namespaces are available
 (level auto falls back to off, with a warning) it runs unisolated with the scrubbed environment only.
 
-Robustness: rows are appended atomically (storage.append_lines) only after an experiment ends, and
+Robustness: rows are appended atomically (storage.appends.append_lines) only after an experiment ends, and
 the branch is reset to the last kept commit on start, so a crash or Ctrl-C at any moment loses at
 most the experiment in flight; rerunning the same command resumes. The agent command and the pytest
 runs get process groups of their own, killed on Ctrl-C or by AgentLoop.interrupt() from another
@@ -89,7 +90,6 @@ from .proposers import (
 from .replies import FENCE, apply_proposal, parse_reply
 from .spec import (
     AGENT_NPROC_FACTOR,
-    AUTHOR,
     RECENT_ROWS,
     SPEED_ADVICE,
     AgentError,
@@ -99,6 +99,7 @@ from .spec import (
     Proposal,
     command_spec,
 )
+from .worktree import AUTHOR, Worktree
 
 __all__ = [
     "Children",
@@ -126,6 +127,7 @@ __all__ = [
     "parse_reply",
     "AGENT_NPROC_FACTOR",
     "AUTHOR",
+    "Worktree",
     "RECENT_ROWS",
     "SPEED_ADVICE",
     "AgentError",

@@ -1,5 +1,5 @@
-"""The agent loop itself: Settings, the worktree and branch, one experiment's stages (screen, confirm)
-as pytest runs, the keep rule, the records and the time split.
+"""The agent loop itself: Settings, one experiment's stages (screen, confirm) as pytest runs in the
+agent's worktree (worktree.py), the keep rule, the records and the time split.
 """
 
 from __future__ import annotations
@@ -18,17 +18,19 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import calibrate, git, htmlreport, options, sandbox, stats, storage
+from .. import calibrate, git, htmlreport, options, sandbox, stats
 from ..data import cache_root
 from ..git import GitError
 from ..patch import SCRATCH, changed_files
 from ..process import kill_group
+from ..storage import appends, baselines, fingerprints, schema
 from ..task import default_profile, load_task
 from .children import Children
 from .plot import write_progress_plot
 from .proposers import PROPOSERS, CommandProposer
 from .replies import apply_proposal
-from .spec import AUTHOR, SPEED_ADVICE, AgentError, AgentSpec, Context, Experiment
+from .spec import SPEED_ADVICE, AgentError, AgentSpec, Context, Experiment
+from .worktree import Worktree
 
 # ---------------------------------------------------------------------------------------------------
 # The loop
@@ -90,9 +92,6 @@ def time_split(wall: float, checks: float, records: list) -> dict[str, float]:
     return {k: round(parts[k], 2) for k in SPLIT}
 
 
-_WORKTREES = threading.Lock()
-
-
 class AgentLoop:
     def __init__(
         self,
@@ -127,8 +126,7 @@ class AgentLoop:
         except GitError as e:
             raise AgentError(f"{task_dir} must be inside a git repository: {e}") from None
         self.task_rel = task_dir.relative_to(self.repo).as_posix()
-        self.branch = f"autoresearch/{tag}"
-        self.worktree = self.repo / ".ar" / "worktrees" / tag
+        self.worktree = Worktree(self.repo, tag, self.task_rel)
         self.out = Path(out_dir).resolve() if out_dir else self.repo / ".ar" / "agent" / tag
         self.results_tsv, self.jsonl = self.out / "results.tsv", self.out / "experiments.jsonl"
         self.bench_tsv = self.out / "bench.tsv"
@@ -170,7 +168,7 @@ class AgentLoop:
                 "warning: no Linux namespaces here: the agent command runs unisolated (it can read the data "
                 "cache and write the records); use --sandbox strict to refuse that"
             )
-        task_dir = self.worktree / self.task_rel
+        task_dir = self.worktree.task_dir
         secrets = [self.out, self.repo / ".ar"]  # not shown anyway, unless under a shown folder (the cache: wrap)
         hidden = [str(p) for p in secrets if not task_dir.is_relative_to(p)]
         return CommandProposer(self.spec, self.out / "logs", self.children, plan, self.profile.device, hidden)
@@ -179,42 +177,6 @@ class AgentLoop:
         """Stop run() from another thread as Ctrl-C stops it in this one: the child processes are killed,
         the experiment in flight is not recorded, the branch is reset and run() raises KeyboardInterrupt."""
         self.children.stop()
-
-    # -- git ------------------------------------------------------------------------------------------
-    def _git(self, *args: str) -> str:
-        try:
-            return git.run(self.worktree, *args)
-        except GitError as e:
-            raise AgentError(str(e)) from None
-
-    def _prepare_worktree(self) -> None:
-        with _WORKTREES:  # one `git worktree add` at a time: a league's loops share .git/worktrees
-            if (self.worktree / ".git").exists():
-                return
-            has_branch = git.is_commit(self.repo, f"refs/heads/{self.branch}")
-            args = [str(self.worktree), self.branch] if has_branch else ["-b", self.branch, str(self.worktree), "HEAD"]
-            try:
-                git.run(self.repo, "worktree", "prune")
-                git.run(self.repo, "worktree", "add", *args)
-                dirty = git.run(self.repo, "status", "--porcelain", "--", self.task_rel).strip()
-            except GitError as e:
-                raise AgentError(f"cannot create the worktree {self.worktree}: {e}") from None
-            if dirty and not has_branch:
-                self.log(
-                    f"note: uncommitted changes in {self.task_rel} are not part of this run; the worktree "
-                    f"starts from the last commit (commit them and use a new tag to include them)"
-                )
-
-    def _reset(self, commit: str) -> None:
-        self._git("reset", "-q", "--hard", commit)
-        self._git("clean", "-q", "-fd")  # untracked files an agent command left; ignored ones (.ar) stay
-
-    def _commit(self, base: str, message: str) -> str:
-        """One commit on top of base with everything changed since (an agent command may have committed)."""
-        self._git("reset", "-q", "--soft", base)
-        self._git("add", "-A", "--", self.task_rel)
-        self._git(*AUTHOR, "commit", "-q", "--no-verify", "-m", message)
-        return self._git("rev-parse", "--short=7", "HEAD").strip()
 
     # -- records --------------------------------------------------------------------------------------
     def history(self) -> list[Experiment]:
@@ -230,7 +192,7 @@ class AgentLoop:
     def _record(self, e: Experiment, history: list[Experiment]) -> None:
         """Append e to the records files and to history (the in-memory copy), then redraw the plot."""
         header = f"commit\t{self.task.metric}\tmemory_gb\tstatus\tdescription\n"
-        storage.append_lines([(self.results_tsv, e.tsv_row(), header), (self.jsonl, json.dumps(asdict(e)) + "\n", "")])
+        appends.append_lines([(self.results_tsv, e.tsv_row(), header), (self.jsonl, json.dumps(asdict(e)) + "\n", "")])
         history.append(e)
         write_progress_plot(history, self.out / "progress.png", self.task, f"{self.task.name} / {self.tag}", self.log)
         htmlreport.write_agent_report(self.out, self.task, self.tag, self.spec, self.settings, self.profile, self.log)
@@ -243,7 +205,7 @@ class AgentLoop:
         too, a confirmation the benchmark only); with the best kept commit `best` beside it, seed by seed
         interleaved, where the best's runs on these seeds are to be re-measured."""
         s, p = self.settings, self.profile
-        before = len(storage.read_results(self.bench_tsv.with_suffix(".jsonl")))
+        before = len(schema.read_results(self.bench_tsv.with_suffix(".jsonl")))
         name = f"{n}" if stage == "screen" else f"{n}.{stage}"
         junit, log_path = self.out / "logs" / f"{name}.xml", self.out / "logs" / f"{name}.log"
         own = Path(self.task.editable[0]).stem
@@ -284,7 +246,7 @@ class AgentLoop:
             self.children.start(
                 cmd,
                 env={"PYTHONDONTWRITEBYTECODE": "1"},
-                cwd=self.worktree,
+                cwd=self.worktree.path,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -302,7 +264,7 @@ class AgentLoop:
                 timer.cancel()
         wall = time.perf_counter() - wall
         records = [
-            r for r in storage.read_results(self.bench_tsv.with_suffix(".jsonl"))[before:] if r.task == self.task.name
+            r for r in schema.read_results(self.bench_tsv.with_suffix(".jsonl"))[before:] if r.task == self.task.name
         ]
         memory = max((r.peak_mem_gb for r in records), default=0.0)
         seconds = math.fsum(r.seconds + r.overhead_seconds for r in records)
@@ -330,15 +292,12 @@ class AgentLoop:
         return measured("ok", "", mine, theirs)
 
     def run(self) -> list[Experiment]:
-        self._prepare_worktree()
+        self.worktree.prepare(self.log)
         history = self.history()
         # the commit the loop started from (experiment 0's): the only file whose runs publish compile caches
-        self.start_commit = history[0].commit if history else self._git("rev-parse", "--short=7", "HEAD").strip()
+        self.start_commit = history[0].commit if history else self.worktree.head()
         kept = [e for e in history if e.status == "keep"]
-        if kept:
-            self._reset(kept[-1].commit)
-        else:
-            self._reset(self._git("rev-parse", "HEAD").strip())
+        self.worktree.reset(kept[-1].commit if kept else self.worktree.head(short=False))
         s, start = self.settings, time.monotonic()
         self.log(
             f"agent {self.spec.name} on {self.task.name} ({self.profile.name}), tag {self.tag}"
@@ -364,7 +323,7 @@ class AgentLoop:
         except KeyboardInterrupt:
             last = [e for e in history if e.status == "keep"]
             if last:
-                self._reset(last[-1].commit)
+                self.worktree.reset(last[-1].commit)
             self.log(
                 f"interrupted; {len(history)} experiments recorded in {self.results_tsv}; "
                 f"rerun the same command to resume"
@@ -375,7 +334,7 @@ class AgentLoop:
     def _experiment(self, n: int, kept: Experiment | None, history: list[Experiment]) -> Experiment:
         t0 = time.monotonic()
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        head = self._git("rev-parse", "--short=7", "HEAD").strip()
+        head = self.worktree.head()
         rule = self.keep_rule
         if kept is None and self.baseline and self.baseline.commit == head and not history:
             self.log(f"experiment {n}: baseline at {head}, measured once for all agents")
@@ -393,11 +352,11 @@ class AgentLoop:
                     f"({m.reason}); fix it before starting the agent"
                 )
             return replace(record, status="keep")
-        files = {name: (self.worktree / self.task_rel / name).read_text() for name in self.task.editable}
-        program = self.worktree / self.task_rel / "program.md"
+        files = {name: (self.worktree.task_dir / name).read_text() for name in self.task.editable}
+        program = self.worktree.task_dir / "program.md"
         ctx = Context(
             self.task,
-            self.worktree / self.task_rel,
+            self.worktree.task_dir,
             program.read_text() if program.is_file() else "",
             files,
             history,
@@ -420,7 +379,7 @@ class AgentLoop:
 
         def end(status: str, reason: str, commit: str = head, p: float | None = None) -> Experiment:
             if status != "keep":
-                self._reset(kept.commit)
+                self.worktree.reset(kept.commit)
             reason = "; ".join([reason, *notes])
             e = _outcome(
                 n,
@@ -445,10 +404,10 @@ class AgentLoop:
         if proposal.error:
             return end("discard", proposal.error)
         patch = self.out / "logs" / f"{n}.diff"
-        if not proposal.applied and (why := apply_proposal(self.worktree, self.task_rel, proposal, patch)):
+        if not proposal.applied and (why := apply_proposal(self.worktree.path, self.task_rel, proposal, patch)):
             return end("discard", why)
         try:
-            paths = {p for p in changed_files(self.worktree, kept.commit) if not p.startswith(SCRATCH)}
+            paths = {p for p in changed_files(self.worktree.path, kept.commit) if not p.startswith(SCRATCH)}
         except GitError as e:
             raise AgentError(str(e)) from None
         allowed = {f"{self.task_rel}/{e}" for e in self.task.editable}
@@ -462,13 +421,13 @@ class AgentLoop:
             return end("discard", "the change is empty")
         editable = self.task.editable[0]
         if dead := self.profile.dead_edits(
-            (self.worktree / self.task_rel / editable).read_text(),
-            self._git("show", f"{kept.commit}:{self.task_rel}/{editable}"),
+            (self.worktree.task_dir / editable).read_text(),
+            self.worktree.show(kept.commit, editable),
         ):
             note = f"profile {self.profile.name} sets {', '.join(dead)}: these edits have no effect on it"
             self.log(f"experiment {n}: {note}")
             notes.append(note)
-        commit = self._commit(kept.commit, f"experiment {n}: {proposal.description}")
+        commit = self.worktree.commit(kept.commit, f"experiment {n}: {proposal.description}")
         best, best_speeds = _best_runs(history, kept), _best_runs(history, kept, "speeds", "best_speeds")
         for stage, seeds in (("screen", rule.screen_seeds), ("confirm", rule.confirm_seeds)):
             self.log(f"experiment {n}: {proposal.description} ({commit}); {stage}, seeds {', '.join(map(str, seeds))}")
@@ -493,17 +452,17 @@ class AgentLoop:
             "keep" if decision.verdict == "better" else "discard", f"confirm: {decision.reason}", commit, decision.p
         )
 
-    def _stored_baseline(self, root: Path) -> storage.Baseline | None:
+    def _stored_baseline(self, root: Path) -> baselines.Baseline | None:
         """The gate's stored baseline under root/baselines for this task, machine, mode and budget, or
         None (also for a broken file: the gate reports it)."""
         mode, budget = self.settings.mode
         fingerprint = {
-            **storage.machine_fingerprint(self.profile.name, self.profile.device),
+            **fingerprints.machine_fingerprint(self.profile.name, self.profile.device),
             "mode": mode,
             "budget": budget or self.profile.budget_s,
         }
         try:
-            return storage.load_baseline(root / "baselines", self.task.name, fingerprint)
+            return baselines.load_baseline(root / "baselines", self.task.name, fingerprint)
         except ValueError:
             return None
 
@@ -512,12 +471,12 @@ class AgentLoop:
         starting file, run on this machine, mode and budget, on the data the loop's runs see, and every
         one of these seeds: its per-seed means, the machine's speed around its runs, and its name; so
         that the first confirmation need not re-measure the start beside the candidate. Else None."""
-        stored = self._stored_baseline(self.worktree)
+        stored = self._stored_baseline(self.worktree.path)
         try:
-            start = self._git("show", f"{kept.commit}:{self.task_rel}/{self.task.editable[0]}")
+            start = self.worktree.show(kept.commit, self.task.editable[0])
         except AgentError:
             return None
-        runs = storage.read_results(self.bench_tsv.with_suffix(".jsonl"))
+        runs = schema.read_results(self.bench_tsv.with_suffix(".jsonl"))
         if (
             stored is None
             or stored.source != hashlib.sha256(start.encode()).hexdigest()

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .. import storage
+from ..storage.schema import tsv_line
 from ..task import Task
 
 KINDS = ("openai", "command", "null", "random-search", "replay")  # the proposers (proposers.PROPOSERS)
@@ -16,7 +16,6 @@ RECENT_ROWS = 20  # results rows shown to the model
 # Time mode: a comparison across a change of the machine's speed says so instead of keeping or discarding on it.
 SPEED_ADVICE = "use fixed-token mode (--tokens N), or rerun on an idle machine"
 AGENT_NPROC_FACTOR = 4  # the unprivileged uid's processes, all runs together, stay below this × MAX_PROCESSES
-AUTHOR = ("-c", "user.name=autoresearch-bench agent", "-c", "user.email=agent@autoresearch-bench.invalid")
 
 
 class AgentError(Exception):
@@ -104,7 +103,7 @@ class Experiment:
             self.status,
             self.description,
         )
-        return storage.tsv_line(cells)
+        return tsv_line(cells)
 
 
 @dataclass

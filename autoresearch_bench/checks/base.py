@@ -1,4 +1,5 @@
-"""What every check shares: CheckContext, CheckFailed and the checks' tolerances and sizes."""
+"""What every check shares: CheckContext, CheckFailed and the checks' tolerances and sizes (the scorer's
+probes compare logits within the same tolerance, logit_tolerance)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ INITIAL_LOSS_TOL = 1.0
 # steps (honest toy GPTs reach < 0.05 nats in 30 steps at this learning rate).
 OVERFIT_STEPS, OVERFIT_LR, OVERFIT_ROWS, OVERFIT_CYCLE = 30, 3e-3, 4, 16
 OVERFIT_TARGET = 0.5 * math.log(OVERFIT_ROWS)
+
+
+def logit_tolerance(low_precision: bool, magnitude: float) -> float:
+    """The |Δlogits| allowed between two computations of the same logits whose largest |logit| is
+    magnitude: atol + rtol·magnitude, at TOL_LOW for bf16 or CUDA (autocast), else at TOL_FP32."""
+    atol, rtol = TOL_LOW if low_precision else TOL_FP32
+    return atol + rtol * magnitude
 
 
 class CheckFailed(AssertionError):

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .base import TOL_FP32, TOL_LOW, CheckContext, CheckFailed
+from .base import CheckContext, CheckFailed, logit_tolerance
 
 # ---------------------------------------------------------------------------------------------
 # Model helpers
@@ -109,8 +109,7 @@ def _check_logits(logits, idx: torch.Tensor, vocab: int) -> None:
 
 def _tolerance(ref: torch.Tensor) -> float:
     low = ref.dtype in (torch.float16, torch.bfloat16) or ref.device.type == "cuda"
-    atol, rtol = TOL_LOW if low else TOL_FP32
-    return atol + rtol * ref.float().abs().max().item()
+    return logit_tolerance(low, ref.float().abs().max().item())
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
