@@ -231,7 +231,7 @@ def test_every_task_s_own_train_py_passes_literal_data():
         )
 
 
-@pytest.mark.parametrize("packing", ["one base64 string", "a tuple per residue"])
+@pytest.mark.parametrize("packing", ["one base64 string", "a tuple per residue", "hex in comments"])
 def test_a_candidate_that_embeds_the_answer_table_fails_literal_data(packing):
     import base64
 
@@ -243,13 +243,15 @@ def test_a_candidate_that_embeds_the_answer_table_fails_literal_data(packing):
     answers = val[:, 5].tolist()  # the validation answers, in order: what a cheat would look up
     if packing == "one base64 string":
         table = f"ANSWERS = {base64.b64encode(bytes(answers)).decode()!r}\n"
-    else:  # small tables, none large by itself
+    elif packing == "a tuple per residue":  # small tables, none large by itself
         table = "".join(f"ANSWERS_{i} = {tuple(answers[i : i + 97])}\n" for i in range(0, len(answers), 97))
+    else:  # no constant at all: the model reads its own file back (red team: reads_its_own_comments)
+        table = "".join(f"# {bytes(answers[i : i + 64]).hex()}\n" for i in range(0, len(answers), 64))
     cheat = (task.root / "train.py").read_text() + "\n" + table
     with pytest.raises(
         CheckFailed,
-        match=r"^literal_data: the source holds [\d,]+ bytes of literal data \(constants "
-        r"and tables of constants\) > the task's limit of 4,096 \(max_literal_bytes",
+        match=r"^literal_data: the source holds [\d,]+ bytes of literal data \(constants, "
+        r"tables of constants, comments\) > the task's limit of 4,096 \(max_literal_bytes",
     ):
         CHECKS["literal_data"](context(source=cheat, max_literal_bytes=task.max_literal_bytes))
 
@@ -257,3 +259,8 @@ def test_a_candidate_that_embeds_the_answer_table_fails_literal_data(packing):
 def test_literal_data_counts_tables_of_constants_as_their_source_text():
     sizes = checks.literal_data('"""doc"""\nX = [1, -2, (3, 4.5)]\nY = {"a": b"\\x00"}\nZ = f(10) if True else None\n')
     assert sorted(sizes) == [(2, 4), (9, 1), (14, 3), (17, 2)]  # None and True are not data
+
+
+def test_literal_data_counts_comments_and_trailing_whitespace_but_not_indentation():
+    sizes = checks.literal_data("def f():\n    return 1  # one\nX = 2 \t\n")
+    assert sorted(sizes) == [(1, 2), (1, 3), (2, 3), (5, 2)]  # 1, 2, " \t", "# one"

@@ -15,7 +15,8 @@ that starts with "warning: " passed with a quality concern, not a violation.
                            attributes of imported modules, dunders like __globals__)
     literal_data           the source holds at most the task's max_literal_bytes ([limits], default
                            16384) of literal data: constants, and lists, tuples, sets and dicts of
-                           constants, counted as their source text, docstrings included; a table in
+                           constants, counted as their source text, docstrings, comments and
+                           trailing whitespace included (code can read its own file); a table in
                            the source (the answers of modular_add, validation text) is a channel for
                            what the model should learn, and no probe of the model can see it
     logits_shape           forward(idx[B, T]) returns a plain floating tensor [B, T, vocab]

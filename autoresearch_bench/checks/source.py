@@ -5,6 +5,8 @@ patching) and literal_data, the bytes of literal data it holds.
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -464,7 +466,8 @@ def check_source_policy(ctx: CheckContext) -> str:
 
 def literal_data(source: str) -> list[tuple[int, int]]:
     """(bytes, line) of each literal of the source: a constant (None, True, False aside), or a list,
-    tuple, set or dict of constants only, nested or signed, counted as its source text."""
+    tuple, set or dict of constants only, nested or signed, counted as its source text; and of each
+    comment and each line's trailing whitespace, text that code can read back from its own file."""
 
     def constant_only(node: ast.AST) -> bool:
         if isinstance(node, ast.Constant):
@@ -482,10 +485,17 @@ def literal_data(source: str) -> list[tuple[int, int]]:
     found, todo = [], [ast.parse(source)]
     while todo:
         node = todo.pop()
-        if constant_only(node) and not (isinstance(node, ast.Constant) and node.value in (None, True, False)):
+        flag = isinstance(node, ast.Constant) and any(node.value is v for v in (None, True, False))  # 1 == True
+        if constant_only(node) and not flag:
             found.append((len((ast.get_source_segment(source, node) or "").encode()), node.lineno))
         else:
             todo.extend(ast.iter_child_nodes(node))
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            found.append((len(token.string.encode()), token.start[0]))
+    for number, line in enumerate(source.splitlines(), 1):
+        if trailing := len(line) - len(line.rstrip(" \t\f")):
+            found.append((trailing, number))
     return found
 
 
@@ -498,8 +508,8 @@ def check_literal_data(ctx: CheckContext) -> str:
     if total > limit:
         size, line = max(found)
         raise CheckFailed(
-            f"literal_data: the source holds {total:,} bytes of literal data (constants and tables of "
-            f"constants) > the task's limit of {limit:,} (max_literal_bytes in [limits]); the largest, "
+            f"literal_data: the source holds {total:,} bytes of literal data (constants, tables of "
+            f"constants, comments) > the task's limit of {limit:,} (max_literal_bytes in [limits]); the largest, "
             f"{size:,} bytes, starts at line {line}: a table in the source can carry answers that the "
             f"model should learn"
         )
