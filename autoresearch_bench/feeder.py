@@ -7,7 +7,9 @@ data.RowStream does (BOS-aligned best fit, a fresh shuffled order per stream fro
 writes them to the trainer's batch pipe, one batch per request. It counts every token it serves and
 starts the clock at the first batch served, or at the spec's latest_start, whichever comes first; it
 serves nothing once the budget is spent: no more than max_tokens in fixed-token mode, no batch after
-clock start + budget in time mode. When the trainer is gone (its end of the request pipe closed) it
+clock start + budget in time mode. A batch that would take the count past max_tokens is refused
+whole (an answer of no rows, as for a spent budget): checked before the batch only, one request of
+many times the budget would be served. When the trainer is gone (its end of the request pipe closed) it
 reports {"kind": "served", "tokens", "t0", "batches"} to the runner, whose record takes the tokens
 and the clock from this report alone.
 """
@@ -39,7 +41,7 @@ def serve(spec: FeederSpec, count: Count) -> None:
         stream, rows, seq_len = BATCH_REQUEST.unpack(raw)
         now = time.perf_counter()
         clock = count.t0 if count.t0 is not None else min(now, spec.latest_start)
-        spent = count.tokens >= spec.max_tokens if spec.max_tokens else now >= clock + spec.budget_s
+        spent = count.tokens + rows * seq_len > spec.max_tokens if spec.max_tokens else now >= clock + spec.budget_s
         if spent or rows < 1 or seq_len < 1:
             write_all(spec.batch_fd, BATCH_HEADER.pack(0, clock, count.tokens))
             continue

@@ -298,6 +298,17 @@ def train(ctx):
 """,
         caught="tokens",
     ),
+    "asks_for_many_budgets_in_one_batch": Cheat(
+        (RENAME_TRAIN,),
+        """
+def train(ctx):
+    more = next(iter(ctx.batches(8 * ctx.max_tokens // ctx.seq_len)), None)   # 8 budgets in one request
+    if more is not None:
+        FOUND(f"a batch of {more[0].numel()} tokens against a budget of {ctx.max_tokens}")
+    return honest_train(ctx)
+""",
+        caught="honest",
+    ),
     "ignores_the_clock": Cheat(
         (RENAME_TRAIN,),
         """
