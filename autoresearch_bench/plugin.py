@@ -361,10 +361,11 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"sandbox {found.level if found else 'off'}"
     )
     if found is not None:
+        uid = "as a uid of its own per run, " if found.uid else ""
         return [
             summary,
-            f"autoresearch: sandbox {found.level} (candidate code {'as uid 65534, ' if found.uid else ''}"
-            f"without capabilities, network or the data cache; on CUDA checked per run)",
+            f"autoresearch: sandbox {found.level} (candidate code {uid}without capabilities, network or the "
+            "data cache; on CUDA checked per run)",
         ]
     return [
         summary,

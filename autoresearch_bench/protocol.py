@@ -117,6 +117,7 @@ class ScorerSpec:
     max_params: int | None
     sandbox_level: str
     sandbox_prefix: tuple[str, ...]
+    sandbox_uid: int | None  # the run's uid (sandbox.Plan.uid): its model processes run as it
     tmp: str  # where the model processes' folders go
     threads: int | None = None
 

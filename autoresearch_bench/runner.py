@@ -282,6 +282,7 @@ def _start_scorer(run: Stages) -> process.Child:
         max_params=run.task.max_params,
         sandbox_level=run.plan.level,
         sandbox_prefix=run.plan.prefix,
+        sandbox_uid=run.plan.uid,
         tmp=str(run.tmp / "models"),
         threads=run.threads,
     )

@@ -6,7 +6,9 @@ Levels (`--ar-sandbox`):
 - auto:   the same, plus Linux namespaces where the kernel allows them, recorded as the level got:
           `unprivileged` when the harness runs as root (CI, docker, GPU clouds): `unshare` makes new
           mount, PID, network, IPC and UTS namespaces as root, the mounts below are made, then
-          `setpriv` drops to uid/gid 65534 with no capabilities, no supplementary groups and
+          `setpriv` drops to a uid/gid of the run's own (drawn from RUN_UIDS for each plan: what the
+          kernel keeps per uid, the key rings above all, is no channel between runs, concurrent or
+          later ones) with no capabilities, no supplementary groups and
           no_new_privs before the worker starts; that uid cannot undo any mount ("must be superuser
           to unmount"), and CUDA keeps working (a user namespace breaks CUDA on NVIDIA's driver);
           `userns` when the harness is an ordinary user: a user namespace maps the user to root
@@ -46,17 +48,19 @@ import glob
 import hashlib
 import os
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 LEVELS = ("off", "auto", "strict")
 MAX_OPEN_FILES = 4096
 MAX_FILE_BYTES = 32 << 30  # no single file over 32 GiB (checkpoints of the largest profile fit)
 MAX_PROCESSES = 256  # torch.compile's worker pool stays far below this
-UNPRIVILEGED_UID = 65534  # nobody
+UNPRIVILEGED_UID = 65534  # nobody: the uid of the probes
+RUN_UIDS = range(1 << 20, 1 << 30)  # a run's uid: in no passwd file, and one of 2^30 - 2^20
 TMPFS_SIZE = "8g"  # /tmp and /dev/shm of one run (torch.compile's files fit)
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/sys")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -74,15 +78,11 @@ class SandboxError(Exception):
 class Plan:
     level: str  # what actually runs: off | unprivileged | userns
     prefix: tuple[str, ...]  # command prefix that enters the namespaces
+    uid: int | None = None  # the uid candidate code runs as: None = the harness's own (off and userns)
 
     @property
     def isolated(self) -> bool:
         return self.level != "off"
-
-    @property
-    def uid(self) -> int | None:
-        """The uid candidate code runs as: None = the harness's own (off and userns)."""
-        return UNPRIVILEGED_UID if self.level == "unprivileged" else None
 
 
 def readonly_paths() -> list[str]:
@@ -96,7 +96,7 @@ def readonly_paths() -> list[str]:
 @functools.cache
 def namespaces_available() -> Plan | None:
     """The namespace plan that works on this machine (tried once), or None."""
-    candidates = [Plan("unprivileged", UNSHARE)] if os.geteuid() == 0 else []
+    candidates = [Plan("unprivileged", UNSHARE, UNPRIVILEGED_UID)] if os.geteuid() == 0 else []
     candidates.append(Plan("userns", (UNSHARE[0], "--user", "--map-root-user", *UNSHARE[1:])))
     for candidate in candidates:
         if _probe(candidate, [sys.executable, "-c", "import os; os.mkdir('/scratch/ok')"]):
@@ -172,6 +172,8 @@ def plan(level: str, device: str = "cpu", memo_dir: Path | None = None) -> Plan:
                 "enable unprivileged user namespaces, or use --ar-sandbox auto"
             )
         return Plan("off", ())
+    if found.uid is not None:  # a uid of this plan's own (one plan per run)
+        return replace(found, uid=RUN_UIDS[secrets.randbelow(len(RUN_UIDS))])
     return found
 
 

@@ -116,7 +116,7 @@ class ModelProcess:
         self.name, self.device = name, spec.device
         tmp = Path(spec.tmp) / name
         tmp.mkdir()
-        plan = sandbox.Plan(spec.sandbox_level, tuple(spec.sandbox_prefix))
+        plan = sandbox.Plan(spec.sandbox_level, tuple(spec.sandbox_prefix), spec.sandbox_uid)
         scratch = sandbox.prepare_scratch(tmp, plan)
         self.scratch, self.plan = scratch, plan
         inner = Path(sandbox.place(spec.candidate, scratch, "candidate.py", plan)).parent

@@ -516,6 +516,7 @@ def test_held_out_rows_follow_the_scored_rows_in_a_file_of_their_own(repo):
         max_params=None,
         sandbox_level="off",
         sandbox_prefix=(),
+        sandbox_uid=None,
         tmp="",
     )
     val, _ = load_eval_data(spec)

@@ -58,6 +58,7 @@ EXAMPLES = [
         max_params=None,
         sandbox_level="off",
         sandbox_prefix=("unshare", "--fork"),
+        sandbox_uid=1 << 20,
         tmp="/tmp/m",
     ),
     CheckSpec(candidate="/c.py", cfg={}, seed=0, allowed_imports=("torch", "math"), max_params=1000),

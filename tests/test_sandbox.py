@@ -9,6 +9,7 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -215,6 +216,44 @@ def test_strict_fails_clearly_without_namespaces(tiny_task, monkeypatch):
     monkeypatch.setattr(sandbox, "namespaces_available", lambda: None)
     record = run(tiny_task, Candidate("train", tiny_task.train_file), isolation="strict")
     assert record.status == "crash" and "--ar-sandbox strict" in record.error
+
+
+# Kernel key rings are kept per uid, outside every namespace: the red team's keyring_carries_validation_rows
+# stored the validation inputs a scoring model process saw there, and the next run's models read them
+# back (val_bpb 0.106 against 3.538). add_key(2) and keyctl(2) through libc, as its candidate reached them.
+KEYRING = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+KEY_SPEC_USER_KEYRING, KEYCTL_SEARCH, KEYCTL_READ = -4, 10, 11
+if sys.argv[1] == "store":
+    payload = b"validation rows"
+    key = libc.syscall(248, b"user", b"ar-rows", payload, len(payload), KEY_SPEC_USER_KEYRING)  # add_key
+    sys.exit(0 if key > 0 else 3)
+key = libc.syscall(250, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, b"user", b"ar-rows", 0)  # keyctl
+buffer = ctypes.create_string_buffer(64)
+size = libc.syscall(250, KEYCTL_READ, key, buffer, 64) if key > 0 else -1  # keyctl
+print(buffer.raw[:size].decode() if size > 0 else "")
+"""
+
+
+def in_sandbox(plan: sandbox.Plan, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    tmp.mkdir()
+    scratch = sandbox.prepare_scratch(tmp, plan)
+    command = sandbox.wrap([sys.executable, "-c", KEYRING, *args], plan, tmp, scratch)
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+@needs_namespaces
+def test_what_one_run_keeps_in_the_kernel_s_key_rings_the_next_run_cannot_read(tmp_path):
+    if os.uname().machine != "x86_64":
+        pytest.skip("the syscall numbers above are x86_64's")
+    first, second = sandbox.plan("auto"), sandbox.plan("auto")
+    stored = in_sandbox(first, tmp_path / "store", "store")
+    assert stored.returncode == 0, stored.stderr
+    assert in_sandbox(first, tmp_path / "same", "read").stdout.strip() == "validation rows"  # the channel is real
+    assert in_sandbox(second, tmp_path / "next", "read").stdout.strip() == ""  # and closed between runs
+    if first.uid is not None:
+        assert first.uid != second.uid and sandbox.RUN_UIDS[0] <= first.uid < sandbox.RUN_UIDS[-1]
 
 
 @needs_namespaces

@@ -118,6 +118,11 @@ CHEATS = [
     ("g = getattr(F.cross_entropy, '__globals__')", "dunder attribute '__globals__'"),
     ("subs = object.__subclasses__()", "dunder attribute '__subclasses__'"),
     ("state = torch.load('/data/model.pt')", "torch.load is forbidden"),
+    # the red team's routes to libc and to the candidate's own file (tests/cheats/REDTEAM.md)
+    ("from torch._inductor.codecache import CDLL, c_void_p", "attribute 'CDLL' is forbidden (native code"),
+    ("import torch._inductor.codecache as cc\nlibc = cc.CDLL(None)", "attribute 'CDLL' is forbidden"),
+    ("raw = torch.UntypedStorage.from_file('/scratch/candidate.py')", "attribute 'from_file' is forbidden"),
+    ("from torch.xpu import byref", "attribute 'byref' is forbidden"),
     ("NAME = 'load'\nstate = getattr(torch, NAME)('/data/model.pt')", "torch.load is forbidden"),
     ("state = torch.serialization.load('/data/model.pt')", "use of torch.serialization is forbidden"),
     (

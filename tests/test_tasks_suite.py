@@ -167,6 +167,7 @@ def scored(tmp_path, prepared, metric, score_mode, seq_len, model="AddOracle", p
         max_params=None,
         sandbox_level="off",
         sandbox_prefix=(),
+        sandbox_uid=None,
         tmp=str(models),
         threads=1,
     )

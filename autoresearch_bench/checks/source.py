@@ -91,6 +91,41 @@ INTROSPECTION_ATTRS = frozenset(
         "walk_tb",
     }
 )
+# ctypes' loaders and raw memory, and file or code routes, under the names torch and its dependencies re-export
+# them (red team: `from torch._inductor.codecache import CDLL` gave libc's syscall(); torch.xpu.byref,
+# sympy's mpmath exec_, numpy's _datasource._open, torch.UntypedStorage.from_file read the candidate's own file).
+NATIVE_AND_FILE_ATTRS = frozenset(
+    {
+        "CDLL",
+        "cdll",
+        "PyDLL",
+        "pydll",
+        "LibraryLoader",
+        "CFUNCTYPE",
+        "PYFUNCTYPE",
+        "CFuncPtr",
+        "dlopen",
+        "find_library",
+        "byref",
+        "pointer",
+        "POINTER",
+        "addressof",
+        "string_at",
+        "wstring_at",
+        "memmove",
+        "memset",
+        "c_void_p",
+        "c_char_p",
+        "from_file",
+        "exec_",
+        "_open",
+        "_builtin_open",
+        "bltn_open",
+        "import_module",
+        "create_connection",
+        "urlopen",
+    }
+)
 # typing evaluates string annotations and forward references with eval(), singledispatch's register too.
 CODE_FROM_STRING_ATTRS = frozenset(
     {"get_type_hints", "get_annotations", "_eval_type", "_evaluate", "singledispatch", "singledispatchmethod"}
@@ -167,6 +202,8 @@ def forbidden_attribute(name: str) -> str | None:
         why = "frame, traceback and code introspection"
     elif name in CODE_FROM_STRING_ATTRS:
         why = "it evaluates strings as code"
+    elif name in NATIVE_AND_FILE_ATTRS:
+        why = "native code, raw memory, files or imports by another name"
     else:
         return None
     return f"access to attribute {name!r} is forbidden ({why})"
