@@ -90,7 +90,9 @@ def load_eval_data(spec: ScorerSpec) -> tuple[torch.Tensor, Targets]:
 
 def count_weights(path: str, max_params: int | None) -> tuple[int, str]:
     """(numbers in the weights file, its sha256); Violation if it is not a plain dict of tensors or
-    holds more numbers than max_params."""
+    holds more numbers than max_params. The scorer is root: a link left by the trainer is not followed."""
+    if os.path.islink(path):
+        raise Violation("weights: model.pt is a symbolic link, not the weights file the trainer wrote")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

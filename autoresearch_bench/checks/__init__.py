@@ -44,8 +44,8 @@ the child snapshots before importing the candidate and verifies after each check
 a change is reported as "tamper: <name> was replaced ...".
 The source policy is a static screen against straightforward subversion, not a proof: functions of
 forbidden modules that other modules re-export under other names (tarfile.bltn_open is io.open) and
-modules passed around in local variables are beyond it. The runtime guards (path audit hook, tamper
-snapshot, probes on the trained model) are the backstop.
+modules passed around in local variables are beyond it. The sandbox (sandbox.py) is the boundary;
+the tamper snapshot and the probes on the trained model are the backstop.
 """
 
 from .base import (
