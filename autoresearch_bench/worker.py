@@ -174,7 +174,7 @@ def serve_checks(spec: CheckSpec, emit: Emitter) -> None:
     except Exception as e:  # reported per request, so each check item says why
         module, import_error = None, f"candidate failed to import: {type(e).__name__}: {e}"
     emit("ready")
-    built: dict = {}  # the models the checks built, kept across requests (checks._build)
+    built: dict = {}  # the models the checks built, kept across requests (checks.build_checked)
     for line in sys.stdin:
         request = json.loads(line)
         name = request.pop("check")

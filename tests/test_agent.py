@@ -36,8 +36,8 @@ from autoresearch_bench.agent import (
     RandomSearchProposer,
     ReplayProposer,
     Settings,
-    _best_runs,
     apply_proposal,
+    best_runs_of,
     command_spec,
     float_constants,
     parse_reply,
@@ -384,8 +384,8 @@ def test_the_best_s_runs_are_its_own_then_its_re_measures_since():
         kept,
         Experiment(4, "c", 0.61, 0.1, "discard", "y", runs=[[0, 0.61], [1, 0.6]], best_runs=[[1, 0.62]]),
     ]
-    assert _best_runs(history, kept) == {0: 0.6, 1: 0.62}  # experiment 4 re-measured it on seed 1
-    assert _best_runs(history[:2], kept) == {0: 0.6}
+    assert best_runs_of(history, kept) == {0: 0.6, 1: 0.62}  # experiment 4 re-measured it on seed 1
+    assert best_runs_of(history[:2], kept) == {0: 0.6}
 
 
 def test_reply_with_a_diff_block_is_a_diff():

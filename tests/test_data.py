@@ -137,7 +137,7 @@ def test_an_interrupted_prepare_resumes_from_its_finished_steps(cache, monkeypat
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data.pipeline, "_train_tokenizer", interrupted)
+    monkeypatch.setattr(data.pipeline, "train_tokenizer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(EMBEDDED, "tiny", log=lambda m: None)
     [root] = (cache / "tiny").iterdir()

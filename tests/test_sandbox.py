@@ -285,7 +285,7 @@ def test_validation_copies_are_the_visible_files_that_hold_a_validation_document
     prepared = data.prepare(spec, "copies", log=lambda m: None)
     copy = tmp_path / "elsewhere"
     copy.mkdir()
-    val_texts = [t for batch in data.sources._iter_texts([prepared.root / "val" / "val.parquet"]) for t in batch]
+    val_texts = [t for batch in data.sources.iter_texts([prepared.root / "val" / "val.parquet"]) for t in batch]
     (copy / "same_bytes.py").write_text(val_texts[0])
     found = data.validation_copies(prepared, [str(corpus), str(copy)], log=lambda m: None)
     assert str(copy / "same_bytes.py") in found and len(found) == len(val_texts) + 1

@@ -72,7 +72,7 @@ loop stops with a one-line error and nothing recorded is lost.
 """
 
 from .children import Children
-from .loop import SPLIT, AgentLoop, Measured, Settings, _best_runs, speed_departs, time_split
+from .loop import SPLIT, AgentLoop, Measured, Settings, best_runs_of, speed_departs, time_split
 from .plot import write_progress_plot
 from .proposers import (
     PROPOSERS,
@@ -107,7 +107,7 @@ __all__ = [
     "AgentLoop",
     "Measured",
     "Settings",
-    "_best_runs",
+    "best_runs_of",
     "speed_departs",
     "time_split",
     "write_progress_plot",

@@ -428,7 +428,7 @@ class AgentLoop:
             self.log(f"experiment {n}: {note}")
             notes.append(note)
         commit = self.worktree.commit(kept.commit, f"experiment {n}: {proposal.description}")
-        best, best_speeds = _best_runs(history, kept), _best_runs(history, kept, "speeds", "best_speeds")
+        best, best_speeds = best_runs_of(history, kept), best_runs_of(history, kept, "speeds", "best_speeds")
         for stage, seeds in (("screen", rule.screen_seeds), ("confirm", rule.confirm_seeds)):
             self.log(f"experiment {n}: {proposal.description} ({commit}); {stage}, seeds {', '.join(map(str, seeds))}")
             if stage == "confirm" and kept.n == 0 and (stored := self._stored_start(kept, seeds)):
@@ -495,7 +495,7 @@ class AgentLoop:
         )
 
 
-def _best_runs(history: list[Experiment], kept: Experiment, own: str = "runs", remeasured: str = "best_runs") -> dict:
+def best_runs_of(history: list[Experiment], kept: Experiment, own: str = "runs", remeasured: str = "best_runs") -> dict:
     """The best kept commit's {seed: value}: its own runs, then its re-measures in the experiments since
     (own="speeds", remeasured="best_speeds": the machine's speed when each was measured)."""
     best = {int(seed): value for seed, value in getattr(kept, own)}

@@ -49,7 +49,9 @@ class CheckContext:
     max_literal_bytes: int = 16384
     examples: int = 20  # hypothesis examples per model and mode (causality)
     device: str = "cpu"
-    built: dict = field(default_factory=dict, repr=False)  # (seed, perturbed) → the model first built: see _build
+    built: dict = field(
+        default_factory=dict, repr=False
+    )  # (seed, perturbed) → the model first built: see build_checked
 
     @property
     def vocab(self) -> int:

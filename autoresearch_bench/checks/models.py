@@ -17,7 +17,7 @@ from .base import CheckContext, CheckFailed, logit_tolerance
 # ---------------------------------------------------------------------------------------------
 
 
-def _build(ctx: CheckContext, perturbed: bool = False) -> torch.nn.Module:
+def build_checked(ctx: CheckContext, perturbed: bool = False) -> torch.nn.Module:
     """build_model(cfg) under ctx.seed, on ctx.device; perturbed: every parameter gets noise of
     default-init size, so zero-initialised paths (output projections, gates) carry signal. The first
     model built for a seed is kept in ctx.built and each later check gets a copy of it (as the
@@ -50,16 +50,16 @@ def _build_new(ctx: CheckContext, perturbed: bool) -> torch.nn.Module:
     return model
 
 
-def _models(ctx: CheckContext):
-    yield "as built", _build(ctx)
-    yield "with perturbed weights", _build(ctx, perturbed=True)
+def model_variants(ctx: CheckContext):
+    yield "as built", build_checked(ctx)
+    yield "with perturbed weights", build_checked(ctx, perturbed=True)
 
 
-def _tokens(vocab: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+def random_tokens(vocab: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randint(vocab, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _forward(
+def checked_forward(
     model: torch.nn.Module, idx: torch.Tensor, vocab: int, training: bool, noise_seed: int | None = 0
 ) -> torch.Tensor:
     """Validated logits (shape, plain tensor, finite) in the given mode under no_grad, as evaluation
@@ -84,18 +84,18 @@ def _forward(
             logits = model(idx)
     finally:
         model.train(was)
-    _check_logits(logits, idx, vocab)
+    check_logits(logits, idx, vocab)
     finite = torch.isfinite(logits)
     if not finite.all():
         nan = int(torch.isnan(logits).sum())
         raise CheckFailed(
-            f"finite: {_mode_name(training)} logits hold {nan} NaN and {int((~finite).sum()) - nan} "
+            f"finite: {mode_name(training)} logits hold {nan} NaN and {int((~finite).sum()) - nan} "
             f"inf values on random tokens"
         )
     return logits
 
 
-def _check_logits(logits, idx: torch.Tensor, vocab: int) -> None:
+def check_logits(logits, idx: torch.Tensor, vocab: int) -> None:
     want = (*idx.shape, vocab)
     if type(logits) is not torch.Tensor:
         raise CheckFailed(f"logits_shape: forward returned {type(logits).__name__}, not a plain torch.Tensor")
@@ -107,14 +107,14 @@ def _check_logits(logits, idx: torch.Tensor, vocab: int) -> None:
         raise CheckFailed(f"logits_shape: logits have dtype {logits.dtype}, expected a floating dtype")
 
 
-def _tolerance(ref: torch.Tensor) -> float:
+def tolerance_for(ref: torch.Tensor) -> float:
     low = ref.dtype in (torch.float16, torch.bfloat16) or ref.device.type == "cuda"
     return logit_tolerance(low, ref.float().abs().max().item())
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-def _mode_name(training: bool) -> str:
+def mode_name(training: bool) -> str:
     return "train mode (no_grad)" if training else "eval mode"

@@ -184,7 +184,7 @@ ALLOWED_DUNDER_NAMES = frozenset({"__name__", "__doc__", "__all__", "__slots__"}
 TORCH_HOOKS = frozenset({"__torch_function__", "__torch_dispatch__"})  # would intercept the harness's ops
 
 
-def _is_dunder(name: str) -> bool:
+def is_dunder(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
@@ -194,7 +194,7 @@ def _under(path: str, prefixes) -> bool:
 
 def forbidden_attribute(name: str) -> str | None:
     """Why reading or writing an attribute of this name is forbidden on any object; None if it is not."""
-    if _is_dunder(name):
+    if is_dunder(name):
         return None if name in ALLOWED_DUNDER_ATTRS else f"access to dunder attribute {name!r} is forbidden"
     if name.lstrip("_") in FORBIDDEN_MODULE_ATTRS:
         why = "it names a module that reaches the interpreter or the system"
@@ -430,7 +430,7 @@ class _SourceScan(ast.NodeVisitor):
             self.flag(node, f"use of the builtin {node.id}() is forbidden")
         elif builtin and id(node) not in self.direct_calls:
             self.flag(node, f"{node.id} used other than as a direct call with {CHECKED_CALLS[node.id]}")
-        elif _is_dunder(node.id) and node.id not in ALLOWED_DUNDER_NAMES:
+        elif is_dunder(node.id) and node.id not in ALLOWED_DUNDER_NAMES:
             self.flag(node, f"use of {node.id} is forbidden")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .base import PERTURBATIONS, CheckFailed
-from .models import _forward, _max_diff, _mode_name, _tokens, _tolerance
+from .models import checked_forward, max_diff, mode_name, random_tokens, tolerance_for
 
 # ---------------------------------------------------------------------------------------------
 # Structural checks, on any model (built or trained)
@@ -56,17 +56,17 @@ def _causality_search(model, vocab: int, T: int, examples: int, seed: int, train
             mask[:, -1] = True
         y = x.clone()
         y[:, t + 1 :] = torch.where(mask, replaced, later)
-        a = _forward(model, x, vocab, training)[:, : t + 1]
-        b = _forward(model, y, vocab, training)[:, : t + 1]
+        a = checked_forward(model, x, vocab, training)[:, : t + 1]
+        b = checked_forward(model, y, vocab, training)[:, : t + 1]
         per_pos = (a.float() - b.float()).abs().amax(dim=(0, 2))
-        tol = _tolerance(a)
+        tol = tolerance_for(a)
         bad = (per_pos > tol).nonzero()
         if len(bad):
             p = int(bad[0])
             raise CheckFailed(
                 f"causality: logits at position {p} changed when tokens after position {t} changed "
                 f"(max |Δ| {per_pos[p].item():.1e} > {tol:.1e}; {how} later tokens replaced, B={B}, T={n}, "
-                f"{_mode_name(training)}, model {label}) — the model sees the future"
+                f"{mode_name(training)}, model {label}) — the model sees the future"
             )
         worst = max(worst, per_pos.max().item())
 
@@ -86,20 +86,20 @@ def causality_on(
 def batch_independence_on(model: torch.nn.Module, vocab: int, T: int, seed: int = 0, label: str = "trained") -> str:
     """Row logits in eval mode are the same alone (B=1), among other random rows (B=6) and with
     the batch permuted, as in a batch of 4; raises CheckFailed when rows leak into each other."""
-    x = _tokens(vocab, (4, T), seed)
-    full = _forward(model, x, vocab, training=False)
-    tol = _tolerance(full)
-    others = torch.cat([x[:1], _tokens(vocab, (5, T), seed + 1)])
+    x = random_tokens(vocab, (4, T), seed)
+    full = checked_forward(model, x, vocab, training=False)
+    tol = tolerance_for(full)
+    others = torch.cat([x[:1], random_tokens(vocab, (5, T), seed + 1)])
     perm = torch.tensor([3, 0, 2, 1])
     trials = [
-        ("row 0 computed alone", _forward(model, x[:1], vocab, False), full[:1]),
-        ("row 3 computed alone", _forward(model, x[3:], vocab, False), full[3:]),
-        ("row 0 among 5 other random rows", _forward(model, others, vocab, False)[:1], full[:1]),
-        ("the batch permuted", _forward(model, x[perm], vocab, False), full[perm]),
+        ("row 0 computed alone", checked_forward(model, x[:1], vocab, False), full[:1]),
+        ("row 3 computed alone", checked_forward(model, x[3:], vocab, False), full[3:]),
+        ("row 0 among 5 other random rows", checked_forward(model, others, vocab, False)[:1], full[:1]),
+        ("the batch permuted", checked_forward(model, x[perm], vocab, False), full[perm]),
     ]
     worst = 0.0
     for what, got, want in trials:
-        diff = _max_diff(got, want)
+        diff = max_diff(got, want)
         if not diff <= tol:
             raise CheckFailed(
                 f"batch_independence: logits changed with {what} instead of in a batch of 4 "

@@ -18,7 +18,7 @@ from .base import (
     CheckContext,
     CheckFailed,
 )
-from .models import _build, _check_logits, _forward, _max_diff, _models, _tokens, _tolerance
+from .models import build_checked, check_logits, checked_forward, max_diff, model_variants, random_tokens, tolerance_for
 from .source import check_literal_data, check_source_policy
 from .structural import batch_independence_on, causality_on
 
@@ -28,24 +28,24 @@ from .structural import batch_independence_on, causality_on
 
 
 def check_logits_shape(ctx: CheckContext) -> str:
-    model = _build(ctx)
+    model = build_checked(ctx)
     for T in (ctx.T, ctx.T // 2 + 1):
-        _forward(model, _tokens(ctx.vocab, (2, T), ctx.seed), ctx.vocab, training=False)
+        checked_forward(model, random_tokens(ctx.vocab, (2, T), ctx.seed), ctx.vocab, training=False)
     return f"[2, T, {ctx.vocab}] floating logits for T = {ctx.T} and {ctx.T // 2 + 1}"
 
 
 def check_finite(ctx: CheckContext) -> str:
-    model = _build(ctx)
-    x = _tokens(ctx.vocab, (2, ctx.T), ctx.seed)
+    model = build_checked(ctx)
+    x = random_tokens(ctx.vocab, (2, ctx.T), ctx.seed)
     for training in (True, False):
-        _forward(model, x, ctx.vocab, training)  # raises on NaN or inf
+        checked_forward(model, x, ctx.vocab, training)  # raises on NaN or inf
     return "finite logits in train and eval mode"
 
 
 def check_initial_loss(ctx: CheckContext) -> str:
-    model = _build(ctx)
-    x = _tokens(ctx.vocab, (4, ctx.T), ctx.seed)
-    logits = _forward(model, x, ctx.vocab, training=False)
+    model = build_checked(ctx)
+    x = random_tokens(ctx.vocab, (4, ctx.T), ctx.seed)
+    logits = checked_forward(model, x, ctx.vocab, training=False)
     targets = x[:, 1:].reshape(-1).to(logits.device)
     loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, ctx.vocab), targets).item()
     uniform = math.log(ctx.vocab)
@@ -64,12 +64,14 @@ def check_initial_loss(ctx: CheckContext) -> str:
 
 
 def check_causality(ctx: CheckContext) -> str:
-    details = [causality_on(model, ctx.vocab, ctx.T, ctx.examples, ctx.seed, label) for label, model in _models(ctx)]
+    details = [
+        causality_on(model, ctx.vocab, ctx.T, ctx.examples, ctx.seed, label) for label, model in model_variants(ctx)
+    ]
     return f"{details[0]} (as built and with perturbed weights)"
 
 
 def check_batch_independence(ctx: CheckContext) -> str:
-    details = [batch_independence_on(model, ctx.vocab, ctx.T, ctx.seed, label) for label, model in _models(ctx)]
+    details = [batch_independence_on(model, ctx.vocab, ctx.T, ctx.seed, label) for label, model in model_variants(ctx)]
     return f"{details[0]} (as built and with perturbed weights)"
 
 
@@ -81,16 +83,16 @@ def check_eval_train_consistency(ctx: CheckContext) -> str:
     dropout-like noise, which passes: causality then holds in both modes by the causality check.
     Models with mode-dependent layers besides dropout (BatchNorm) fail this check by design; tasks
     that allow them leave it out of their list."""
-    x = _tokens(ctx.vocab, (2, ctx.T), ctx.seed)
+    x = random_tokens(ctx.vocab, (2, ctx.T), ctx.seed)
     noisy = []
-    for label, model in _models(ctx):
-        evaluated = _forward(model, x, ctx.vocab, training=False)
-        trained = _forward(model, x, ctx.vocab, training=True, noise_seed=1)
-        tol = _tolerance(trained)
-        diff = _max_diff(evaluated, trained)
+    for label, model in model_variants(ctx):
+        evaluated = checked_forward(model, x, ctx.vocab, training=False)
+        trained = checked_forward(model, x, ctx.vocab, training=True, noise_seed=1)
+        tol = tolerance_for(trained)
+        diff = max_diff(evaluated, trained)
         if diff <= tol:
             continue
-        if _max_diff(trained, _forward(model, x, ctx.vocab, training=True, noise_seed=2)) <= tol:
+        if max_diff(trained, checked_forward(model, x, ctx.vocab, training=True, noise_seed=2)) <= tol:
             raise CheckFailed(
                 f"eval_train_consistency: eval-mode logits differ from train-mode logits "
                 f"(max |Δ| {diff:.1e} > {tol:.1e}, model {label}) although train mode is "
@@ -104,7 +106,7 @@ def check_eval_train_consistency(ctx: CheckContext) -> str:
 
 
 def check_overfit_batch(ctx: CheckContext) -> str:
-    model = _build(ctx)
+    model = build_checked(ctx)
     n = min(int(ctx.cfg["seq_len"]), 32)
     g = torch.Generator().manual_seed(ctx.seed)
     cycle = torch.randperm(ctx.vocab, generator=g)[:OVERFIT_CYCLE]
@@ -118,16 +120,16 @@ def check_overfit_batch(ctx: CheckContext) -> str:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise CheckFailed("overfit_batch: the model has no trainable parameters — it cannot learn")
-    initial = loss_of(_forward(model, x, ctx.vocab, training=False)).item()
+    initial = loss_of(checked_forward(model, x, ctx.vocab, training=False)).item()
     opt = torch.optim.AdamW(params, lr=OVERFIT_LR, weight_decay=0.0)
     model.train()
     for _ in range(OVERFIT_STEPS):
         logits = model(x.to(params[0].device))
-        _check_logits(logits, x, ctx.vocab)
+        check_logits(logits, x, ctx.vocab)
         opt.zero_grad(set_to_none=True)
         loss_of(logits).backward()
         opt.step()
-    final = loss_of(_forward(model, x, ctx.vocab, training=False)).item()
+    final = loss_of(checked_forward(model, x, ctx.vocab, training=False)).item()
     if not (final < OVERFIT_TARGET and final < 0.7 * initial):
         raise CheckFailed(
             f"overfit_batch: loss {initial:.2f} → {final:.2f} nats after {OVERFIT_STEPS} AdamW steps on one "
@@ -140,19 +142,21 @@ def check_overfit_batch(ctx: CheckContext) -> str:
 def check_param_limit(ctx: CheckContext) -> str:
     if ctx.max_params is None:
         return "no limit"
-    params = sum(p.numel() for p in _build(ctx).parameters())
+    params = sum(p.numel() for p in build_checked(ctx).parameters())
     if params > ctx.max_params:
         raise CheckFailed(f"param_limit: {params:,} parameters > limit {ctx.max_params:,}")
     return f"{params:,} ≤ {ctx.max_params:,} parameters"
 
 
 def check_deterministic_eval(ctx: CheckContext) -> str:
-    model = _build(ctx)
-    x = _tokens(ctx.vocab, (2, ctx.T), ctx.seed)
-    first = _forward(model, x, ctx.vocab, training=False, noise_seed=None)
-    _forward(model, _tokens(ctx.vocab, (2, ctx.T), ctx.seed + 1), ctx.vocab, training=False, noise_seed=None)
-    again = _forward(model, x, ctx.vocab, training=False, noise_seed=None)
-    diff, tol = _max_diff(first, again), _tolerance(first)
+    model = build_checked(ctx)
+    x = random_tokens(ctx.vocab, (2, ctx.T), ctx.seed)
+    first = checked_forward(model, x, ctx.vocab, training=False, noise_seed=None)
+    checked_forward(
+        model, random_tokens(ctx.vocab, (2, ctx.T), ctx.seed + 1), ctx.vocab, training=False, noise_seed=None
+    )
+    again = checked_forward(model, x, ctx.vocab, training=False, noise_seed=None)
+    diff, tol = max_diff(first, again), tolerance_for(first)
     if not diff <= tol:
         raise CheckFailed(
             f"deterministic_eval: the same batch gave different eval-mode logits after another "

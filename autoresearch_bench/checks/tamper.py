@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import CheckFailed
-from .source import _is_dunder
+from .source import is_dunder
 from .suite import CHECKS
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def snapshot_critical() -> dict:
         for name, obj in vars(module).items():
             if (
                 _CHECKS_PACKAGE in (modname, modname.rpartition(".")[0])
-                and not _is_dunder(name)
+                and not is_dunder(name)
                 and not isinstance(obj, type(sys))
             ):
                 entries[f"{modname}.{name}"] = (module, name)  # the checks' constants (tolerances) and names too
@@ -162,7 +162,7 @@ def snapshot_critical() -> dict:
                         {
                             f"{modname}.{name}.{m}": (obj, m)
                             for m, v in vars(obj).items()
-                            if callable(v) and not _is_dunder(m)
+                            if callable(v) and not is_dunder(m)
                         }
                     )
     return {key: (owner, name, _lookup(owner, name)) for key, (owner, name) in entries.items()}

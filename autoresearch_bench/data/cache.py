@@ -106,7 +106,7 @@ def _locked(root: Path, log: Callable[[str], None]):
 
 
 @contextmanager
-def _atomic(path: Path):
+def cache_replacing(path: Path):
     """files.replacing, with a full disk said as a DataError that names the cache."""
     try:
         with files.replacing(path) as tmp:
@@ -117,6 +117,6 @@ def _atomic(path: Path):
         raise
 
 
-def _atomic_write_bytes(path: Path, content: bytes) -> None:
-    with _atomic(path) as tmp:
+def atomic_write_bytes(path: Path, content: bytes) -> None:
+    with cache_replacing(path) as tmp:
         tmp.write_bytes(content)

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from .cache import BOS_TOKEN, MODULAR_OPS, VALIDATION_DOCS, DataError, _atomic_write_bytes
-from .tokens import _save_tokens
+from .cache import BOS_TOKEN, MODULAR_OPS, VALIDATION_DOCS, DataError, atomic_write_bytes
+from .tokens import save_tokens
 
 # ---------------------------------------------------------------------------------------------
 # modular arithmetic: generated data
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_modular(data: dict) -> None:
+def check_modular(data: dict) -> None:
     p, op, frac = data["modulus"], data["operation"], data["train_fraction"]
     if not isinstance(p, int) or not 2 <= p <= 4096:
         raise DataError(f"modulus must be an integer from 2 to 4096, not {p!r}")
@@ -51,7 +51,7 @@ def modular_equations(modulus: int, operation: str, train_fraction: float, seed:
     return rows[:n_train], rows[n_train:]
 
 
-def _write_modular(data: dict, root: Path, log: Callable[[str], None]) -> None:
+def write_modular(data: dict, root: Path, log: Callable[[str], None]) -> None:
     """The modular source's decoding tokenizer and its train and val token files."""
     p, op = data["modulus"], data["operation"]
     enc = tiktoken.Encoding(
@@ -60,8 +60,8 @@ def _write_modular(data: dict, root: Path, log: Callable[[str], None]) -> None:
         mergeable_ranks={str(i).encode(): i for i in range(p)},
         special_tokens={f" {op} ": p, " = ": p + 1, BOS_TOKEN: p + 2},
     )
-    _atomic_write_bytes(root / "tokenizer" / "tokenizer.pkl", pickle.dumps(enc))
+    atomic_write_bytes(root / "tokenizer" / "tokenizer.pkl", pickle.dumps(enc))
     train, val = modular_equations(p, op, data["train_fraction"], data["seed"])
     for rows, out in ((train, root / "train.npy"), (val, root / VALIDATION_DOCS)):
-        _save_tokens(out, [rows.astype(np.uint16).ravel()], np.arange(0, rows.size + 1, rows.shape[1]))
+        save_tokens(out, [rows.astype(np.uint16).ravel()], np.arange(0, rows.size + 1, rows.shape[1]))
     log(f"data: generated {len(train):,} train and {len(val):,} validation equations a {op} b mod {p}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import DOC_BUFFER, END, SCORE_MODES, START, DataError
-from .tokens import _open_tokens
+from .tokens import open_tokens
 
 # ---------------------------------------------------------------------------------------------
 # packing and loaders
@@ -87,7 +87,7 @@ class RowStream:
     The feeder (feeder.py) serves training batches from it."""
 
     def __init__(self, tokens_path: Path, batch_size: int, seq_len: int, seed: int = 0, crop: bool = False):
-        self.tokens, self.starts, self.lengths = _open_tokens(Path(tokens_path))
+        self.tokens, self.starts, self.lengths = open_tokens(Path(tokens_path))
         self.shape, self.seed, self.crop = (batch_size, seq_len + 1), seed, crop
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -105,7 +105,7 @@ def eval_rows_and_mask(
     scored: every one but BOS (score "tokens"), or only the last token of each document (score "answers")."""
     if score not in SCORE_MODES:
         raise DataError(f"score must be one of {', '.join(SCORE_MODES)}, not {score!r}")
-    tokens, starts, lengths = _open_tokens(Path(tokens_path))
+    tokens, starts, lengths = open_tokens(Path(tokens_path))
     rows = np.empty((math.ceil(n_tokens / seq_len), seq_len + 1), dtype=np.int64)
     marks = np.zeros(rows.shape, dtype=np.int8)
     n = _Packer(tokens, starts, lengths, iter(range(len(starts))), crop).fill(rows, marks)

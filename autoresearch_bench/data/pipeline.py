@@ -33,16 +33,16 @@ from .cache import (
     VALIDATION_DOCS,
     DataError,
     PreparedData,
-    _atomic,
-    _atomic_write_bytes,
     _locked,
+    atomic_write_bytes,
+    cache_replacing,
     cache_root,
 )
-from .modular import _check_modular, _write_modular
+from .modular import check_modular, write_modular
 from .packing import eval_rows_and_mask
-from .sources import _build_shards, _download_climbmix, _existing_shards, _iter_texts
-from .tokenizer import _train_tokenizer, _write_byte_tokenizer, load_tokenizer, token_bytes
-from .tokens import _docs_path, _tokenize
+from .sources import build_shards, download_climbmix, existing_shards, iter_texts
+from .tokenizer import load_tokenizer, token_bytes, train_tokenizer, write_byte_tokenizer
+from .tokens import docs_path, tokenize_shards
 
 # ---------------------------------------------------------------------------------------------
 # prepare
@@ -66,24 +66,24 @@ def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> P
             return prepared
         t0 = time.perf_counter()
         log(f"data: preparing {data['source']} data for {task_name} in {root}")
-        _atomic_write_bytes(root / "spec.json", json.dumps(data, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(root / "spec.json", json.dumps(data, indent=2, sort_keys=True).encode())
         tok_dir = root / "tokenizer"
         if data["source"] == "modular":
-            _write_modular(data, root, log)
+            write_modular(data, root, log)
         else:
             if data["source"] == "climbmix":
-                train_shards, val_shard = _download_climbmix(data, runtime, root, log)
+                train_shards, val_shard = download_climbmix(data, runtime, root, log)
             elif data["source"] == "parquet":
-                train_shards, val_shard = _existing_shards(data)
+                train_shards, val_shard = existing_shards(data)
             else:
-                train_shards, val_shard = _build_shards(data, root, log)
+                train_shards, val_shard = build_shards(data, root, log)
             if data["tokenizer"] == "bytes":
-                _write_byte_tokenizer(tok_dir)
+                write_byte_tokenizer(tok_dir)
             elif not (tok_dir / "tokenizer.pkl").exists():
-                _train_tokenizer(train_shards, data["vocab_size"], data["tokenizer_max_chars"], tok_dir, log)
+                train_tokenizer(train_shards, data["vocab_size"], data["tokenizer_max_chars"], tok_dir, log)
             enc = load_tokenizer(tok_dir)
-            _tokenize(enc, train_shards, root / "train.npy", log)
-            _tokenize(enc, [val_shard], root / VALIDATION_DOCS, log)
+            tokenize_shards(enc, train_shards, root / "train.npy", log)
+            tokenize_shards(enc, [val_shard], root / VALIDATION_DOCS, log)
         enc = load_tokenizer(tok_dir)
         _close_private(root)
         meta = {
@@ -94,7 +94,7 @@ def prepare(spec: dict, task_name: str, log: Callable[[str], None] = print) -> P
             "raw_paths": [str(root / "shards"), str(root / "val")]
             + ([str(Path(data["dir"]).expanduser().resolve())] if data["source"] == "parquet" else []),
         }
-        _atomic_write_bytes(root / "prepared.json", json.dumps(meta, indent=2).encode())
+        atomic_write_bytes(root / "prepared.json", json.dumps(meta, indent=2).encode())
         log(
             f"data: ready in {time.perf_counter() - t0:.1f} s: {meta['n_train_tokens']:,} train and "
             f"{meta['n_val_tokens']:,} validation tokens, vocab {meta['vocab_size']}"
@@ -120,7 +120,7 @@ def validation_copies(prepared: PreparedData, roots: Iterable[str], log: Callabl
     found: list[str] = []
     if shard is not None and shard.exists():
         t0 = time.perf_counter()
-        raw = [text.encode() for batch in _iter_texts([shard]) for text in batch]
+        raw = [text.encode() for batch in iter_texts([shard]) for text in batch]
         docs = {hashlib.blake2b(b, digest_size=16).digest() for b in raw}
         sizes = {len(b) for b in raw}
         for top in roots:
@@ -142,7 +142,7 @@ def validation_copies(prepared: PreparedData, roots: Iterable[str], log: Callabl
                 f"hold validation documents, e.g. {found[0]}: this corpus is not secret from candidates "
                 f"({time.perf_counter() - t0:.1f} s, once)"
             )
-    _atomic_write_bytes(cache, json.dumps(sorted(set(found))).encode())
+    atomic_write_bytes(cache, json.dumps(sorted(set(found))).encode())
     return sorted(set(found))
 
 
@@ -165,7 +165,7 @@ def _normalize(spec: dict) -> tuple[dict, dict]:
         raise DataError(f"score must be one of {', '.join(SCORE_MODES)}, not {runtime['score']!r}")
     vocab = data["vocab_size"]
     if source == "modular":
-        _check_modular(data)
+        check_modular(data)
     elif data["tokenizer"] not in TOKENIZERS:
         raise DataError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not {data['tokenizer']!r}")
     elif data["tokenizer"] == "bytes" and vocab != 257:
@@ -188,18 +188,18 @@ def _read_prepared(root: Path, log: Callable[[str], None] = print) -> PreparedDa
         root / "train.npy",
         root / "train.docs.npy",
         root / VALIDATION_DOCS,
-        _docs_path(root / VALIDATION_DOCS),
+        docs_path(root / VALIDATION_DOCS),
         root / "tokenizer" / "tokenizer.pkl",
     ]
     old = root / "val" / "val.npy"
-    if (root / "prepared.json").exists() and old.exists() and _docs_path(old).exists() and not paths[3].exists():
+    if (root / "prepared.json").exists() and old.exists() and docs_path(old).exists() and not paths[3].exists():
         log(
             f"data: moving {root}'s validation documents to private/ (cache layout 2: the league's held-out rows "
             f"apart from the validation rows); the data id stays"
         )
         (root / "private").mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):  # another process moved them meanwhile
-            os.replace(_docs_path(old), paths[4])
+            os.replace(docs_path(old), paths[4])
             os.replace(old, paths[3])
         _close_private(root)
     if not all(p.exists() for p in paths):
@@ -241,7 +241,7 @@ def eval_split(
         n_val = math.ceil(n_tokens / seq_len)  # the packer fills rows in order: these are the n_tokens rows
         for name, part in (("val", slice(0, n_val)), ("test", slice(n_val, None))):
             files[name].parent.mkdir(exist_ok=True)
-            with _atomic(files[name]) as tmp, open(tmp, "wb") as f:
+            with cache_replacing(files[name]) as tmp, open(tmp, "wb") as f:
                 np.savez(f, rows=rows[part], mask=mask[part])
         _close_private(prepared.root)
     if split == "test":

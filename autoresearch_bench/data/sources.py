@@ -34,8 +34,8 @@ from .cache import (
     ROW_GROUP_DOCS,
     SHARD_CHARS,
     DataError,
-    _atomic,
-    _atomic_write_bytes,
+    atomic_write_bytes,
+    cache_replacing,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ from .cache import (
 # ---------------------------------------------------------------------------------------------
 
 
-def _build_shards(data: dict, root: Path, log: Callable[[str], None]) -> tuple[list[Path], Path]:
+def build_shards(data: dict, root: Path, log: Callable[[str], None]) -> tuple[list[Path], Path]:
     """Write the embedded or files corpus as train shards and a pinned val shard (once)."""
     manifest = root / "shards" / "manifest.json"
     if manifest.exists():
@@ -64,7 +64,7 @@ def _build_shards(data: dict, root: Path, log: Callable[[str], None]) -> tuple[l
             names.append(f"train_{len(names):05d}.parquet")
             _write_parquet(root / "shards" / names[-1], shard)
             shard, chars = [], 0
-    _atomic_write_bytes(manifest, json.dumps(names).encode())
+    atomic_write_bytes(manifest, json.dumps(names).encode())
     log(
         f"data: wrote {len(train):,} train and {len(val):,} validation documents ({sum(map(len, train)):,} "
         f"and {sum(map(len, val)):,} characters) in {time.perf_counter() - t0:.1f} s"
@@ -80,7 +80,7 @@ def _first_chars(docs: list[str], max_chars: int | None) -> list[str]:
     return [d for d, n in zip(docs, total) if n - len(d) < max_chars]
 
 
-def _existing_shards(data: dict) -> tuple[list[Path], Path]:
+def existing_shards(data: dict) -> tuple[list[Path], Path]:
     """A folder of parquet shards with a `text` column (e.g. autoresearch's own ~/.cache/autoresearch/data):
     every shard but `val_shard` trains. Lets a comparison with upstream use the very same documents."""
     folder = Path(data["dir"] or "").expanduser()
@@ -150,11 +150,11 @@ def _split(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
 
 
 def _write_parquet(path: Path, docs: list[str]) -> None:
-    with _atomic(path) as tmp:
+    with cache_replacing(path) as tmp:
         pq.write_table(pa.table({"text": pa.array(docs, pa.large_string())}), tmp, row_group_size=ROW_GROUP_DOCS)
 
 
-def _download_climbmix(data: dict, runtime: dict, root: Path, log: Callable[[str], None]) -> tuple[list[Path], Path]:
+def download_climbmix(data: dict, runtime: dict, root: Path, log: Callable[[str], None]) -> tuple[list[Path], Path]:
     """Download train shards 0..num_shards-1 into shards/ and the pinned val shard into val/."""
     train_ids = [i for i in range(data["num_shards"]) if i != data["val_shard"]]
     wanted = [root / "shards" / f"shard_{i:05d}.parquet" for i in train_ids]
@@ -224,7 +224,7 @@ def _download(url: str, dest: Path, runtime: dict, log: Callable[[str], None]) -
     raise DataError(f'cannot download {url}: {reason}; check network or use source = "files"/"embedded"')
 
 
-def _iter_texts(shards: Iterable[Path]) -> Iterator[list[str]]:
+def iter_texts(shards: Iterable[Path]) -> Iterator[list[str]]:
     """Batches of documents of the given parquet shards, in order."""
     for shard in shards:
         for batch in pq.ParquetFile(shard).iter_batches(batch_size=ENCODE_BATCH_DOCS, columns=["text"]):

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from .cache import BOS_TOKEN, SPECIAL_TOKENS, SPLIT_PATTERN, TOKENIZER_DOC_CAP, DataError, _atomic_write_bytes
-from .sources import _iter_texts
+from .cache import BOS_TOKEN, SPECIAL_TOKENS, SPLIT_PATTERN, TOKENIZER_DOC_CAP, DataError, atomic_write_bytes
+from .sources import iter_texts
 
 # ---------------------------------------------------------------------------------------------
 # tokenizer
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_byte_tokenizer(tok_dir: Path) -> None:
+def write_byte_tokenizer(tok_dir: Path) -> None:
     """The identity tokenizer on UTF-8 bytes (ids 0..255) plus BOS (256), as a tiktoken.Encoding."""
     enc = tiktoken.Encoding(
         name="ar-bytes",
@@ -28,10 +28,10 @@ def _write_byte_tokenizer(tok_dir: Path) -> None:
         mergeable_ranks={bytes([i]): i for i in range(256)},
         special_tokens={BOS_TOKEN: 256},
     )
-    _atomic_write_bytes(tok_dir / "tokenizer.pkl", pickle.dumps(enc))
+    atomic_write_bytes(tok_dir / "tokenizer.pkl", pickle.dumps(enc))
 
 
-def _train_tokenizer(
+def train_tokenizer(
     shards: list[Path], vocab_size: int, max_chars: int, tok_dir: Path, log: Callable[[str], None]
 ) -> None:
     """Train a byte-level BPE with rustbpe on the training shards; save it as a tiktoken.Encoding."""
@@ -40,7 +40,7 @@ def _train_tokenizer(
     seen = {"docs": 0, "chars": 0}
 
     def texts() -> Iterator[str]:
-        for batch in _iter_texts(shards):
+        for batch in iter_texts(shards):
             for doc in batch:
                 doc = doc[:TOKENIZER_DOC_CAP]
                 seen["docs"] += 1
@@ -67,7 +67,7 @@ def _train_tokenizer(
     )
     probe = "Hello world! Numbers: 123. Unicode: 你好 ü\n\tdef f(x): return x"
     assert enc.decode(enc.encode_ordinary(probe)) == probe, "tokenizer round trip failed"
-    _atomic_write_bytes(tok_dir / "tokenizer.pkl", pickle.dumps(enc))
+    atomic_write_bytes(tok_dir / "tokenizer.pkl", pickle.dumps(enc))
     log(
         f"data: trained the tokenizer on {seen['docs']:,} documents ({seen['chars']:,} characters) "
         f"in {time.perf_counter() - t0:.1f} s"
