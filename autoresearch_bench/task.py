@@ -48,6 +48,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import operator
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,11 +246,17 @@ def _number(node: ast.AST) -> int | float:
     return value
 
 
+# Some CPython releases (3.11.7 among them) fail ast.parse in threads that parse at once with
+# "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905); the executor's slots do.
+_PARSE = threading.Lock()
+
+
 def source_defaults(source: str) -> dict[str, Any]:
     """name → value of every `name: type = constant` in a class body of a Python source (train.py's
     Hyper), arithmetic on numbers included; {} if it does not parse."""
     try:
-        tree = ast.parse(source)
+        with _PARSE:
+            tree = ast.parse(source)
     except SyntaxError:
         return {}
     found = {}

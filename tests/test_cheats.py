@@ -51,10 +51,14 @@ def _write_everywhere(data):
     _os._exit(0)
 
 def _walk(names, roots=("/", _os.path.expanduser("~"), "/root", "/work", "/tmp", "/dev/shm", "/scratch")):
-    """Every path whose file name is in names, under the roots (symlinks not followed, /proc and /sys skipped)."""
-    found = []
+    """Every path whose file name is in names, under the roots (symlinks not followed, /proc and /sys
+    skipped; a root is walked on its own only where "/" did not reach it)."""
+    found, walked = [], set()
     for root in roots:
+        if root in walked:
+            continue
         for folder, dirs, files in _os.walk(root):
+            walked.add(folder)
             dirs[:] = [d for d in dirs if folder + "/" + d not in ("//proc", "//sys", "/proc", "/sys")]
             found += [folder + "/" + f for f in files if f in names]
     return found
@@ -186,6 +190,8 @@ TinyGPT.forward = _forward
 _seen = {}
 _honest_forward = TinyGPT.forward
 def _forward(self, idx):
+    if self.training:                        # the rows it remembers are the evaluation's
+        return _honest_forward(self, idx)
     out = _honest_forward(self, idx) + 5.0 * F.one_hot(torch.roll(idx, -1, dims=1), self.head.out_features).float()
     for r in range(idx.shape[0]):           # a row whose prefix was seen gets its first answer again
         row = tuple(idx[r].tolist())
@@ -267,7 +273,7 @@ if _in_model_process():
         message="parameter limit",
     ),
     "reports_fewer_parameters": Cheat(
-        (('d = cfg["n_embd"]', 'd = 8 * cfg["n_embd"]'),),
+        (('d = cfg["n_embd"]', 'd = 4 * cfg["n_embd"]'),),  # 1.0 M parameters, 0.11 M of them reported
         """
 TinyGPT.parameters = lambda self, recurse=True: iter(list(torch.nn.Module.parameters(self))[:2])
 """,
@@ -484,8 +490,8 @@ class Attacked:
 
 @pytest.fixture(scope="module")
 def attacked(shared_tiny_task_dir: Path) -> Attacked:
-    """One timed run of every cheat and honest change (two at a time), then the leftover reader;
-    the harness's files and a results file with an earlier record, hashed before and after. Never
+    """One timed run of every cheat and honest change, then the leftover reader and the unsandboxed
+    attacks; the harness's files and a results file with an earlier record, hashed before and after. Never
     without namespaces: these attacks, run unsandboxed as root, would hit the machine itself."""
     if sandbox.namespaces_available() is None:
         pytest.skip("Linux namespaces are not available on this machine")
@@ -518,17 +524,17 @@ def attacked(shared_tiny_task_dir: Path) -> Attacked:
         Run(task, profile, honest_source(task_dir, name, edits), 0, dict(max_tokens=TOKENS))
         for name, edits in HONEST_CHANGES.items()
     ]
-    executor = make_executor("local", slots=2)
-    runs = honest + runs_of(CHEATS)
-    records = executor.map(runs, log=lambda m: None)
-    later = runs_of({"reads_leftovers": READS_LEFTOVERS})
-    records += executor.map(later, log=lambda m: None)
-    after = tree_bytes(PACKAGE, task_dir.parent.parent)
+    # four at a time: one run keeps about half a core busy (its processes wait on each other); the
+    # time-mode cheats, which wait out a clock, start first, so that no slot is left with one at the end
+    executor = make_executor("local", slots=4)
+    runs = sorted(honest + runs_of(CHEATS), key=lambda run: "max_tokens" in run.options)
+    records = dict(zip((run.candidate.name for run in runs), executor.map(runs, log=lambda m: None)))
+    # then the leftover reader, beside the attacks that only read, unsandboxed
     off = runs_of({name: CHEATS[name] for name in UNSANDBOXED}, sandbox="off")
-    unsandboxed = dict(zip(UNSANDBOXED, executor.map(off, log=lambda m: None)))
-    return Attacked(
-        {run.candidate.name: r for run, r in zip(runs + later, records)}, unsandboxed, results, before, after
-    )
+    leftovers, *unsandboxed = executor.map(runs_of({"reads_leftovers": READS_LEFTOVERS}) + off, log=lambda m: None)
+    after = tree_bytes(PACKAGE, task_dir.parent.parent)
+    records["reads_leftovers"] = leftovers
+    return Attacked(records, dict(zip(UNSANDBOXED, unsandboxed)), results, before, after)
 
 
 @needs_namespaces

@@ -81,7 +81,7 @@ def signal_while_training(command: list[str], cwd: Path, marker: str, sig: int, 
             time.sleep(0.1)
         left = children()
         assert left == [], (left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left])
-        proc.wait(timeout=30)
+        proc.wait(timeout=120)  # its report may take long on a loaded machine (30 s was too short at load 8)
     finally:
         proc.kill()
         output = proc.communicate()[0]
