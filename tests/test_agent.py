@@ -180,7 +180,7 @@ AGENT_SCRIPT = textwrap.dedent("""
 
 def test_agent_command_is_interrupted_and_resumed_without_losing_a_row(repo, tmp_path_factory):
     helper = tmp_path_factory.mktemp("agent")
-    helper.chmod(0o755)  # shown to the agent read-only, which runs as uid 65534 when the tests are root
+    helper.chmod(0o755)  # shown to the agent read-only, which runs as a uid of its own when the tests are root
     (helper / "agent.py").write_text(AGENT_SCRIPT)
     marker = helper / "marker"
     cli = [

@@ -2,7 +2,7 @@
 machine out of its reach, and an honest agent command still gets its change measured.
 
 One agent loop per isolation runs one attack per experiment (the script below, told which by
-AR_EXPERIMENT): as root the agent runs as uid 65534 ("unprivileged"); an ordinary user gets a user
+AR_EXPERIMENT): as root the agent runs as a uid of its own ("unprivileged"); an ordinary user gets a user
 namespace, forced here as tests/test_sandbox.py forces it for candidates. Skipped without namespaces.
 """
 
@@ -119,7 +119,7 @@ def attacked(request, tmp_path_factory) -> Attacked:
     other.mkdir(parents=True)
     (other / "train.py").write_text("# another agent's file\n")
     helper = tmp_path_factory.mktemp("attacker")
-    helper.chmod(0o755)  # shown read-only to the agent, which runs as uid 65534 when the tests are root
+    helper.chmod(0o755)  # shown read-only to the agent, which runs as a uid of its own when the tests are root
     (helper / "attacker.py").write_text(ATTACKER)
     task = load_task(task_dir)
     prepared = data.prepare(task.profile("cpu").data, task.name, log=lambda m: None)
@@ -240,7 +240,7 @@ def test_a_fork_bomb_is_stopped_at_the_process_limit(attacked):
 
 def test_an_honest_agent_command_gets_its_change_measured(attacked):
     if "honest" not in attacked.targets["plan"]:
-        pytest.skip("run once, as uid 65534")
+        pytest.skip("run once, as the unprivileged uid")
     n = attacked.targets["plan"].index("honest") + 1
     e = attacked.experiments[n]
     assert e["description"] == "learning rate 3e-3" and e["stage"] == "confirm" and e["status"] == "keep", e

@@ -44,20 +44,20 @@ gate's, so a change is never kept (or judged worse) for a run that merely got mo
 
 The agent's sandbox. An external agent command is as untrusted as the code it writes, so it runs in
 the candidates' sandbox (sandbox.py) at the same level (--sandbox off | auto | strict): new mount, PID,
-IPC and UTS namespaces, as uid 65534 with no capabilities when the harness is root, else in a user
-namespace whose capabilities are dropped; the system folders, the Python installation and the
+IPC and UTS namespaces, as a uid of its own (sandbox.RUN_UIDS) with no capabilities when the harness
+is root, else in a user namespace whose capabilities are dropped; the system folders, the Python installation and the
 harness's package read-only (its corpus covered); a private /tmp and /dev; the resource limits of a
-run, a cap on processes (the process watch, and RLIMIT_NPROC of uid 65534 at the kernel), its own
+run, a cap on processes (the process watch, and RLIMIT_NPROC of its uid at the kernel), its own
 process group and PID namespace, so no process of it outlives its experiment. Not shown at all: the
 data cache (validation and held-out rows), the records (results, ledgers, logs), the user's checkout,
 other worktrees, and the rest of its own worktree. Its environment is the children's allow-list plus
 the names given with --agent-env (its API key); it keeps the machine's network (its model's API)
 unless --agent-offline; --agent-ro shows more paths read-only (its program, its config), which must
-be readable by uid 65534 when the harness is root. Its task folder: the agent works on a copy of the
+be readable by other users when the harness is root. Its task folder: the agent works on a copy of the
 worktree's task folder, bound read-write where the folder is (AR_TASK_DIR is the real path), and
 when it ends, the harness copies the plain files back (a link, FIFO or device fails the experiment).
-A copy rather than a chown of the worktree: it works alike for uid 65534 and a user namespace, the
-user's worktree never holds files of another uid, nothing of it but plain files in the task folder
+A copy rather than a chown of the worktree: it works alike for an unprivileged uid and a user
+namespace, the user's worktree never holds files of another uid, nothing of it but plain files in the task folder
 reaches the harness (no link to a secret, no git hook), and the editable-surface rule then judges
 the change as any other. AR_RESULTS is a copy of results.tsv. Where no namespaces are available
 (level auto falls back to off, with a warning) it runs unisolated with the scrubbed environment only.

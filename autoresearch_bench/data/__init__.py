@@ -28,7 +28,7 @@ experiment's ScorerSpec never names the held-out rows. The cache holds secrets b
 validation text), splits/ (the validation rows) and private/ (the documents both splits come from, the
 held-out rows) are mode 0700, their files 0600, readable by the harness's user alone, and no sandbox shows the
 cache at all
-(sandbox.py); so neither an agent command (uid 65534, or a user namespace that does not mount it)
+(sandbox.py); so neither an agent command (an unprivileged uid, or a user namespace that does not mount it)
 nor a candidate's model process can open them. During the league's final scoring a model process
 necessarily receives the held-out rows' input tokens, batch by batch through shared memory, never
 their targets: it runs sandboxed with no network and no writable storage that outlives the run (its
