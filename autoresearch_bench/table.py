@@ -5,12 +5,15 @@ properties."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
 from . import stats
 from .device import mfu_cell
-from .session import CandidateResult
+
+if TYPE_CHECKING:  # the rows are the session's results; rendering them needs no session
+    from .session import CandidateResult
 
 
 def junit_properties(result: CandidateResult) -> list[tuple[str, str]]:
