@@ -132,8 +132,8 @@ class AddOracle(torch.nn.Module):
         return logits
 
 class Peek(AddOracle):
-    def forward(self, idx):  # uses the next row's b: not batch independent
-        return super().forward(torch.cat([idx[:, :3], torch.roll(idx[:, 3:4], 1, 0), idx[:, 4:]], 1))
+    def forward(self, idx):  # every row's logits scaled by the batch's sum of b: not batch independent
+        return super().forward(idx) * (1 + idx[:, 3].sum().float() / 1000)
 
 class Uniform(torch.nn.Module):
     def forward(self, idx):
