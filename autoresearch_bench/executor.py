@@ -109,8 +109,7 @@ class LocalExecutor:
     def _records(self, runs: list[Run], on_progress: OnProgress | None, log) -> Iterator[RunRecord]:
         if self.slots == 1 or len(runs) < 2:
             for run in runs:
-                if run.profile.device == "cuda" and self.gpu_sharing > 1:
-                    run = replace(run, options={"gpu_sharing": self.gpu_sharing, **run.options})
+                run = _sharing_its_gpu(run, self.gpu_sharing)
                 yield run(_bind(on_progress, run), log)
             return
         lock = threading.Lock()  # callbacks from several threads: one at a time
@@ -136,7 +135,7 @@ class LocalExecutor:
             if run.profile.device != "cuda":
                 return replace(run, options={"threads": threads, **run.options})(*callbacks)
             if len(gpus) < 2:  # one GPU: nothing to choose, and the runs in flight share its memory
-                return replace(run, options={"gpu_sharing": min(self.slots, len(runs)), **run.options})(*callbacks)
+                return _sharing_its_gpu(run, self.gpu_sharing * min(self.slots, len(runs)))(*callbacks)
             gpu = free.get()  # blocks while every GPU is busy (more slots than GPUs)
             try:
                 record = replace(run, options={**run.options, "gpu": gpu})(*callbacks)
@@ -155,6 +154,13 @@ class LocalExecutor:
                     future.cancel()
                 process.kill_all()
                 raise
+
+
+def _sharing_its_gpu(run: Run, sharing: int) -> Run:
+    """The run, told how many runs train on its GPU at once (its device batch fits its share)."""
+    if run.profile.device != "cuda" or sharing < 2:
+        return run
+    return replace(run, options={"gpu_sharing": sharing, **run.options})
 
 
 def _bind(on_progress: OnProgress | None, run: Run) -> Callable[[dict], None] | None:
